@@ -1,0 +1,32 @@
+-- name: project_create
+INSERT INTO projects (name, description) VALUES ($1, $2)
+RETURNING id, name, description, status, created_at, updated_at;
+
+-- name: project_get
+SELECT id, name, description, status, created_at, updated_at
+  FROM projects WHERE id = wn_project_id($1);
+
+-- name: project_list
+SELECT id, name, description, status, created_at, updated_at
+  FROM projects WHERE ($1::text IS NULL OR status = $1) ORDER BY id;
+
+-- name: project_update
+UPDATE projects
+   SET name = coalesce($2, name), description = coalesce($3, description),
+       status = coalesce($4, status), updated_at = now()
+ WHERE id = wn_project_id($1)
+RETURNING id, name, description, status, created_at, updated_at;
+
+-- name: project_delete
+DELETE FROM projects WHERE id = wn_project_id($1) RETURNING id;
+
+-- name: project_resolve
+-- The project's id, and when the next delayed (retrying) job becomes eligible.
+SELECT p.id,
+       (SELECT min(j.available_at) FROM jobs j
+         WHERE j.project_id = p.id AND j.status = 'PENDING' AND j.unmet_deps = 0
+           AND j.available_at > now()) AS next_available_at
+  FROM projects p WHERE p.id = wn_project_id($1);
+
+-- name: project_counts
+SELECT status, count(*) AS n FROM jobs WHERE project_id = $1 GROUP BY status;

@@ -1,0 +1,103 @@
+"""The formatter interface: turn a job's parameters into something runnable, and run it.
+
+A formatter has the two synchronous methods of the original interface, ``format(task,
+parameters) -> str`` and ``execute(command) -> int``, and the asynchronous path the worker
+uses, :meth:`Formatter.run`, which receives a :class:`JobSpec` and a :class:`RunContext` and
+returns an :class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+import shlex
+import subprocess
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import anyio
+
+OutcomeStatus = Literal["COMPLETED", "FAILED", "CANCELLED"]
+
+
+class FormatError(ValueError):
+    """A job's parameters cannot be turned into a command (missing parameter, bad template)."""
+
+
+@dataclass(slots=True)
+class JobSpec:
+    """What the worker knows of a claimed job when it hands it to a formatter."""
+
+    id: int
+    name: str
+    task: str
+    parameters: dict[str, Any]
+    attempt: int = 1
+    priority: int = 0
+    required_cpu: int = 1
+    required_accelerators: int = 0
+    timeout: float | None = None
+    gpu_ids: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RunContext:
+    """How the worker wants a job run: environment, live output sink, cancellation, limits."""
+
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment variables for the job (CUDA_VISIBLE_DEVICES, WHATSNEXT_JOB_ID, ...)."""
+    on_output: Callable[[str], None] | None = None
+    """Called with each line the job prints (stdout and stderr), for live logs."""
+    cancel: anyio.Event = field(default_factory=anyio.Event)
+    """Set by the worker when the job must stop (cancelled, or the worker is terminating)."""
+    cancel_reason: str = "cancelled"
+    timeout: float | None = None
+    """Seconds the job may run before it is killed and reported FAILED with reason "timeout"."""
+    grace: float = 10.0
+    """Seconds between SIGTERM and SIGKILL when a job is stopped."""
+    tail_bytes: int = 16_384
+    """How much of the end of the job's output is kept for the report."""
+    cwd: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The result of running one job, as reported to the server."""
+
+    status: OutcomeStatus
+    exit_code: int | None = None
+    result: Any = None
+    error: str | None = None
+    log_tail: str = ""
+    duration: float | None = None
+    requeue: bool = False
+    """True when the job should go back to the queue without counting as a failure (preempted)."""
+
+
+class Formatter(ABC):
+    """Base class of all formatters."""
+
+    #: How many jobs this formatter may run at once regardless of CPU/GPU (None: no limit).
+    max_concurrency: int | None = None
+
+    @abstractmethod
+    def format(self, task: str, parameters: dict[str, Any]) -> str:
+        """Convert a job's parameters into an executable command string."""
+
+    def execute(self, command: str) -> int:
+        """Run a formatted command to completion and return its exit code (synchronous path)."""
+        return subprocess.call(shlex.split(command))
+
+    async def run(self, job: JobSpec, ctx: RunContext) -> Outcome:
+        """Run one job (asynchronous path used by the worker). Override for richer behaviour."""
+        try:
+            command = self.format(job.task, job.parameters)
+        except FormatError as exc:
+            return Outcome(status="FAILED", error=str(exc))
+        code = await anyio.to_thread.run_sync(self.execute, command)
+        return Outcome(
+            status="COMPLETED" if code == 0 else "FAILED",
+            exit_code=code,
+            error=None if code == 0 else f"exit code {code}",
+        )

@@ -1,0 +1,766 @@
+"""Run jobs on a SLURM cluster: one ``sbatch`` submission per job, state read back with ``squeue``.
+
+Each job becomes a batch script (``#SBATCH`` directives derived from the job's CPU/GPU needs and
+the formatter's options, ``export`` lines for the worker's environment, then the command). All
+the jobs one formatter has in flight are watched by a single poller that asks ``squeue`` about all
+of them at once, so a worker with a hundred jobs on the cluster costs one ``squeue`` call per poll
+interval, not a hundred. Jobs that ``squeue`` no longer lists are looked up once with
+``scontrol show job`` to read their final state and exit code (this works without SLURM
+accounting).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+import shlex
+import string
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .base import FormatError, Formatter, JobSpec, Outcome, RunContext
+
+log = logging.getLogger(__name__)
+
+#: Environment variables that select devices: the cluster's scheduler sets them for the job, so
+#: values from the worker's machine are never copied into a job that runs elsewhere.
+DEVICE_ENV_VARS = frozenset(
+    {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"}
+)
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DROPPED_MARKER = "[... earlier output dropped ...]\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Command rendering (shared with the RUN:AI formatter)
+# --------------------------------------------------------------------------------------------
+
+
+def _param_text(value: Any) -> str:
+    """How one parameter value is written on a command line (before shell quoting)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def render_command(
+    task: str,
+    parameters: Mapping[str, Any],
+    *,
+    script: str | None,
+    executable: str,
+    command: str | None,
+) -> str:
+    """Build a job's command line from its parameters.
+
+    * script mode (``script`` given): ``<executable> <script> --key value ...`` with one
+      ``--key value`` pair per parameter, in the parameters' order;
+    * template mode (``command`` given): ``command.format(**parameters)``, e.g.
+      ``"python train.py --lr {lr}"``. Format specs and conversions work as in ``str.format``.
+
+    Every substituted value is shell-quoted, so a value can never inject shell syntax. A template
+    field without a matching parameter raises :class:`FormatError` naming the parameter.
+    """
+    if command is not None:
+        return _render_template(task, command, parameters)
+    if script is None:
+        raise FormatError("neither a script nor a command template is configured")
+    parts = [shlex.quote(executable), shlex.quote(script)]
+    for key, value in parameters.items():
+        parts.append(f"--{key}")
+        parts.append(shlex.quote(_param_text(value)))
+    return " ".join(parts)
+
+
+def _render_template(task: str, template: str, parameters: Mapping[str, Any]) -> str:
+    formatter = string.Formatter()
+    try:
+        pieces = list(formatter.parse(template))
+    except ValueError as exc:
+        raise FormatError(f"task {task!r}: bad command template {template!r}: {exc}") from exc
+    out: list[str] = []
+    for literal, field_name, format_spec, conversion in pieces:
+        out.append(literal)
+        if field_name is None:
+            continue
+        if field_name == "":
+            raise FormatError(
+                f"task {task!r}: command template {template!r} has an unnamed field '{{}}'; "
+                "name it after a parameter, e.g. {lr}"
+            )
+        root = re.split(r"[.\[]", field_name, maxsplit=1)[0]
+        if root.isdigit():
+            raise FormatError(
+                f"task {task!r}: command template {template!r} uses a positional field "
+                f"{{{field_name}}}; use parameter names"
+            )
+        if root not in parameters:
+            available = ", ".join(sorted(parameters)) or "none"
+            raise FormatError(
+                f"task {task!r}: missing parameter {root!r} for command template {template!r} "
+                f"(parameters given: {available})"
+            )
+        try:
+            value, _ = formatter.get_field(field_name, (), parameters)
+            value = formatter.convert_field(value, conversion)
+            text = formatter.format_field(value, format_spec or "")
+        except (KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
+            raise FormatError(
+                f"task {task!r}: cannot render field {{{field_name}}} of {template!r}: {exc}"
+            ) from exc
+        if not isinstance(value, str) and not format_spec and conversion is None:
+            text = _param_text(value)
+        out.append(shlex.quote(text))
+    return "".join(out)
+
+
+def job_environment(job: JobSpec, env: Mapping[str, str] | None) -> dict[str, str]:
+    """The variables a remote job gets: WHATSNEXT_* from the job, then the worker's ``ctx.env``.
+
+    Device-selection variables (``CUDA_VISIBLE_DEVICES``...) are left out: on a cluster the
+    scheduler assigns the devices.
+    """
+    result = {
+        "WHATSNEXT_JOB_ID": str(job.id),
+        "WHATSNEXT_JOB_NAME": job.name,
+        "WHATSNEXT_TASK": job.task,
+        "WHATSNEXT_ATTEMPT": str(job.attempt),
+    }
+    for key, value in (env or {}).items():
+        if key in DEVICE_ENV_VARS:
+            continue
+        result[key] = str(value)
+    return result
+
+
+def read_tail(path: Path, limit: int) -> str:
+    """The last ``limit`` bytes of a file as text ("" when it does not exist)."""
+    try:
+        with path.open("rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, size - limit))
+            data = fh.read()
+    except FileNotFoundError:
+        return ""
+    text = data.decode("utf-8", errors="replace")
+    return _DROPPED_MARKER + text if size > limit else text
+
+
+async def run_command(
+    argv: Sequence[str], *, cwd: str | None = None, limit: float = 120.0
+) -> tuple[int, str, str]:
+    """Run a short command (sbatch, squeue...) without blocking the event loop.
+
+    Returns ``(returncode, stdout, stderr)``; a command that cannot be started gives 127 and the
+    reason in stderr, one that overruns ``limit`` is killed and gives 124.
+    """
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            cwd=cwd,
+        )
+    except OSError as exc:
+        return 127, "", f"cannot run {argv[0]}: {exc}"
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), limit)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return 124, "", f"{argv[0]} did not answer within {limit:.0f} s"
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
+    rc = proc.returncode if proc.returncode is not None else -1
+    return rc, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace")
+
+
+class _OutputFollower:
+    """Reads what a job appended to its output file since the last look, as whole lines."""
+
+    CHUNK = 4 * 1024 * 1024
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def read_lines(self, final: bool = False) -> list[str]:
+        lines: list[str] = []
+        try:
+            with self.path.open("rb") as fh:
+                while True:
+                    fh.seek(self.offset)
+                    data = fh.read(self.CHUNK)
+                    if not data:
+                        break
+                    self.offset += len(data)
+                    parts = (self.partial + data).split(b"\n")
+                    self.partial = parts.pop()
+                    lines.extend(p.decode("utf-8", errors="replace").rstrip("\r") for p in parts)
+                    if not final:
+                        break
+        except FileNotFoundError:
+            return lines
+        if final and self.partial:
+            lines.append(self.partial.decode("utf-8", errors="replace").rstrip("\r"))
+            self.partial = b""
+        return lines
+
+
+# --------------------------------------------------------------------------------------------
+# SLURM states
+# --------------------------------------------------------------------------------------------
+
+#: States after which a job never runs again.
+FINAL_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "OUT_OF_MEMORY",
+        "NODE_FAIL",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "PREEMPTED",
+        "SPECIAL_EXIT",
+        "REVOKED",
+    }
+)
+#: States in which the job's processes exist (the timeout clock runs from the first of these).
+STARTED_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"})
+
+_FAILURE_REASONS = {
+    "TIMEOUT": "timeout",
+    "OUT_OF_MEMORY": "OUT_OF_MEMORY: the job exceeded its memory limit",
+    "NODE_FAIL": "NODE_FAIL: the node running the job failed",
+    "BOOT_FAIL": "BOOT_FAIL: the node could not be booted for the job",
+    "DEADLINE": "DEADLINE: the job reached its deadline",
+    "SPECIAL_EXIT": "SPECIAL_EXIT: the job was held in a special exit state",
+    "REVOKED": "REVOKED: the job was revoked by the federation",
+}
+
+
+def _parse_scontrol(text: str) -> tuple[str | None, int | None, int | None, str | None]:
+    """JobState, exit code, signal and Reason from ``scontrol -o show job ID`` output."""
+    state = re.search(r"\bJobState=(\S+)", text)
+    code = re.search(r"\bExitCode=(\d+):(\d+)", text)
+    reason = re.search(r"\bReason=(\S+)", text)
+    return (
+        state.group(1) if state else None,
+        int(code.group(1)) if code else None,
+        int(code.group(2)) if code else None,
+        reason.group(1) if reason and reason.group(1) != "None" else None,
+    )
+
+
+@dataclass(eq=False)
+class _Tracked:
+    """What the poller knows of one submitted job."""
+
+    job_id: str
+    state: str = "PENDING"
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    final: bool = False
+    lost: str | None = None
+    """Set when SLURM no longer knows the job, or cannot be asked about it any more."""
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class _SlurmPoller:
+    """One polling loop per formatter, covering every job that formatter has in flight."""
+
+    MAX_CONSECUTIVE_ERRORS = 10
+
+    def __init__(self, formatter: SlurmFormatter) -> None:
+        self._fmt = formatter
+        self._jobs: dict[str, _Tracked] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        self._interval = formatter.poll_interval
+        self._errors = 0
+        self.polls = 0
+        """How many squeue calls this poller made (for diagnostics)."""
+
+    def watch(self, job_id: str) -> _Tracked:
+        tracked = _Tracked(job_id)
+        self._jobs[job_id] = tracked
+        self.kick()
+        return tracked
+
+    def unwatch(self, job_id: str) -> None:
+        self._jobs.pop(job_id, None)
+
+    def kick(self) -> None:
+        """Something changed (a new job, a cancellation): poll at the short interval again."""
+        self._interval = self._fmt.poll_interval
+        loop = asyncio.get_running_loop()
+        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
+            self._wake = asyncio.Event()
+            self._task = loop.create_task(self._loop(), name="whatsnext-slurm-poller")
+        assert self._wake is not None
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        last_poll = time.monotonic()
+        while self._jobs:
+            assert self._wake is not None
+            self._wake.clear()
+            delay = last_poll + self._interval - time.monotonic()
+            if delay > 0:
+                # A wake-up only means "recompute the delay" (the interval may have shrunk).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            pending = [t for t in self._jobs.values() if not t.final]
+            if not pending:
+                last_poll = time.monotonic()
+                continue
+            try:
+                changed = await self._poll(pending)
+                self._errors = 0
+            except _PollError as exc:
+                changed = False
+                self._errors += 1
+                log.warning("slurm poll failed (%d in a row): %s", self._errors, exc)
+                if self._errors >= self.MAX_CONSECUTIVE_ERRORS:
+                    for tracked in pending:
+                        tracked.lost = f"cannot query SLURM: {exc}"
+                        tracked.final = True
+                        tracked.changed.set()
+            last_poll = time.monotonic()
+            if changed:
+                self._interval = self._fmt.poll_interval
+            else:
+                self._interval = min(self._interval * 1.5, self._fmt.max_poll_interval)
+
+    async def _poll(self, pending: list[_Tracked]) -> bool:
+        fmt = self._fmt
+        ids = ",".join(t.job_id for t in pending)
+        self.polls += 1
+        rc, out, err = await run_command([fmt.squeue, "-h", "-o", "%i %T", "-j", ids])
+        listed: dict[str, str] = {}
+        if rc == 0:
+            for line in out.splitlines():
+                parts = line.split()
+                if len(parts) >= 2:
+                    listed[parts[0]] = parts[1]
+        elif "invalid job id" not in err.lower():
+            raise _PollError(f"squeue exited {rc}: {err.strip() or out.strip()}")
+        changed = False
+        for tracked in pending:
+            state = listed.get(tracked.job_id)
+            if state is not None and state not in FINAL_STATES:
+                changed |= self._update(tracked, state)
+                continue
+            # Gone from squeue (or listed as finished): scontrol keeps the final record.
+            src, sout, serr = await run_command([fmt.scontrol, "-o", "show", "job", tracked.job_id])
+            if src != 0:
+                if "invalid job id" in serr.lower():
+                    tracked.lost = f"SLURM no longer knows job {tracked.job_id}"
+                    tracked.final = True
+                    tracked.changed.set()
+                    changed = True
+                    continue
+                raise _PollError(f"scontrol exited {src}: {serr.strip()}")
+            final_state, code, sig, reason = _parse_scontrol(sout)
+            if final_state is None:
+                raise _PollError(f"cannot read JobState from scontrol output: {sout.strip()[:200]}")
+            changed |= self._update(tracked, final_state, code, sig, reason)
+        return changed
+
+    @staticmethod
+    def _update(
+        tracked: _Tracked,
+        state: str,
+        exit_code: int | None = None,
+        sig: int | None = None,
+        reason: str | None = None,
+    ) -> bool:
+        state = state.upper()
+        final = state in FINAL_STATES
+        if state == tracked.state and final == tracked.final:
+            return False
+        tracked.state = state
+        tracked.final = final
+        tracked.exit_code = exit_code
+        tracked.signal = sig
+        tracked.reason = reason
+        tracked.changed.set()
+        return True
+
+
+class _PollError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------------
+# The formatter
+# --------------------------------------------------------------------------------------------
+
+
+def default_log_dir() -> Path:
+    """Where scripts and outputs go by default: under the home directory, which clusters share
+    between the submit host and the compute nodes."""
+    return Path.home() / ".whatsnext" / "slurm"
+
+
+class SlurmFormatter(Formatter):
+    """Submit each job to SLURM with ``sbatch`` and follow it until it finishes.
+
+    The command is built like :class:`CLIFormatter` builds it: either
+    ``<executable> <script> --key value ...`` (``script``) or a template such as
+    ``"python train.py --lr {lr}"`` (``command``).
+    """
+
+    #: SLURM queues the jobs: the worker does not need to hold any back.
+    max_concurrency: int | None = None
+
+    def __init__(
+        self,
+        script: str | None = None,
+        executable: str = "python",
+        command: str | None = None,
+        *,
+        partition: str | None = None,
+        account: str | None = None,
+        time: str | None = None,
+        mem: str | int | None = None,
+        sbatch_args: Sequence[str] = (),
+        log_dir: str | os.PathLike[str] | None = None,
+        poll_interval: float = 2.0,
+        max_poll_interval: float = 30.0,
+        gres_flag: Literal["gres", "gpus"] = "gres",
+        sbatch: str = "sbatch",
+        squeue: str = "squeue",
+        scontrol: str = "scontrol",
+        scancel: str = "scancel",
+        stop_wait: float = 60.0,
+    ) -> None:
+        if (script is None) == (command is None):
+            raise ValueError("SlurmFormatter needs exactly one of script= or command=")
+        if gres_flag not in ("gres", "gpus"):
+            raise ValueError(f"gres_flag must be 'gres' or 'gpus', not {gres_flag!r}")
+        if poll_interval <= 0 or max_poll_interval < poll_interval:
+            raise ValueError("need 0 < poll_interval <= max_poll_interval")
+        if isinstance(sbatch_args, str):
+            sbatch_args = shlex.split(sbatch_args)
+        self.script = script
+        self.executable = executable
+        self.command = command
+        self.partition = partition
+        self.account = account
+        self.time = time
+        self.mem = mem
+        self.sbatch_args = tuple(sbatch_args)
+        self.log_dir = Path(log_dir) if log_dir is not None else default_log_dir()
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
+        self.gres_flag = gres_flag
+        self.sbatch = sbatch
+        self.squeue = squeue
+        self.scontrol = scontrol
+        self.scancel = scancel
+        self.stop_wait = stop_wait
+        """Seconds to wait, after ``scancel``, for SLURM to report the job ended."""
+        self._poller = _SlurmPoller(self)
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def format(self, task: str, parameters: dict[str, Any]) -> str:
+        return render_command(
+            task, parameters, script=self.script, executable=self.executable, command=self.command
+        )
+
+    @staticmethod
+    def job_name(job: JobSpec) -> str:
+        """``wn-<id>-<name>``, with the name reduced to characters every shell and tool accepts."""
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", job.name).strip("_")[:48]
+        return f"wn-{job.id}-{name}" if name else f"wn-{job.id}"
+
+    def output_path(self, job: JobSpec) -> Path:
+        return self.log_dir / f"wn-{job.id}-{job.attempt}.out"
+
+    def time_limit(self, job: JobSpec) -> str | None:
+        """The ``--time`` value: the configured one, else the job's timeout in whole minutes."""
+        if self.time:
+            return self.time
+        if job.timeout is not None and job.timeout > 0:
+            return str(max(1, math.ceil(job.timeout / 60)))
+        return None
+
+    def render_script(
+        self,
+        job: JobSpec,
+        env: Mapping[str, str] | None = None,
+        *,
+        command: str | None = None,
+        cwd: str | None = None,
+    ) -> str:
+        """The complete batch script for ``job`` (raises :class:`FormatError` on bad parameters)."""
+        if command is None:
+            command = self.format(job.task, job.parameters)
+        directives = [
+            f"--job-name={self.job_name(job)}",
+            f"--cpus-per-task={max(1, job.required_cpu)}",
+        ]
+        if job.required_accelerators > 0:
+            if self.gres_flag == "gpus":
+                directives.append(f"--gpus={job.required_accelerators}")
+            else:
+                directives.append(f"--gres=gpu:{job.required_accelerators}")
+        if self.mem is not None:
+            directives.append(f"--mem={self.mem}")
+        limit = self.time_limit(job)
+        if limit:
+            directives.append(f"--time={limit}")
+        if self.partition:
+            directives.append(f"--partition={self.partition}")
+        if self.account:
+            directives.append(f"--account={self.account}")
+        if cwd:
+            directives.append(f"--chdir={cwd}")
+        directives.append(f"--output={self.output_path(job)}")
+        directives.extend(self.sbatch_args)
+
+        lines = ["#!/bin/bash"]
+        lines += [f"#SBATCH {d}" for d in directives]
+        lines.append(f"# WhatsNext job {job.id} ({job.name}), task {job.task}, attempt {job.attempt}")
+        for key, value in job_environment(job, env).items():
+            if not _ENV_NAME.match(key):
+                log.warning("not exporting %r to SLURM job %s: not a valid variable name", key, job.id)
+                continue
+            lines.append(f"export {key}={shlex.quote(value)}")
+        lines.append(command)
+        return "\n".join(lines) + "\n"
+
+    # -- synchronous path ---------------------------------------------------------------------
+
+    def execute(self, command: str) -> int:
+        """Submit ``command`` with ``sbatch --wait``, print its output, return its exit code."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        directives = ["--job-name=wn-exec", f"--output={self.log_dir}/wn-exec-%j.out"]
+        if self.mem is not None:
+            directives.append(f"--mem={self.mem}")
+        if self.time:
+            directives.append(f"--time={self.time}")
+        if self.partition:
+            directives.append(f"--partition={self.partition}")
+        if self.account:
+            directives.append(f"--account={self.account}")
+        directives.extend(self.sbatch_args)
+        body = "#!/bin/bash\n" + "".join(f"#SBATCH {d}\n" for d in directives) + command + "\n"
+        fd, script_name = tempfile.mkstemp(prefix="wn-exec-", suffix=".sbatch", dir=self.log_dir)
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(body)
+            proc = subprocess.run(
+                [self.sbatch, "--parsable", "--wait", script_name],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        finally:
+            Path(script_name).unlink(missing_ok=True)
+        job_id = proc.stdout.strip().splitlines()[0].split(";")[0] if proc.stdout.strip() else ""
+        if job_id:
+            out_path = self.log_dir / f"wn-exec-{job_id}.out"
+            with contextlib.suppress(FileNotFoundError):
+                sys.stdout.write(out_path.read_text(errors="replace"))
+                sys.stdout.flush()
+        if proc.returncode != 0 and not job_id:
+            sys.stderr.write(proc.stderr)
+        return proc.returncode
+
+    # -- asynchronous path --------------------------------------------------------------------
+
+    async def run(self, job: JobSpec, ctx: RunContext) -> Outcome:
+        started = time.monotonic()
+        try:
+            script = self.render_script(job, ctx.env, cwd=ctx.cwd)
+        except FormatError as exc:
+            return Outcome(status="FAILED", error=str(exc), duration=0.0)
+
+        out_path = self.output_path(job)
+        script_path = out_path.with_suffix(".sbatch")
+        try:
+            await asyncio.to_thread(self._write_script, script_path, out_path, script)
+        except OSError as exc:
+            return Outcome(
+                status="FAILED",
+                error=f"cannot write the batch script to {script_path}: {exc}",
+                duration=time.monotonic() - started,
+            )
+
+        rc, out, err = await run_command([self.sbatch, "--parsable", str(script_path)], cwd=ctx.cwd)
+        slurm_id = out.strip().splitlines()[0].split(";")[0].strip() if out.strip() else ""
+        if rc != 0 or not slurm_id.isdigit():
+            message = err.strip() or out.strip() or f"exit code {rc}"
+            return Outcome(
+                status="FAILED",
+                error=f"sbatch failed: {message}",
+                duration=time.monotonic() - started,
+            )
+        log.info("job %s submitted to SLURM as %s", job.id, slurm_id)
+        if ctx.on_output is not None:
+            ctx.on_output(f"[whatsnext] submitted to SLURM as job {slurm_id}")
+
+        tracked = self._poller.watch(slurm_id)
+        try:
+            return await self._follow(tracked, ctx, out_path, started)
+        except BaseException:
+            # The worker itself is being torn down: never leave the job behind on the cluster.
+            await asyncio.shield(run_command([self.scancel, slurm_id], limit=30))
+            raise
+        finally:
+            self._poller.unwatch(slurm_id)
+
+    @staticmethod
+    def _write_script(script_path: Path, out_path: Path, script: str) -> None:
+        script_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.unlink(missing_ok=True)  # never show a previous run's output as this one's
+        script_path.write_text(script)
+        script_path.chmod(0o700)
+
+    async def _scancel(self, slurm_id: str) -> None:
+        rc, _, err = await run_command([self.scancel, slurm_id], limit=60)
+        if rc != 0:
+            log.warning("scancel %s exited %d: %s", slurm_id, rc, err.strip())
+        self._poller.kick()
+
+    async def _follow(self, tracked: _Tracked, ctx: RunContext, out_path: Path, started: float) -> Outcome:
+        follower = _OutputFollower(out_path) if ctx.on_output is not None else None
+        output_tick = min(1.0, self.poll_interval)
+        run_deadline: float | None = None
+        stop_deadline: float | None = None
+        stopped_by: str | None = None  # "cancel" or "timeout"
+        cancel_wait = asyncio.ensure_future(ctx.cancel.wait())
+        try:
+            while True:
+                tracked.changed.clear()
+                now = time.monotonic()
+                if tracked.final:
+                    break
+                if run_deadline is None and ctx.timeout is not None and tracked.state in STARTED_STATES:
+                    run_deadline = now + ctx.timeout
+                if stopped_by is None:
+                    if ctx.cancel.is_set():
+                        stopped_by = "cancel"
+                    elif run_deadline is not None and now >= run_deadline:
+                        stopped_by = "timeout"
+                    if stopped_by is not None:
+                        await self._scancel(tracked.job_id)
+                        stop_deadline = time.monotonic() + max(ctx.grace, 0.0) + self.stop_wait
+                        continue
+                elif stop_deadline is not None and now >= stop_deadline:
+                    log.warning(
+                        "SLURM job %s still %s after scancel; giving up on it", tracked.job_id, tracked.state
+                    )
+                    break
+
+                waits: list[asyncio.Future[Any]] = [asyncio.ensure_future(tracked.changed.wait())]
+                if stopped_by is None and not cancel_wait.done():
+                    waits.append(cancel_wait)
+                limits = [
+                    d - now
+                    for d in (run_deadline if stopped_by is None else None, stop_deadline)
+                    if d is not None
+                ]
+                if follower is not None and tracked.state in STARTED_STATES:
+                    limits.append(output_tick)
+                timeout = max(0.0, min(limits)) if limits else None
+                try:
+                    await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waits[0].cancel()
+                if follower is not None:
+                    await self._emit(follower, ctx, final=False)
+        finally:
+            cancel_wait.cancel()
+
+        if tracked.state == "PREEMPTED":
+            # SLURM may requeue a preempted job by itself; WhatsNext requeues it instead.
+            await run_command([self.scancel, tracked.job_id], limit=60)
+        if follower is not None:
+            await self._emit(follower, ctx, final=True)
+        log_tail = await asyncio.to_thread(read_tail, out_path, ctx.tail_bytes)
+        return self._outcome(tracked, stopped_by, ctx, log_tail, time.monotonic() - started)
+
+    @staticmethod
+    async def _emit(follower: _OutputFollower, ctx: RunContext, *, final: bool) -> None:
+        lines = await asyncio.to_thread(follower.read_lines, final)
+        if ctx.on_output is not None:
+            for line in lines:
+                ctx.on_output(line)
+
+    @staticmethod
+    def _outcome(
+        tracked: _Tracked, stopped_by: str | None, ctx: RunContext, log_tail: str, duration: float
+    ) -> Outcome:
+        state = tracked.state
+        code = tracked.exit_code
+        if stopped_by == "timeout" and state != "COMPLETED":
+            return Outcome(
+                status="FAILED", exit_code=code, error="timeout", log_tail=log_tail, duration=duration
+            )
+        if stopped_by == "cancel" and state != "COMPLETED":
+            return Outcome(
+                status="CANCELLED",
+                exit_code=code,
+                error=ctx.cancel_reason,
+                log_tail=log_tail,
+                duration=duration,
+            )
+        if tracked.lost is not None:
+            return Outcome(status="FAILED", error=tracked.lost, log_tail=log_tail, duration=duration)
+        if state == "COMPLETED":
+            return Outcome(status="COMPLETED", exit_code=0, log_tail=log_tail, duration=duration)
+        if state == "CANCELLED":
+            return Outcome(
+                status="CANCELLED",
+                exit_code=code,
+                error="cancelled in SLURM (scancel)",
+                log_tail=log_tail,
+                duration=duration,
+            )
+        if state == "PREEMPTED":
+            return Outcome(
+                status="FAILED",
+                exit_code=code,
+                error="preempted",
+                requeue=True,
+                log_tail=log_tail,
+                duration=duration,
+            )
+        if state == "FAILED":
+            if tracked.signal:
+                error = f"killed by signal {tracked.signal}"
+                code = code if code else -tracked.signal
+            else:
+                error = f"exit code {code}"
+            if tracked.reason and tracked.reason != "NonZeroExitCode":
+                error += f" ({tracked.reason})"
+            return Outcome(status="FAILED", exit_code=code, error=error, log_tail=log_tail, duration=duration)
+        reason = _FAILURE_REASONS.get(state, f"SLURM job ended in state {state}")
+        return Outcome(status="FAILED", exit_code=code, error=reason, log_tail=log_tail, duration=duration)

@@ -1,0 +1,115 @@
+"""Turn submitted jobs into the normalised batch that ``wn_enqueue`` inserts.
+
+Dependencies may be job ids, the seed's mapping ``{id: name}``, or (inside a batch) the name of
+another job of the same batch. Names are resolved here, and cycles among the batch's own jobs are
+refused with the cycle named.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import ApiError
+from .schemas import JobCreate
+
+
+def _dep_refs(job: JobCreate) -> list[int | str]:
+    deps = job.depends
+    if deps is None:
+        return []
+    if isinstance(deps, dict):
+        return list(deps.keys())
+    return list(deps)
+
+
+def normalise(jobs: list[JobCreate]) -> list[dict[str, Any]]:
+    by_name: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs, start=1):
+        by_name.setdefault(job.name, []).append(i)
+
+    out: list[dict[str, Any]] = []
+    edges: dict[int, list[int]] = {}
+    for i, job in enumerate(jobs, start=1):
+        field = f"{i - 1}.depends" if len(jobs) > 1 else "depends"
+        dep_ids: set[int] = set()
+        dep_idx: set[int] = set()
+        for ref in _dep_refs(job):
+            if isinstance(ref, int):
+                dep_ids.add(ref)
+                continue
+            if ref in by_name:
+                targets = by_name[ref]
+                if len(targets) > 1:
+                    raise ApiError(
+                        422,
+                        "invalid",
+                        f"dependency {ref!r} is ambiguous: {len(targets)} jobs of the batch have that name",
+                        {"field": field, "dependency": ref},
+                    )
+                dep_idx.add(targets[0])
+            elif ref.isdigit() and 0 < int(ref) < 2**63:
+                dep_ids.add(int(ref))
+            else:
+                raise ApiError(
+                    422,
+                    "invalid",
+                    f"unknown dependency {ref!r}: not a job id, nor the name of a job in this batch",
+                    {"field": field, "dependency": ref},
+                )
+        edges[i] = sorted(dep_idx)
+        out.append(
+            {
+                "idx": i,
+                "name": job.name,
+                "task": job.task,
+                "parameters": job.parameters,
+                "priority": job.priority,
+                "required_cpu": job.required_cpu,
+                "required_accelerators": job.required_accelerators,
+                "required_tags": job.required_tags,
+                "max_attempts": job.max_attempts,
+                "retry_delay": job.retry_delay,
+                "timeout": job.timeout,
+                "dep_ids": sorted(dep_ids),
+                "dep_idx": sorted(dep_idx),
+            }
+        )
+    cycle = find_cycle(edges)
+    if cycle:
+        names = " -> ".join(jobs[i - 1].name for i in cycle)
+        raise ApiError(
+            422,
+            "dependency_cycle",
+            f"dependency cycle: {names}",
+            {"field": "depends", "cycle": [jobs[i - 1].name for i in cycle]},
+        )
+    return out
+
+
+def find_cycle(edges: dict[int, list[int]]) -> list[int] | None:
+    """A cycle in a graph given as node -> nodes it depends on, as a closed path, or None."""
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(edges, white)
+    for start in edges:
+        if colour[start] != white:
+            continue
+        stack: list[tuple[int, int]] = [(start, 0)]
+        path: list[int] = [start]
+        colour[start] = grey
+        while stack:
+            node, pos = stack[-1]
+            nexts = edges.get(node, [])
+            if pos < len(nexts):
+                stack[-1] = (node, pos + 1)
+                nxt = nexts[pos]
+                if colour.get(nxt, white) == grey:
+                    return [*path[path.index(nxt) :], nxt]
+                if colour.get(nxt, white) == white:
+                    colour[nxt] = grey
+                    stack.append((nxt, 0))
+                    path.append(nxt)
+            else:
+                colour[node] = black
+                stack.pop()
+                path.pop()
+    return None

@@ -1,0 +1,14 @@
+"""Typed application state keys."""
+
+from __future__ import annotations
+
+import asyncpg
+from aiohttp import web
+
+from .config import Settings
+from .notify import NotifyHub
+
+settings_key = web.AppKey("settings", Settings)
+pool_key = web.AppKey("pool", asyncpg.Pool)
+hub_key = web.AppKey("hub", NotifyHub)
+database_key = web.AppKey("database", str)

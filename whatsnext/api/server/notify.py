@@ -1,0 +1,152 @@
+"""One LISTEN connection per server process, waking in-process long-poll waiters per project.
+
+SQL functions send ``NOTIFY whatsnext_jobs, '<project_id>:<count>'`` in the transaction that made
+``count`` jobs eligible. The hub wakes up to ``count`` waiters of that project (first come, first
+served). A woken waiter that finds nothing to claim passes the wake-up on to the next one, at most
+once around the queue, so a job that one worker cannot take still reaches one that can.
+After the LISTEN connection drops, the hub reconnects with backoff and wakes every waiter once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("whatsnext.notify")
+
+CHANNEL = "whatsnext_jobs"
+CLOSED = -1
+
+
+class NotifyHub:
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
+        self._waiters: dict[int, deque[asyncio.Future[int]]] = {}
+        self._reconnect_task: asyncio.Task[None] | None = None
+        self.closing = False
+        self.generation = 0
+        """Incremented on every notification: a claim compares it before and after looking."""
+        self.reconnects = 0
+        self.connected = asyncio.Event()
+
+    # ------------------------------------------------------------ connection
+
+    async def start(self) -> None:
+        await self._connect()
+
+    async def _connect(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        await conn.add_listener(CHANNEL, self._on_notify)
+        conn.add_termination_listener(self._on_terminated)
+        self._conn = conn
+        self.connected.set()
+        log.debug("listening", channel=CHANNEL)
+
+    def _on_terminated(self, conn: asyncpg.Connection) -> None:
+        if self.closing or conn is not self._conn:
+            return
+        self._conn = None
+        self.connected.clear()
+        log.warning("LISTEN connection lost; reconnecting")
+        if self._reconnect_task is None or self._reconnect_task.done():
+            self._reconnect_task = asyncio.get_running_loop().create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        delay = 0.05
+        while not self.closing:
+            try:
+                await self._connect()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("LISTEN reconnect failed", error=str(exc), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            self.reconnects += 1
+            log.info("LISTEN connection restored; waking every waiter")
+            self.generation += 1
+            self.wake_all()
+            return
+
+    async def close(self) -> None:
+        self.closing = True
+        self.wake_all(CLOSED)
+        if self._reconnect_task is not None:
+            self._reconnect_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconnect_task
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            with contextlib.suppress(OSError, asyncpg.InterfaceError, asyncpg.PostgresError):
+                await conn.close(timeout=2)
+
+    @property
+    def listening(self) -> bool:
+        return self._conn is not None and not self._conn.is_closed()
+
+    def backend_pid(self) -> int | None:
+        return self._conn.get_server_pid() if self._conn is not None else None
+
+    # ------------------------------------------------------------ notifications
+
+    def _on_notify(self, conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
+        self.generation += 1
+        project, _, count = payload.partition(":")
+        try:
+            project_id, n = int(project), int(count or 1)
+        except ValueError:
+            log.warning("ignoring malformed notification", payload=payload)
+            return
+        self.wake(project_id, n)
+
+    def wake(self, project_id: int, n: int, hops: int | None = None) -> int:
+        """Wake up to ``n`` waiters of a project; each may pass its wake-up on ``hops`` times."""
+        queue = self._waiters.get(project_id)
+        if not queue:
+            return 0
+        if hops is None:
+            hops = len(queue)
+        woken = 0
+        while queue and woken < n:
+            fut = queue.popleft()
+            if not fut.done():
+                fut.set_result(hops)
+                woken += 1
+        if not queue:
+            self._waiters.pop(project_id, None)
+        return woken
+
+    def wake_all(self, value: int = 0) -> None:
+        waiters, self._waiters = self._waiters, {}
+        for queue in waiters.values():
+            for fut in queue:
+                if not fut.done():
+                    fut.set_result(value)
+
+    def waiting(self, project_id: int | None = None) -> int:
+        if project_id is not None:
+            return len(self._waiters.get(project_id, ()))
+        return sum(len(q) for q in self._waiters.values())
+
+    async def wait(self, project_id: int, timeout: float) -> int | None:
+        """Wait for a wake-up: the hops it may be passed on, CLOSED at shutdown, None on timeout."""
+        if self.closing:
+            return CLOSED
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(project_id, deque()).append(fut)
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            if not fut.done():
+                fut.cancel()
+            queue = self._waiters.get(project_id)
+            if queue is not None and fut in queue:
+                queue.remove(fut)
+                if not queue:
+                    self._waiters.pop(project_id, None)

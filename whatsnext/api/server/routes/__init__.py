@@ -1,0 +1,9 @@
+"""HTTP routes: each parses its input, runs one query, and answers JSON."""
+
+from ..openapi import RouteTable
+
+routes = RouteTable()
+
+from . import claim, health, jobs, projects, tasks, workers  # noqa: E402,F401  (register routes)
+
+__all__ = ["routes"]

@@ -1,0 +1,171 @@
+"""The hot path: claim (with long-poll) and reports."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from ..errors import ApiError
+from ..http import dumps_json, json_response, parse_body, path_id, records
+from ..keys import hub_key, pool_key, settings_key
+from ..notify import CLOSED
+from ..schemas import (
+    ClaimRequest,
+    ClaimResponse,
+    CompleteRequest,
+    FailRequest,
+    ReportBatch,
+    ReportBatchOut,
+    ReportOut,
+)
+from ..sql import Q
+from . import routes
+
+EMPTY = b'{"jobs":[]}'
+
+
+def _empty() -> web.Response:
+    return web.Response(body=EMPTY, content_type="application/json")
+
+
+@routes.route(
+    "POST",
+    "/projects/{project}/claim",
+    "Claim eligible jobs that fit the worker's free capacity; long-polls up to `wait` seconds",
+    tag="workers",
+    body=ClaimRequest,
+    response=ClaimResponse,
+)
+async def claim(request: web.Request) -> web.Response:
+    body = await parse_body(request, ClaimRequest)
+    app = request.app
+    pool, hub, settings = app[pool_key], app[hub_key], app[settings_key]
+    key = request.match_info["project"]
+    args = (
+        key,
+        body.worker_id,
+        body.worker_name,
+        body.free_cpu,
+        body.free_accelerators,
+        body.total_cpu if body.total_cpu is not None else body.free_cpu,
+        body.total_accelerators if body.total_accelerators is not None else body.free_accelerators,
+        body.tags,
+        body.max_jobs,
+        settings.lease_seconds,
+        settings.starvation_seconds,
+    )
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(body.wait, settings.max_wait)
+    project_id: int | None = None
+    hops = 0
+    while True:
+        generation = hub.generation
+        rows = await pool.fetch(Q.job_claim, *args)
+        if rows:
+            return json_response({"jobs": records(rows)})
+        if hops > 0 and project_id is not None:
+            hub.wake(project_id, 1, hops - 1)  # not for us: pass the wake-up on
+        remaining = deadline - loop.time()
+        if remaining <= 0 or hub.closing:
+            return _empty()
+        info = await pool.fetchrow(Q.project_resolve, key)
+        project_id = info["id"]
+        timeout = remaining
+        if info["next_available_at"] is not None:
+            until = (info["next_available_at"] - datetime.now(UTC)).total_seconds()
+            timeout = max(0.0, min(timeout, until + 0.005))
+        if hub.generation != generation:
+            hops = 0
+            continue  # something changed while we looked: look again before sleeping
+        woken = await hub.wait(project_id, timeout)
+        if woken == CLOSED:
+            return _empty()
+        hops = woken or 0
+
+
+async def _report(
+    request: web.Request,
+    outcome: str,
+    attempt: int,
+    exit_code: int | None,
+    result: str | None,
+    error: str | None,
+    log: str | None,
+    duration: float | None,
+    requeue: bool,
+) -> web.Response:
+    job_id = path_id(request, "job_id")
+    row = await request.app[pool_key].fetchrow(
+        Q.job_report, job_id, attempt, outcome, exit_code, result, error, log, duration, requeue
+    )
+    if row["code"] == 404:
+        raise ApiError(404, "not_found", row["message"], {"field": "job_id"})
+    if row["code"] == 409:
+        raise ApiError(409, "stale_attempt", row["message"], {"field": "attempt", "status": row["status"]})
+    return json_response({"id": job_id, "status": row["status"]})
+
+
+@routes.route(
+    "POST",
+    "/jobs/{job_id}/complete",
+    "Report an attempt's success",
+    tag="workers",
+    body=CompleteRequest,
+    response=ReportOut,
+    errors=(400, 404, 409, 422),
+)
+async def complete(request: web.Request) -> web.Response:
+    b = await parse_body(request, CompleteRequest)
+    return await _report(
+        request,
+        "COMPLETED",
+        b.attempt,
+        b.exit_code,
+        None if b.result is None else dumps_json(b.result),
+        None,
+        b.log,
+        b.duration,
+        False,
+    )
+
+
+@routes.route(
+    "POST",
+    "/jobs/{job_id}/fail",
+    "Report an attempt's failure (retried while attempts remain, else FAILED)",
+    tag="workers",
+    body=FailRequest,
+    response=ReportOut,
+    errors=(400, 404, 409, 422),
+)
+async def fail(request: web.Request) -> web.Response:
+    b = await parse_body(request, FailRequest)
+    return await _report(
+        request,
+        "CANCELLED" if b.cancelled else "FAILED",
+        b.attempt,
+        b.exit_code,
+        None,
+        b.error,
+        b.log,
+        b.duration,
+        b.requeue,
+    )
+
+
+@routes.route(
+    "POST",
+    "/jobs/reports",
+    "Report several attempts in one round trip",
+    tag="workers",
+    body=ReportBatch,
+    response=ReportBatchOut,
+    errors=(400, 422),
+)
+async def report_many(request: web.Request) -> web.Response:
+    reports = (await parse_body(request, ReportBatch)).root
+    payload = dumps_json([r.model_dump() for r in reports])
+    rows = await request.app[pool_key].fetch(Q.job_report_many, payload)
+    return json_response({"results": records(rows)})

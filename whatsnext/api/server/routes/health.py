@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from aiohttp import web
+
+from .... import __version__
+from ..http import json_response
+from ..keys import hub_key, pool_key, settings_key
+from ..openapi import build_openapi
+from ..schemas import Health
+from . import routes
+
+
+@routes.route("GET", "/health", "Server and database status", tag="meta", response=Health, errors=())
+async def health(request: web.Request) -> web.Response:
+    pool = request.app[pool_key]
+    try:
+        version = await pool.fetchval("SHOW server_version")
+        database = f"PostgreSQL {version}"
+        ok = request.app[hub_key].listening
+    except OSError as exc:
+        return json_response({"status": "degraded", "version": __version__, "database": str(exc)}, 503)
+    return json_response(
+        {
+            "status": "ok" if ok else "degraded",
+            "version": __version__,
+            "database": database,
+            "lease_seconds": request.app[settings_key].lease_seconds,
+        }
+    )
+
+
+@routes.route("GET", "/openapi.json", "This OpenAPI document", tag="meta", errors=())
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(build_openapi(request.app, __version__))

@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..http import json_response, parse_body, path_id, query_choice, records
+from ..keys import pool_key, settings_key
+from ..schemas import Deregistered, HeartbeatOut, WorkerList, WorkerRegister, WorkerRegistered
+from ..sql import Q
+from . import routes
+
+
+@routes.route(
+    "POST",
+    "/workers",
+    "Register a worker: its capacity and tags",
+    tag="workers",
+    body=WorkerRegister,
+    response=WorkerRegistered,
+    status=201,
+)
+async def register(request: web.Request) -> web.Response:
+    b = await parse_body(request, WorkerRegister)
+    row = await request.app[pool_key].fetchrow(
+        Q.worker_register,
+        None if b.project is None else str(b.project),
+        b.name,
+        b.entity,
+        b.host,
+        b.pid,
+        b.cpu,
+        b.accelerators,
+        b.tags,
+    )
+    lease = request.app[settings_key].lease_seconds
+    return json_response(
+        {
+            **dict(row),
+            "running": [],
+            "used_cpu": 0,
+            "used_accelerators": 0,
+            "lease_seconds": lease,
+            "heartbeat_interval": lease / 3,
+        },
+        201,
+    )
+
+
+@routes.route(
+    "POST",
+    "/workers/{worker_id}/heartbeat",
+    "Extend the leases of the worker's running jobs; answers the ids to cancel",
+    tag="workers",
+    response=HeartbeatOut,
+    errors=(404, 422),
+)
+async def heartbeat(request: web.Request) -> web.Response:
+    worker_id = path_id(request, "worker_id")
+    lease = request.app[settings_key].lease_seconds
+    cancel = await request.app[pool_key].fetchval(Q.worker_heartbeat, worker_id, lease)
+    return json_response({"cancel": cancel, "lease_seconds": lease})
+
+
+@routes.route(
+    "DELETE",
+    "/workers/{worker_id}",
+    "Deregister a worker that stops; jobs it still holds go back to the queue",
+    tag="workers",
+    response=Deregistered,
+    errors=(404, 422),
+)
+async def deregister(request: web.Request) -> web.Response:
+    worker_id = path_id(request, "worker_id")
+    n = await request.app[pool_key].fetchval(Q.worker_deregister, worker_id)
+    return json_response({"released": n})
+
+
+@routes.route(
+    "GET",
+    "/workers",
+    "Workers: capacity, what each holds now, when last seen",
+    tag="workers",
+    response=WorkerList,
+    query={"project": "only this project's (id or name)", "status": "ONLINE or OFFLINE"},
+)
+async def list_workers(request: web.Request) -> web.Response:
+    status = query_choice(request, "status", ("ONLINE", "OFFLINE"))
+    rows = await request.app[pool_key].fetch(Q.worker_list, request.query.get("project") or None, status)
+    return json_response({"workers": records(rows)})
