@@ -40,7 +40,7 @@ class NotifyHub:
         await self._connect()
 
     async def _connect(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
+        conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "whatsnext-listen"})
         await conn.add_listener(CHANNEL, self._on_notify)
         conn.add_termination_listener(self._on_terminated)
         self._conn = conn

@@ -42,6 +42,9 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
     database: str
+    lease_seconds: float | None = None
+    waiting_claims: int = Field(0, description="Long-polling claims this server process holds now.")
+    listen_reconnects: int = Field(0, description="Times the LISTEN connection was re-established.")
 
 
 class ErrorBody(BaseModel):

@@ -25,6 +25,8 @@ async def health(request: web.Request) -> web.Response:
             "version": __version__,
             "database": database,
             "lease_seconds": request.app[settings_key].lease_seconds,
+            "waiting_claims": request.app[hub_key].waiting(),
+            "listen_reconnects": request.app[hub_key].reconnects,
         }
     )
 
