@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import asyncpg
-
 from conftest import Api, ServerProcess, wait_until
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-
 from conftest import create_database, drop_database
+
 from whatsnext.api.server.db import apply_migrations
 from whatsnext.api.server.sql import Q, migrations_dir
 

@@ -11,7 +11,6 @@ import venv
 from pathlib import Path
 
 import aiohttp
-
 from conftest import ROOT, create_database, drop_database, free_port, wait_http
 
 
