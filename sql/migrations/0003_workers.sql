@@ -2,14 +2,28 @@
 -- depends: 0002_functions
 
 -- Extend the leases of a worker's running jobs; answer the ids of those to cancel.
-CREATE FUNCTION wn_heartbeat(p_worker bigint, p_lease double precision) RETURNS bigint[]
+-- p_running (optional) lists the jobs the worker really runs: a job the server thinks it holds
+-- but that it does not (a claim answer lost on the way) goes back to the queue once it is older
+-- than p_grace seconds, without using an attempt.
+CREATE FUNCTION wn_heartbeat(p_worker bigint, p_lease double precision, p_running bigint[],
+                             p_grace double precision) RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
     v_cancel bigint[];
+    r record;
 BEGIN
     UPDATE workers SET last_seen = now(), status = 'ONLINE' WHERE id = p_worker;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'worker % not found', p_worker USING ERRCODE = 'WN404', DETAIL = 'worker_id';
+    END IF;
+    IF p_running IS NOT NULL THEN
+        FOR r IN SELECT id FROM jobs
+                  WHERE worker_id = p_worker AND status = 'RUNNING' AND NOT (id = ANY (p_running))
+                    AND started_at < now() - make_interval(secs => p_grace)
+                  FOR UPDATE SKIP LOCKED
+        LOOP
+            PERFORM wn_release_job(r.id, 'claimed but never received by its worker', false);
+        END LOOP;
     END IF;
     WITH upd AS (
         UPDATE jobs SET lease_expires_at = now() + make_interval(secs => p_lease)

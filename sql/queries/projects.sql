@@ -30,3 +30,10 @@ SELECT p.id,
 
 -- name: project_counts
 SELECT status, count(*) AS n FROM jobs WHERE project_id = $1 GROUP BY status;
+
+-- name: project_idle
+-- What a worker that found nothing to claim needs to decide whether to wait or to stop.
+SELECT count(*) FILTER (WHERE status = 'PENDING') AS pending,
+       count(*) FILTER (WHERE status = 'RUNNING') AS running,
+       count(*) FILTER (WHERE status = 'PENDING' AND unmet_deps = 0 AND available_at > now()) AS delayed
+  FROM jobs WHERE project_id = $1 AND status IN ('PENDING', 'RUNNING');

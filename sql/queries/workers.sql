@@ -4,7 +4,7 @@ VALUES (CASE WHEN $1::text IS NULL THEN NULL ELSE wn_project_id($1) END, $2, $3,
 RETURNING id, project_id, name, entity, host, pid, cpu, accelerators, tags, status, registered_at, last_seen;
 
 -- name: worker_heartbeat
-SELECT wn_heartbeat($1, $2);
+SELECT wn_heartbeat($1, $2, $3, $4);
 
 -- name: worker_deregister
 SELECT wn_deregister($1);

@@ -103,7 +103,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "http_error")
         message = exc.reason if exc.status != 404 else f"no route for {request.method} {request.path}"
         return error_response(exc.status, code, message)
-    except (OSError, asyncpg.InterfaceError) as exc:
+    except (OSError, asyncpg.ConnectionDoesNotExistError) as exc:
         log.error("service unavailable", path=request.path, error=str(exc))
         return error_response(503, "unavailable", "the database is not reachable right now")
     except Exception as exc:

@@ -300,6 +300,9 @@ class ClaimRequest(Strict):
     tags: list[Tag] = Field(default_factory=list)
     max_jobs: Annotated[int, Field(ge=1, le=1000)] = 1
     wait: Annotated[float, Field(ge=0, le=600)] = 0
+    idle_summary: bool = Field(
+        False, description="With no job to hand out, also say what is pending and running."
+    )
 
 
 class ClaimedJob(BaseModel):
@@ -316,8 +319,15 @@ class ClaimedJob(BaseModel):
     lease_expires_at: datetime
 
 
+class IdleSummary(BaseModel):
+    pending: int
+    running: int
+    delayed: int = Field(description="Pending jobs waiting out a retry delay.")
+
+
 class ClaimResponse(BaseModel):
     jobs: list[ClaimedJob]
+    idle: IdleSummary | None = None
 
 
 class CompleteRequest(Strict):
@@ -409,6 +419,13 @@ class WorkerRegistered(WorkerOut):
 
 class WorkerList(BaseModel):
     workers: list[WorkerOut]
+
+
+class Heartbeat(Strict):
+    running: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None,
+        description="Ids of the jobs the worker runs now; jobs it was handed but does not run are requeued.",
+    )
 
 
 class HeartbeatOut(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import asyncpg
 from aiohttp import web
 
 from ..errors import ApiError
@@ -26,8 +27,15 @@ from . import routes
 EMPTY = b'{"jobs":[]}'
 
 
-def _empty() -> web.Response:
-    return web.Response(body=EMPTY, content_type="application/json")
+async def _nothing(pool: asyncpg.Pool, key: str, project_id: int | None, idle: bool) -> web.Response:
+    """The answer when there is nothing to hand out (with what is pending and running, if asked)."""
+    if not idle:
+        return web.Response(body=EMPTY, content_type="application/json")
+    async with pool.acquire() as conn:
+        if project_id is None:
+            project_id = (await conn.fetchrow(Q.project_resolve, key))["id"]
+        row = await conn.fetchrow(Q.project_idle, project_id)
+    return json_response({"jobs": [], "idle": dict(row)})
 
 
 @routes.route(
@@ -69,7 +77,7 @@ async def claim(request: web.Request) -> web.Response:
             hub.wake(project_id, 1, hops - 1)  # not for us: pass the wake-up on
         remaining = deadline - loop.time()
         if remaining <= 0 or hub.closing:
-            return _empty()
+            return await _nothing(pool, key, project_id, body.idle_summary)
         info = await pool.fetchrow(Q.project_resolve, key)
         project_id = info["id"]
         timeout = remaining
@@ -81,7 +89,7 @@ async def claim(request: web.Request) -> web.Response:
             continue  # something changed while we looked: look again before sleeping
         woken = await hub.wait(project_id, timeout)
         if woken == CLOSED:
-            return _empty()
+            return await _nothing(pool, key, project_id, body.idle_summary)
         hops = woken or 0
 
 

@@ -4,7 +4,7 @@ from aiohttp import web
 
 from ..http import json_response, parse_body, path_id, query_choice, records
 from ..keys import pool_key, settings_key
-from ..schemas import Deregistered, HeartbeatOut, WorkerList, WorkerRegister, WorkerRegistered
+from ..schemas import Deregistered, Heartbeat, HeartbeatOut, WorkerList, WorkerRegister, WorkerRegistered
 from ..sql import Q
 from . import routes
 
@@ -50,13 +50,16 @@ async def register(request: web.Request) -> web.Response:
     "/workers/{worker_id}/heartbeat",
     "Extend the leases of the worker's running jobs; answers the ids to cancel",
     tag="workers",
+    body=Heartbeat,
     response=HeartbeatOut,
     errors=(404, 422),
 )
 async def heartbeat(request: web.Request) -> web.Response:
     worker_id = path_id(request, "worker_id")
+    body = await parse_body(request, Heartbeat) if request.body_exists else Heartbeat()
     lease = request.app[settings_key].lease_seconds
-    cancel = await request.app[pool_key].fetchval(Q.worker_heartbeat, worker_id, lease)
+    grace = max(lease / 3, 1.0)
+    cancel = await request.app[pool_key].fetchval(Q.worker_heartbeat, worker_id, lease, body.running, grace)
     return json_response({"cancel": cancel, "lease_seconds": lease})
 
 

@@ -1,0 +1,40 @@
+"""Helpers for tests that run real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+POLL = 0.02  # seconds between looks at a file a job program writes
+RECORD = str(Path(__file__).resolve().parent / "jobs" / "record.py")
+
+
+def records(out: Path) -> dict[int, dict[str, Any]]:
+    """What each finished job recorded, by job id."""
+    return {int(p.stem): json.loads(p.read_text()) for p in out.glob("*.json")}
+
+
+def max_overlap(intervals: list[tuple[float, float]]) -> int:
+    events = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1])
+    )
+    best = cur = 0
+    for _, d in events:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+async def wait_for_file(path: Path, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not path.exists():
+        if loop.time() > deadline:
+            raise TimeoutError(f"{path} did not appear within {timeout}s")
+        await asyncio.sleep(POLL)
+
+
+PYTHON = sys.executable

@@ -1,0 +1,64 @@
+"""Typed errors raised by the SDK, carrying the server's message."""
+
+from __future__ import annotations
+
+import builtins
+from typing import Any
+
+
+class WhatsNextError(Exception):
+    """Base class of every error the SDK raises."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        code: str | None = None,
+        details: Any = None,
+        url: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+        self.details = details
+        self.url = url
+
+
+class BadRequest(WhatsNextError):
+    """The server could not read the request (400)."""
+
+
+class NotFound(WhatsNextError):
+    """Unknown project, job, task or worker (404)."""
+
+
+class Conflict(WhatsNextError):
+    """The request conflicts with the current state: a duplicate name, a stale attempt (409)."""
+
+
+class ValidationError(WhatsNextError):
+    """The server refused a field's value (422); ``details`` names the field."""
+
+
+class ServerError(WhatsNextError):
+    """The server failed (5xx)."""
+
+
+class ConnectionError(WhatsNextError, builtins.ConnectionError):
+    """The server could not be reached; ``url`` is the address tried."""
+
+
+def for_status(status: int) -> type[WhatsNextError]:
+    if status == 400:
+        return BadRequest
+    if status == 404:
+        return NotFound
+    if status == 409:
+        return Conflict
+    if status == 422:
+        return ValidationError
+    if status >= 500:
+        return ServerError
+    return WhatsNextError

@@ -1,0 +1,304 @@
+"""A project on the server: its queue and its settings. Nothing is cached locally but the last read."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from .errors import NotFound
+from .http import Http
+from .job import Job
+from .syncio import run_sync
+
+
+def sweep_jobs(
+    task: str,
+    grid: Mapping[str, Sequence[Any]],
+    *,
+    name: str | None = None,
+    parameters: Mapping[str, Any] | None = None,
+    depends: Any = None,
+    priority: int = 0,
+) -> list[Job]:
+    """Expand a parameter grid into jobs (the cartesian product), named after the values."""
+    keys = list(grid)
+    for key in keys:
+        if not isinstance(grid[key], (list, tuple)) or not grid[key]:
+            raise ValueError(f"grid[{key!r}] must be a non-empty list of values")
+    jobs = []
+    for values in itertools.product(*(grid[k] for k in keys)):
+        combo = dict(zip(keys, values, strict=True))
+        label = ",".join(f"{k}={v}" for k, v in combo.items())
+        jobs.append(
+            Job(
+                name=f"{name or task}[{label}]",
+                task=task,
+                parameters={**(parameters or {}), **combo},
+                priority=priority,
+                depends=depends,
+            )
+        )
+    return jobs
+
+
+class AsyncProject:
+    """Async handle on a project: ``await project.append_queue(job)``."""
+
+    def __init__(self, http: Http, data: Mapping[str, Any]) -> None:
+        self._http = http
+        self._data: dict[str, Any] = {}
+        self._update(data)
+
+    def _update(self, data: Mapping[str, Any]) -> None:
+        self._data = dict(data)
+        self.id: int = data["id"]
+        self.name: str = data["name"]
+        self.description: str = data.get("description", "")
+        self.status: str = data.get("status", "ACTIVE")
+        self.created_at: datetime | None = _ts(data.get("created_at"))
+        self.last_updated: datetime | None = _ts(data.get("updated_at"))
+        self.job_counts: dict[str, int] = dict(data.get("jobs") or {})
+
+    def __repr__(self) -> str:
+        return f"Project(id={self.id}, name={self.name!r}, status={self.status})"
+
+    @property
+    def _path(self) -> str:
+        return f"/projects/{self.id}"
+
+    async def refresh(self) -> AsyncProject:
+        self._update(await self._http.get(self._path))
+        return self
+
+    async def _patch(self, **fields: Any) -> AsyncProject:
+        self._update(await self._http.patch(self._path, fields))
+        return self
+
+    async def set_name(self, name: str) -> AsyncProject:
+        return await self._patch(name=name)
+
+    async def set_description(self, description: str) -> AsyncProject:
+        return await self._patch(description=description)
+
+    async def set_status(self, status: str) -> AsyncProject:
+        return await self._patch(status=status.upper())
+
+    async def archive(self) -> AsyncProject:
+        return await self.set_status("ARCHIVED")
+
+    async def delete(self) -> None:
+        await self._http.delete(self._path)
+
+    # seed-compatible getters: each one asks the server
+    async def get_name(self) -> str:
+        return (await self.refresh()).name
+
+    async def get_description(self) -> str:
+        return (await self.refresh()).description
+
+    async def get_status(self) -> str:
+        return (await self.refresh()).status
+
+    async def get_created_at(self) -> datetime | None:
+        return (await self.refresh()).created_at
+
+    async def get_last_updated(self) -> datetime | None:
+        return (await self.refresh()).last_updated
+
+    # ------------------------------------------------------------ tasks
+
+    async def create_task(
+        self,
+        name: str,
+        *,
+        required_cpu: int = 1,
+        required_accelerators: int = 0,
+        required_tags: Iterable[str] = (),
+        max_attempts: int = 1,
+        retry_delay: float = 0.0,
+        timeout: float | None = None,
+        command: str | None = None,
+    ) -> dict[str, Any]:
+        body = {
+            "name": name,
+            "project_id": self.id,
+            "required_cpu": required_cpu,
+            "required_accelerators": required_accelerators,
+            "required_tags": list(required_tags),
+            "max_attempts": max_attempts,
+            "retry_delay": retry_delay,
+            "timeout": timeout,
+            "command": command,
+        }
+        return dict(await self._http.post("/tasks/", body))
+
+    async def list_tasks(self) -> list[dict[str, Any]]:
+        return list((await self._http.get(f"{self._path}/tasks"))["tasks"])
+
+    # ------------------------------------------------------------ queue
+
+    async def append_queue(self, job: Job) -> Job:
+        """Queue one job; sets ``job.id``."""
+        data = await self._http.post(f"{self._path}/jobs", job.to_request())
+        return job._bind(self._http, data)
+
+    async def extend_queue(self, jobs: Iterable[Job]) -> list[Job]:
+        """Queue many jobs in one request (one transaction); sets each ``job.id``."""
+        batch = list(jobs)
+        if not batch:
+            return []
+        out = await self._http.post(f"{self._path}/jobs/batch", [j.to_request() for j in batch])
+        for job, job_id in zip(batch, out["ids"], strict=True):
+            job._bind(self._http, job_id=job_id)
+            job.project = self.name
+        return batch
+
+    async def sweep(self, task: str, grid: Mapping[str, Sequence[Any]], **kwargs: Any) -> list[Job]:
+        """Queue the cartesian product of ``grid`` as jobs of ``task`` in one request."""
+        return await self.extend_queue(sweep_jobs(task, grid, **kwargs))
+
+    async def get_queue(self, limit: int = 1000) -> list[Job]:
+        """Pending jobs in the order they will be handed out."""
+        data = await self._http.get(f"{self._path}/queue", limit=limit)
+        return [Job.from_server(self._http, j) for j in data["jobs"]]
+
+    async def pop_queue(self, idx: int = 0) -> Job:
+        """Remove the pending job at position ``idx`` of the queue and return it."""
+        queue = await self.get_queue(limit=max(idx + 1, 1) if idx >= 0 else 10_000)
+        try:
+            job = queue[idx]
+        except IndexError:
+            raise NotFound(
+                f"the queue of {self.name!r} has no position {idx} ({len(queue)} pending)"
+            ) from None
+        await self.remove_queue(job)
+        return job
+
+    async def remove_queue(self, job: Job | int) -> None:
+        job_id = job if isinstance(job, int) else job.id
+        await self._http.delete(f"{self._path}/jobs/{job_id}")
+        if isinstance(job, Job):
+            job.status = "DELETED"
+
+    async def clear_queue(self) -> int:
+        """Cancel every pending job; returns how many."""
+        return int((await self._http.delete(f"{self._path}/queue"))["deleted"])
+
+    async def list_jobs(
+        self, status: str | None = None, task: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[Job]:
+        data = await self._http.get(
+            f"{self._path}/jobs", status=status, task=task, limit=limit, before=before
+        )
+        return [Job.from_server(self._http, j) for j in data["jobs"]]
+
+    async def graph(self) -> dict[str, Any]:
+        return dict(await self._http.get(f"{self._path}/graph"))
+
+
+class Project:
+    """A project, synchronous API (as in ``server.get_project("my-project")``)."""
+
+    def __init__(self, inner: AsyncProject) -> None:
+        self._async = inner
+
+    def __repr__(self) -> str:
+        return repr(self._async)
+
+    def __getattr__(self, name: str) -> Any:
+        # plain attributes (id, name, status, created_at, ...) read from the last server answer
+        return getattr(self._async, name)
+
+    @property
+    def aio(self) -> AsyncProject:
+        """The async API of this project."""
+        return self._async
+
+    def _run(self, coro: Any) -> Any:
+        return run_sync(coro)
+
+    def refresh(self) -> Project:
+        self._run(self._async.refresh())
+        return self
+
+    def set_name(self, name: str) -> Project:
+        self._run(self._async.set_name(name))
+        return self
+
+    def set_description(self, description: str) -> Project:
+        self._run(self._async.set_description(description))
+        return self
+
+    def set_status(self, status: str) -> Project:
+        self._run(self._async.set_status(status))
+        return self
+
+    def archive(self) -> Project:
+        self._run(self._async.archive())
+        return self
+
+    def delete(self) -> None:
+        self._run(self._async.delete())
+
+    def get_name(self) -> str:
+        return self._run(self._async.get_name())
+
+    def get_description(self) -> str:
+        return self._run(self._async.get_description())
+
+    def get_status(self) -> str:
+        return self._run(self._async.get_status())
+
+    def get_created_at(self) -> datetime | None:
+        return self._run(self._async.get_created_at())
+
+    def get_last_updated(self) -> datetime | None:
+        return self._run(self._async.get_last_updated())
+
+    def create_task(self, name: str, **kwargs: Any) -> dict[str, Any]:
+        return self._run(self._async.create_task(name, **kwargs))
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        return self._run(self._async.list_tasks())
+
+    def append_queue(self, job: Job) -> Job:
+        return self._run(self._async.append_queue(job))
+
+    def extend_queue(self, jobs: Iterable[Job]) -> list[Job]:
+        return self._run(self._async.extend_queue(jobs))
+
+    def sweep(self, task: str, grid: Mapping[str, Sequence[Any]], **kwargs: Any) -> list[Job]:
+        return self._run(self._async.sweep(task, grid, **kwargs))
+
+    def get_queue(self, limit: int = 1000) -> list[Job]:
+        return self._run(self._async.get_queue(limit))
+
+    def pop_queue(self, idx: int = 0) -> Job:
+        return self._run(self._async.pop_queue(idx))
+
+    def remove_queue(self, job: Job | int) -> None:
+        self._run(self._async.remove_queue(job))
+
+    def clear_queue(self) -> int:
+        return self._run(self._async.clear_queue())
+
+    def list_jobs(
+        self, status: str | None = None, task: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[Job]:
+        return self._run(self._async.list_jobs(status, task, limit, before))
+
+    def graph(self) -> dict[str, Any]:
+        return self._run(self._async.graph())
+
+
+def _ts(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def project_path(key: str | int) -> str:
+    return f"/projects/{quote(str(key), safe='')}"

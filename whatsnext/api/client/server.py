@@ -1,0 +1,97 @@
+"""Connection to a WhatsNext server: ``Server("localhost", 8000)`` (sync) or ``AsyncServer`` (async)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .http import Http, server_url
+from .job import Job
+from .project import AsyncProject, Project, project_path
+from .syncio import run_sync
+
+
+class AsyncServer:
+    """Async entry point: ``server = AsyncServer("http://localhost:8000")``."""
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.url = server_url(host, port)
+        self.http = Http(self.url, token=token, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"AsyncServer({self.url!r})"
+
+    async def health(self) -> dict[str, Any]:
+        return dict(await self.http.get("/health"))
+
+    async def get_project(self, name: str | int) -> AsyncProject:
+        return AsyncProject(self.http, await self.http.get(project_path(name)))
+
+    async def create_project(self, name: str, description: str = "") -> AsyncProject:
+        return AsyncProject(
+            self.http, await self.http.post("/projects", {"name": name, "description": description})
+        )
+
+    async def list_projects(self, status: str | None = None) -> list[AsyncProject]:
+        data = await self.http.get("/projects", status=status)
+        return [AsyncProject(self.http, p) for p in data["projects"]]
+
+    async def get_job(self, job_id: int) -> Job:
+        return Job.from_server(self.http, await self.http.get(f"/jobs/{int(job_id)}"))
+
+    async def list_workers(self, project: str | int | None = None) -> list[dict[str, Any]]:
+        return list((await self.http.get("/workers", project=project))["workers"])
+
+    async def close(self) -> None:
+        await self.http.close()
+
+    async def __aenter__(self) -> AsyncServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class Server:
+    """Synchronous entry point, as in ``Server("localhost", 8000)``; also ``Server("http://host:port")``."""
+
+    def __init__(
+        self,
+        host: str | None = None,
+        port: int | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = 60.0,
+    ) -> None:
+        self.aio = AsyncServer(host, port, token=token, timeout=timeout)
+        self.url = self.aio.url
+
+    def __repr__(self) -> str:
+        return f"Server({self.url!r})"
+
+    def health(self) -> dict[str, Any]:
+        return run_sync(self.aio.health())
+
+    def get_project(self, name: str | int) -> Project:
+        return Project(run_sync(self.aio.get_project(name)))
+
+    def create_project(self, name: str, description: str = "") -> Project:
+        return Project(run_sync(self.aio.create_project(name, description)))
+
+    def list_projects(self, status: str | None = None) -> list[Project]:
+        return [Project(p) for p in run_sync(self.aio.list_projects(status))]
+
+    def get_job(self, job_id: int) -> Job:
+        return run_sync(self.aio.get_job(job_id))
+
+    def list_workers(self, project: str | int | None = None) -> list[dict[str, Any]]:
+        return run_sync(self.aio.list_workers(project))
+
+    def close(self) -> None:
+        run_sync(self.aio.close())

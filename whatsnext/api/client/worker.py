@@ -1,0 +1,496 @@
+"""The worker (``Client``): long-polls for jobs that fit its free capacity and runs them concurrently."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+
+from .errors import Conflict, NotFound, ServerError, WhatsNextError
+from .errors import ConnectionError as ServerUnreachable
+from .formatters.base import Formatter, JobSpec, Outcome, RunContext
+from .http import Http
+from .job import Job
+from .project import AsyncProject, Project, project_path
+from .resources import Capacity, resolve_gpu_ids
+from .server import AsyncServer, Server
+from .syncio import run_sync
+
+log = structlog.get_logger("whatsnext.worker")
+
+RETRYABLE = (ServerUnreachable, ServerError)
+
+
+@dataclass
+class WorkSummary:
+    """What one ``work()`` call did."""
+
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    jobs: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+
+@dataclass
+class _Running:
+    spec: JobSpec
+    ctx: RunContext
+    gpu_ids: list[str]
+    started: float
+
+
+class _Backoff:
+    def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
+        self.first, self.cap, self.current = first, cap, first
+
+    def next(self) -> float:
+        delay, self.current = self.current, min(self.current * 2, self.cap)
+        return delay
+
+    def reset(self) -> None:
+        self.current = self.first
+
+
+class _Reporter:
+    """Sends finished jobs' reports in batches; retries with backoff until the server takes them."""
+
+    def __init__(self, http: Http) -> None:
+        self.http = http
+        self.pending: list[dict[str, Any]] = []
+        self.wakeup = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def put(self, report: dict[str, Any]) -> None:
+        self.pending.append(report)
+        self.idle.clear()
+        self.wakeup.set()
+
+    async def run(self) -> None:
+        backoff = _Backoff()
+        while True:
+            await self.wakeup.wait()
+            self.wakeup.clear()
+            while self.pending:
+                batch = self.pending[:500]
+                try:
+                    out = await self.http.post("/jobs/reports", batch)
+                except RETRYABLE as exc:
+                    delay = backoff.next()
+                    log.warning(
+                        "report not delivered; retrying",
+                        error=str(exc),
+                        retry_in=round(delay, 2),
+                        jobs=[r["id"] for r in batch],
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                backoff.reset()
+                del self.pending[: len(batch)]
+                for result in out["results"]:
+                    if result["code"] != 200:
+                        log.warning("report refused", job=result["id"], reason=result["message"])
+            self.idle.set()
+
+
+async def _first(*aws: Any) -> set[asyncio.Future[Any]]:
+    """Wait for the first of several awaitables; the others are cancelled unless they are tasks we keep."""
+    futs = [asyncio.ensure_future(a) for a in aws]
+    done, pending = await asyncio.wait(futs, return_when=asyncio.FIRST_COMPLETED)
+    for p in pending:
+        p.cancel()
+    return done
+
+
+class Client:
+    """A worker: ``Client(entity, name, project, formatter, available_cpu=16, available_accelerators=4)``.
+
+    ``work()`` asks the server for as many jobs as fit its free CPU and GPUs (long-polling when none
+    is eligible), runs them concurrently through the formatter, reports each result as it finishes,
+    and returns once the project has nothing left that it could run. ``work(forever=True)`` keeps
+    waiting for new jobs. SIGINT/SIGTERM stop claiming and let running jobs finish; a second signal
+    stops the jobs too.
+    """
+
+    def __init__(
+        self,
+        entity: str = "",
+        name: str | None = None,
+        project: Project | AsyncProject | str | None = None,
+        formatter: Formatter | None = None,
+        available_cpu: int | None = None,
+        available_accelerators: int | str | Iterable[int | str] | None = None,
+        tags: Iterable[str] = (),
+        *,
+        server: Server | AsyncServer | str | None = None,
+        poll_wait: float = 30.0,
+        grace: float = 10.0,
+        max_jobs: int | None = None,
+        heartbeat: bool = True,
+        live_logs: bool = True,
+    ) -> None:
+        if formatter is None:
+            raise ValueError(
+                "a formatter is required, e.g. CLIFormatter(executable='python', script='process.py')"
+            )
+        self.entity = entity
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}"
+        self.formatter = formatter
+        self.tags = list(tags)
+        self.poll_wait = poll_wait
+        self.grace = grace
+        self.max_jobs = max_jobs or formatter.max_concurrency
+        self.use_heartbeat = heartbeat
+        self.live_logs = live_logs
+        self.project_key: str | None = None
+        self.http: Http | None = None
+        self._set_target(project, server)
+        cpu = available_cpu if available_cpu is not None else (os.cpu_count() or 1)
+        self.capacity = Capacity(cpu, resolve_gpu_ids(available_accelerators))
+        self.worker_id: int | None = None
+        self.lease_seconds = 60.0
+        self._stop_requested = False
+        self._kill_requested = False
+        self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._running: dict[int, _Running] = {}
+        self.summary = WorkSummary()
+
+    def _set_target(self, project: Any, server: Any) -> None:
+        if isinstance(project, Project):
+            project = project.aio
+        if isinstance(project, AsyncProject):
+            self.project_key = str(project.id)
+            self.http = project._http
+        elif project is not None:
+            self.project_key = str(project)
+        if isinstance(server, Server):
+            server = server.aio
+        if isinstance(server, AsyncServer):
+            self.http = server.http
+        elif isinstance(server, str):
+            self.http = AsyncServer(server).http
+        if self.http is None:
+            self.http = AsyncServer().http
+
+    # ------------------------------------------------------------ public API
+
+    def work(self, forever: bool = False, project: Project | AsyncProject | str | None = None) -> WorkSummary:
+        """Run jobs until nothing is left (or forever); returns what was done."""
+        if project is not None:
+            self._set_target(project, None)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(
+                self.work_async(forever, handle_signals=threading.current_thread() is threading.main_thread())
+            )
+        # inside a running loop (a notebook): run on the SDK's background loop
+        return run_sync(self.work_async(forever, handle_signals=False))
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop claiming and let running jobs finish (``kill=True``: stop them too). Thread-safe."""
+        loop = self._loop
+        if loop is None:
+            self._stop_requested = True
+            self._kill_requested = self._kill_requested or kill
+            return
+        loop.call_soon_threadsafe(self._request_stop, kill)
+
+    async def work_async(self, forever: bool = False, handle_signals: bool = False) -> WorkSummary:
+        if self.project_key is None:
+            raise ValueError("no project: pass project= to Client() or work()")
+        assert self.http is not None
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        if self._stop_requested:
+            self._request_stop(self._kill_requested)
+        self.summary = WorkSummary()
+        if handle_signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._loop.add_signal_handler(sig, self._on_signal, sig)
+        reporter = _Reporter(self.http)
+        try:
+            await self._register()
+            async with anyio.create_task_group() as services:
+                services.start_soon(reporter.run)
+                if self.use_heartbeat:
+                    services.start_soon(self._heartbeat_loop)
+                async with anyio.create_task_group() as jobs:
+                    await self._claim_loop(jobs, reporter, forever)
+                await self._drain_reports(reporter)
+                services.cancel_scope.cancel()
+            await self._deregister()
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    self._loop.remove_signal_handler(sig)
+            self._loop = None
+        return self.summary
+
+    # ------------------------------------------------------------ stopping
+
+    def _on_signal(self, sig: int) -> None:
+        log.info(
+            "signal received",
+            signal=signal.Signals(sig).name,
+            action="stopping running jobs"
+            if self._stop and self._stop.is_set()
+            else "finishing running jobs, claiming no more (again to stop them)",
+        )
+        self._request_stop(kill=bool(self._stop and self._stop.is_set()))
+
+    def _request_stop(self, kill: bool = False) -> None:
+        assert self._stop is not None
+        self._stop.set()
+        if kill:
+            for running in self._running.values():
+                running.ctx.cancel_reason = "worker terminated"
+                running.ctx.cancel.set()
+
+    # ------------------------------------------------------------ server calls
+
+    async def _register(self) -> None:
+        assert self.http is not None
+        backoff = _Backoff()
+        while True:
+            try:
+                reg = await self.http.post(
+                    "/workers",
+                    {
+                        "name": self.name,
+                        "entity": self.entity,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "project": self.project_key,
+                        "cpu": self.capacity.total_cpu,
+                        "accelerators": self.capacity.total_accelerators,
+                        "tags": self.tags,
+                    },
+                )
+                break
+            except RETRYABLE as exc:
+                if self._stop is not None and self._stop.is_set():
+                    raise
+                delay = backoff.next()
+                log.warning("server unreachable; retrying", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+        self.worker_id = int(reg["id"])
+        self.lease_seconds = float(reg["lease_seconds"])
+        self.heartbeat_interval = float(reg["heartbeat_interval"])
+        log.info(
+            "worker registered",
+            worker_id=self.worker_id,
+            project=self.project_key,
+            cpu=self.capacity.total_cpu,
+            gpus=self.capacity.gpu_ids,
+            formatter=type(self.formatter).__name__,
+        )
+
+    async def _deregister(self) -> None:
+        assert self.http is not None
+        if self.worker_id is None:
+            return
+        try:
+            await self.http.delete(f"/workers/{self.worker_id}")
+        except WhatsNextError as exc:
+            log.warning("could not deregister (the server will expire our leases)", error=str(exc))
+
+    async def _heartbeat_loop(self) -> None:
+        assert self.http is not None
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                out = await self.http.post(
+                    f"/workers/{self.worker_id}/heartbeat", {"running": sorted(self._running)}
+                )
+            except NotFound:
+                log.warning("the server forgot this worker; registering again")
+                with contextlib.suppress(WhatsNextError):
+                    await self._register()
+                continue
+            except RETRYABLE as exc:
+                log.warning("heartbeat failed", error=str(exc))
+                continue
+            for job_id in out["cancel"]:
+                running = self._running.get(job_id)
+                if running is not None and not running.ctx.cancel.is_set():
+                    log.info("job cancelled on the server; stopping it", job=job_id)
+                    running.ctx.cancel_reason = "cancelled"
+                    running.ctx.cancel.set()
+
+    async def _drain_reports(self, reporter: _Reporter) -> None:
+        if not reporter.idle.is_set():
+            log.info("delivering the last reports", jobs=len(reporter.pending))
+        await reporter.idle.wait()
+
+    # ------------------------------------------------------------ claiming
+
+    def _claim_body(self, wait: float, idle_summary: bool) -> dict[str, Any]:
+        cap = self.capacity
+        slots = self.max_jobs - len(self._running) if self.max_jobs else None
+        max_jobs = max(
+            1, min(1000, slots if slots is not None else max(cap.free_cpu, cap.free_accelerators, 1))
+        )
+        return {
+            "worker_name": self.name,
+            "worker_id": self.worker_id,
+            "free_cpu": cap.free_cpu,
+            "free_accelerators": cap.free_accelerators,
+            "total_cpu": cap.total_cpu,
+            "total_accelerators": cap.total_accelerators,
+            "tags": self.tags,
+            "max_jobs": max_jobs,
+            "wait": wait,
+            "idle_summary": idle_summary,
+        }
+
+    def _full(self) -> bool:
+        if self.max_jobs is not None and len(self._running) >= self.max_jobs:
+            return True
+        return self.capacity.free_cpu <= 0 and self.capacity.free_accelerators <= 0
+
+    async def _claim_loop(self, jobs: anyio.abc.TaskGroup, reporter: _Reporter, forever: bool) -> None:
+        assert self.http is not None and self._stop is not None
+        backoff = _Backoff()
+        path = f"{project_path(self.project_key or '')}/claim"
+        long_poll = forever
+        while not self._stop.is_set():
+            if self._full():
+                self._slot_freed.clear()
+                await _first(self._slot_freed.wait(), self._stop.wait())
+                continue
+            # Until the project is done, look again every few seconds for what other workers left.
+            wait = (self.poll_wait if forever else min(self.poll_wait, 5.0)) if long_poll else 0.0
+            self._slot_freed.clear()
+            claim = asyncio.ensure_future(
+                self.http.post(path, self._claim_body(wait, not forever), timeout=wait + 60)
+            )
+            waiters = [claim, self._stop.wait()]
+            if self._running and not forever and wait > 0:
+                # While long-polling, a job of ours that finishes may change what is left to do.
+                waiters.append(self._slot_freed.wait())
+            await _first(*waiters)
+            if not claim.done():
+                continue  # stopped, or a job finished: look again (a lost answer is requeued by the heartbeat)
+            try:
+                out = claim.result()
+            except asyncio.CancelledError:
+                continue
+            except RETRYABLE as exc:
+                delay = backoff.next()
+                log.warning("claim failed; retrying", error=str(exc), retry_in=round(delay, 2))
+                await _first(asyncio.sleep(delay), self._stop.wait())
+                continue
+            backoff.reset()
+            claimed = out["jobs"]
+            for data in claimed:
+                self._start(jobs, reporter, data)
+            if claimed or forever:
+                long_poll = forever
+                continue
+            idle = out.get("idle") or {}
+            if not self._running and not idle.get("running") and not idle.get("delayed"):
+                if idle.get("pending"):
+                    log.info("nothing left that this worker can run", pending=idle["pending"])
+                return
+            long_poll = True
+
+    # ------------------------------------------------------------ running
+
+    def _start(self, jobs: anyio.abc.TaskGroup, reporter: _Reporter, data: dict[str, Any]) -> None:
+        spec = JobSpec(
+            id=data["id"],
+            name=data["name"],
+            task=data["task"],
+            parameters=data["parameters"],
+            attempt=data["attempt"],
+            priority=data["priority"],
+            required_cpu=data["required_cpu"],
+            required_accelerators=data["required_accelerators"],
+            timeout=data.get("timeout"),
+        )
+        gpu_ids = self.capacity.take(spec.required_cpu, spec.required_accelerators)
+        spec.gpu_ids = gpu_ids
+        env = {
+            "WHATSNEXT_JOB_ID": str(spec.id),
+            "WHATSNEXT_JOB_NAME": spec.name,
+            "WHATSNEXT_TASK": spec.task,
+            "WHATSNEXT_ATTEMPT": str(spec.attempt),
+            "WHATSNEXT_PROJECT": self.project_key or "",
+            "WHATSNEXT_SERVER": self.http.base_url if self.http else "",
+        }
+        if self.capacity.gpu_ids:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        ctx = RunContext(env=env, timeout=spec.timeout, grace=self.grace)
+        self._running[spec.id] = _Running(spec, ctx, gpu_ids, time.monotonic())
+        log.info("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
+        jobs.start_soon(self._run_one, spec, ctx, reporter)
+
+    async def _run_one(self, spec: JobSpec, ctx: RunContext, reporter: _Reporter) -> None:
+        started = time.monotonic()
+        try:
+            outcome = await self.formatter.run(spec, ctx)
+        except Exception as exc:  # a formatter bug fails this job, not the worker
+            outcome = Outcome(
+                status="FAILED",
+                error=f"formatter error: {type(exc).__name__}: {exc}",
+                log_tail="".join(traceback.format_exception(exc))[-ctx.tail_bytes :],
+            )
+        finally:
+            running = self._running.pop(spec.id, None)
+            if running is not None:
+                self.capacity.give(spec.required_cpu, running.gpu_ids)
+            self._slot_freed.set()
+        if outcome.duration is None:
+            outcome.duration = time.monotonic() - started
+        status = outcome.status
+        if status == "CANCELLED" and ctx.cancel_reason == "worker terminated":
+            status = "FAILED"
+        report = {
+            "id": spec.id,
+            "attempt": spec.attempt,
+            "status": status,
+            "exit_code": outcome.exit_code,
+            "result": outcome.result,
+            "error": outcome.error,
+            "log": outcome.log_tail or None,
+            "duration": round(outcome.duration, 6),
+            "requeue": outcome.requeue,
+        }
+        reporter.put(report)
+        self.summary.jobs.append(spec.id)
+        if status == "COMPLETED":
+            self.summary.completed += 1
+        elif status == "CANCELLED":
+            self.summary.cancelled += 1
+        else:
+            self.summary.failed += 1
+        log.info(
+            "job finished",
+            job=spec.id,
+            status=status,
+            exit_code=outcome.exit_code,
+            seconds=round(outcome.duration, 3),
+            error=outcome.error,
+        )
+
+
+__all__ = ["Client", "Conflict", "Job", "WorkSummary"]
