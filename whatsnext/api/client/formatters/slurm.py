@@ -311,6 +311,8 @@ class _SlurmPoller:
 
     def unwatch(self, job_id: str) -> None:
         self._jobs.pop(job_id, None)
+        if not self._jobs and self._wake is not None:
+            self._wake.set()  # let the loop notice it has nothing left to watch, and end
 
     def kick(self) -> None:
         """Something changed (a new job, a cancellation): poll at the short interval again."""
@@ -340,7 +342,11 @@ class _SlurmPoller:
             try:
                 changed = await self._poll(pending)
                 self._errors = 0
-            except _PollError as exc:
+            except Exception as exc:
+                # Any failure (SLURM unreachable, odd output) is retried at the next interval;
+                # only a long run of them gives up on the jobs.
+                if not isinstance(exc, _PollError):
+                    log.exception("unexpected error while polling SLURM")
                 changed = False
                 self._errors += 1
                 log.warning("slurm poll failed (%d in a row): %s", self._errors, exc)
@@ -559,7 +565,7 @@ class SlurmFormatter(Formatter):
 
     def execute(self, command: str) -> int:
         """Submit ``command`` with ``sbatch --wait``, print its output, return its exit code."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         directives = ["--job-name=wn-exec", f"--output={self.log_dir}/wn-exec-%j.out"]
         if self.mem is not None:
             directives.append(f"--mem={self.mem}")
@@ -581,6 +587,9 @@ class SlurmFormatter(Formatter):
                 text=True,
                 check=False,
             )
+        except OSError as exc:
+            sys.stderr.write(f"cannot run {self.sbatch}: {exc}\n")
+            return 127
         finally:
             Path(script_name).unlink(missing_ok=True)
         job_id = proc.stdout.strip().splitlines()[0].split(";")[0] if proc.stdout.strip() else ""
@@ -638,7 +647,7 @@ class SlurmFormatter(Formatter):
 
     @staticmethod
     def _write_script(script_path: Path, out_path: Path, script: str) -> None:
-        script_path.parent.mkdir(parents=True, exist_ok=True)
+        script_path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         out_path.unlink(missing_ok=True)  # never show a previous run's output as this one's
         script_path.write_text(script)
         script_path.chmod(0o700)
