@@ -174,9 +174,12 @@ END $$;
 
 -- Hand out eligible jobs that fit the worker's free capacity, highest priority first, FIFO
 -- within a priority. Jobs that need more than the worker has in total are never considered.
--- A job that fits the worker's total but not its free capacity is skipped (backfill) unless it
--- has been eligible for longer than p_starve seconds: then the claim stops there, so the
--- worker drains and the large job is the next thing it can take.
+-- Backfill: a job that fits the worker's total but not its free capacity is passed over, so
+-- smaller jobs behind it may go first. Anti-starvation: once such a job has been eligible for
+-- longer than p_starve seconds (and is among the first 200 in claim order), nothing behind it
+-- is handed to a worker that could run it: the worker drains and takes the large job next.
+-- Only the rows handed out (at most p_max_jobs candidates) are locked, so concurrent claims
+-- skip nothing they could have taken.
 CREATE FUNCTION wn_claim(
     p_project text, p_worker_id bigint, p_worker_name text,
     p_free_cpu integer, p_free_acc integer, p_total_cpu integer, p_total_acc integer,
@@ -192,33 +195,43 @@ DECLARE
     v_cpu integer := p_free_cpu;
     v_acc integer := p_free_acc;
     v_picked bigint[] := '{}';
-    v_scanned integer := 0;
-    v_limit integer := greatest(p_max_jobs * 8, 64);
+    v_block record;
     r record;
 BEGIN
     IF p_max_jobs <= 0 OR v_cpu < 0 OR v_acc < 0 THEN
         RETURN;
     END IF;
+    SELECT s.priority, s.id INTO v_block
+      FROM (SELECT j.priority, j.id, j.required_cpu, j.required_accelerators, j.available_at
+              FROM jobs j
+             WHERE j.project_id = v_project AND j.status = 'PENDING' AND j.unmet_deps = 0
+               AND j.available_at <= now()
+               AND j.required_cpu <= p_total_cpu AND j.required_accelerators <= p_total_acc
+               AND j.required_tags <@ p_tags
+             ORDER BY j.priority DESC, j.id
+             LIMIT 200) s
+     WHERE (s.required_cpu > p_free_cpu OR s.required_accelerators > p_free_acc)
+       AND s.available_at < now() - make_interval(secs => p_starve)
+     ORDER BY s.priority DESC, s.id
+     LIMIT 1;
     FOR r IN
-        SELECT j.id, j.required_cpu AS rc, j.required_accelerators AS ra, j.available_at AS since
+        SELECT j.id, j.required_cpu AS rc, j.required_accelerators AS ra
           FROM jobs j
          WHERE j.project_id = v_project AND j.status = 'PENDING' AND j.unmet_deps = 0
            AND j.available_at <= now()
-           AND j.required_cpu <= p_total_cpu AND j.required_accelerators <= p_total_acc
+           AND j.required_cpu <= p_free_cpu AND j.required_accelerators <= p_free_acc
            AND j.required_tags <@ p_tags
+           AND (v_block.id IS NULL OR j.priority > v_block.priority
+                OR (j.priority = v_block.priority AND j.id < v_block.id))
          ORDER BY j.priority DESC, j.id
+         LIMIT p_max_jobs
          FOR UPDATE SKIP LOCKED
     LOOP
-        v_scanned := v_scanned + 1;
         IF r.rc <= v_cpu AND r.ra <= v_acc THEN
             v_picked := v_picked || r.id;
             v_cpu := v_cpu - r.rc;
             v_acc := v_acc - r.ra;
-            EXIT WHEN cardinality(v_picked) >= p_max_jobs OR (v_cpu <= 0 AND v_acc <= 0);
-        ELSIF r.since < now() - make_interval(secs => p_starve) THEN
-            EXIT;
         END IF;
-        EXIT WHEN v_scanned >= v_limit;
     END LOOP;
     IF cardinality(v_picked) = 0 THEN
         RETURN;
@@ -292,9 +305,8 @@ BEGIN
          WHERE jobs.id = p_job;
         v_reason := CASE WHEN p_requeue THEN coalesce(p_error, 'requeued')
                          ELSE format('retry in %ss after: %s', v_delay, coalesce(p_error, 'failure')) END;
-        IF v_delay = 0 THEN
-            PERFORM pg_notify('whatsnext_jobs', j.project_id || ':1');
-        END IF;
+        -- Even when it waits out a delay: a woken claim learns when it becomes eligible.
+        PERFORM pg_notify('whatsnext_jobs', j.project_id || ':1');
     ELSE
         UPDATE jobs SET status = v_new, finished_at = now(), lease_expires_at = NULL,
                exit_code = p_exit_code, result = p_result, log_tail = p_log, duration = p_duration,
@@ -323,6 +335,11 @@ BEGIN
     ELSIF v_new IN ('FAILED', 'CANCELLED') THEN
         PERFORM wn_block_downstream(p_job, format('dependency %s (%s) %s', p_job, j.name,
             CASE WHEN v_new = 'FAILED' THEN 'failed' ELSE 'was cancelled' END));
+    END IF;
+    IF v_new <> 'PENDING' AND coalesce(v_n, 0) = 0 THEN
+        -- Count 0: nothing became eligible, but a job finished; workers deciding whether the
+        -- project is done look again (one notification per transaction, however many reports).
+        PERFORM pg_notify('whatsnext_jobs', j.project_id || ':0');
     END IF;
     RETURN QUERY SELECT 200, v_new, NULL::text;
 END $$;

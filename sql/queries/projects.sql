@@ -32,8 +32,14 @@ SELECT p.id,
 SELECT status, count(*) AS n FROM jobs WHERE project_id = $1 GROUP BY status;
 
 -- name: project_idle
--- What a worker that found nothing to claim needs to decide whether to wait or to stop.
+-- What a worker that found nothing to claim needs to decide whether to wait or to stop:
+-- $2..$4 are its total CPUs, GPUs and tags. `runnable` is whether some pending job with its
+-- dependencies met could ever fit it (it may be locked by a concurrent claim, or still delayed).
 SELECT count(*) FILTER (WHERE status = 'PENDING') AS pending,
        count(*) FILTER (WHERE status = 'RUNNING') AS running,
-       count(*) FILTER (WHERE status = 'PENDING' AND unmet_deps = 0 AND available_at > now()) AS delayed
+       count(*) FILTER (WHERE status = 'PENDING' AND unmet_deps = 0 AND available_at > now()) AS delayed,
+       EXISTS (SELECT 1 FROM jobs r
+                WHERE r.project_id = $1 AND r.status = 'PENDING' AND r.unmet_deps = 0
+                  AND r.required_cpu <= $2 AND r.required_accelerators <= $3 AND r.required_tags <@ $4)
+         AS runnable
   FROM jobs WHERE project_id = $1 AND status IN ('PENDING', 'RUNNING');

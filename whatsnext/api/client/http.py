@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import weakref
 from typing import Any
 
 import aiohttp
@@ -24,6 +26,24 @@ def server_url(host: str | None = None, port: int | None = None) -> str:
     return f"http://{host}:{port if port is not None else 8000}"
 
 
+_instances: weakref.WeakSet[Http] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_background_sessions() -> None:
+    """Close the sync facade's connections at exit (they live on the SDK's background loop)."""
+    from . import syncio
+
+    loop = syncio._loop
+    if loop is None or loop.is_closed() or not loop.is_running():
+        return
+    for http in list(_instances):
+        try:
+            asyncio.run_coroutine_threadsafe(http.close(), loop).result(2)
+        except (OSError, RuntimeError, TimeoutError, asyncio.CancelledError):
+            continue
+
+
 class Http:
     """Async JSON client bound to the event loop it is first used on."""
 
@@ -34,6 +54,7 @@ class Http:
         # One session per event loop: the async API runs on the caller's loop, the sync facade on
         # the SDK's background loop, and an aiohttp session belongs to the loop that made it.
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        _instances.add(self)
 
     def _get_session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()

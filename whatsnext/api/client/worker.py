@@ -72,6 +72,8 @@ class _Reporter:
     def __init__(self, http: Http) -> None:
         self.http = http
         self.pending: list[dict[str, Any]] = []
+        self.unacknowledged: set[int] = set()
+        """Jobs started here whose report the server has not taken yet: still ours."""
         self.wakeup = asyncio.Event()
         self.idle = asyncio.Event()
         self.idle.set()
@@ -102,6 +104,7 @@ class _Reporter:
                     continue
                 backoff.reset()
                 del self.pending[: len(batch)]
+                self.unacknowledged.difference_update(r["id"] for r in batch)
                 for result in out["results"]:
                     if result["code"] != 200:
                         log.warning("report refused", job=result["id"], reason=result["message"])
@@ -225,7 +228,7 @@ class Client:
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
-        reporter = _Reporter(self.http)
+        reporter = self._reporter = _Reporter(self.http)
         try:
             await self._register()
             async with anyio.create_task_group() as services:
@@ -238,6 +241,8 @@ class Client:
                 services.cancel_scope.cancel()
             await self._deregister()
         finally:
+            with contextlib.suppress(Exception):
+                await self.http.close()  # this loop's connections; a later call opens new ones
             if handle_signals:
                 for sig in (signal.SIGINT, signal.SIGTERM):
                     self._loop.remove_signal_handler(sig)
@@ -317,9 +322,7 @@ class Client:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
             try:
-                out = await self.http.post(
-                    f"/workers/{self.worker_id}/heartbeat", {"running": sorted(self._running)}
-                )
+                out = await self.http.post(f"/workers/{self.worker_id}/heartbeat", {"running": self._held()})
             except NotFound:
                 log.warning("the server forgot this worker; registering again")
                 with contextlib.suppress(WhatsNextError):
@@ -334,6 +337,20 @@ class Client:
                     log.info("job cancelled on the server; stopping it", job=job_id)
                     running.ctx.cancel_reason = "cancelled"
                     running.ctx.cancel.set()
+
+    def _held(self) -> list[int]:
+        """Jobs this worker answers for: running, or finished with the report not yet taken."""
+        return sorted(set(self._running) | self._reporter.unacknowledged)
+
+    async def _reconcile(self) -> None:
+        """Hand back jobs the server gave us in an answer we did not read (no claim is in flight now)."""
+        assert self.http is not None
+        try:
+            await self.http.post(
+                f"/workers/{self.worker_id}/heartbeat", {"running": self._held(), "grace": 0}
+            )
+        except WhatsNextError as exc:
+            log.warning("could not hand back unread claims (the next heartbeat will)", error=str(exc))
 
     async def _drain_reports(self, reporter: _Reporter) -> None:
         if not reporter.idle.is_set():
@@ -388,7 +405,10 @@ class Client:
                 waiters.append(self._slot_freed.wait())
             await _first(*waiters)
             if not claim.done():
-                continue  # stopped, or a job finished: look again (a lost answer is requeued by the heartbeat)
+                # Stopped, or a job of ours finished while we waited: the server may have handed us
+                # jobs in the answer we dropped, so tell it what we really run.
+                await self._reconcile()
+                continue
             try:
                 out = claim.result()
             except asyncio.CancelledError:
@@ -405,8 +425,13 @@ class Client:
             if claimed or forever:
                 long_poll = forever
                 continue
+            if reporter.unacknowledged - set(self._running):
+                # Our own reports are still on their way: what the server says is left would be stale.
+                await _first(reporter.idle.wait(), self._stop.wait())
+                long_poll = False
+                continue
             idle = out.get("idle") or {}
-            if not self._running and not idle.get("running") and not idle.get("delayed"):
+            if not self._running and not idle.get("running") and not idle.get("runnable"):
                 if idle.get("pending"):
                     log.info("nothing left that this worker can run", pending=idle["pending"])
                 return
@@ -441,6 +466,7 @@ class Client:
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         ctx = RunContext(env=env, timeout=spec.timeout, grace=self.grace)
         self._running[spec.id] = _Running(spec, ctx, gpu_ids, time.monotonic())
+        reporter.unacknowledged.add(spec.id)
         log.info("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
         jobs.start_soon(self._run_one, spec, ctx, reporter)
 

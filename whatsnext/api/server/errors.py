@@ -68,6 +68,9 @@ _SQLSTATE_HTTP = {
 }
 
 
+_UNIQUE_FIELDS = {"projects_name_key": "name", "tasks_project_id_name_key": "name"}
+
+
 def database_error(exc: asyncpg.PostgresError) -> ApiError | None:
     mapped = _SQLSTATE_HTTP.get(exc.sqlstate or "")
     if mapped is None:
@@ -75,9 +78,9 @@ def database_error(exc: asyncpg.PostgresError) -> ApiError | None:
     status, code = mapped
     message = exc.args[0] if exc.args else str(exc)
     if exc.sqlstate == "23505":
-        field = (getattr(exc, "constraint_name", None) or "").replace("_key", "").split("_", 1)[-1]
+        field = _UNIQUE_FIELDS.get(getattr(exc, "constraint_name", None) or "")
         message = f"already exists: {exc.detail or message}"
-        return ApiError(status, code, message, {"field": field or None})
+        return ApiError(status, code, message, {"field": field})
     return ApiError(status, code, message, {"field": exc.detail} if exc.detail else None)
 
 

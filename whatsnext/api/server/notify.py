@@ -20,6 +20,8 @@ log = structlog.get_logger("whatsnext.notify")
 
 CHANNEL = "whatsnext_jobs"
 CLOSED = -1
+FINISHED = -2
+"""Wake-up value for idle watchers: a job of the project finished."""
 
 
 class NotifyHub:
@@ -27,6 +29,7 @@ class NotifyHub:
         self._dsn = dsn
         self._conn: asyncpg.Connection | None = None
         self._waiters: dict[int, deque[asyncio.Future[int]]] = {}
+        self._idle: dict[int, set[asyncio.Future[int]]] = {}
         self._reconnect_task: asyncio.Task[None] | None = None
         self.closing = False
         self.generation = 0
@@ -101,7 +104,10 @@ class NotifyHub:
         except ValueError:
             log.warning("ignoring malformed notification", payload=payload)
             return
-        self.wake(project_id, n)
+        if n > 0:
+            self.wake(project_id, n)
+        else:
+            self.wake_idle(project_id)
 
     def wake(self, project_id: int, n: int, hops: int | None = None) -> int:
         """Wake up to ``n`` waiters of a project; each may pass its wake-up on ``hops`` times."""
@@ -120,8 +126,19 @@ class NotifyHub:
             self._waiters.pop(project_id, None)
         return woken
 
+    def wake_idle(self, project_id: int) -> int:
+        """Wake the waiters that asked to hear when a job of the project finishes."""
+        watchers = self._idle.pop(project_id, None)
+        woken = 0
+        for fut in watchers or ():
+            if not fut.done():
+                fut.set_result(FINISHED)
+                woken += 1
+        return woken
+
     def wake_all(self, value: int = 0) -> None:
         waiters, self._waiters = self._waiters, {}
+        self._idle = {}
         for queue in waiters.values():
             for fut in queue:
                 if not fut.done():
@@ -132,12 +149,17 @@ class NotifyHub:
             return len(self._waiters.get(project_id, ()))
         return sum(len(q) for q in self._waiters.values())
 
-    async def wait(self, project_id: int, timeout: float) -> int | None:
-        """Wait for a wake-up: the hops it may be passed on, CLOSED at shutdown, None on timeout."""
+    async def wait(self, project_id: int, timeout: float, idle: bool = False) -> int | None:
+        """Wait for a wake-up: the hops it may be passed on, CLOSED at shutdown, None on timeout.
+
+        With ``idle``, a job of the project finishing (count-0 notification) also wakes this waiter.
+        """
         if self.closing:
             return CLOSED
         fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(project_id, deque()).append(fut)
+        if idle:
+            self._idle.setdefault(project_id, set()).add(fut)
         try:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
@@ -150,3 +172,9 @@ class NotifyHub:
                 queue.remove(fut)
                 if not queue:
                     self._waiters.pop(project_id, None)
+            if idle:
+                watchers = self._idle.get(project_id)
+                if watchers is not None:
+                    watchers.discard(fut)
+                    if not watchers:
+                        self._idle.pop(project_id, None)

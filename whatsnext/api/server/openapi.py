@@ -52,7 +52,6 @@ class RouteTable:
 
         def register(handler: Handler) -> Handler:
             self.specs.append((spec, handler))
-            handler.__openapi__ = spec  # type: ignore[attr-defined]
             return handler
 
         return register
@@ -72,12 +71,9 @@ def _query_param(name: str, description: str) -> dict[str, Any]:
     }
 
 
-def build_openapi(app: web.Application, version: str) -> dict[str, Any]:
-    specs: list[RouteSpec] = []
-    for resource_route in app.router.routes():
-        spec = getattr(resource_route.handler, "__openapi__", None)
-        if spec is not None:
-            specs.append(spec)
+def build_openapi(app: web.Application, table: RouteTable, version: str) -> dict[str, Any]:
+    served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
+    specs = [spec for spec, _ in table.specs if (spec.method, spec.path) in served]
     models: set[type[BaseModel]] = {Error}
     for spec in specs:
         for model in (spec.body, spec.response):

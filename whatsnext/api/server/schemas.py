@@ -323,6 +323,7 @@ class IdleSummary(BaseModel):
     pending: int
     running: int
     delayed: int = Field(description="Pending jobs waiting out a retry delay.")
+    runnable: bool = Field(description="Some pending job with its dependencies met fits this worker.")
 
 
 class ClaimResponse(BaseModel):
@@ -425,6 +426,11 @@ class Heartbeat(Strict):
     running: list[Annotated[int, Field(ge=1)]] | None = Field(
         None,
         description="Ids of the jobs the worker runs now; jobs it was handed but does not run are requeued.",
+    )
+    grace: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+        None,
+        description="Requeue only jobs handed out longer ago than this (default a third of the lease); "
+        "0 when the worker knows no claim of its is in flight.",
     )
 
 

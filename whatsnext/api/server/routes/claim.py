@@ -11,7 +11,7 @@ from aiohttp import web
 from ..errors import ApiError
 from ..http import dumps_json, json_response, parse_body, path_id, records
 from ..keys import hub_key, pool_key, settings_key
-from ..notify import CLOSED
+from ..notify import CLOSED, FINISHED
 from ..schemas import (
     ClaimRequest,
     ClaimResponse,
@@ -27,14 +27,21 @@ from . import routes
 EMPTY = b'{"jobs":[]}'
 
 
-async def _nothing(pool: asyncpg.Pool, key: str, project_id: int | None, idle: bool) -> web.Response:
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _nothing(
+    pool: asyncpg.Pool, key: str, project_id: int | None, idle: bool, args: tuple
+) -> web.Response:
     """The answer when there is nothing to hand out (with what is pending and running, if asked)."""
     if not idle:
         return web.Response(body=EMPTY, content_type="application/json")
     async with pool.acquire() as conn:
         if project_id is None:
             project_id = (await conn.fetchrow(Q.project_resolve, key))["id"]
-        row = await conn.fetchrow(Q.project_idle, project_id)
+        row = await conn.fetchrow(Q.project_idle, project_id, args[5], args[6], args[7])
     return json_response({"jobs": [], "idle": dict(row)})
 
 
@@ -69,6 +76,9 @@ async def claim(request: web.Request) -> web.Response:
     project_id: int | None = None
     hops = 0
     while True:
+        if project_id is not None and _gone(request):
+            # The worker gave up waiting: claiming now would hand jobs to nobody.
+            return web.Response(body=EMPTY, content_type="application/json")
         generation = hub.generation
         rows = await pool.fetch(Q.job_claim, *args)
         if rows:
@@ -77,7 +87,7 @@ async def claim(request: web.Request) -> web.Response:
             hub.wake(project_id, 1, hops - 1)  # not for us: pass the wake-up on
         remaining = deadline - loop.time()
         if remaining <= 0 or hub.closing:
-            return await _nothing(pool, key, project_id, body.idle_summary)
+            return await _nothing(pool, key, project_id, body.idle_summary, args)
         info = await pool.fetchrow(Q.project_resolve, key)
         project_id = info["id"]
         timeout = remaining
@@ -87,10 +97,12 @@ async def claim(request: web.Request) -> web.Response:
         if hub.generation != generation:
             hops = 0
             continue  # something changed while we looked: look again before sleeping
-        woken = await hub.wait(project_id, timeout)
+        woken = await hub.wait(project_id, timeout, idle=body.idle_summary)
         if woken == CLOSED:
-            return await _nothing(pool, key, project_id, body.idle_summary)
-        hops = woken or 0
+            return await _nothing(pool, key, project_id, body.idle_summary, args)
+        if woken == FINISHED:
+            deadline = loop.time()  # claim once more, then tell the worker what is left
+        hops = woken if woken is not None and woken > 0 else 0
 
 
 async def _report(

@@ -33,4 +33,4 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.route("GET", "/openapi.json", "This OpenAPI document", tag="meta", errors=())
 async def openapi(request: web.Request) -> web.Response:
-    return json_response(build_openapi(request.app, __version__))
+    return json_response(build_openapi(request.app, routes, __version__))

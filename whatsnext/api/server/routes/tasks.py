@@ -11,6 +11,16 @@ from . import routes
 
 @routes.route(
     "POST",
+    "/tasks",
+    "Create a task (same as POST /tasks/)",
+    tag="tasks",
+    body=TaskCreate,
+    response=TaskOut,
+    status=201,
+    errors=(400, 404, 409, 422),
+)
+@routes.route(
+    "POST",
     "/tasks/",
     "Create a task: resource needs, retries and timeout of its jobs",
     tag="tasks",

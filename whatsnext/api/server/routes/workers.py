@@ -58,7 +58,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     worker_id = path_id(request, "worker_id")
     body = await parse_body(request, Heartbeat) if request.body_exists else Heartbeat()
     lease = request.app[settings_key].lease_seconds
-    grace = max(lease / 3, 1.0)
+    grace = body.grace if body.grace is not None else max(lease / 3, 1.0)
     cancel = await request.app[pool_key].fetchval(Q.worker_heartbeat, worker_id, lease, body.running, grace)
     return json_response({"cancel": cancel, "lease_seconds": lease})
 

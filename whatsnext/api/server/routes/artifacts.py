@@ -1,0 +1,108 @@
+"""Artifacts: the files (or URIs) a job read and wrote, as its worker found them after the job.
+
+A worker posts what it found for the job's declared inputs and outputs: size, sha256, modification
+time, or that it was missing. Recording the same (direction, uri) again (a later attempt) refreshes
+the row. ``GET /projects/{project}/artifacts?uri=`` answers which jobs produced a file.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import unquote, urlsplit
+
+from aiohttp import web
+
+from ..errors import ApiError, not_found
+from ..http import dumps_json, json_response, parse_body, path_id, query_int, records
+from ..keys import pool_key
+from ..schemas_logs import ArtifactBatch, ArtifactList, ArtifactMatches, ArtifactsRecorded
+from ..sql import Q
+from . import routes
+
+DIRECTIONS = {"in": "in", "out": "out", "any": None}
+
+
+def canonical_uri(uri: str) -> str:
+    """``file:///data/x.csv`` and ``/data/x.csv`` name the same file: artifacts store the path."""
+    if uri.startswith("file:"):
+        parts = urlsplit(uri)
+        if parts.netloc in ("", "localhost") and parts.path.startswith("/"):
+            return unquote(parts.path)
+    return uri
+
+
+def _direction(request: web.Request, default: str | None) -> str | None:
+    raw = request.query.get("direction")
+    if raw is None or raw == "":
+        return default
+    if raw.lower() not in DIRECTIONS:
+        raise ApiError(
+            422, "invalid", f"direction must be one of in, out, any, got {raw!r}", {"field": "direction"}
+        )
+    return DIRECTIONS[raw.lower()]
+
+
+@routes.route(
+    "POST",
+    "/jobs/{job_id}/artifacts",
+    "Record what a job read and wrote (size, sha256, modification time, or missing)",
+    tag="artifacts",
+    body=ArtifactBatch,
+    response=ArtifactsRecorded,
+    query={"attempt": "refuse (409) unless this is the job's current attempt"},
+    errors=(400, 404, 409, 422),
+)
+async def record_artifacts(request: web.Request) -> web.Response:
+    job_id = path_id(request, "job_id")
+    attempt = query_int(request, "attempt", None, 1, 2**31 - 1)
+    items = (await parse_body(request, ArtifactBatch)).root
+    payload = [{**a.model_dump(mode="json"), "uri": canonical_uri(a.uri)} for a in items]
+    row = await request.app[pool_key].fetchrow(Q.artifact_record, job_id, dumps_json(payload), attempt)
+    if row["code"] == 404:
+        raise ApiError(404, "not_found", row["message"], {"field": "job_id"})
+    if row["code"] == 409:
+        raise ApiError(409, "stale_attempt", row["message"], {"field": "attempt", "status": row["status"]})
+    return json_response({"id": job_id, "status": row["status"], "recorded": row["recorded"]})
+
+
+@routes.route(
+    "GET",
+    "/jobs/{job_id}/artifacts",
+    "A job's recorded inputs and outputs",
+    tag="artifacts",
+    response=ArtifactList,
+)
+async def job_artifacts(request: web.Request) -> web.Response:
+    job_id = path_id(request, "job_id")
+    rows = await request.app[pool_key].fetch(Q.artifact_list, job_id)
+    if not rows:
+        raise not_found("job", job_id, "job_id")
+    return json_response({"artifacts": [dict(r) for r in rows if r["id"] is not None]})
+
+
+@routes.route(
+    "GET",
+    "/projects/{project}/artifacts",
+    "Which jobs produced (or read) a file, newest first; without ?uri=, the latest artifacts",
+    tag="artifacts",
+    response=ArtifactMatches,
+    query={
+        "uri": "an absolute path or URI (file:// URIs match the plain path)",
+        "direction": "out (default with ?uri=: the producers), in (the readers) or any",
+        "limit": "at most this many (default 100, at most 1000)",
+        "before": "without ?uri=: only artifacts with a smaller id (next page)",
+    },
+)
+async def find_artifacts(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 100, 1, 1000)
+    uri = request.query.get("uri") or None
+    pool = request.app[pool_key]
+    project = request.match_info["project"]
+    if uri is not None:
+        direction = _direction(request, "out")
+        rows = await pool.fetch(Q.artifact_find, project, canonical_uri(uri), direction, limit)
+        return json_response({"artifacts": records(rows), "next_before": None})
+    direction = _direction(request, None)
+    before = query_int(request, "before", None, 1)
+    rows = await pool.fetch(Q.artifact_recent, project, direction, before, limit)
+    next_before = rows[-1]["id"] if len(rows) == limit else None
+    return json_response({"artifacts": records(rows), "next_before": next_before})

@@ -1,0 +1,319 @@
+"""Live logs: workers append a running job's output lines; anyone reads them by page or follows them.
+
+Each job keeps its newest ``KEEP_LINES`` lines (``$WHATSNEXT_LOG_KEEP_LINES``, default 10,000); older
+ones are deleted and counted, and readers see how many (``dropped``). Every line has a number within
+its job (``seq``), so a jump in ``seq`` tells a reader exactly how many lines it missed.
+
+``GET /jobs/{job_id}/logs?follow=1`` streams NDJSON (one JSON object per line of the response):
+``{"id", "seq", "attempt", "line", "at"}`` for each output line, ``{"dropped": N}`` where N lines
+were removed before the stream reached them, and a last ``{"finished": true, "status": ...}``
+once the job is finished (``"finished": false`` when the server shuts down first: resume with
+``?after=<last id>``). ``&format=text`` streams the bare lines instead, for ``curl``.
+Followers are woken by ``NOTIFY whatsnext_logs, '<job_id>'`` (sent by every append) through the
+server's LISTEN connection, and look again every ``RECHECK`` seconds regardless, which is how they
+notice that the job finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+from aiohttp import web
+
+from ..errors import ApiError, invalid, not_found
+from ..http import json_response, parse_body, path_id, query_choice, query_int
+from ..keys import hub_key, pool_key
+from ..notify import NotifyHub
+from ..schemas_logs import LogAppend, LogAppended, LogPage
+from ..sql import Q
+from . import routes
+
+log = structlog.get_logger("whatsnext.server")
+
+KEEP_LINES = int(os.environ.get("WHATSNEXT_LOG_KEEP_LINES", "10000"))
+"""Lines kept per job; older ones are dropped (and counted)."""
+LOG_CHANNEL = "whatsnext_logs"
+FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "BLOCKED"})
+PAGE = 1000
+RECHECK = 0.5
+"""Seconds a follower waits at most between looks (it learns that the job finished this way)."""
+POLL_FIRST, POLL_CAP = 0.05, 1.0
+"""Backoff between looks when the hub offers no subscription to LOG_CHANNEL."""
+
+
+# ---------------------------------------------------------------- wake-ups of followers
+
+
+class _LogWakeups:
+    """Fans the hub's ``whatsnext_logs`` notifications (payload: job id) out to follow streams."""
+
+    def __init__(self) -> None:
+        self.events: dict[int, set[asyncio.Event]] = {}
+        self.listening = False
+        self._lock = asyncio.Lock()
+
+    async def ensure_listening(self, hub: NotifyHub) -> None:
+        if self.listening:
+            return
+        subscribe = getattr(hub, "subscribe", None)
+        if subscribe is None:
+            return  # an older hub: followers poll with backoff instead
+        async with self._lock:
+            if not self.listening:
+                await subscribe(LOG_CHANNEL, self.notify)
+                self.listening = True
+
+    def notify(self, payload: str) -> None:
+        """A notification: wake the job's followers (an empty payload, after a reconnect: all)."""
+        if not payload:
+            for events in self.events.values():
+                for event in events:
+                    event.set()
+            return
+        try:
+            job_id = int(payload)
+        except ValueError:
+            return
+        for event in self.events.get(job_id, ()):
+            event.set()
+
+
+_wakeups: weakref.WeakKeyDictionary[NotifyHub, _LogWakeups] = weakref.WeakKeyDictionary()
+
+
+class JobLogWaiter:
+    """What one follow stream waits on: its job's notifications, or a bounded poll."""
+
+    def __init__(self, wakeups: _LogWakeups) -> None:
+        self._wakeups = wakeups
+        self.event = asyncio.Event()
+        self._delay = POLL_FIRST
+
+    def before_read(self) -> None:
+        """Forget earlier wake-ups: what they announced is about to be read."""
+        self.event.clear()
+
+    def got_lines(self) -> None:
+        self._delay = POLL_FIRST
+
+    async def wait(self) -> None:
+        if self._wakeups.listening:
+            timeout = RECHECK
+        else:
+            timeout, self._delay = self._delay, min(self._delay * 2, POLL_CAP)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.event.wait(), timeout)
+
+
+@contextlib.asynccontextmanager
+async def job_log_waiter(hub: NotifyHub, job_id: int) -> AsyncIterator[JobLogWaiter]:
+    """Wake-ups for new lines of one job, through ``NotifyHub.subscribe`` when the hub has it."""
+    wakeups = _wakeups.get(hub)
+    if wakeups is None:
+        wakeups = _wakeups[hub] = _LogWakeups()
+    try:
+        await wakeups.ensure_listening(hub)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("cannot listen for log lines; followers poll", error=str(exc))
+    waiter = JobLogWaiter(wakeups)
+    wakeups.events.setdefault(job_id, set()).add(waiter.event)
+    try:
+        yield waiter
+    finally:
+        events = wakeups.events.get(job_id)
+        if events is not None:
+            events.discard(waiter.event)
+            if not events:
+                del wakeups.events[job_id]
+
+
+# ---------------------------------------------------------------- routes
+
+
+def _line(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "seq": row["seq"],
+        "attempt": row["attempt"],
+        "line": row["line"],
+        "at": row["at"],
+    }
+
+
+def _lines(rows: Sequence[asyncpg.Record]) -> list[dict[str, Any]]:
+    return [_line(r) for r in rows if r["id"] is not None]
+
+
+def query_flag(request: web.Request, name: str) -> bool:
+    raw = request.query.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise invalid(f"{name} must be 1 or 0, got {raw!r}", name)
+
+
+@routes.route(
+    "POST",
+    "/jobs/{job_id}/logs",
+    "Append output lines of a job's running attempt (refused for another attempt, like a stale report)",
+    tag="logs",
+    body=LogAppend,
+    response=LogAppended,
+    errors=(400, 404, 409, 422),
+)
+async def append_logs(request: web.Request) -> web.Response:
+    job_id = path_id(request, "job_id")
+    body = await parse_body(request, LogAppend)
+    row = await request.app[pool_key].fetchrow(Q.log_append, job_id, body.attempt, body.lines, KEEP_LINES)
+    if row["code"] == 404:
+        raise ApiError(404, "not_found", row["message"], {"field": "job_id"})
+    if row["code"] == 409:
+        raise ApiError(409, "stale_attempt", row["message"], {"field": "attempt", "status": row["status"]})
+    return json_response(
+        {"id": job_id, "status": row["status"], "appended": row["appended"], "dropped": row["dropped"]}
+    )
+
+
+@routes.route(
+    "GET",
+    "/jobs/{job_id}/logs",
+    "A job's output lines, oldest first; ?follow=1 streams them (NDJSON) until the job finishes",
+    tag="logs",
+    response=LogPage,
+    query={
+        "after": "only lines with a larger id (the last id you read)",
+        "limit": "page size (default 1000, at most 10000)",
+        "tail": "only the last N lines (after ?after=)",
+        "follow": "1: stream the lines as they come, until the job finishes",
+        "format": "with follow=1: ndjson (default) or text",
+    },
+)
+async def read_logs(request: web.Request) -> web.StreamResponse:
+    job_id = path_id(request, "job_id")
+    after = query_int(request, "after", 0, 0) or 0
+    limit = query_int(request, "limit", PAGE, 1, 10_000) or PAGE
+    tail = query_int(request, "tail", None, 1, 100_000)
+    if query_flag(request, "follow"):
+        text = query_choice(request, "format", ("NDJSON", "TEXT")) == "TEXT"
+        return await _follow(request, job_id, after, tail, text)
+    query = Q.log_tail if tail is not None else Q.log_page
+    rows = await request.app[pool_key].fetch(query, job_id, after, tail if tail is not None else limit)
+    if not rows:
+        raise not_found("job", job_id, "job_id")
+    lines = _lines(rows)
+    status = rows[0]["status"]
+    return json_response(
+        {
+            "lines": lines,
+            "dropped": rows[0]["dropped"],
+            "finished": status in FINISHED,
+            "status": status,
+            "last_id": lines[-1]["id"] if lines else after,
+        }
+    )
+
+
+# ---------------------------------------------------------------- follow
+
+
+class _Stream:
+    """Writes events as NDJSON, or as bare text lines."""
+
+    def __init__(self, resp: web.StreamResponse, text: bool) -> None:
+        self.resp = resp
+        self.text = text
+        self.attempt: int | None = None
+
+    def encode(self, lines: list[dict[str, Any]], gap: int) -> bytes:
+        out: list[bytes] = []
+        if gap > 0:
+            out.append(
+                f"[... {gap} earlier lines dropped ...]\n".encode()
+                if self.text
+                else orjson.dumps({"dropped": gap}) + b"\n"
+            )
+        for line in lines:
+            if self.text:
+                if self.attempt is not None and line["attempt"] != self.attempt:
+                    out.append(f"[... attempt {line['attempt']} ...]\n".encode())
+                self.attempt = line["attempt"]
+                out.append(line["line"].encode("utf-8", "replace") + b"\n")
+            else:
+                out.append(orjson.dumps(line) + b"\n")
+        return b"".join(out)
+
+    async def end(self, finished: bool, status: str | None) -> None:
+        if not self.text:
+            await self.resp.write(orjson.dumps({"finished": finished, "status": status}) + b"\n")
+        await self.resp.write_eof()
+
+
+def _gone(request: web.Request) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+async def _follow(
+    request: web.Request, job_id: int, after: int, tail: int | None, text: bool
+) -> web.StreamResponse:
+    pool, hub = request.app[pool_key], request.app[hub_key]
+    async with job_log_waiter(hub, job_id) as waiter:
+        waiter.before_read()
+        first = Q.log_tail if tail is not None else Q.log_page
+        rows = await pool.fetch(first, job_id, after, tail if tail is not None else PAGE)
+        if not rows:
+            raise not_found("job", job_id, "job_id")
+        resp = web.StreamResponse(
+            headers={
+                "Content-Type": "text/plain; charset=utf-8" if text else "application/x-ndjson",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await resp.prepare(request)
+        stream = _Stream(resp, text)
+        # The last line number sent: a jump past it means dropped lines (unknown when resuming).
+        last_seq: int | None = 0 if after == 0 and tail is None else None
+        full_page: int | None = None if tail is not None else PAGE  # a tail has nothing newer
+        status: str | None = rows[0]["status"]
+        try:
+            while True:
+                status = rows[0]["status"]
+                lines = _lines(rows)
+                if lines:
+                    gap = lines[0]["seq"] - last_seq - 1 if last_seq is not None else 0
+                    await resp.write(stream.encode(lines, gap))
+                    after, last_seq = lines[-1]["id"], lines[-1]["seq"]
+                    waiter.got_lines()
+                full = full_page is not None and len(lines) >= full_page
+                full_page = PAGE
+                if not full:
+                    if status in FINISHED:
+                        await stream.end(True, status)
+                        return resp
+                    if hub.closing or _gone(request):
+                        break
+                    await waiter.wait()
+                    if hub.closing or _gone(request):
+                        break
+                waiter.before_read()
+                rows = await pool.fetch(Q.log_page, job_id, after, PAGE)
+                if not rows:  # the job was deleted while followed
+                    status = None
+                    break
+        except ConnectionError:
+            return resp  # the reader went away
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            log.warning("log follow ended early", job=job_id, error=str(exc))
+        with contextlib.suppress(ConnectionError, OSError):
+            await stream.end(False, status)
+        return resp

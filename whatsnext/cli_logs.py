@@ -1,0 +1,183 @@
+"""CLI commands for live logs and artifacts: ``whatsnext jobs logs``, ``jobs artifacts``, ``artifacts find``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from .cli import EXIT_OK, _http, call, emit, project_path, table
+
+
+def _attempt_marker(attempt: int) -> str:
+    return f"[... attempt {attempt} ...]"
+
+
+class _LinePrinter:
+    """Prints log events as text: lines, dropped-line markers, and where a new attempt starts."""
+
+    def __init__(self) -> None:
+        self.attempt: int | None = None
+
+    def render(self, event: dict[str, Any]) -> str | None:
+        from .api.client.joblogs import dropped_line
+
+        if "dropped" in event and "line" not in event:
+            return dropped_line(event["dropped"])
+        if "line" not in event:
+            return None
+        out = event["line"]
+        if self.attempt is not None and event["attempt"] != self.attempt:
+            out = _attempt_marker(event["attempt"]) + "\n" + out
+        self.attempt = event["attempt"]
+        return out
+
+
+def _quiet_broken_pipe() -> int:
+    # The reader went away (`... | head`): stop quietly, and keep Python from complaining at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_OK
+
+
+def _read_all(args: argparse.Namespace) -> dict[str, Any]:
+    path = f"/jobs/{args.job_id}/logs"
+    if args.tail is not None:
+        return dict(call(args, "GET", path, tail=args.tail))
+    after, lines = 0, []
+    while True:
+        data = call(args, "GET", path, after=after, limit=1000)
+        lines += data["lines"]
+        after = data["last_id"]
+        if len(data["lines"]) < 1000:
+            data["lines"] = lines
+            return dict(data)
+
+
+def _render_page(data: dict[str, Any]) -> str:
+    from .api.client.joblogs import dropped_line
+
+    printer = _LinePrinter()
+    out: list[str] = []
+    lines = data["lines"]
+    if lines and lines[0]["seq"] > 1 and data["dropped"] >= lines[0]["seq"] - 1:
+        out.append(dropped_line(lines[0]["seq"] - 1))
+    for event in lines:
+        text = printer.render(event)
+        if text is not None:
+            out.append(text)
+    return "\n".join(out)
+
+
+def _follow(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .api.client.joblogs import follow_logs
+
+    http = _http(args)
+    printer = _LinePrinter()
+
+    async def go() -> str | None:
+        status = None
+        try:
+            async for event in follow_logs(http, args.job_id, tail=args.tail):
+                if args.json:
+                    print(json.dumps(event, default=str), flush=True)
+                    continue
+                if "finished" in event:
+                    status = event.get("status")
+                    continue
+                text = printer.render(event)
+                if text is not None:
+                    print(text, flush=True)
+        finally:
+            await http.close()
+        return status
+
+    status = asyncio.run(go())
+    if not args.json and status is not None:
+        print(f"job {args.job_id} {status}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_jobs_logs(args: argparse.Namespace) -> int:
+    """Print a job's output lines; with ``-f``, keep printing them as they come until the job is finished."""
+    try:
+        if args.follow:
+            return _follow(args)
+        data = _read_all(args)
+        if not data["lines"] and not args.json:
+            print(f"job {args.job_id} has no output yet ({data['status']})", file=sys.stderr)
+            return EXIT_OK
+        return emit(args, data, _render_page)
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
+
+
+def human_size(n: int | None) -> str | None:
+    if n is None:
+        return None
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{n} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def _short_uri(uri: str, width: int = 60) -> str:
+    return uri if len(uri) <= width else "..." + uri[-(width - 3) :]
+
+
+def _artifact_rows(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        {
+            **a,
+            "uri": _short_uri(a["uri"]),
+            "size": human_size(a["size"]),
+            "sha256": a["sha256"][:12] if a.get("sha256") else None,
+            "missing": "MISSING" if a["missing"] else "",
+        }
+        for a in artifacts
+    ]
+
+
+def cmd_jobs_artifacts(args: argparse.Namespace) -> int:
+    """List what a job read and wrote, as its worker found them after the job."""
+    data = call(args, "GET", f"/jobs/{args.job_id}/artifacts")
+    return emit(
+        args,
+        data,
+        lambda d: table(
+            _artifact_rows(d["artifacts"]),
+            ["direction", "uri", "size", "sha256", "modified_at", "missing"],
+            ["dir", "uri", "size", "sha256", "modified", ""],
+        ),
+    )
+
+
+def cmd_artifacts_find(args: argparse.Namespace) -> int:
+    """Which jobs of a project wrote (``--direction in``: read) a file, newest first."""
+    uri = args.uri if "://" in args.uri or args.uri.startswith("file:") else os.path.abspath(args.uri)
+    data = call(
+        args,
+        "GET",
+        project_path(args.project) + "/artifacts",
+        uri=uri,
+        direction=args.direction,
+        limit=args.limit,
+    )
+    return emit(
+        args,
+        data,
+        lambda d: table(
+            _artifact_rows(d["artifacts"]),
+            ["job_id", "job_name", "job_status", "direction", "size", "sha256", "recorded_at", "missing"],
+            ["job", "name", "status", "dir", "size", "sha256", "recorded", ""],
+        ),
+    )
+
+
+__all__ = ["cmd_artifacts_find", "cmd_jobs_artifacts", "cmd_jobs_logs", "human_size"]
