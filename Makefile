@@ -21,7 +21,7 @@ run: $(STAMP)
 	$(BIN)/whatsnext server --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check whatsnext tests bench

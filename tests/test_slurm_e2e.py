@@ -7,9 +7,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import Api, wait_until
 from slurm_env import ensure_slurm
+
 from whatsnext.api.client import AsyncServer, Client, Job
 from whatsnext.api.client.formatters.slurm import SlurmFormatter
 
