@@ -188,6 +188,8 @@ def cmd_tasks_add(args: argparse.Namespace) -> int:
         "retry_delay": args.retry_delay,
         "timeout": args.timeout,
         "required_tags": [t for t in (args.tags or "").split(",") if t],
+        "inputs": args.input or [],
+        "outputs": args.output or [],
     }
     data = call(args, "POST", "/tasks/", body)
     return emit(
@@ -221,6 +223,10 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
         value = getattr(args, key)
         if value is not None:
             body[{"cpus": "required_cpu", "gpus": "required_accelerators"}.get(key, key)] = value
+    if args.input is not None:
+        body["inputs"] = args.input
+    if args.output is not None:
+        body["outputs"] = args.output
     try:
         data = call(args, "POST", project_path(args.project) + "/jobs", body)
     except NotFound:
@@ -615,6 +621,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=1)
     p.add_argument("--retry-delay", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    p.add_argument(
+        "--input", action="append", metavar="PATH", help="a path its jobs read, {param} fields allowed"
+    )
+    p.add_argument(
+        "--output", action="append", metavar="PATH", help="a path its jobs write, {param} fields allowed"
+    )
 
     jobs = _group(sub, "jobs", "submit and inspect jobs")
     p = _add(
@@ -638,6 +650,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-attempts", type=int, default=None)
     p.add_argument("--retry-delay", type=float, default=None, metavar="SECONDS")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--input", action="append", metavar="PATH", help="a path it reads (replaces the task's)")
+    p.add_argument("--output", action="append", metavar="PATH", help="a path it writes (replaces the task's)")
     p = _add(
         jobs,
         "sweep",
@@ -677,6 +691,40 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = _add(jobs, name, func, text, f"whatsnext jobs {name} 42")
         p.add_argument("job_id", type=int)
+
+    from .cli_logs import cmd_artifacts_find, cmd_jobs_artifacts, cmd_jobs_logs
+
+    p = _add(
+        jobs,
+        "logs",
+        cmd_jobs_logs,
+        "print a job's output (-f: and what follows, until the job is finished)",
+        "whatsnext jobs logs 42 -f",
+    )
+    p.add_argument("job_id", type=int)
+    p.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new lines until the job is finished"
+    )
+    p.add_argument("--tail", type=int, default=None, metavar="N", help="start with the last N lines only")
+    p = _add(
+        jobs, "artifacts", cmd_jobs_artifacts, "list what a job read and wrote", "whatsnext jobs artifacts 42"
+    )
+    p.add_argument("job_id", type=int)
+
+    artifacts = _group(sub, "artifacts", "the files that jobs read and wrote")
+    p = _add(
+        artifacts,
+        "find",
+        cmd_artifacts_find,
+        "find the jobs that wrote a file, newest first",
+        "whatsnext artifacts find results/model.pt --project demo",
+    )
+    p.add_argument("uri", metavar="PATH_OR_URI", help="a path (relative ones are made absolute) or a URI")
+    p.add_argument("--project", default=_default_project(), help=PROJECT_HELP)
+    p.add_argument(
+        "--direction", choices=["out", "in", "any"], default="out", help="out: writers (default), in: readers"
+    )
+    p.add_argument("--limit", type=int, default=100)
 
     queue = _group(sub, "queue", "the pending jobs of a project")
     p = _add(

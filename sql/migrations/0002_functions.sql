@@ -83,12 +83,13 @@ CREATE TYPE wn_job_input AS (
     idx integer, name text, task text, parameters jsonb, priority integer,
     required_cpu integer, required_accelerators integer, required_tags text[],
     max_attempts integer, retry_delay double precision, timeout double precision,
-    dep_ids bigint[], dep_idx integer[]
+    dep_ids bigint[], dep_idx integer[], inputs text[], outputs text[]
 );
 
 -- Insert a batch of jobs. p_jobs is a JSON array of normalised entries:
 -- {idx, name, task, parameters, priority, required_cpu, required_accelerators, required_tags,
---  max_attempts, retry_delay, timeout, dep_ids: [existing job ids], dep_idx: [1-based batch indexes]}
+--  max_attempts, retry_delay, timeout, dep_ids: [existing job ids], dep_idx: [1-based batch indexes],
+--  inputs, outputs (NULL: the task's; the columns come with 0004_logs_artifacts)}
 -- Returns the new job ids in batch order.
 CREATE FUNCTION wn_enqueue(p_project text, p_jobs jsonb) RETURNS bigint[]
 LANGUAGE plpgsql AS $$
@@ -127,7 +128,7 @@ BEGIN
     WITH ins AS (
         INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, status, unmet_deps,
                           required_cpu, required_accelerators, required_tags, max_attempts,
-                          retry_delay, timeout, blocked_by, error)
+                          retry_delay, timeout, blocked_by, error, inputs, outputs)
         SELECT v_ids[s.idx], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                coalesce(s.priority, 0),
                CASE WHEN bad.id IS NULL THEN 'PENDING' ELSE 'BLOCKED' END,
@@ -141,7 +142,8 @@ BEGIN
                coalesce(s.timeout, t.timeout),
                bad.id,
                CASE WHEN bad.id IS NULL THEN NULL
-                    ELSE format('dependency %s (%s) is %s', bad.id, bad.name, lower(bad.status)) END
+                    ELSE format('dependency %s (%s) is %s', bad.id, bad.name, lower(bad.status)) END,
+               coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs)
         FROM jsonb_populate_recordset(NULL::wn_job_input, p_jobs) s
         JOIN tasks t ON t.project_id = v_project AND t.name = s.task
         LEFT JOIN LATERAL (
@@ -187,7 +189,7 @@ CREATE FUNCTION wn_claim(
 ) RETURNS TABLE (
     id bigint, name text, task text, parameters jsonb, priority integer, attempt integer,
     required_cpu integer, required_accelerators integer, timeout double precision,
-    max_attempts integer, lease_expires_at timestamptz
+    max_attempts integer, lease_expires_at timestamptz, inputs text[], outputs text[]
 )
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -244,13 +246,14 @@ BEGIN
                lease_expires_at = now() + make_interval(secs => p_lease), cancel_requested = false
          WHERE j.id = ANY (v_picked)
         RETURNING j.id, j.name, j.task_id, j.parameters, j.priority, j.attempt, j.required_cpu,
-                  j.required_accelerators, j.timeout, j.max_attempts, j.lease_expires_at
+                  j.required_accelerators, j.timeout, j.max_attempts, j.lease_expires_at,
+                  j.inputs, j.outputs
     ), ev AS (
         INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason)
         SELECT u.id, v_project, 'RUNNING', u.attempt, p_worker_id, p_worker_name FROM upd u
     )
     SELECT u.id, u.name, t.name, u.parameters, u.priority, u.attempt, u.required_cpu,
-           u.required_accelerators, u.timeout, u.max_attempts, u.lease_expires_at
+           u.required_accelerators, u.timeout, u.max_attempts, u.lease_expires_at, u.inputs, u.outputs
       FROM upd u JOIN tasks t ON t.id = u.task_id
      ORDER BY u.priority DESC, u.id;
 END $$;

@@ -3,7 +3,7 @@ SELECT j.id, j.project_id, p.name AS project, j.name, t.name AS task, j.paramete
        j.status, j.unmet_deps, j.required_cpu, j.required_accelerators, j.required_tags, j.attempt,
        j.max_attempts, j.retry_delay, j.timeout, j.worker_id, j.worker_name, j.lease_expires_at,
        j.cancel_requested, j.created_at, j.available_at, j.started_at, j.finished_at, j.exit_code,
-       j.error, j.result, j.log_tail, j.duration, j.blocked_by,
+       j.error, j.result, j.log_tail, j.duration, j.blocked_by, j.inputs, j.outputs,
        (SELECT coalesce(array_agg(depends_on ORDER BY depends_on), '{}') FROM job_dependencies
          WHERE job_id = j.id) AS depends
   FROM jobs j JOIN tasks t ON t.id = j.task_id JOIN projects p ON p.id = j.project_id

@@ -1,6 +1,9 @@
 -- name: log_append
 SELECT code, status, message, appended, dropped FROM wn_append_logs($1, $2, $3::text[], $4);
 
+-- name: log_append_many
+SELECT id, code, status, message, appended, dropped FROM wn_append_logs_many($1::jsonb, $2);
+
 -- name: log_page
 -- The job's status, how many of its oldest lines were dropped, and its retained lines after line
 -- id $2 (at most $3, oldest first), all read in one snapshot. One row with NULL line columns when

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .errors import WhatsNextError
@@ -38,6 +38,8 @@ class Job:
         max_attempts: int | None = None,
         retry_delay: float | None = None,
         timeout: float | None = None,
+        inputs: Iterable[str] | None = None,
+        outputs: Iterable[str] | None = None,
     ) -> None:
         self.name = name
         self.task = task
@@ -50,6 +52,8 @@ class Job:
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.timeout = timeout
+        self.inputs = list(inputs) if inputs is not None else None
+        self.outputs = list(outputs) if outputs is not None else None
         self.id: int | None = None
         self.status: str | None = None
         self.attempt: int = 0
@@ -100,6 +104,8 @@ class Job:
             "max_attempts",
             "retry_delay",
             "timeout",
+            "inputs",
+            "outputs",
         ):
             value = getattr(self, key)
             if value is not None:
@@ -134,6 +140,8 @@ class Job:
             "retry_delay",
             "required_cpu",
             "required_accelerators",
+            "inputs",
+            "outputs",
         ):
             if key in data:
                 setattr(self, key, data[key])
@@ -196,6 +204,25 @@ class Job:
     async def dependencies_async(self) -> dict[str, list[dict[str, Any]]]:
         return dict(await self._require().get(f"/jobs/{self.id}/dependencies"))
 
+    async def logs_async(self, tail: int | None = None) -> list[str]:
+        """The job's output lines kept on the server (the last ``tail`` only, if given)."""
+        from .joblogs import read_logs
+
+        data = await read_logs(self._require(), int(self.id or 0), tail=tail)
+        return [line["line"] for line in data["lines"]]
+
+    def follow_logs(self, tail: int | None = None) -> AsyncIterator[dict[str, Any]]:
+        """``async for event in job.follow_logs()``: its lines as they come, until it is finished."""
+        from .joblogs import follow_logs
+
+        return follow_logs(self._require(), int(self.id or 0), tail=tail)
+
+    async def artifacts_async(self) -> list[dict[str, Any]]:
+        """What the job read and wrote, as its worker found them after the job."""
+        from .joblogs import job_artifacts
+
+        return await job_artifacts(self._require(), int(self.id or 0))
+
     # ------------------------------------------------------------ sync API
 
     def refresh(self) -> Job:
@@ -215,3 +242,9 @@ class Job:
 
     def dependencies(self) -> dict[str, list[dict[str, Any]]]:
         return run_sync(self.dependencies_async())
+
+    def logs(self, tail: int | None = None) -> list[str]:
+        return run_sync(self.logs_async(tail))
+
+    def artifacts(self) -> list[dict[str, Any]]:
+        return run_sync(self.artifacts_async())

@@ -3,7 +3,8 @@
 ``LogShipper.open(job_id, attempt)`` gives the ``RunContext.on_output`` callback of one job. The
 callback only appends to an in-memory buffer, so a job never waits for the network. A background
 task (:meth:`LogShipper.run`) posts each job's buffered lines every ``interval`` seconds, or as soon
-as ``batch_lines`` are waiting, to ``POST /jobs/{id}/logs``. When the job ends,
+as ``batch_lines`` are waiting; the lines of all due jobs go in one ``POST /jobs/logs``. When the
+job ends,
 :meth:`LogShipper.finish` sends what is left and waits for that delivery (bounded), so that the
 lines are on the server before the job's report.
 
@@ -96,6 +97,8 @@ class LogShipper:
         interval: float = 0.5,
         batch_lines: int = 200,
         max_batch: int = 1000,
+        max_request_lines: int = 5000,
+        max_request_chars: int = 4_000_000,
         max_line_chars: int = 16_384,
         job_buffer_chars: int = 4_000_000,
         total_buffer_chars: int = 32_000_000,
@@ -105,6 +108,8 @@ class LogShipper:
         self.interval = interval
         self.batch_lines = batch_lines
         self.max_batch = max(1, min(max_batch, 1000))
+        self.max_request_lines = max(1, min(max_request_lines, 10_000))
+        self.max_request_chars = max(1, max_request_chars)
         self.max_line_chars = max_line_chars
         self.job_buffer_chars = job_buffer_chars
         self.total_buffer_chars = max(total_buffer_chars, job_buffer_chars)
@@ -253,7 +258,7 @@ class LogShipper:
             return False
         if buf.flushers or buf.finished or len(buf.lines) >= self.batch_lines:
             return True
-        return buf.since is not None and now - buf.since >= self.interval
+        return buf.since is None or now - buf.since >= self.interval
 
     async def _wait_for_work(self) -> None:
         while True:
@@ -264,72 +269,87 @@ class LogShipper:
                 return
             timeout = None
             if pending:
-                oldest = min(b.since if b.since is not None else now for b in pending)
+                oldest = min((b.since for b in pending if b.since is not None), default=now)
                 timeout = max(0.0, oldest + self.interval - now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _send_round(self) -> bool:
-        """Post every due buffer; False when the server could not be reached (stop and back off)."""
+        """Post every due buffer (several jobs per request); False when the server could not be reached."""
         now = time.monotonic()
-        for buf in [b for b in self._jobs.values() if self._due(b, now)]:
-            while (buf.lines or buf.dropped) and not buf.dead and not self.disabled:
-                if not await self._post_batch(buf):
-                    for b in list(self._jobs.values()):
-                        b.wake_flushers()  # the flush attempt failed: let the reports go
-                    return False
-            if not (buf.lines or buf.dropped):
-                buf.since = None
-                buf.wake_flushers()
-                if buf.finished:
-                    self._forget(buf)
+        due = sorted((b for b in self._jobs.values() if self._due(b, now)), key=lambda b: b.job_id)
+        while due and not self.disabled:
+            entries: list[tuple[_JobBuffer, list[str], int]] = []
+            lines_left, chars_left = self.max_request_lines, self.max_request_chars
+            for buf in due:
+                if lines_left <= 0 or chars_left <= 0:
+                    break
+                batch, marker, chars = self._take(buf, min(self.max_batch, lines_left), chars_left)
+                entries.append((buf, batch, marker))
+                lines_left -= len(batch)
+                chars_left -= chars
+            if not await self._post(entries):
+                for b in list(self._jobs.values()):
+                    b.wake_flushers()  # the flush attempt failed: let the reports go
+                return False
+            for buf, _, _ in entries:
+                if not (buf.lines or buf.dropped):
+                    buf.since = None
+                    buf.wake_flushers()
+                    if buf.finished:
+                        self._forget(buf)
+            now = time.monotonic()
+            due = [b for b in due if self._jobs.get(b.job_id) is b and self._due(b, now)]
         self._update_idle()
         return True
 
-    async def _post_batch(self, buf: _JobBuffer) -> bool:
+    def _take(self, buf: _JobBuffer, max_lines: int, max_chars: int) -> tuple[list[str], int, int]:
+        """Take the next lines of a buffer (at least one); a marker first if lines were dropped."""
         batch: list[str] = []
         marker = buf.dropped
         if marker:
             batch.append(dropped_marker(marker))
             buf.dropped = 0
-        while buf.lines and len(batch) < self.max_batch:
+        taken = 0
+        while buf.lines and len(batch) < max_lines:
+            size = len(buf.lines[0]) + 1
+            if batch and taken + size > max_chars:
+                break
             batch.append(buf.lines.popleft())
-        taken = sum(len(line) + 1 for line in batch[1 if marker else 0 :])
+            taken += size
         buf.chars -= taken
         self._chars -= taken
-        buf.since = time.monotonic() if buf.lines else None
+        if not buf.lines:
+            buf.since = None  # the next line starts a new interval (a backlog stays due)
+        return batch, marker, taken
+
+    async def _post(self, entries: list[tuple[_JobBuffer, list[str], int]]) -> bool:
+        body = [{"id": b.job_id, "attempt": b.attempt, "lines": lines} for b, lines, _ in entries]
         try:
-            await self.http.post(
-                f"/jobs/{buf.job_id}/logs",
-                {"attempt": buf.attempt, "lines": batch},
-                timeout=self.post_timeout,
-            )
+            out = await self.http.post("/jobs/logs", body, timeout=self.post_timeout)
         except RETRYABLE as exc:
-            log.debug("live log batch not delivered", job=buf.job_id, error=str(exc))
-            self._put_back(buf, batch[1 if marker else 0 :], marker)
+            log.debug("live log lines not delivered", jobs=[b.job_id for b, _, _ in entries], error=str(exc))
+            for buf, lines, marker in entries:
+                self._put_back(buf, lines[1 if marker else 0 :], marker)
             return False
-        except NotFound as exc:
-            details = exc.details if isinstance(exc.details, dict) else {}
-            if details.get("field") == "job_id":
-                self._refused(buf, batch, "unknown job")
+        except NotFound:
+            log.warning("the server takes no live logs (an older server?); not sending them")
+            self.disabled = True
+            for b in list(self._jobs.values()):
+                self._forget(b)
+            return True
+        except Exception as exc:  # refused (invalid), or a bug: drop these lines, never the worker
+            message = exc.message if isinstance(exc, WhatsNextError) else repr(exc)
+            log.warning("live log lines refused", jobs=[b.job_id for b, _, _ in entries], error=message)
+            self.discarded += sum(len(lines) for _, lines, _ in entries)
+            return True
+        results = {r["id"]: r for r in out["results"]}
+        for buf, lines, _ in entries:
+            result = results.get(buf.job_id)
+            if result is not None and result["code"] == 200:
+                self.delivered += len(lines)
             else:
-                log.warning("the server takes no live logs (an older server?); not sending them")
-                self.disabled = True
-                for b in list(self._jobs.values()):
-                    self._forget(b)
-            return True
-        except WhatsNextError as exc:
-            if exc.status == 409:
-                self._refused(buf, batch, exc.message)
-            else:
-                log.warning("live log batch refused", job=buf.job_id, error=exc.message)
-                self.discarded += len(batch)
-            return True
-        except Exception as exc:  # never let live logs take the worker down
-            log.exception("live log batch failed", job=buf.job_id, error=str(exc))
-            self.discarded += len(batch)
-            return True
-        self.delivered += len(batch)
+                self._refused(buf, lines, result["message"] if result else "no answer")
         return True
 
     def _put_back(self, buf: _JobBuffer, lines: list[str], marker: int) -> None:

@@ -121,6 +121,8 @@ class AsyncProject:
         retry_delay: float = 0.0,
         timeout: float | None = None,
         command: str | None = None,
+        inputs: Iterable[str] = (),
+        outputs: Iterable[str] = (),
     ) -> dict[str, Any]:
         body = {
             "name": name,
@@ -132,6 +134,8 @@ class AsyncProject:
             "retry_delay": retry_delay,
             "timeout": timeout,
             "command": command,
+            "inputs": list(inputs),
+            "outputs": list(outputs),
         }
         return dict(await self._http.post("/tasks/", body))
 
@@ -194,6 +198,14 @@ class AsyncProject:
             f"{self._path}/jobs", status=status, task=task, limit=limit, before=before
         )
         return [Job.from_server(self._http, j) for j in data["jobs"]]
+
+    async def find_artifacts(
+        self, uri: str, direction: str = "out", limit: int = 100
+    ) -> list[dict[str, Any]]:
+        """The jobs that wrote (``direction="in"``: read) ``uri``, newest first."""
+        from .joblogs import find_artifacts
+
+        return await find_artifacts(self._http, self.id, uri, direction=direction, limit=limit)
 
     async def graph(self) -> dict[str, Any]:
         return dict(await self._http.get(f"{self._path}/graph"))
@@ -289,6 +301,9 @@ class Project:
         self, status: str | None = None, task: str | None = None, limit: int = 100, before: int | None = None
     ) -> list[Job]:
         return self._run(self._async.list_jobs(status, task, limit, before))
+
+    def find_artifacts(self, uri: str, direction: str = "out", limit: int = 100) -> list[dict[str, Any]]:
+        return self._run(self._async.find_artifacts(uri, direction, limit))
 
     def graph(self) -> dict[str, Any]:
         return self._run(self._async.graph())

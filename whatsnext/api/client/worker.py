@@ -17,11 +17,13 @@ from typing import Any
 import anyio
 import structlog
 
+from .artifacts import ArtifactRecorder
 from .errors import Conflict, NotFound, ServerError, WhatsNextError
 from .errors import ConnectionError as ServerUnreachable
 from .formatters.base import Formatter, JobSpec, Outcome, RunContext
 from .http import Http
 from .job import Job
+from .logship import LogShipper
 from .project import AsyncProject, Project, project_path
 from .resources import Capacity, resolve_gpu_ids
 from .server import AsyncServer, Server
@@ -172,6 +174,8 @@ class Client:
         self._stop: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._running: dict[int, _Running] = {}
+        self._logs: LogShipper | None = None
+        self._artifacts: ArtifactRecorder | None = None
         self.summary = WorkSummary()
 
     def _set_target(self, project: Any, server: Any) -> None:
@@ -229,15 +233,21 @@ class Client:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._loop.add_signal_handler(sig, self._on_signal, sig)
         reporter = self._reporter = _Reporter(self.http)
+        self._logs = LogShipper(self.http) if self.live_logs else None
+        self._artifacts = ArtifactRecorder(self.http)
         try:
             await self._register()
             async with anyio.create_task_group() as services:
                 services.start_soon(reporter.run)
+                if self._logs is not None:
+                    services.start_soon(self._logs.run)
                 if self.use_heartbeat:
                     services.start_soon(self._heartbeat_loop)
                 async with anyio.create_task_group() as jobs:
                     await self._claim_loop(jobs, reporter, forever)
                 await self._drain_reports(reporter)
+                if self._logs is not None:
+                    await self._logs.drain()
                 services.cancel_scope.cancel()
             await self._deregister()
         finally:
@@ -450,6 +460,8 @@ class Client:
             required_cpu=data["required_cpu"],
             required_accelerators=data["required_accelerators"],
             timeout=data.get("timeout"),
+            inputs=list(data.get("inputs") or ()),
+            outputs=list(data.get("outputs") or ()),
         )
         gpu_ids = self.capacity.take(spec.required_cpu, spec.required_accelerators)
         spec.gpu_ids = gpu_ids
@@ -464,7 +476,8 @@ class Client:
         if self.capacity.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-        ctx = RunContext(env=env, timeout=spec.timeout, grace=self.grace)
+        on_output = self._logs.open(spec.id, spec.attempt) if self._logs is not None else None
+        ctx = RunContext(env=env, on_output=on_output, timeout=spec.timeout, grace=self.grace)
         self._running[spec.id] = _Running(spec, ctx, gpu_ids, time.monotonic())
         reporter.unacknowledged.add(spec.id)
         log.info("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
@@ -487,6 +500,10 @@ class Client:
             self._slot_freed.set()
         if outcome.duration is None:
             outcome.duration = time.monotonic() - started
+        if self._artifacts is not None and (spec.inputs or spec.outputs):
+            await self._artifacts.record(spec, ctx)  # never raises
+        if self._logs is not None:
+            await self._logs.finish(spec.id)  # the lines reach the server before the report
         status = outcome.status
         if status == "CANCELLED" and ctx.cancel_reason == "worker terminated":
             status = "FAILED"

@@ -70,6 +70,8 @@ def normalise(jobs: list[JobCreate]) -> list[dict[str, Any]]:
                 "max_attempts": job.max_attempts,
                 "retry_delay": job.retry_delay,
                 "timeout": job.timeout,
+                "inputs": job.inputs,
+                "outputs": job.outputs,
                 "dep_ids": sorted(dep_ids),
                 "dep_idx": sorted(dep_idx),
             }

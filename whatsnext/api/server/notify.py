@@ -5,6 +5,10 @@ SQL functions send ``NOTIFY whatsnext_jobs, '<project_id>:<count>'`` in the tran
 served). A woken waiter that finds nothing to claim passes the wake-up on to the next one, at most
 once around the queue, so a job that one worker cannot take still reaches one that can.
 After the LISTEN connection drops, the hub reconnects with backoff and wakes every waiter once.
+
+Other channels (``whatsnext_logs``) are listened to on the same connection once something
+subscribes to them (:meth:`NotifyHub.subscribe`); subscribers get each payload, and an empty
+payload after a reconnect (notifications may have been missed meanwhile).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
+from collections.abc import Callable
 
 import asyncpg
 import structlog
@@ -31,6 +36,8 @@ class NotifyHub:
         self._waiters: dict[int, deque[asyncio.Future[int]]] = {}
         self._idle: dict[int, set[asyncio.Future[int]]] = {}
         self._reconnect_task: asyncio.Task[None] | None = None
+        self._subscribers: dict[str, list[Callable[[str], None]]] = {}
+        self._listen_lock = asyncio.Lock()
         self.closing = False
         self.generation = 0
         """Incremented on every notification: a claim compares it before and after looking."""
@@ -45,8 +52,11 @@ class NotifyHub:
     async def _connect(self) -> None:
         conn = await asyncpg.connect(self._dsn, server_settings={"application_name": "whatsnext-listen"})
         await conn.add_listener(CHANNEL, self._on_notify)
-        conn.add_termination_listener(self._on_terminated)
-        self._conn = conn
+        async with self._listen_lock:
+            for channel in list(self._subscribers):
+                await conn.add_listener(channel, self._dispatch)
+            conn.add_termination_listener(self._on_terminated)
+            self._conn = conn
         self.connected.set()
         log.debug("listening", channel=CHANNEL)
 
@@ -73,6 +83,8 @@ class NotifyHub:
             log.info("LISTEN connection restored; waking every waiter")
             self.generation += 1
             self.wake_all()
+            for channel in list(self._subscribers):
+                self._dispatch(None, 0, channel, "")
             return
 
     async def close(self) -> None:
@@ -93,6 +105,37 @@ class NotifyHub:
 
     def backend_pid(self) -> int | None:
         return self._conn.get_server_pid() if self._conn is not None else None
+
+    # ------------------------------------------------------------ other channels
+
+    async def subscribe(self, channel: str, callback: Callable[[str], None]) -> Callable[[], None]:
+        """Call ``callback(payload)`` for each notification on ``channel`` (``""`` after a reconnect).
+
+        The first subscription to a channel LISTENs to it. Returns a function that unsubscribes.
+        """
+        if channel == CHANNEL:
+            raise ValueError(f"{CHANNEL} is the hub's own channel: use wait()")
+        async with self._listen_lock:
+            callbacks = self._subscribers.get(channel)
+            if callbacks is None:
+                if self._conn is not None:
+                    await self._conn.add_listener(channel, self._dispatch)
+                # (while reconnecting, the new connection listens to every subscribed channel)
+                callbacks = self._subscribers[channel] = []
+            callbacks.append(callback)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                callbacks.remove(callback)
+
+        return unsubscribe
+
+    def _dispatch(self, conn: asyncpg.Connection | None, pid: int, channel: str, payload: str) -> None:
+        for callback in list(self._subscribers.get(channel, ())):
+            try:
+                callback(payload)
+            except Exception as exc:
+                log.exception("notification subscriber failed", channel=channel, error=str(exc))
 
     # ------------------------------------------------------------ notifications
 

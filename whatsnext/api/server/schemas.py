@@ -24,6 +24,8 @@ Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check
 JobName = Annotated[str, Field(min_length=1, max_length=500)]
 Tag = Annotated[str, Field(min_length=1, max_length=100)]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
+PathTemplate = Annotated[str, Field(min_length=1, max_length=4096)]
+"""A path or URI a job reads or writes, with {parameter} fields the worker fills in."""
 ProjectStatus = Literal["ACTIVE", "ARCHIVED"]
 JobStatus = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"]
 DependsOn = (
@@ -103,6 +105,12 @@ class TaskCreate(Strict):
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 1
     retry_delay: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0
     timeout: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
+    inputs: list[PathTemplate] = Field(
+        default_factory=list, max_length=1000, description="Paths or URIs its jobs read ({param} fields)."
+    )
+    outputs: list[PathTemplate] = Field(
+        default_factory=list, max_length=1000, description="Paths or URIs its jobs write ({param} fields)."
+    )
 
 
 class TaskOut(BaseModel):
@@ -117,6 +125,8 @@ class TaskOut(BaseModel):
     max_attempts: int
     retry_delay: float
     timeout: float | None
+    inputs: list[str] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
     created_at: datetime
 
 
@@ -143,6 +153,8 @@ class JobCreate(Strict):
     max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = None
     retry_delay: Annotated[float, Field(ge=0, le=7 * 86400)] | None = None
     timeout: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
+    inputs: list[PathTemplate] | None = Field(None, max_length=1000, description="Overrides the task's.")
+    outputs: list[PathTemplate] | None = Field(None, max_length=1000, description="Overrides the task's.")
 
 
 class JobBatch(RootModel[list[JobCreate]]):
@@ -186,6 +198,8 @@ class JobOut(BaseModel):
     duration: float | None
     blocked_by: int | None
     depends: list[int]
+    inputs: list[str] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
 
 
 class JobSummary(BaseModel):
@@ -317,6 +331,8 @@ class ClaimedJob(BaseModel):
     timeout: float | None
     max_attempts: int
     lease_expires_at: datetime
+    inputs: list[str] = Field(default_factory=list, description="Templates of what the job reads.")
+    outputs: list[str] = Field(default_factory=list, description="Templates of what the job writes.")
 
 
 class IdleSummary(BaseModel):

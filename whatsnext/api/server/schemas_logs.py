@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, RootModel
+from pydantic import AfterValidator, BaseModel, Field, RootModel, model_validator
 
 from .schemas import JobStatus, Strict
 
 MAX_LOG_BATCH = 1000
-"""At most this many lines in one POST /jobs/{job_id}/logs."""
+"""At most this many lines of one job in one request."""
+MAX_LOG_REQUEST = 10_000
+"""At most this many lines in all in one POST /jobs/logs."""
 MAX_LOG_LINE = 65_536
 """Characters in one line (the worker cuts longer lines before sending them)."""
 MAX_URI = 4096
@@ -43,6 +45,34 @@ class LogAppended(BaseModel):
     status: JobStatus
     appended: int
     dropped: int = Field(description="Oldest lines of the job removed so far to keep the bound.")
+
+
+class LogAppendFor(LogAppend):
+    id: Annotated[int, Field(ge=1)] = Field(description="The job.")
+
+
+class LogAppendBatch(RootModel[list[LogAppendFor]]):
+    root: Annotated[list[LogAppendFor], Field(min_length=1, max_length=1000)]
+
+    @model_validator(mode="after")
+    def _bounded(self) -> LogAppendBatch:
+        total = sum(len(entry.lines) for entry in self.root)
+        if total > MAX_LOG_REQUEST:
+            raise ValueError(f"at most {MAX_LOG_REQUEST} lines in one request, got {total}")
+        return self
+
+
+class LogAppendResult(BaseModel):
+    id: int
+    code: int = Field(description="200 appended, 404 unknown job, 409 stale attempt (nothing appended).")
+    status: JobStatus | None
+    message: str | None
+    appended: int
+    dropped: int
+
+
+class LogAppendResults(BaseModel):
+    results: list[LogAppendResult]
 
 
 class LogLineOut(BaseModel):

@@ -38,7 +38,10 @@ class JobSpec:
     required_accelerators: int = 0
     timeout: float | None = None
     gpu_ids: list[str] = field(default_factory=list)
+    inputs: list[str] = field(default_factory=list)
+    """Paths or URIs the job reads ({parameter} templates; recorded as artifacts after the job)."""
     outputs: list[str] = field(default_factory=list)
+    """Paths or URIs the job writes ({parameter} templates; recorded as artifacts after the job)."""
 
 
 @dataclass(slots=True)

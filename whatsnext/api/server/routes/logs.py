@@ -29,10 +29,10 @@ import structlog
 from aiohttp import web
 
 from ..errors import ApiError, invalid, not_found
-from ..http import json_response, parse_body, path_id, query_choice, query_int
+from ..http import dumps_json, json_response, parse_body, path_id, query_choice, query_int, records
 from ..keys import hub_key, pool_key
 from ..notify import NotifyHub
-from ..schemas_logs import LogAppend, LogAppended, LogPage
+from ..schemas_logs import LogAppend, LogAppendBatch, LogAppended, LogAppendResults, LogPage
 from ..sql import Q
 from . import routes
 
@@ -181,6 +181,22 @@ async def append_logs(request: web.Request) -> web.Response:
     return json_response(
         {"id": job_id, "status": row["status"], "appended": row["appended"], "dropped": row["dropped"]}
     )
+
+
+@routes.route(
+    "POST",
+    "/jobs/logs",
+    "Append output lines of several jobs in one round trip (what workers use)",
+    tag="logs",
+    body=LogAppendBatch,
+    response=LogAppendResults,
+    errors=(400, 422),
+)
+async def append_logs_many(request: web.Request) -> web.Response:
+    entries = (await parse_body(request, LogAppendBatch)).root
+    payload = dumps_json([e.model_dump() for e in entries])
+    rows = await request.app[pool_key].fetch(Q.log_append_many, payload, KEEP_LINES)
+    return json_response({"results": records(rows)})
 
 
 @routes.route(

@@ -43,6 +43,8 @@ async def create_task(request: web.Request) -> web.Response:
         b.max_attempts,
         b.retry_delay,
         b.timeout,
+        b.inputs,
+        b.outputs,
     )
     return json_response(record(row), 201)
 
