@@ -38,3 +38,13 @@ async def wait_for_file(path: Path, timeout: float = 20.0) -> None:
 
 
 PYTHON = sys.executable
+
+
+async def wait_for_condition(predicate: Any, timeout: float, what: str = "condition") -> None:
+    """Wait for a plain ``predicate()`` to hold (state another task or process sets), at most ``timeout`` s."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(POLL)

@@ -9,24 +9,14 @@ import json
 import os
 import re
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for_condition
 
 from whatsnext.api.client.formatters.base import JobSpec, RunContext
 from whatsnext.api.client.formatters.runai import RUNAIFormatter, parse_describe, to_yaml
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
-    """Wait for ``predicate()`` to hold, checking every few milliseconds, at most ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def make_job(**kwargs: Any) -> JobSpec:
@@ -178,6 +168,7 @@ def test_k8s_yaml() -> None:
 
 def test_k8s_yaml_round_trips_through_a_yaml_parser() -> None:
     import yaml  # dev dependency: checks that the hand-written YAML parses back
+
     fmt = formatter(2)
     assert yaml.safe_load(fmt.render_k8s_yaml(make_job())) == fmt.render_k8s_manifest(make_job())
 
@@ -281,10 +272,10 @@ async def test_run_polls_until_completed(tmp_path: Path, cli_version: int) -> No
     lines: list[str] = []
     task = asyncio.create_task(fmt.run(make_job(), RunContext(env=CTX_ENV, on_output=lines.append)))
 
-    await wait_until(lambda: fake.count("describe") >= 1, 10, "a first describe")
+    await wait_for_condition(lambda: fake.count("describe") >= 1, 10, "a first describe")
     fake.update(describe=describe_doc(cli_version, "Running"))
     seen = fake.count("describe")
-    await wait_until(lambda: fake.count("describe") > seen + 1, 10, "describe while running")
+    await wait_for_condition(lambda: fake.count("describe") > seen + 1, 10, "describe while running")
     fake.update(describe=describe_doc(cli_version, "Succeeded" if cli_version == 1 else "Completed"))
     outcome = await asyncio.wait_for(task, 10)
 
@@ -323,7 +314,7 @@ async def test_cancel_fetches_logs_then_deletes(tmp_path: Path, cli_version: int
     fmt = fake_formatter(fake, cli_version)
     ctx = RunContext(cancel_reason="cancelled by user")
     task = asyncio.create_task(fmt.run(make_job(), ctx))
-    await wait_until(lambda: fake.count("describe") >= 2, 10, "describe calls")
+    await wait_for_condition(lambda: fake.count("describe") >= 2, 10, "describe calls")
     ctx.cancel.set()
     outcome = await asyncio.wait_for(task, 10)
 
@@ -354,7 +345,7 @@ async def test_workload_deleted_elsewhere_is_cancelled(tmp_path: Path) -> None:
     fake.update(describe=describe_doc(2, "Running"))
     fmt = fake_formatter(fake, 2)
     task = asyncio.create_task(fmt.run(make_job(), RunContext()))
-    await wait_until(lambda: fake.count("describe") >= 1, 10, "a first describe")
+    await wait_for_condition(lambda: fake.count("describe") >= 1, 10, "a first describe")
     fake.update(deleted=True)
     outcome = await asyncio.wait_for(task, 10)
     assert outcome.status == "CANCELLED"

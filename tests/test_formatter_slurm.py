@@ -18,11 +18,11 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import wait_for_condition
 
 from whatsnext.api.client.formatters.base import FormatError, JobSpec, Outcome, RunContext
 from whatsnext.api.client.formatters.slurm import SlurmFormatter
@@ -43,15 +43,6 @@ def slurm() -> None:
         pytest.skip(status.skip_reason)
     if status.error:
         pytest.fail(status.error)
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str = "condition") -> None:
-    """Wait for ``predicate()`` to hold, checking every few milliseconds, at most ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def make_job(job_id: int, parameters: dict[str, Any], **kwargs: Any) -> JobSpec:
@@ -226,7 +217,7 @@ async def test_cancel_stops_the_job(slurm: None, tmp_path: Path) -> None:
     lines: list[str] = []
     ctx = RunContext(on_output=lines.append, cancel_reason="cancelled by test")
     task = asyncio.create_task(fmt.run(make_job(104, {"code": "echo started; sleep 300"}), ctx))
-    await wait_until(lambda: "started" in lines, 30, "the job to start")
+    await wait_for_condition(lambda: "started" in lines, 30, "the job to start")
     slurm_id = submitted_id(lines)
     assert squeue_state(slurm_id) == "RUNNING"
 

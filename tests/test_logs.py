@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import ROOT, Api, ServerProcess, wait_until
-from helpers import PYTHON, RECORD
+from helpers import PYTHON, RECORD, wait_for_condition
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter
 from whatsnext.api.client.http import Http
@@ -441,11 +441,17 @@ async def test_shipper_takes_lines_from_other_threads(api: Api, server: ServerPr
     job = await running_job(api, project)
     async with shipping(server.url) as shipper:
         out = shipper.open(job["id"], job["attempt"])
-        await asyncio.sleep(0)  # let run() start and note its thread
+        await wait_for_condition(lambda: shipper._loop is not None, 5, "the shipper to start")
         writer = threading.Thread(target=lambda: [out(f"t{i}") for i in range(100)])
         writer.start()
         await asyncio.to_thread(writer.join)
-        await asyncio.sleep(0)  # the lines are handed to the loop with call_soon_threadsafe
+
+        # the lines reach the loop through call_soon_threadsafe
+        def arrived() -> int:
+            buf = shipper._jobs.get(job["id"])
+            return shipper.delivered + (len(buf.lines) if buf is not None else 0)
+
+        await wait_for_condition(lambda: arrived() >= 100, 5, "the lines to reach the shipper")
         await shipper.finish(job["id"])
     assert [x["line"] for x in await all_lines(api, job["id"])] == [f"t{i}" for i in range(100)]
 

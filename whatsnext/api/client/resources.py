@@ -25,13 +25,15 @@ def detect_gpus() -> list[str]:
             pass
     try:
         import pynvml  # type: ignore[import-not-found]
-
+    except ImportError:
+        return []
+    try:
         pynvml.nvmlInit()
         try:
             return [str(i) for i in range(pynvml.nvmlDeviceGetCount())]
         finally:
             pynvml.nvmlShutdown()
-    except Exception:
+    except pynvml.NVMLError:  # no driver, no device: no GPUs
         return []
 
 
