@@ -385,3 +385,37 @@ def test_every_cli_command_has_help_with_an_example() -> None:
         )
         assert r.returncode == 0, path
         assert "example" in r.stdout and "whatsnext " in r.stdout, path
+
+
+async def test_parameter_sweep(server: ServerProcess, api: Api, project: dict) -> None:
+    p = await AsyncServer(server.url).get_project(project["name"])
+    root = await p.append_queue(Job("prepare", "prep"))
+    jobs = await p.sweep("train", grid={"lr": [0.1, 0.01], "bs": [32, 64]}, depends=[root])
+    assert sorted(j.name for j in jobs) == sorted(
+        ["train[lr=0.1,bs=32]", "train[lr=0.1,bs=64]", "train[lr=0.01,bs=32]", "train[lr=0.01,bs=64]"]
+    )
+    for job in jobs:
+        data = await api.ok("GET", f"/jobs/{job.id}")
+        assert data["depends"] == [root.id] and data["unmet_deps"] == 1
+    assert {tuple(sorted(j.parameters.items())) for j in jobs} == {
+        (("bs", b), ("lr", lr)) for lr in (0.1, 0.01) for b in (32, 64)
+    }
+    r = run_cli(
+        server,
+        "jobs",
+        "sweep",
+        "eval",
+        "--project",
+        project["name"],
+        "--grid",
+        "seed=1,2,3",
+        "--param",
+        "data=x.csv",
+        "--depends",
+        str(root.id),
+        "--json",
+    )
+    out = json.loads(r.stdout)
+    assert out["count"] == 3 and out["names"] == ["eval[seed=1]", "eval[seed=2]", "eval[seed=3]"]
+    third = await api.ok("GET", f"/jobs/{out['ids'][2]}")
+    assert third["parameters"] == {"data": "x.csv", "seed": 3} and third["depends"] == [root.id]
