@@ -159,8 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted; worker processes stopped, nothing written")
         return 130
     written = write_results(args.out, results, cfg)
+    # The comparison table and, when measured, the WhatsNext-only table.
+    sections = render_markdown(results, cfg).split("\n## ")
+    shown = [sections[0].rstrip()]
+    shown += ["## " + s.rstrip() for s in sections[1:] if s.startswith("WhatsNext-only")]
     print()
-    print(render_markdown(results, cfg).split("\n## ")[0].rstrip())
+    print("\n\n".join(shown))
     print()
     log(f"finished in {time.perf_counter() - started:.0f}s; wrote {', '.join(str(p) for p in written)}")
     failed = [s for s in args.only if "error" in results[s]]

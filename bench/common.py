@@ -77,11 +77,33 @@ class BenchConfig:
     wake_timeout_s: float = 45.0
     #: Idle time between the warm-up job and the first measured submission.
     wake_idle_s: float = 1.0
+    # WhatsNext-only workloads (bench.whatsnext_bench).
+    #: Pending jobs in the project for the two claim-latency measurements.
+    scale_small: int = 1_000
+    scale_large: int = 1_000_000
+    #: Single-job claims timed per backlog size.
+    claim_samples: int = 200
+    #: Long-polling claims held at once by the server, and wake-ups measured among them.
+    fanin_waiters: int = 1_000
+    fanin_rounds: int = 20
+    #: DAG workload: groups of one root, ``dag_children`` jobs after it and one join.
+    dag_groups: int = 1_000
+    dag_children: int = 8
 
     @classmethod
     def make(cls, *, quick: bool = False, repeat: int | None = None) -> BenchConfig:
         if quick:
-            cfg = cls(enqueue_jobs=2_000, drain_jobs=2_000, wake_jobs=50, repeat=1, quick=True)
+            cfg = cls(
+                enqueue_jobs=2_000,
+                drain_jobs=2_000,
+                wake_jobs=50,
+                repeat=1,
+                quick=True,
+                scale_large=100_000,
+                claim_samples=100,
+                fanin_rounds=10,
+                dag_groups=100,
+            )
         else:
             cfg = cls()
         if repeat is not None:
@@ -697,6 +719,7 @@ def render_markdown(results: dict[str, Any], cfg: BenchConfig) -> str:
         f"{cfg.wake_jobs} jobs submitted one at a time {cfg.wake_interval_s * 1000:.0f} ms apart to an "
         "idle worker. See bench/README.md.",
     ]
+    lines += _whatsnext_extras(results.get("whatsnext"))
     notes = [(s, results[s]) for s in systems if not _ok(results[s])]
     if notes:
         lines += ["", "## Not measured", ""]
@@ -721,6 +744,53 @@ def render_markdown(results: dict[str, Any], cfg: BenchConfig) -> str:
             f"- Date: {machine.get('date')}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _whatsnext_extras(res: dict[str, Any] | None) -> list[str]:
+    """The second table: workloads measured for WhatsNext only (see bench/whatsnext_bench.py)."""
+    if not _ok(res) or "claim_ratio" not in res:  # type: ignore[operator]
+        return []
+    assert res is not None
+    small, large = res["claim_small_pending"], res["claim_large_pending"]
+
+    def key(n: int) -> str:
+        return f"{n // 1_000_000}m" if n % 1_000_000 == 0 else f"{n // 1_000}k"
+
+    waiters = res["fanin_waiting_claims"]
+    rows = [
+        (f"Claim latency p50, {small:,} pending (ms)", f"{res[f'claim_p50_ms_{key(small)}']:.2f}", ""),
+        (f"Claim latency p50, {large:,} pending (ms)", f"{res[f'claim_p50_ms_{key(large)}']:.2f}", ""),
+        (f"Claim latency ratio, {large:,} / {small:,} pending", f"{res['claim_ratio']:.2f}x", "at most 2x"),
+        (
+            f"Server RSS with {waiters:,} long-polling claims waiting (MiB)",
+            f"{res['fanin_rss_mb']:.1f} (idle: {res['fanin_rss_idle_mb']:.1f})",
+            "under 100 MB",
+        ),
+        (
+            f"Wake-up p50 of one of {waiters:,} waiting claims (ms)",
+            f"{res['fanin_wake_p50_ms']:.1f}",
+            "under 10 ms",
+        ),
+        (f"DAG drain, {res['dag_jobs']:,} jobs (jobs/s, higher is better)", f"{res['dag_jobs_s']:,.0f}", ""),
+        (f"DAG enqueue, {res['dag_jobs']:,} jobs (jobs/s)", f"{res['dag_enqueue_jobs_s']:,.0f}", ""),
+    ]
+    lines = [
+        "",
+        "## WhatsNext-only workloads",
+        "",
+        "| Workload | WhatsNext | Target |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| {name} | {value} | {target} |" for name, value, target in rows]
+    lines += [
+        "",
+        "Claim latency: single-job claims (`max_jobs` 1), each followed by its completion, with the "
+        "backlog seeded in SQL. Long-polls: claims with `wait` 60 s held by one server process; the "
+        "wake-up runs from the SDK submit call to the claim's answer. DAG: groups of a root, "
+        "8 children and a join, queued with name-based dependencies, drained by one worker at "
+        "concurrency 20.",
+    ]
+    return lines
 
 
 def render_png(results: dict[str, Any], path: Path) -> None:
