@@ -96,7 +96,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_project bigint;
     v_status text;
-    v_n integer := jsonb_array_length(p_jobs);
+    v_src wn_job_input[];
     v_ids bigint[];
     v_missing bigint;
     v_eligible integer;
@@ -108,22 +108,48 @@ BEGIN
         RAISE EXCEPTION 'project % is archived: it accepts no new jobs', p_project
             USING ERRCODE = 'WN409', DETAIL = 'project';
     END IF;
-    v_ids := ARRAY(SELECT nextval('jobs_id_seq') FROM generate_series(1, v_n));
+    -- Parse the batch once.
+    v_src := ARRAY(SELECT x FROM jsonb_populate_recordset(NULL::wn_job_input, p_jobs) x);
+    v_ids := ARRAY(SELECT nextval('jobs_id_seq') FROM generate_series(1, cardinality(v_src)));
 
     INSERT INTO tasks (project_id, name)
-    SELECT DISTINCT v_project, task FROM jsonb_populate_recordset(NULL::wn_job_input, p_jobs)
+    SELECT DISTINCT v_project, s.task FROM unnest(v_src) s
     ON CONFLICT (project_id, name) DO NOTHING;
+
+    IF NOT EXISTS (SELECT 1 FROM unnest(v_src) s
+                    WHERE cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0) THEN
+        -- The common case: no dependencies, one insert.
+        WITH ins AS (
+            INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, required_cpu,
+                              required_accelerators, required_tags, max_attempts, retry_delay,
+                              timeout, inputs, outputs)
+            SELECT v_ids[s.idx], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
+                   coalesce(s.priority, 0), coalesce(s.required_cpu, t.required_cpu),
+                   coalesce(s.required_accelerators, t.required_accelerators),
+                   coalesce(s.required_tags, t.required_tags), coalesce(s.max_attempts, t.max_attempts),
+                   coalesce(s.retry_delay, t.retry_delay), coalesce(s.timeout, t.timeout),
+                   coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs)
+              FROM unnest(v_src) s JOIN tasks t ON t.project_id = v_project AND t.name = s.task
+            RETURNING id
+        ), ev AS (
+            INSERT INTO job_events (job_id, project_id, status, reason)
+            SELECT id, v_project, 'PENDING', 'created' FROM ins
+        )
+        SELECT count(*) INTO v_eligible FROM ins;
+        PERFORM pg_notify('whatsnext_jobs', v_project || ':' || v_eligible);
+        RETURN v_ids;
+    END IF;
 
     -- Dependencies on existing jobs: they must exist in this project; lock them so that a
     -- completion cannot slip between counting and inserting.
-    SELECT d INTO v_missing FROM jsonb_populate_recordset(NULL::wn_job_input, p_jobs) s, unnest(s.dep_ids) d
+    SELECT d INTO v_missing FROM unnest(v_src) s, unnest(s.dep_ids) d
      WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = d AND j.project_id = v_project)
      LIMIT 1;
     IF v_missing IS NOT NULL THEN
         RAISE EXCEPTION 'unknown dependency: job % does not exist in project %', v_missing, p_project
             USING ERRCODE = 'WN422', DETAIL = 'depends';
     END IF;
-    PERFORM 1 FROM jobs WHERE id IN (SELECT unnest(dep_ids) FROM jsonb_populate_recordset(NULL::wn_job_input, p_jobs)) ORDER BY id FOR SHARE;
+    PERFORM 1 FROM jobs WHERE id IN (SELECT unnest(s.dep_ids) FROM unnest(v_src) s) ORDER BY id FOR SHARE;
 
     WITH ins AS (
         INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, status, unmet_deps,
@@ -133,7 +159,10 @@ BEGIN
                coalesce(s.priority, 0),
                CASE WHEN bad.id IS NULL THEN 'PENDING' ELSE 'BLOCKED' END,
                coalesce(cardinality(s.dep_idx), 0)
-                 + (SELECT count(*) FROM jobs d WHERE d.id = ANY (s.dep_ids) AND d.status <> 'COMPLETED'),
+                 + CASE WHEN cardinality(s.dep_ids) > 0
+                        THEN (SELECT count(*) FROM jobs d
+                               WHERE d.id = ANY (s.dep_ids) AND d.status <> 'COMPLETED')
+                        ELSE 0 END,
                coalesce(s.required_cpu, t.required_cpu),
                coalesce(s.required_accelerators, t.required_accelerators),
                coalesce(s.required_tags, t.required_tags),
@@ -144,11 +173,11 @@ BEGIN
                CASE WHEN bad.id IS NULL THEN NULL
                     ELSE format('dependency %s (%s) is %s', bad.id, bad.name, lower(bad.status)) END,
                coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs)
-        FROM jsonb_populate_recordset(NULL::wn_job_input, p_jobs) s
+        FROM unnest(v_src) s
         JOIN tasks t ON t.project_id = v_project AND t.name = s.task
         LEFT JOIN LATERAL (
             SELECT d.id, d.name, d.status FROM jobs d
-             WHERE s.dep_ids IS NOT NULL AND d.id = ANY (s.dep_ids)
+             WHERE cardinality(s.dep_ids) > 0 AND d.id = ANY (s.dep_ids)
                AND d.status IN ('FAILED', 'CANCELLED', 'BLOCKED')
              LIMIT 1) bad ON true
         RETURNING id, status, unmet_deps
@@ -159,9 +188,9 @@ BEGIN
     SELECT count(*) FILTER (WHERE status = 'PENDING' AND unmet_deps = 0) INTO v_eligible FROM ins;
 
     INSERT INTO job_dependencies (job_id, depends_on)
-    SELECT v_ids[s.idx], d FROM jsonb_populate_recordset(NULL::wn_job_input, p_jobs) s, unnest(s.dep_ids) d
+    SELECT v_ids[s.idx], d FROM unnest(v_src) s, unnest(s.dep_ids) d
     UNION
-    SELECT v_ids[s.idx], v_ids[i] FROM jsonb_populate_recordset(NULL::wn_job_input, p_jobs) s, unnest(s.dep_idx) i;
+    SELECT v_ids[s.idx], v_ids[i] FROM unnest(v_src) s, unnest(s.dep_idx) i;
 
     -- A batch entry that depends on a blocked entry of the same batch is blocked too.
     FOR v_blocked IN SELECT j.id, j.error FROM jobs j WHERE j.id = ANY (v_ids) AND j.status = 'BLOCKED' LOOP
@@ -203,6 +232,8 @@ BEGIN
     IF p_max_jobs <= 0 OR v_cpu < 0 OR v_acc < 0 THEN
         RETURN;
     END IF;
+    SELECT NULL::integer AS priority, NULL::bigint AS id INTO v_block;
+    IF p_free_cpu < p_total_cpu OR p_free_acc < p_total_acc THEN
     SELECT s.priority, s.id INTO v_block
       FROM (SELECT j.priority, j.id, j.required_cpu, j.required_accelerators, j.available_at
               FROM jobs j
@@ -216,6 +247,7 @@ BEGIN
        AND s.available_at < now() - make_interval(secs => p_starve)
      ORDER BY s.priority DESC, s.id
      LIMIT 1;
+    END IF;
     FOR r IN
         SELECT j.id, j.required_cpu AS rc, j.required_accelerators AS ra
           FROM jobs j
@@ -349,18 +381,81 @@ END $$;
 
 -- Several reports in one round trip (p_reports: JSON array of
 -- {id, attempt, status, exit_code, result, error, log, duration, requeue}).
+-- Successful completions of running jobs, the bulk of any batch, are applied set-wise: one
+-- update, one history insert, one update of their dependants, one notification per project.
+-- Every other report goes through wn_report_one. Results come back in input order.
 CREATE FUNCTION wn_report_many(p_reports jsonb)
 RETURNS TABLE (id bigint, code integer, status text, message text)
-LANGUAGE sql AS $$
-    SELECT r.id, o.code, o.status, o.message
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_done bigint[];
+    v_projects bigint[];
+    r record;
+BEGIN
+    -- Lock the completing jobs in id order (no deadlock between concurrent batches).
+    PERFORM 1 FROM jobs j
+     WHERE j.id IN (SELECT (e->>'id')::bigint FROM jsonb_array_elements(p_reports) e
+                     WHERE e->>'status' = 'COMPLETED')
+     ORDER BY j.id FOR UPDATE;
+    WITH src AS (
+        SELECT x.* FROM jsonb_to_recordset(p_reports) AS x(
+            id bigint, attempt integer, status text, exit_code integer, result jsonb, error text,
+            log text, duration double precision, requeue boolean)
+         WHERE x.status = 'COMPLETED'
+    ), upd AS (
+        UPDATE jobs j
+           SET status = 'COMPLETED', finished_at = now(), lease_expires_at = NULL, error = NULL,
+               exit_code = s.exit_code, result = s.result, log_tail = s.log, duration = s.duration
+          FROM src s
+         WHERE j.id = s.id AND j.status = 'RUNNING' AND j.attempt = s.attempt
+        RETURNING j.id, j.project_id, j.attempt, j.worker_id
+    ), ev AS (
+        INSERT INTO job_events (job_id, project_id, status, attempt, worker_id)
+        SELECT u.id, u.project_id, 'COMPLETED', u.attempt, u.worker_id FROM upd u
+    )
+    SELECT array_agg(u.id), array_agg(DISTINCT u.project_id) INTO v_done, v_projects FROM upd u;
+
+    IF v_done IS NOT NULL THEN
+        PERFORM 1 FROM jobs d
+         WHERE d.id IN (SELECT jd.job_id FROM job_dependencies jd WHERE jd.depends_on = ANY (v_done))
+         ORDER BY d.id FOR UPDATE;
+        FOR r IN
+            WITH dec AS (
+                UPDATE jobs d
+                   SET unmet_deps = d.unmet_deps - c.n,
+                       available_at = CASE WHEN d.unmet_deps = c.n THEN now() ELSE d.available_at END
+                  FROM (SELECT jd.job_id, count(*) AS n FROM job_dependencies jd
+                         WHERE jd.depends_on = ANY (v_done) GROUP BY jd.job_id) c
+                 WHERE d.id = c.job_id
+                RETURNING d.project_id, d.unmet_deps, d.status
+            )
+            SELECT p.project_id,
+                   (SELECT count(*) FROM dec WHERE dec.project_id = p.project_id
+                       AND dec.unmet_deps = 0 AND dec.status = 'PENDING') AS eligible
+              FROM unnest(v_projects) AS p(project_id)
+        LOOP
+            -- Count 0 wakes workers watching for the project to finish.
+            PERFORM pg_notify('whatsnext_jobs', r.project_id || ':' || r.eligible);
+        END LOOP;
+    END IF;
+
+    RETURN QUERY
+    SELECT x.id,
+           CASE WHEN x.id = ANY (coalesce(v_done, '{}')) AND x.status = 'COMPLETED' THEN 200 ELSE o.code END,
+           CASE WHEN x.id = ANY (coalesce(v_done, '{}')) AND x.status = 'COMPLETED' THEN 'COMPLETED'
+                ELSE o.status END,
+           CASE WHEN x.id = ANY (coalesce(v_done, '{}')) AND x.status = 'COMPLETED' THEN NULL
+                ELSE o.message END
       FROM jsonb_array_elements(p_reports) WITH ORDINALITY AS e(doc, ord)
-     CROSS JOIN LATERAL jsonb_to_record(e.doc) AS r(
+     CROSS JOIN LATERAL jsonb_to_record(e.doc) AS x(
                id bigint, attempt integer, status text, exit_code integer, result jsonb,
                error text, log text, duration double precision, requeue boolean)
-     CROSS JOIN LATERAL wn_report_one(r.id, r.attempt, r.status, r.exit_code, r.result, r.error,
-                                      r.log, r.duration, coalesce(r.requeue, false)) o
+      LEFT JOIN LATERAL (
+               SELECT * FROM wn_report_one(x.id, x.attempt, x.status, x.exit_code, x.result, x.error,
+                                           x.log, x.duration, coalesce(x.requeue, false))
+                WHERE NOT (x.id = ANY (coalesce(v_done, '{}')) AND x.status = 'COMPLETED')) o ON true
      ORDER BY e.ord;
-$$;
+END $$;
 
 -- Cancel a job: pending/blocked jobs at once, running ones through their worker's heartbeat.
 CREATE FUNCTION wn_cancel(p_job bigint, p_reason text) RETURNS text

@@ -243,6 +243,7 @@ class Client:
                     services.start_soon(self._logs.run)
                 if self.use_heartbeat:
                     services.start_soon(self._heartbeat_loop)
+                services.start_soon(self._progress_loop)
                 async with anyio.create_task_group() as jobs:
                     await self._claim_loop(jobs, reporter, forever)
                 await self._drain_reports(reporter)
@@ -362,6 +363,22 @@ class Client:
         except WhatsNextError as exc:
             log.warning("could not hand back unread claims (the next heartbeat will)", error=str(exc))
 
+    async def _progress_loop(self, every: float = 10.0) -> None:
+        """A line every ``every`` seconds while jobs are being done."""
+        last = -1
+        while True:
+            await asyncio.sleep(every)
+            done = self.summary.total
+            if done != last or self._running:
+                log.info(
+                    "progress",
+                    completed=self.summary.completed,
+                    failed=self.summary.failed,
+                    cancelled=self.summary.cancelled,
+                    running=len(self._running),
+                )
+            last = done
+
     async def _drain_reports(self, reporter: _Reporter) -> None:
         if not reporter.idle.is_set():
             log.info("delivering the last reports", jobs=len(reporter.pending))
@@ -406,17 +423,18 @@ class Client:
             # Until the project is done, look again every few seconds for what other workers left.
             wait = (self.poll_wait if forever else min(self.poll_wait, 5.0)) if long_poll else 0.0
             self._slot_freed.clear()
+            # Watching for finished jobs: a worker that stops when the project is done needs to
+            # know, and one with jobs running gets free capacity back when one of its own ends.
+            watch = not forever or bool(self._running)
             claim = asyncio.ensure_future(
-                self.http.post(path, self._claim_body(wait, not forever), timeout=wait + 60)
+                self.http.post(path, self._claim_body(wait, watch), timeout=wait + 60)
             )
-            waiters = [claim, self._stop.wait()]
-            if self._running and not forever and wait > 0:
-                # While long-polling, a job of ours that finishes may change what is left to do.
-                waiters.append(self._slot_freed.wait())
-            await _first(*waiters)
+            # A long-poll of a worker that stops when the project is done also returns when a job
+            # finishes anywhere (ours included), so it is never dropped on the way.
+            await _first(claim, self._stop.wait())
             if not claim.done():
-                # Stopped, or a job of ours finished while we waited: the server may have handed us
-                # jobs in the answer we dropped, so tell it what we really run.
+                # Stopped while waiting: the server may have handed us jobs in the answer we
+                # dropped, so tell it what we really run.
                 await self._reconcile()
                 continue
             try:
@@ -480,7 +498,7 @@ class Client:
         ctx = RunContext(env=env, on_output=on_output, timeout=spec.timeout, grace=self.grace)
         self._running[spec.id] = _Running(spec, ctx, gpu_ids, time.monotonic())
         reporter.unacknowledged.add(spec.id)
-        log.info("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
+        log.debug("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
         jobs.start_soon(self._run_one, spec, ctx, reporter)
 
     async def _run_one(self, spec: JobSpec, ctx: RunContext, reporter: _Reporter) -> None:
@@ -526,7 +544,9 @@ class Client:
             self.summary.cancelled += 1
         else:
             self.summary.failed += 1
-        log.info(
+        # Short successful jobs are many: they show in the periodic progress line instead.
+        emit = log.info if status != "COMPLETED" or outcome.duration >= 1.0 else log.debug
+        emit(
             "job finished",
             job=spec.id,
             status=status,

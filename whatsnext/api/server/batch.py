@@ -72,8 +72,8 @@ def normalise(jobs: list[JobCreate]) -> list[dict[str, Any]]:
                 "timeout": job.timeout,
                 "inputs": job.inputs,
                 "outputs": job.outputs,
-                "dep_ids": sorted(dep_ids),
-                "dep_idx": sorted(dep_idx),
+                "dep_ids": sorted(dep_ids) or None,
+                "dep_idx": sorted(dep_idx) or None,
             }
         )
     cycle = find_cycle(edges)

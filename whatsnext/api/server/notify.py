@@ -207,6 +207,11 @@ class NotifyHub:
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:
             return None
+        except asyncio.CancelledError:
+            # The request went away; a wake-up it had already received goes to the next waiter.
+            if fut.done() and not fut.cancelled() and fut.result() > 0:
+                self.wake(project_id, 1, fut.result() - 1)
+            raise
         finally:
             if not fut.done():
                 fut.cancel()

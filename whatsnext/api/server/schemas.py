@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -10,12 +11,15 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel
 INT32 = 2**31 - 1
 
 
+_BAD_NAME = re.compile(r"[\x00-\x1f/]")
+
+
 def _check_name(value: str) -> str:
     if value.isdigit():
         raise ValueError("a name cannot be all digits (a number addresses an id)")
     if value != value.strip():
         raise ValueError("a name cannot start or end with whitespace")
-    if any(ord(c) < 32 for c in value) or "/" in value:
+    if _BAD_NAME.search(value):
         raise ValueError("a name cannot contain '/' or control characters")
     return value
 
@@ -315,7 +319,9 @@ class ClaimRequest(Strict):
     max_jobs: Annotated[int, Field(ge=1, le=1000)] = 1
     wait: Annotated[float, Field(ge=0, le=600)] = 0
     idle_summary: bool = Field(
-        False, description="With no job to hand out, also say what is pending and running."
+        False,
+        description="With no job to hand out, say what is pending and running, and answer as soon as a "
+        "job of the project finishes (the worker's capacity or the project's state changed).",
     )
 
 

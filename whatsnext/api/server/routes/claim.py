@@ -77,7 +77,10 @@ async def claim(request: web.Request) -> web.Response:
     hops = 0
     while True:
         if project_id is not None and _gone(request):
-            # The worker gave up waiting: claiming now would hand jobs to nobody.
+            # The worker gave up waiting: claiming now would hand jobs to nobody. A wake-up it
+            # received goes to the next waiter.
+            if hops > 0:
+                hub.wake(project_id, 1, hops - 1)
             return web.Response(body=EMPTY, content_type="application/json")
         generation = hub.generation
         rows = await pool.fetch(Q.job_claim, *args)
@@ -97,6 +100,13 @@ async def claim(request: web.Request) -> web.Response:
         if hub.generation != generation:
             hops = 0
             continue  # something changed while we looked: look again before sleeping
+        if body.idle_summary:
+            idle = await pool.fetchrow(Q.project_idle, project_id, args[5], args[6], args[7])
+            if not idle["running"] and not idle["runnable"]:
+                # Nothing runs and nothing this worker could take: waiting would change nothing.
+                return json_response({"jobs": [], "idle": dict(idle)})
+            if hub.generation != generation:
+                continue
         woken = await hub.wait(project_id, timeout, idle=body.idle_summary)
         if woken == CLOSED:
             return await _nothing(pool, key, project_id, body.idle_summary, args)
@@ -185,7 +195,6 @@ async def fail(request: web.Request) -> web.Response:
     errors=(400, 422),
 )
 async def report_many(request: web.Request) -> web.Response:
-    reports = (await parse_body(request, ReportBatch)).root
-    payload = dumps_json([r.model_dump() for r in reports])
-    rows = await request.app[pool_key].fetch(Q.job_report_many, payload)
+    await parse_body(request, ReportBatch)  # validates; the database reads the same JSON
+    rows = await request.app[pool_key].fetch(Q.job_report_many, (await request.read()).decode())
     return json_response({"results": records(rows)})
