@@ -86,7 +86,8 @@ CREATE TYPE wn_job_input AS (
     dep_ids bigint[], dep_idx integer[], inputs text[], outputs text[]
 );
 
--- Insert a batch of jobs. p_jobs is a JSON array of normalised entries:
+-- Insert a batch of jobs (entries' positions in the array are their batch indexes; `idx` is
+-- informative). p_jobs is a JSON array of entries:
 -- {idx, name, task, parameters, priority, required_cpu, required_accelerators, required_tags,
 --  max_attempts, retry_delay, timeout, dep_ids: [existing job ids], dep_idx: [1-based batch indexes],
 --  inputs, outputs (NULL: the task's; the columns come with 0004_logs_artifacts)}
@@ -123,13 +124,13 @@ BEGIN
             INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, required_cpu,
                               required_accelerators, required_tags, max_attempts, retry_delay,
                               timeout, inputs, outputs)
-            SELECT v_ids[s.idx], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
+            SELECT v_ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                    coalesce(s.priority, 0), coalesce(s.required_cpu, t.required_cpu),
                    coalesce(s.required_accelerators, t.required_accelerators),
                    coalesce(s.required_tags, t.required_tags), coalesce(s.max_attempts, t.max_attempts),
                    coalesce(s.retry_delay, t.retry_delay), coalesce(s.timeout, t.timeout),
                    coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs)
-              FROM unnest(v_src) s JOIN tasks t ON t.project_id = v_project AND t.name = s.task
+              FROM unnest(v_src) WITH ORDINALITY s JOIN tasks t ON t.project_id = v_project AND t.name = s.task
             RETURNING id
         ), ev AS (
             INSERT INTO job_events (job_id, project_id, status, reason)
@@ -155,7 +156,7 @@ BEGIN
         INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, status, unmet_deps,
                           required_cpu, required_accelerators, required_tags, max_attempts,
                           retry_delay, timeout, blocked_by, error, inputs, outputs)
-        SELECT v_ids[s.idx], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
+        SELECT v_ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                coalesce(s.priority, 0),
                CASE WHEN bad.id IS NULL THEN 'PENDING' ELSE 'BLOCKED' END,
                coalesce(cardinality(s.dep_idx), 0)
@@ -173,7 +174,7 @@ BEGIN
                CASE WHEN bad.id IS NULL THEN NULL
                     ELSE format('dependency %s (%s) is %s', bad.id, bad.name, lower(bad.status)) END,
                coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs)
-        FROM unnest(v_src) s
+        FROM unnest(v_src) WITH ORDINALITY s
         JOIN tasks t ON t.project_id = v_project AND t.name = s.task
         LEFT JOIN LATERAL (
             SELECT d.id, d.name, d.status FROM jobs d
@@ -188,9 +189,9 @@ BEGIN
     SELECT count(*) FILTER (WHERE status = 'PENDING' AND unmet_deps = 0) INTO v_eligible FROM ins;
 
     INSERT INTO job_dependencies (job_id, depends_on)
-    SELECT v_ids[s.idx], d FROM unnest(v_src) s, unnest(s.dep_ids) d
+    SELECT v_ids[s.ordinality], d FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_ids) d
     UNION
-    SELECT v_ids[s.idx], v_ids[i] FROM unnest(v_src) s, unnest(s.dep_idx) i;
+    SELECT v_ids[s.ordinality], v_ids[i] FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_idx) i;
 
     -- A batch entry that depends on a blocked entry of the same batch is blocked too.
     FOR v_blocked IN SELECT j.id, j.error FROM jobs j WHERE j.id = ANY (v_ids) AND j.status = 'BLOCKED' LOOP
