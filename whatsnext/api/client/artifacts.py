@@ -27,7 +27,7 @@ import structlog
 from .errors import ConnectionError as ServerUnreachable
 from .errors import ServerError, WhatsNextError
 from .formatters.base import FormatError, RunContext
-from .formatters.cli import render_value
+from .formatters.cli import fill
 from .http import Http
 
 log = structlog.get_logger("whatsnext.artifacts")
@@ -74,14 +74,7 @@ def render_template(
     template: str, parameters: Mapping[str, Any], extra: Mapping[str, Any] | None = None
 ) -> str:
     """Fill ``{name}`` fields from the parameters (then ``extra``); FormatError names a missing one."""
-    values = {k: render_value(v) for k, v in (extra or {}).items()}
-    values.update({k: render_value(v) for k, v in parameters.items()})
-    try:
-        return template.format_map(values)
-    except KeyError as exc:
-        raise FormatError(f"missing parameter {exc.args[0]!r} for template {template!r}") from None
-    except (IndexError, ValueError, AttributeError) as exc:
-        raise FormatError(f"bad template {template!r}: {exc}") from None
+    return fill(template, parameters, extra=extra)
 
 
 def local_path(uri: str, cwd: str) -> str | None:

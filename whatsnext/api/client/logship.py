@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from .backoff import Backoff
 from .errors import ConnectionError as ServerUnreachable
 from .errors import NotFound, ServerError, WhatsNextError
 from .http import Http
@@ -73,18 +74,6 @@ class _JobBuffer:
             if not fut.done():
                 fut.set_result(None)
         self.flushers.clear()
-
-
-class _Backoff:
-    def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
-        self.first, self.cap, self.current = first, cap, first
-
-    def next(self) -> float:
-        delay, self.current = self.current, min(self.current * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self.current = self.first
 
 
 class LogShipper:
@@ -240,7 +229,7 @@ class LogShipper:
         """Send batches until cancelled (run it in the worker's task group)."""
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             await self._wait_for_work()
             if await self._send_round():

@@ -18,6 +18,7 @@ import anyio
 import structlog
 
 from .artifacts import ArtifactRecorder
+from .backoff import Backoff
 from .errors import Conflict, NotFound, ServerError, WhatsNextError
 from .errors import ConnectionError as ServerUnreachable
 from .formatters.base import Formatter, JobSpec, Outcome, RunContext
@@ -56,18 +57,6 @@ class _Running:
     started: float
 
 
-class _Backoff:
-    def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
-        self.first, self.cap, self.current = first, cap, first
-
-    def next(self) -> float:
-        delay, self.current = self.current, min(self.current * 2, self.cap)
-        return delay
-
-    def reset(self) -> None:
-        self.current = self.first
-
-
 class _Reporter:
     """Sends finished jobs' reports in batches; retries with backoff until the server takes them."""
 
@@ -86,7 +75,7 @@ class _Reporter:
         self.wakeup.set()
 
     async def run(self) -> None:
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             await self.wakeup.wait()
             self.wakeup.clear()
@@ -284,7 +273,7 @@ class Client:
 
     async def _register(self) -> None:
         assert self.http is not None
-        backoff = _Backoff()
+        backoff = Backoff()
         while True:
             try:
                 reg = await self.http.post(
@@ -412,7 +401,7 @@ class Client:
 
     async def _claim_loop(self, jobs: anyio.abc.TaskGroup, reporter: _Reporter, forever: bool) -> None:
         assert self.http is not None and self._stop is not None
-        backoff = _Backoff()
+        backoff = Backoff()
         path = f"{project_path(self.project_key or '')}/claim"
         long_poll = forever
         while not self._stop.is_set():

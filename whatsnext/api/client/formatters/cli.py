@@ -29,9 +29,12 @@ def template_fields(template: str) -> list[str]:
         raise FormatError(f"bad template {template!r}: {exc}") from None
 
 
-def fill(template: str, parameters: Mapping[str, Any], quote: bool = False) -> str:
-    """Fill ``{name}`` fields of one template piece; a missing parameter is a FormatError naming it."""
-    values = {k: (shlex.quote(render_value(v)) if quote else render_value(v)) for k, v in parameters.items()}
+def fill(
+    template: str, parameters: Mapping[str, Any], quote: bool = False, extra: Mapping[str, Any] | None = None
+) -> str:
+    """Fill ``{name}`` fields from the parameters (then ``extra``); a missing one is a FormatError naming it."""
+    merged = {**(extra or {}), **parameters}
+    values = {k: (shlex.quote(render_value(v)) if quote else render_value(v)) for k, v in merged.items()}
     try:
         return template.format_map(values)
     except KeyError as exc:
