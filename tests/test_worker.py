@@ -22,6 +22,7 @@ from whatsnext.api.client import (
     Conflict,
     ConnectionError,
     Job,
+    JobSpec,
     NotFound,
     PythonFormatter,
     Server,
@@ -419,3 +420,23 @@ async def test_parameter_sweep(server: ServerProcess, api: Api, project: dict) -
     assert out["count"] == 3 and out["names"] == ["eval[seed=1]", "eval[seed=2]", "eval[seed=3]"]
     third = await api.ok("GET", f"/jobs/{out['ids'][2]}")
     assert third["parameters"] == {"data": "x.csv", "seed": 3} and third["depends"] == [root.id]
+
+
+async def test_python_formatter_cancel_and_timeout() -> None:
+    from whatsnext.api.client import RunContext
+
+    started = asyncio.Event()
+
+    async def forever() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    fmt = PythonFormatter(forever)
+    ctx = RunContext()
+    run = asyncio.create_task(fmt.run(JobSpec(1, "j", "t", {}), ctx))
+    await asyncio.wait_for(started.wait(), 5)
+    ctx.request_cancel("cancelled")
+    out = await asyncio.wait_for(run, 5)
+    assert (out.status, out.error) == ("CANCELLED", "cancelled")
+    out = await asyncio.wait_for(fmt.run(JobSpec(2, "j", "t", {}), RunContext(timeout=0.05)), 5)
+    assert (out.status, out.error) == ("FAILED", "timeout")

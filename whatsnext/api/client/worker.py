@@ -266,8 +266,7 @@ class Client:
         self._stop.set()
         if kill:
             for running in self._running.values():
-                running.ctx.cancel_reason = "worker terminated"
-                running.ctx.cancel.set()
+                running.ctx.request_cancel("worker terminated")
 
     # ------------------------------------------------------------ server calls
 
@@ -335,8 +334,7 @@ class Client:
                 running = self._running.get(job_id)
                 if running is not None and not running.ctx.cancel.is_set():
                     log.info("job cancelled on the server; stopping it", job=job_id)
-                    running.ctx.cancel_reason = "cancelled"
-                    running.ctx.cancel.set()
+                    running.ctx.request_cancel("cancelled")
 
     def _held(self) -> list[int]:
         """Jobs this worker answers for: running, or finished with the report not yet taken."""

@@ -62,6 +62,24 @@ class RunContext:
     tail_bytes: int = 16_384
     """How much of the end of the job's output is kept for the report."""
     cwd: str | None = None
+    _on_cancel: list[Callable[[], None]] = field(default_factory=list)
+
+    def request_cancel(self, reason: str = "cancelled") -> None:
+        """Ask the running job to stop (the worker calls this on cancel or termination)."""
+        if self.cancel.is_set():
+            return
+        self.cancel_reason = reason
+        self.cancel.set()
+        callbacks, self._on_cancel = self._on_cancel, []
+        for callback in callbacks:
+            callback()
+
+    def add_cancel_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` when the job is asked to stop (at once if it already was)."""
+        if self.cancel.is_set():
+            callback()
+        else:
+            self._on_cancel.append(callback)
 
 
 @dataclass(slots=True)

@@ -80,19 +80,30 @@ class PythonFormatter(Formatter):
             return result
 
         task = asyncio.ensure_future(call())
-        cancel = asyncio.ensure_future(ctx.cancel.wait())
+        stopped: list[str] = []
+
+        def stop(reason: str) -> None:
+            if not task.done():
+                stopped.append(reason)
+                task.cancel()
+
+        ctx.add_cancel_callback(lambda: stop(ctx.cancel_reason))
+        timer = None
+        if ctx.timeout is not None:
+            timer = asyncio.get_running_loop().call_later(ctx.timeout, stop, "timeout")
         try:
-            done, _ = await asyncio.wait(
-                {task, cancel}, timeout=ctx.timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            await asyncio.wait((task,))  # returns when the call ends, however it ends
+        except asyncio.CancelledError:
+            task.cancel()  # the worker itself is being torn down
+            raise
         finally:
-            cancel.cancel()
+            if timer is not None:
+                timer.cancel()
         duration = time.monotonic() - started
-        if task not in done:
-            task.cancel()
-            reason = ctx.cancel_reason if ctx.cancel.is_set() else "timeout"
+        if stopped or task.cancelled():
+            reason = stopped[0] if stopped else "cancelled"
             return Outcome(
-                status="CANCELLED" if reason != "timeout" else "FAILED", error=reason, duration=duration
+                status="FAILED" if reason == "timeout" else "CANCELLED", error=reason, duration=duration
             )
         exc = task.exception()
         if exc is not None:
