@@ -93,6 +93,13 @@ class _Reporter:
                     )
                     await asyncio.sleep(delay)
                     continue
+                except WhatsNextError as exc:
+                    # The server will never take this batch as it is (it says why): keep working,
+                    # the leases of these jobs run out and the reaper requeues them.
+                    log.error(
+                        "reports refused", error=str(exc), details=exc.details, jobs=[r["id"] for r in batch]
+                    )
+                    out = {"results": []}
                 backoff.reset()
                 del self.pending[: len(batch)]
                 self.unacknowledged.difference_update(r["id"] for r in batch)
