@@ -497,3 +497,71 @@ async def test_random_dag_four_workers_every_job_once_in_order(server: ServerPro
     for i, parents in deps.items():
         for j in parents:
             assert runs[i][0][0] >= runs[j][0][1], f"n{i} started before its dependency n{j} finished"
+
+
+async def test_requeues_in_one_transaction_wake_as_many_waiters(server_factory, http, project: dict) -> None:
+    srv = await server_factory()
+    api = Api(srv.url, http)
+    p = project["name"]
+    await api.ok(
+        "POST",
+        f"/projects/{p}/jobs/batch",
+        [{"name": f"r{i}", "task": "t", "max_attempts": 2} for i in range(3)],
+    )
+    claimed = (await api.ok("POST", f"/projects/{p}/claim", {"free_cpu": 3, "max_jobs": 3}))["jobs"]
+    assert len(claimed) == 3
+    waiters = [
+        asyncio.create_task(api.post(f"/projects/{p}/claim", {"worker_name": f"w{i}", "wait": 20}))
+        for i in range(3)
+    ]
+
+    async def all_waiting() -> bool:
+        return (await api.ok("GET", "/health"))["waiting_claims"] >= 3
+
+    await wait_until(all_waiting, what="three waiting claims")
+    started = time.monotonic()
+    out = await api.ok(
+        "POST",
+        "/jobs/reports",
+        [{"id": c["id"], "attempt": c["attempt"], "status": "FAILED", "error": "flaky"} for c in claimed],
+    )
+    assert [r["status"] for r in out["results"]] == ["PENDING"] * 3
+    results = await asyncio.wait_for(asyncio.gather(*waiters), 10)
+    assert time.monotonic() - started < 5, "every waiter was woken, not only one"
+    assert sorted(j["id"] for _, body in results for j in body["jobs"]) == sorted(c["id"] for c in claimed)
+
+
+async def test_retrying_a_cancelled_job_retries_its_failed_upstream(api: Api, project: dict) -> None:
+    p = project["name"]
+    ids = (
+        await api.ok(
+            "POST",
+            f"/projects/{p}/jobs/batch",
+            [
+                {"name": "a", "task": "t"},
+                {"name": "b", "task": "t", "depends": ["a"]},
+                {"name": "c", "task": "t", "depends": ["b"]},
+            ],
+        )
+    )["ids"]
+    a, b, _c = ids
+    assert (await api.ok("POST", f"/jobs/{b}/cancel"))["status"] == "CANCELLED"
+    [job] = (await api.ok("POST", f"/projects/{p}/claim", {}))["jobs"]
+    await api.ok("POST", f"/jobs/{a}/fail", {"attempt": job["attempt"], "error": "boom"})
+    assert (await api.ok("POST", f"/jobs/{b}/retry"))["requeued"] == 3
+    states = [(await api.ok("GET", f"/jobs/{i}")) for i in ids]
+    assert [s["status"] for s in states] == ["PENDING"] * 3
+    assert [s["unmet_deps"] for s in states] == [0, 1, 1]
+
+
+async def test_cancel_request_wins_over_a_requeue_report(api: Api, project: dict) -> None:
+    p = project["name"]
+    job = await api.ok("POST", f"/projects/{p}/jobs", {"name": "preempted", "task": "t"})
+    [claimed] = (await api.ok("POST", f"/projects/{p}/claim", {}))["jobs"]
+    assert (await api.ok("POST", f"/jobs/{job['id']}/cancel"))["status"] == "RUNNING"
+    out = await api.ok(
+        "POST",
+        f"/jobs/{job['id']}/fail",
+        {"attempt": claimed["attempt"], "requeue": True, "error": "preempted"},
+    )
+    assert out["status"] == "CANCELLED"

@@ -1,4 +1,7 @@
 -- Queue operations as functions: each API call on the hot path is one round trip.
+-- Notifications on channel whatsnext_jobs carry '<project>:<count>[:<tag>]': <count> jobs became
+-- eligible (0: a job finished). PostgreSQL folds identical notifications of one transaction into
+-- one, so a notification that counts jobs carries a tag (a job id) that keeps it distinct.
 -- Errors are raised with SQLSTATEs of class WN, which the server maps to HTTP:
 --   WN404 unknown project/job/worker, WN409 conflict (stale attempt, wrong status),
 --   WN422 invalid input (unknown dependency). The DETAIL names the offending field.
@@ -53,6 +56,7 @@ DECLARE
     v_n integer;
     v_e integer;
     v_project bigint;
+    v_found bigint;
 BEGIN
     LOOP
         WITH upd AS (
@@ -68,13 +72,14 @@ BEGIN
             SELECT id, project_id, 'PENDING', attempt, 'released: upstream retried' FROM upd
         )
         SELECT array_agg(id), count(*), count(*) FILTER (WHERE unmet_deps = 0), min(project_id)
-          INTO v_level, v_n, v_e, v_project FROM upd;
+          INTO v_level, v_n, v_e, v_found FROM upd;
         EXIT WHEN v_n = 0;
+        v_project := v_found;
         v_total := v_total + v_n;
         v_eligible := v_eligible + v_e;
     END LOOP;
     IF v_eligible > 0 THEN
-        PERFORM pg_notify('whatsnext_jobs', v_project || ':' || v_eligible);
+        PERFORM pg_notify('whatsnext_jobs', v_project || ':' || v_eligible || ':r' || p_roots[1]);
     END IF;
     RETURN v_total;
 END $$;
@@ -198,6 +203,11 @@ BEGIN
         PERFORM wn_block_downstream(v_blocked.id, v_blocked.error);
     END LOOP;
 
+    -- Dependencies locked above that are themselves eligible were invisible to concurrent
+    -- claims (SKIP LOCKED): count them in.
+    v_eligible := v_eligible + (SELECT count(*) FROM jobs d
+                                 WHERE d.id IN (SELECT unnest(s.dep_ids) FROM unnest(v_src) s)
+                                   AND d.status = 'PENDING' AND d.unmet_deps = 0);
     IF v_eligible > 0 THEN
         PERFORM pg_notify('whatsnext_jobs', v_project || ':' || v_eligible);
     END IF;
@@ -228,6 +238,7 @@ DECLARE
     v_acc integer := p_free_acc;
     v_picked bigint[] := '{}';
     v_block record;
+    v_passed integer := 0;
     r record;
 BEGIN
     IF p_max_jobs <= 0 OR v_cpu < 0 OR v_acc < 0 THEN
@@ -266,8 +277,15 @@ BEGIN
             v_picked := v_picked || r.id;
             v_cpu := v_cpu - r.rc;
             v_acc := v_acc - r.ra;
+        ELSE
+            v_passed := v_passed + 1;
         END IF;
     END LOOP;
+    IF v_passed > 0 THEN
+        -- Rows this claim locked but left: a concurrent claim skipped them, so say (at commit,
+        -- when the locks are gone) that they are there to take.
+        PERFORM pg_notify('whatsnext_jobs', v_project || ':' || v_passed || ':c' || txid_current());
+    END IF;
     IF cardinality(v_picked) = 0 THEN
         RETURN;
     END IF;
@@ -321,10 +339,10 @@ BEGIN
 
     IF p_outcome = 'COMPLETED' THEN
         v_new := 'COMPLETED';
+    ELSIF p_outcome = 'CANCELLED' OR j.cancel_requested THEN
+        v_new := 'CANCELLED';  -- a cancel request wins over a requeue or a retry
     ELSIF p_requeue THEN
         v_new := 'PENDING';
-    ELSIF p_outcome = 'CANCELLED' OR j.cancel_requested THEN
-        v_new := 'CANCELLED';
     ELSIF j.attempt - j.attempt_base < j.max_attempts THEN
         v_new := 'PENDING';
     ELSE
@@ -342,7 +360,7 @@ BEGIN
         v_reason := CASE WHEN p_requeue THEN coalesce(p_error, 'requeued')
                          ELSE format('retry in %ss after: %s', v_delay, coalesce(p_error, 'failure')) END;
         -- Even when it waits out a delay: a woken claim learns when it becomes eligible.
-        PERFORM pg_notify('whatsnext_jobs', j.project_id || ':1');
+        PERFORM pg_notify('whatsnext_jobs', j.project_id || ':1:' || p_job);
     ELSE
         UPDATE jobs SET status = v_new, finished_at = now(), lease_expires_at = NULL,
                exit_code = p_exit_code, result = p_result, log_tail = p_log, duration = p_duration,
@@ -366,7 +384,7 @@ BEGIN
         )
         SELECT count(*) INTO v_n FROM dec WHERE dec.unmet_deps = 0 AND dec.status = 'PENDING';
         IF v_n > 0 THEN
-            PERFORM pg_notify('whatsnext_jobs', j.project_id || ':' || v_n);
+            PERFORM pg_notify('whatsnext_jobs', j.project_id || ':' || v_n || ':' || p_job);
         END IF;
     ELSIF v_new IN ('FAILED', 'CANCELLED') THEN
         PERFORM wn_block_downstream(p_job, format('dependency %s (%s) %s', p_job, j.name,
@@ -390,6 +408,7 @@ RETURNS TABLE (id bigint, code integer, status text, message text)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_done bigint[];
+    v_keys text[];
     v_projects bigint[];
     r record;
 BEGIN
@@ -414,7 +433,8 @@ BEGIN
         INSERT INTO job_events (job_id, project_id, status, attempt, worker_id)
         SELECT u.id, u.project_id, 'COMPLETED', u.attempt, u.worker_id FROM upd u
     )
-    SELECT array_agg(u.id), array_agg(DISTINCT u.project_id) INTO v_done, v_projects FROM upd u;
+    SELECT array_agg(u.id), array_agg(u.id || ':' || u.attempt), array_agg(DISTINCT u.project_id)
+      INTO v_done, v_keys, v_projects FROM upd u;
 
     IF v_done IS NOT NULL THEN
         PERFORM 1 FROM jobs d
@@ -442,10 +462,10 @@ BEGIN
 
     RETURN QUERY
     SELECT x.id,
-           CASE WHEN x.id = ANY (coalesce(v_done, '{}')) AND x.status = 'COMPLETED' THEN 200 ELSE o.code END,
-           CASE WHEN x.id = ANY (coalesce(v_done, '{}')) AND x.status = 'COMPLETED' THEN 'COMPLETED'
+           CASE WHEN (x.id || ':' || x.attempt) = ANY (coalesce(v_keys, '{}')) AND x.status = 'COMPLETED' THEN 200 ELSE o.code END,
+           CASE WHEN (x.id || ':' || x.attempt) = ANY (coalesce(v_keys, '{}')) AND x.status = 'COMPLETED' THEN 'COMPLETED'
                 ELSE o.status END,
-           CASE WHEN x.id = ANY (coalesce(v_done, '{}')) AND x.status = 'COMPLETED' THEN NULL
+           CASE WHEN (x.id || ':' || x.attempt) = ANY (coalesce(v_keys, '{}')) AND x.status = 'COMPLETED' THEN NULL
                 ELSE o.message END
       FROM jsonb_array_elements(p_reports) WITH ORDINALITY AS e(doc, ord)
      CROSS JOIN LATERAL jsonb_to_record(e.doc) AS x(
@@ -454,7 +474,7 @@ BEGIN
       LEFT JOIN LATERAL (
                SELECT * FROM wn_report_one(x.id, x.attempt, x.status, x.exit_code, x.result, x.error,
                                            x.log, x.duration, coalesce(x.requeue, false))
-                WHERE NOT (x.id = ANY (coalesce(v_done, '{}')) AND x.status = 'COMPLETED')) o ON true
+                WHERE NOT ((x.id || ':' || x.attempt) = ANY (coalesce(v_keys, '{}')) AND x.status = 'COMPLETED')) o ON true
      ORDER BY e.ord;
 END $$;
 
@@ -486,7 +506,8 @@ BEGIN
 END $$;
 
 -- Put a FAILED or CANCELLED job back to PENDING with a fresh attempt budget, and release what it
--- blocked. Retrying a BLOCKED job retries the failed or cancelled jobs upstream of it.
+-- blocked. The failed or cancelled jobs upstream of it are retried with it; retrying a BLOCKED
+-- job retries just those.
 CREATE FUNCTION wn_retry(p_job bigint) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -498,19 +519,21 @@ BEGIN
     IF NOT FOUND THEN
         RAISE EXCEPTION 'job % not found', p_job USING ERRCODE = 'WN404', DETAIL = 'job_id';
     END IF;
-    IF j.status = 'BLOCKED' THEN
-        WITH RECURSIVE up(id) AS (
-            SELECT depends_on FROM job_dependencies WHERE job_id = p_job
-            UNION
-            SELECT jd.depends_on FROM job_dependencies jd JOIN up ON jd.job_id = up.id
-        )
-        SELECT array_agg(u.id ORDER BY u.id) INTO v_roots
-          FROM up JOIN jobs u ON u.id = up.id WHERE u.status IN ('FAILED', 'CANCELLED');
-    ELSIF j.status IN ('FAILED', 'CANCELLED') THEN
-        v_roots := ARRAY[p_job];
-    ELSE
+    IF j.status NOT IN ('FAILED', 'CANCELLED', 'BLOCKED') THEN
         RAISE EXCEPTION 'job % is %: only FAILED, CANCELLED or BLOCKED jobs can be retried', p_job, j.status
             USING ERRCODE = 'WN409', DETAIL = 'status';
+    END IF;
+    -- Whatever failed or was cancelled upstream is retried too: otherwise the job would wait
+    -- forever on a dependency that will never complete.
+    WITH RECURSIVE up(id) AS (
+        SELECT depends_on FROM job_dependencies WHERE job_id = p_job
+        UNION
+        SELECT jd.depends_on FROM job_dependencies jd JOIN up ON jd.job_id = up.id
+    )
+    SELECT array_agg(u.id ORDER BY u.id) INTO v_roots
+      FROM up JOIN jobs u ON u.id = up.id WHERE u.status IN ('FAILED', 'CANCELLED');
+    IF j.status IN ('FAILED', 'CANCELLED') THEN
+        v_roots := coalesce(v_roots, '{}') || p_job;
     END IF;
     IF v_roots IS NULL THEN
         RETURN 0;
@@ -526,6 +549,6 @@ BEGIN
         SELECT id, project_id, 'PENDING', attempt, 'retried' FROM upd
     )
     SELECT count(*) INTO v_count FROM upd;
-    PERFORM pg_notify('whatsnext_jobs', j.project_id || ':' || v_count);
+    PERFORM pg_notify('whatsnext_jobs', j.project_id || ':' || v_count || ':' || p_job);
     RETURN cardinality(v_roots) + wn_release_downstream(v_roots);
 END $$;

@@ -61,7 +61,7 @@ BEGIN
     INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason)
     VALUES (p_job, j.project_id, v_new, j.attempt, j.worker_id, p_reason);
     IF v_new = 'PENDING' THEN
-        PERFORM pg_notify('whatsnext_jobs', j.project_id || ':1');
+        PERFORM pg_notify('whatsnext_jobs', j.project_id || ':1:' || p_job);
     ELSE
         PERFORM wn_block_downstream(p_job, format('dependency %s (%s) %s', p_job, j.name,
             CASE WHEN v_new = 'FAILED' THEN 'failed: ' || p_reason ELSE 'was cancelled' END));

@@ -21,11 +21,12 @@ RETURNING id, name, description, status, created_at, updated_at;
 DELETE FROM projects WHERE id = wn_project_id($1) RETURNING id;
 
 -- name: project_resolve
--- The project's id, and when the next delayed (retrying) job becomes eligible.
+-- The project's id, and in how many seconds the next delayed (retrying) job becomes eligible
+-- (on the database's clock).
 SELECT p.id,
-       (SELECT min(j.available_at) FROM jobs j
+       (SELECT extract(epoch FROM min(j.available_at) - now())::float8 FROM jobs j
          WHERE j.project_id = p.id AND j.status = 'PENDING' AND j.unmet_deps = 0
-           AND j.available_at > now()) AS next_available_at
+           AND j.available_at > now()) AS next_available_in
   FROM projects p WHERE p.id = wn_project_id($1);
 
 -- name: project_counts

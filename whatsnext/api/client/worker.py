@@ -63,7 +63,7 @@ class _Reporter:
     def __init__(self, http: Http) -> None:
         self.http = http
         self.pending: list[dict[str, Any]] = []
-        self.unacknowledged: set[int] = set()
+        self.unacknowledged: set[tuple[int, int]] = set()
         """Jobs started here whose report the server has not taken yet: still ours."""
         self.wakeup = asyncio.Event()
         self.idle = asyncio.Event()
@@ -102,7 +102,7 @@ class _Reporter:
                     out = {"results": []}
                 backoff.reset()
                 del self.pending[: len(batch)]
-                self.unacknowledged.difference_update(r["id"] for r in batch)
+                self.unacknowledged.difference_update((r["id"], r["attempt"]) for r in batch)
                 for result in out["results"]:
                     if result["code"] != 200:
                         log.warning("report refused", job=result["id"], reason=result["message"])
@@ -345,7 +345,7 @@ class Client:
 
     def _held(self) -> list[int]:
         """Jobs this worker answers for: running, or finished with the report not yet taken."""
-        return sorted(set(self._running) | self._reporter.unacknowledged)
+        return sorted(set(self._running) | {job_id for job_id, _ in self._reporter.unacknowledged})
 
     async def _reconcile(self) -> None:
         """Hand back jobs the server gave us in an answer we did not read (no claim is in flight now)."""
@@ -447,7 +447,7 @@ class Client:
             if claimed or forever:
                 long_poll = forever
                 continue
-            if reporter.unacknowledged - set(self._running):
+            if any(job_id not in self._running for job_id, _ in reporter.unacknowledged):
                 # Our own reports are still on their way: what the server says is left would be stale.
                 await _first(reporter.idle.wait(), self._stop.wait())
                 long_poll = False
@@ -491,7 +491,7 @@ class Client:
         on_output = self._logs.open(spec.id, spec.attempt) if self._logs is not None else None
         ctx = RunContext(env=env, on_output=on_output, timeout=spec.timeout, grace=self.grace)
         self._running[spec.id] = _Running(spec, ctx, gpu_ids, time.monotonic())
-        reporter.unacknowledged.add(spec.id)
+        reporter.unacknowledged.add((spec.id, spec.attempt))
         log.debug("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
         jobs.start_soon(self._run_one, spec, ctx, reporter)
 

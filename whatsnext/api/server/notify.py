@@ -141,7 +141,8 @@ class NotifyHub:
 
     def _on_notify(self, conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
         self.generation += 1
-        project, _, count = payload.partition(":")
+        project, _, rest = payload.partition(":")
+        count = rest.split(":", 1)[0]  # '<project>:<count>[:<tag>]'
         try:
             project_id, n = int(project), int(count or 1)
         except ValueError:

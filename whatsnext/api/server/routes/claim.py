@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
 
 import asyncpg
 from aiohttp import web
@@ -94,9 +93,8 @@ async def claim(request: web.Request) -> web.Response:
         info = await pool.fetchrow(Q.project_resolve, key)
         project_id = info["id"]
         timeout = remaining
-        if info["next_available_at"] is not None:
-            until = (info["next_available_at"] - datetime.now(UTC)).total_seconds()
-            timeout = max(0.0, min(timeout, until + 0.005))
+        if info["next_available_in"] is not None:
+            timeout = max(0.0, min(timeout, info["next_available_in"] + 0.005))
         if hub.generation != generation:
             hops = 0
             continue  # something changed while we looked: look again before sleeping
