@@ -336,6 +336,24 @@ def _kill_stragglers() -> None:
 atexit.register(_kill_stragglers)
 
 
+async def stop_process(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """SIGTERM, then SIGKILL after ``grace_s``; forget the pid and close its stdin."""
+    try:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), grace_s)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+    finally:
+        _LIVE_PIDS.discard(proc.pid)
+        if proc.stdin is not None:
+            proc.stdin.close()
+
+
 class WorkerError(RuntimeError):
     pass
 
@@ -434,19 +452,8 @@ class WorkerProcess:
         if proc is None:
             return
         try:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), grace_s)
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
+            await stop_process(proc, grace_s)
         finally:
-            _LIVE_PIDS.discard(proc.pid)
-            if proc.stdin is not None:
-                proc.stdin.close()
             if self._stderr is not None:
                 self._stderr.close()
                 self._stderr = None

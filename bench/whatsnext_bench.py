@@ -33,10 +33,8 @@ that only apply to WhatsNext:
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import os
-import signal
 import socket
 import sys
 import tempfile
@@ -49,6 +47,7 @@ import asyncpg
 import orjson
 
 from bench.common import (
+    _LIVE_PIDS,
     REPO_ROOT,
     WORKER_DSN_ENV,
     BenchConfig,
@@ -60,24 +59,13 @@ from bench.common import (
     percentile,
     rate,
     run_suite,
+    stop_process,
 )
 from bench.whatsnext_worker import NOOP_TASK, PROJECT_ENV, WAKE_TASK
 
 PROJECT = "bench"
 FANIN_PROJECT = "bench-fanin"
 SERVER_ENV = "WHATSNEXT_SERVER"
-
-_SERVER_PIDS: set[int] = set()
-
-
-def _kill_servers() -> None:
-    for pid in list(_SERVER_PIDS):
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGKILL)
-    _SERVER_PIDS.clear()
-
-
-atexit.register(_kill_servers)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -179,7 +167,7 @@ class ServerProcess:
             cwd=str(REPO_ROOT),
             env=env,
         )
-        _SERVER_PIDS.add(self.proc.pid)
+        _LIVE_PIDS.add(self.proc.pid)  # killed at exit if still running
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while True:
@@ -206,19 +194,8 @@ class ServerProcess:
         if proc is None:
             return
         try:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-                try:
-                    await asyncio.wait_for(proc.wait(), grace_s)
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
+            await stop_process(proc, grace_s)
         finally:
-            _SERVER_PIDS.discard(proc.pid)
-            if proc.stdin is not None:
-                proc.stdin.close()
             if self._stderr is not None:
                 self._stderr.close()
                 self._stderr = None
