@@ -376,6 +376,9 @@ class WorkerProcess:
         self.proc: asyncio.subprocess.Process | None = None
         self._stderr: IO[bytes] | None = None
 
+    #: True: stdout is the event pipe; False: it goes to the log file with stderr.
+    events_on_stdout = True
+
     async def __aenter__(self) -> WorkerProcess:
         await self.start()
         return self
@@ -395,7 +398,7 @@ class WorkerProcess:
             self.module,
             *self.args,
             stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE if self.events_on_stdout else self._stderr,
             stderr=self._stderr,
             cwd=str(REPO_ROOT),
             env=env,

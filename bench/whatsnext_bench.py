@@ -36,19 +36,15 @@ import asyncio
 import contextlib
 import os
 import socket
-import sys
-import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import IO, Any
+from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
 
 from bench.common import (
-    _LIVE_PIDS,
-    REPO_ROOT,
     WORKER_DSN_ENV,
     BenchConfig,
     Progress,
@@ -59,7 +55,6 @@ from bench.common import (
     percentile,
     rate,
     run_suite,
-    stop_process,
 )
 from bench.whatsnext_worker import NOOP_TASK, PROJECT_ENV, WAKE_TASK
 
@@ -118,56 +113,38 @@ def _dumps(value: Any) -> bytes:
 # --------------------------------------------------------------------------- server process
 
 
-class ServerProcess:
+class ServerProcess(WorkerProcess):
     """``whatsnext server`` on a free local port, against ``dsn``; stopped with SIGTERM, then SIGKILL."""
+
+    events_on_stdout = False
 
     def __init__(self, dsn: str, log_level: str = "WARNING", module: str = "bench.whatsnext_server") -> None:
         self.dsn = dsn
-        self.module = module
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_level = log_level
-        self.proc: asyncio.subprocess.Process | None = None
-        self._stderr: IO[bytes] | None = None
+        super().__init__(
+            module,
+            [
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database-url",
+                dsn,
+                "--log-level",
+                log_level,
+            ],
+        )
 
     @property
     def pid(self) -> int:
         assert self.proc is not None
         return self.proc.pid
 
-    def stderr_tail(self, limit: int = 2_000) -> str:
-        if self._stderr is None:
-            return ""
-        self._stderr.flush()
-        self._stderr.seek(0, os.SEEK_END)
-        size = self._stderr.tell()
-        self._stderr.seek(max(0, size - limit))
-        return self._stderr.read().decode(errors="replace").strip()
-
     async def start(self, timeout: float = 90.0) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-        env["PYTHONUNBUFFERED"] = "1"
-        self._stderr = tempfile.TemporaryFile(prefix="wn-bench-server-")
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            self.module,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--database-url",
-            self.dsn,
-            "--log-level",
-            self.log_level,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=self._stderr,
-            stderr=self._stderr,
-            cwd=str(REPO_ROOT),
-            env=env,
-        )
-        _LIVE_PIDS.add(self.proc.pid)  # killed at exit if still running
+        await super().start()
+        assert self.proc is not None
         deadline = time.monotonic() + timeout
         async with aiohttp.ClientSession() as session:
             while True:
@@ -190,16 +167,7 @@ class ServerProcess:
                 await asyncio.sleep(0.1)
 
     async def stop(self, grace_s: float = 10.0) -> None:
-        proc = self.proc
-        if proc is None:
-            return
-        try:
-            await stop_process(proc, grace_s)
-        finally:
-            if self._stderr is not None:
-                self._stderr.close()
-                self._stderr = None
-            self.proc = None
+        await super().stop(grace_s)
 
 
 @contextlib.asynccontextmanager
