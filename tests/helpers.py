@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,3 +49,28 @@ async def wait_for_condition(predicate: Any, timeout: float, what: str = "condit
         if loop.time() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         await asyncio.sleep(POLL)
+
+
+def spawn_worker(url: str, project: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    """`whatsnext worker` running the recording job program, in its own session, output to ``log``."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "whatsnext",
+            "--server",
+            url,
+            "worker",
+            "--project",
+            project,
+            "--script",
+            RECORD,
+            "--executable",
+            PYTHON,
+            *extra,
+        ],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+        cwd=Path(__file__).resolve().parents[1],
+        start_new_session=True,
+    )

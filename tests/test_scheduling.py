@@ -6,15 +6,13 @@ import asyncio
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Api, ServerProcess, wait_until
-from helpers import PYTHON, RECORD, max_overlap, records, wait_for_file
+from conftest import Api, ServerProcess, wait_until
+from helpers import PYTHON, RECORD, max_overlap, records, spawn_worker, wait_for_file
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter, Job, JobSpec, PythonFormatter, Server
 
@@ -243,33 +241,6 @@ def test_gpu_ids_come_from_flag_then_environment(monkeypatch: pytest.MonkeyPatch
     assert resolve_gpu_ids(None) == []
 
 
-def _spawn_worker(url: str, project: str, tmp: Path, name: str, *extra: str) -> subprocess.Popen[bytes]:
-    log = (tmp / f"{name}.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "whatsnext",
-            "--server",
-            url,
-            "worker",
-            "--project",
-            project,
-            "--script",
-            RECORD,
-            "--executable",
-            PYTHON,
-            "--name",
-            name,
-            *extra,
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-        start_new_session=True,
-    )
-
-
 def _kill_job(tmp: Path, job_id: int) -> None:
     import json
 
@@ -297,7 +268,7 @@ async def test_killed_worker_costs_one_lease(server_factory, http, project: dict
             "parameters": {"out": str(tmp_path), "wait-for": str(go)},
         },
     )
-    first = _spawn_worker(srv.url, p, tmp_path, "doomed", "--cpus", "1", "--forever")
+    first = spawn_worker(srv.url, p, tmp_path / "doomed.log", "--name", "doomed", "--cpus", "1", "--forever")
     try:
         await wait_for_file(tmp_path / f"{job['id']}.started")
         first.send_signal(signal.SIGKILL)
@@ -391,7 +362,9 @@ async def test_cancel_running_job_stops_its_process(
     )
     pending = await api.ok("POST", f"/projects/{p}/jobs", {"name": "never", "task": "t", "priority": -1})
     assert (await api.ok("POST", f"/jobs/{pending['id']}/cancel"))["status"] == "CANCELLED"
-    worker = _spawn_worker(srv.url, p, tmp_path, "cancelme", "--cpus", "1", "--grace", "2")
+    worker = spawn_worker(
+        srv.url, p, tmp_path / "cancelme.log", "--name", "cancelme", "--cpus", "1", "--grace", "2"
+    )
     try:
         await wait_for_file(tmp_path / f"{job['id']}.started")
         import json

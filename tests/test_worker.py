@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import ROOT, Api, ServerProcess, wait_until
-from helpers import PYTHON, RECORD, max_overlap, records, wait_for_file
+from helpers import PYTHON, RECORD, max_overlap, records, spawn_worker, wait_for_file
 
 from whatsnext.api.client import (
     AsyncServer,
@@ -192,32 +192,6 @@ async def test_formatter_rendering() -> None:
     assert t.execute("true") == 0 and t.execute("false") == 1
 
 
-async def _spawn_worker(
-    server: ServerProcess, project: str, tmp: Path, *extra: str
-) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "WHATSNEXT_SERVER": server.url}
-    log = (tmp / "worker.log").open("wb")
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "whatsnext",
-            "worker",
-            "--project",
-            project,
-            "--script",
-            RECORD,
-            "--executable",
-            PYTHON,
-            *extra,
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=ROOT,
-    )
-
-
 async def test_sigterm_drains_and_reports(
     server: ServerProcess, api: Api, project: dict, tmp_path: Path
 ) -> None:
@@ -231,7 +205,7 @@ async def test_sigterm_drains_and_reports(
     second = await api.ok(
         "POST", f"/projects/{p}/jobs", {"name": "second", "task": "t", "parameters": params(tmp_path)}
     )
-    worker = await _spawn_worker(server, p, tmp_path, "--cpus", "1", "--forever")
+    worker = spawn_worker(server.url, p, tmp_path / "worker.log", "--cpus", "1", "--forever")
     try:
         await wait_for_file(tmp_path / f"{first['id']}.started")
         worker.send_signal(signal.SIGTERM)
@@ -262,7 +236,7 @@ async def test_report_survives_server_restart(database_url: str, http, project: 
         f"/projects/{p}/jobs",
         {"name": "long", "task": "t", "parameters": params(tmp_path, **{"wait-for": str(go)})},
     )
-    worker = await _spawn_worker(srv, p, tmp_path, "--cpus", "1")
+    worker = spawn_worker(srv.url, p, tmp_path / "worker.log", "--cpus", "1")
     restarted: ServerProcess | None = None
     try:
         await wait_for_file(tmp_path / f"{job['id']}.started")
