@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,4 +74,17 @@ def spawn_worker(url: str, project: str, log: Path, *extra: str) -> subprocess.P
         stderr=subprocess.STDOUT,
         cwd=Path(__file__).resolve().parents[1],
         start_new_session=True,
+    )
+
+
+def run_cli(server: Any, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """`whatsnext ARGS` against ``server`` (anything with a ``url``), as a user's shell runs it."""
+    env = {**os.environ, "WHATSNEXT_SERVER": server.url}
+    return subprocess.run(
+        [sys.executable, "-m", "whatsnext", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd or Path(__file__).resolve().parents[1],
+        timeout=60,
     )

@@ -6,15 +6,13 @@ import asyncio
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Api, ServerProcess
-from helpers import PYTHON
+from conftest import Api, ServerProcess
+from helpers import PYTHON, run_cli
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter, JobSpec, RunContext
 from whatsnext.api.client.artifacts import (
@@ -328,18 +326,6 @@ async def test_worker_records_declared_outputs(
     ]
     found = await api.ok("GET", f"/projects/{p}/artifacts?uri={tmp_path / 'one.txt'}")
     assert [a["job_id"] for a in found["artifacts"]] == [made["id"]]
-
-
-def run_cli(server: ServerProcess, *args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WHATSNEXT_SERVER": server.url}
-    return subprocess.run(
-        [sys.executable, "-m", "whatsnext", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=60,
-    )
 
 
 async def test_cli_artifacts(api: Api, server: ServerProcess, project: dict, tmp_path: Path) -> None:

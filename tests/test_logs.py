@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import ROOT, Api, ServerProcess, wait_until
-from helpers import PYTHON, RECORD, wait_for_condition
+from helpers import PYTHON, RECORD, run_cli, wait_for_condition
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter
 from whatsnext.api.client.http import Http
@@ -533,18 +532,6 @@ async def test_worker_without_live_logs_sends_none(
     assert summary.completed == 1
     assert await all_lines(api, job["id"]) == []
     await srv.close()
-
-
-def run_cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WHATSNEXT_SERVER": server.url}
-    return subprocess.run(
-        [sys.executable, "-m", "whatsnext", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=60,
-    )
 
 
 async def test_cli_logs(api: Api, server: ServerProcess, project: dict) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ROOT, Api, ServerProcess, wait_until
-from helpers import PYTHON, RECORD, max_overlap, records, spawn_worker, wait_for_file
+from conftest import Api, ServerProcess, wait_until
+from helpers import PYTHON, RECORD, max_overlap, records, run_cli, spawn_worker, wait_for_file
 
 from whatsnext.api.client import (
     AsyncServer,
@@ -255,18 +255,6 @@ async def test_report_survives_server_restart(database_url: str, http, project: 
             worker.kill()
         if restarted is not None:
             await restarted.stop()
-
-
-def run_cli(server: ServerProcess, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "WHATSNEXT_SERVER": server.url}
-    return subprocess.run(
-        [sys.executable, "-m", "whatsnext", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd or ROOT,
-        timeout=60,
-    )
 
 
 async def test_cli_commands(server: ServerProcess, tmp_path: Path) -> None:
