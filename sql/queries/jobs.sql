@@ -15,7 +15,7 @@ SELECT j.id, j.name, t.name AS task, j.parameters, j.priority, j.status, j.unmet
        j.required_cpu, j.required_accelerators, j.worker_name, j.created_at, j.started_at,
        j.finished_at, j.exit_code, j.error
   FROM jobs j JOIN tasks t ON t.id = j.task_id
- WHERE j.project_id = $1
+ WHERE j.project_id = wn_project_id($1)
    AND ($2::text IS NULL OR j.status = $2)
    AND ($3::text IS NULL OR t.name = $3)
    AND ($4::bigint IS NULL OR j.id < $4)
@@ -29,7 +29,7 @@ SELECT j.id, j.name, t.name AS task, j.parameters, j.priority, j.status, j.unmet
        j.required_cpu, j.required_accelerators, j.created_at, j.available_at,
        (j.unmet_deps = 0 AND j.available_at <= now()) AS eligible
   FROM jobs j JOIN tasks t ON t.id = j.task_id
- WHERE j.project_id = $1 AND j.status = 'PENDING'
+ WHERE j.project_id = wn_project_id($1) AND j.status = 'PENDING'
  ORDER BY (j.unmet_deps = 0 AND j.available_at <= now()) DESC, j.priority DESC, j.id
  LIMIT $2 OFFSET $3;
 
@@ -87,9 +87,9 @@ ORDER BY 1 DESC, 2;
 
 -- name: project_graph_nodes
 SELECT j.id, j.name, t.name AS task, j.status, j.priority
-  FROM jobs j JOIN tasks t ON t.id = j.task_id WHERE j.project_id = $1 ORDER BY j.id LIMIT $2;
+  FROM jobs j JOIN tasks t ON t.id = j.task_id WHERE j.project_id = wn_project_id($1) ORDER BY j.id LIMIT $2;
 
 -- name: project_graph_edges
 SELECT jd.depends_on AS source, jd.job_id AS target
   FROM job_dependencies jd JOIN jobs j ON j.id = jd.job_id
- WHERE j.project_id = $1 ORDER BY 1, 2 LIMIT $2;
+ WHERE j.project_id = wn_project_id($1) ORDER BY 1, 2 LIMIT $2;

@@ -3,8 +3,12 @@ INSERT INTO projects (name, description) VALUES ($1, $2)
 RETURNING id, name, description, status, created_at, updated_at;
 
 -- name: project_get
-SELECT id, name, description, status, created_at, updated_at
-  FROM projects WHERE id = wn_project_id($1);
+-- A project with its job counts by status.
+SELECT p.id, p.name, p.description, p.status, p.created_at, p.updated_at,
+       (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
+          FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id GROUP BY j.status) c)
+         AS jobs
+  FROM projects p WHERE p.id = wn_project_id($1);
 
 -- name: project_list
 SELECT id, name, description, status, created_at, updated_at
@@ -28,9 +32,6 @@ SELECT p.id,
          WHERE j.project_id = p.id AND j.status = 'PENDING' AND j.unmet_deps = 0
            AND j.available_at > now()) AS next_available_in
   FROM projects p WHERE p.id = wn_project_id($1);
-
--- name: project_counts
-SELECT status, count(*) AS n FROM jobs WHERE project_id = $1 GROUP BY status;
 
 -- name: project_idle
 -- What a worker that found nothing to claim needs to decide whether to wait or to stop:

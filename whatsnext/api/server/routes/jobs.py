@@ -83,12 +83,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     status = query_choice(request, "status", STATUSES)
     limit = query_int(request, "limit", 100, 1, 1000)
     before = query_int(request, "before", None, 1)
-    pool = request.app[pool_key]
-    async with pool.acquire() as conn:
-        project = await conn.fetchrow(Q.project_resolve, request.match_info["project"])
-        rows = await conn.fetch(
-            Q.job_list, project["id"], status, request.query.get("task") or None, before, limit
-        )
+    rows = await request.app[pool_key].fetch(
+        Q.job_list, request.match_info["project"], status, request.query.get("task") or None, before, limit
+    )
     next_before = rows[-1]["id"] if len(rows) == limit else None
     return json_response({"jobs": records(rows), "next_before": next_before})
 
@@ -147,9 +144,7 @@ async def delete_job(request: web.Request) -> web.Response:
 async def get_queue(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 10_000)
     offset = query_int(request, "offset", 0, 0)
-    async with request.app[pool_key].acquire() as conn:
-        project = await conn.fetchrow(Q.project_resolve, request.match_info["project"])
-        rows = await conn.fetch(Q.queue_list, project["id"], limit, offset)
+    rows = await request.app[pool_key].fetch(Q.queue_list, request.match_info["project"], limit, offset)
     return json_response({"jobs": records(rows)})
 
 
@@ -223,7 +218,6 @@ async def job_dependencies(request: web.Request) -> web.Response:
 async def project_graph(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 10_000, 1, 1_000_000)
     async with request.app[pool_key].acquire() as conn:
-        project = await conn.fetchrow(Q.project_resolve, request.match_info["project"])
-        nodes = await conn.fetch(Q.project_graph_nodes, project["id"], limit)
-        edges = await conn.fetch(Q.project_graph_edges, project["id"], limit)
+        nodes = await conn.fetch(Q.project_graph_nodes, request.match_info["project"], limit)
+        edges = await conn.fetch(Q.project_graph_edges, request.match_info["project"], limit)
     return json_response({"nodes": records(nodes), "edges": records(edges)})

@@ -49,13 +49,8 @@ async def list_projects(request: web.Request) -> web.Response:
     response=ProjectOut,
 )
 async def get_project(request: web.Request) -> web.Response:
-    pool = request.app[pool_key]
-    async with pool.acquire() as conn:
-        row = await conn.fetchrow(Q.project_get, request.match_info["project"])
-        counts = await conn.fetch(Q.project_counts, row["id"])
-    out = dict(row)
-    out["jobs"] = {r["status"]: r["n"] for r in counts}
-    return json_response(out)
+    row = await request.app[pool_key].fetchrow(Q.project_get, request.match_info["project"])
+    return json_response(record(row))
 
 
 @routes.route(
