@@ -10,7 +10,7 @@ import orjson
 import pydantic
 from aiohttp import web
 
-from .errors import ApiError, validation_details
+from .errors import ApiError, bad_request, invalid, validation_details
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 MAX_ID = 2**63 - 1
@@ -31,13 +31,13 @@ def records(rows: Iterable[asyncpg.Record]) -> list[dict[str, Any]]:
 async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     if not raw.strip():
-        raise ApiError(400, "bad_request", "a JSON body is required", {"field": "body"})
+        raise bad_request("a JSON body is required", "body")
     try:
         return model.model_validate_json(raw)
     except pydantic.ValidationError as exc:
         details = validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):
-            raise ApiError(400, "bad_request", "the body is not valid JSON", {"field": "body"}) from None
+            raise bad_request("the body is not valid JSON", "body") from None
         first = details[0]
         raise ApiError(422, "invalid", f"{first['field']}: {first['message']}", details) from None
 
@@ -45,7 +45,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 def path_id(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
     if not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
-        raise ApiError(422, "invalid", f"{name} must be a positive integer, got {raw!r}", {"field": name})
+        raise invalid(f"{name} must be a positive integer, got {raw!r}", name)
     return int(raw)
 
 
@@ -58,9 +58,9 @@ def query_int(
     try:
         value = int(raw)
     except ValueError:
-        raise ApiError(422, "invalid", f"{name} must be an integer, got {raw!r}", {"field": name}) from None
+        raise invalid(f"{name} must be an integer, got {raw!r}", name) from None
     if not lo <= value <= hi:
-        raise ApiError(422, "invalid", f"{name} must be between {lo} and {hi}", {"field": name})
+        raise invalid(f"{name} must be between {lo} and {hi}", name)
     return value
 
 
@@ -71,9 +71,7 @@ def query_choice(request: web.Request, name: str, choices: Iterable[str]) -> str
     value = raw.upper()
     allowed = list(choices)
     if value not in allowed:
-        raise ApiError(
-            422, "invalid", f"{name} must be one of {', '.join(allowed)}, got {raw!r}", {"field": name}
-        )
+        raise invalid(f"{name} must be one of {', '.join(allowed)}, got {raw!r}", name)
     return value
 
 

@@ -103,9 +103,6 @@ class NotifyHub:
     def listening(self) -> bool:
         return self._conn is not None and not self._conn.is_closed()
 
-    def backend_pid(self) -> int | None:
-        return self._conn.get_server_pid() if self._conn is not None else None
-
     # ------------------------------------------------------------ other channels
 
     async def subscribe(self, channel: str, callback: Callable[[str], None]) -> Callable[[], None]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from .... import __version__
+from ..db import server_version
 from ..http import json_response
 from ..keys import hub_key, pool_key, settings_key
 from ..openapi import build_openapi
@@ -14,7 +15,7 @@ from . import routes
 async def health(request: web.Request) -> web.Response:
     pool = request.app[pool_key]
     try:
-        version = await pool.fetchval("SHOW server_version")
+        version = await server_version(pool)
         database = f"PostgreSQL {version}"
         ok = request.app[hub_key].listening
     except OSError as exc:
