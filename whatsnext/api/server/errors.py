@@ -39,6 +39,15 @@ def invalid(message: str, field: str, **extra: Any) -> ApiError:
     return ApiError(422, "invalid", message, {"field": field, **extra})
 
 
+def check_attempt_outcome(row: Any) -> None:
+    """Raise for a SQL function's (code, status, message) answer about one job's attempt: 404
+    for an unknown job, 409 for an attempt that is not the job's current one."""
+    if row["code"] == 404:
+        raise ApiError(404, "not_found", row["message"], {"field": "job_id"})
+    if row["code"] == 409:
+        raise ApiError(409, "stale_attempt", row["message"], {"field": "attempt", "status": row["status"]})
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details}}
     return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")

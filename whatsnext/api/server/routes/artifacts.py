@@ -11,7 +11,7 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from ..errors import ApiError, not_found
+from ..errors import ApiError, check_attempt_outcome, not_found
 from ..http import dumps_json, json_response, parse_body, path_id, query_int, records
 from ..keys import pool_key
 from ..schemas_logs import ArtifactBatch, ArtifactList, ArtifactMatches, ArtifactsRecorded
@@ -57,10 +57,7 @@ async def record_artifacts(request: web.Request) -> web.Response:
     items = (await parse_body(request, ArtifactBatch)).root
     payload = [{**a.model_dump(mode="json"), "uri": canonical_uri(a.uri)} for a in items]
     row = await request.app[pool_key].fetchrow(Q.artifact_record, job_id, dumps_json(payload), attempt)
-    if row["code"] == 404:
-        raise ApiError(404, "not_found", row["message"], {"field": "job_id"})
-    if row["code"] == 409:
-        raise ApiError(409, "stale_attempt", row["message"], {"field": "attempt", "status": row["status"]})
+    check_attempt_outcome(row)
     return json_response({"id": job_id, "status": row["status"], "recorded": row["recorded"]})
 
 

@@ -7,7 +7,7 @@ import asyncio
 import asyncpg
 from aiohttp import web
 
-from ..errors import ApiError
+from ..errors import check_attempt_outcome
 from ..http import dumps_json, json_response, parse_body, path_id, records
 from ..keys import hub_key, pool_key, settings_key
 from ..notify import CLOSED, FINISHED
@@ -128,10 +128,7 @@ async def _report(
     row = await request.app[pool_key].fetchrow(
         Q.job_report, job_id, attempt, outcome, exit_code, result, error, log, duration, requeue
     )
-    if row["code"] == 404:
-        raise ApiError(404, "not_found", row["message"], {"field": "job_id"})
-    if row["code"] == 409:
-        raise ApiError(409, "stale_attempt", row["message"], {"field": "attempt", "status": row["status"]})
+    check_attempt_outcome(row)
     return json_response({"id": job_id, "status": row["status"]})
 
 

@@ -28,7 +28,7 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ..errors import ApiError, invalid, not_found
+from ..errors import check_attempt_outcome, invalid, not_found
 from ..http import dumps_json, json_response, parse_body, path_id, query_choice, query_int, records
 from ..keys import hub_key, pool_key
 from ..notify import NotifyHub
@@ -174,10 +174,7 @@ async def append_logs(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     body = await parse_body(request, LogAppend)
     row = await request.app[pool_key].fetchrow(Q.log_append, job_id, body.attempt, body.lines, KEEP_LINES)
-    if row["code"] == 404:
-        raise ApiError(404, "not_found", row["message"], {"field": "job_id"})
-    if row["code"] == 409:
-        raise ApiError(409, "stale_attempt", row["message"], {"field": "attempt", "status": row["status"]})
+    check_attempt_outcome(row)
     return json_response(
         {"id": job_id, "status": row["status"], "appended": row["appended"], "dropped": row["dropped"]}
     )
