@@ -88,3 +88,12 @@ def run_cli(server: Any, *args: str, cwd: Path | None = None) -> subprocess.Comp
         cwd=cwd or Path(__file__).resolve().parents[1],
         timeout=60,
     )
+
+
+async def running_job(api: Any, project: dict[str, Any], name: str = "j") -> dict[str, Any]:
+    """Queue a job and claim it as a worker would: the claimed job, with its attempt."""
+    p = project["name"]
+    job = await api.ok("POST", f"/projects/{p}/jobs", {"name": name, "task": "t"})
+    out = await api.ok("POST", f"/projects/{p}/claim", {"worker_name": "test"})
+    assert [j["id"] for j in out["jobs"]] == [job["id"]]
+    return dict(out["jobs"][0])

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from conftest import Api, ServerProcess
-from helpers import PYTHON, run_cli
+from helpers import PYTHON, run_cli, running_job
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter, JobSpec, RunContext
 from whatsnext.api.client.artifacts import (
@@ -28,14 +28,6 @@ from whatsnext.api.client.http import Http
 from whatsnext.api.client.joblogs import find_artifacts, job_artifacts
 
 SHA_A = hashlib.sha256(b"a").hexdigest()
-
-
-async def running_job(api: Api, project: dict[str, Any], name: str = "j") -> dict[str, Any]:
-    p = project["name"]
-    job = await api.ok("POST", f"/projects/{p}/jobs", {"name": name, "task": "t"})
-    out = await api.ok("POST", f"/projects/{p}/claim", {"worker_name": "test"})
-    assert [j["id"] for j in out["jobs"]] == [job["id"]]
-    return dict(out["jobs"][0])
 
 
 def art(direction: str, uri: str, **extra: Any) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import ROOT, Api, ServerProcess, wait_until
-from helpers import PYTHON, RECORD, run_cli, wait_for_condition
+from helpers import PYTHON, RECORD, run_cli, running_job, wait_for_condition
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter
 from whatsnext.api.client.http import Http
@@ -25,15 +25,6 @@ from whatsnext.api.client.logship import CUT_MARK, LogShipper, dropped_marker
 from whatsnext.api.server.routes.logs import KEEP_LINES
 
 READ_TIMEOUT = 20.0
-
-
-async def running_job(api: Api, project: dict[str, Any], name: str = "j") -> dict[str, Any]:
-    """Queue a job and claim it as a worker would: the claimed job, with its attempt."""
-    p = project["name"]
-    job = await api.ok("POST", f"/projects/{p}/jobs", {"name": name, "task": "t"})
-    out = await api.ok("POST", f"/projects/{p}/claim", {"worker_name": "test"})
-    assert [j["id"] for j in out["jobs"]] == [job["id"]]
-    return dict(out["jobs"][0])
 
 
 async def all_lines(api: Api, job_id: int) -> list[dict[str, Any]]:
