@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
@@ -10,9 +11,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from conftest import Api, ServerProcess, wait_until
-from helpers import PYTHON, RECORD, max_overlap, records, spawn_worker, wait_for_file
+from helpers import PYTHON, RECORD, max_overlap, records, spawn_worker, wait_for_condition, wait_for_file
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter, Job, JobSpec, PythonFormatter, Server
 
@@ -228,6 +230,12 @@ async def test_concurrent_jobs_get_disjoint_gpus(
                 ga = {g for g in (a["cuda"] or "").split(",") if g}
                 gb = {g for g in (b["cuda"] or "").split(",") if g}
                 assert not (ga & gb), f"jobs {a['job']} and {b['job']} shared GPUs {ga & gb}"
+    # Each attempt's GPU ids are recorded on the server (the worker says so when the job starts).
+    srv = AsyncServer(server.url)
+    for job in jobs:
+        data = (await srv.get_job(job.id)).data
+        got = [int(g) for g in (records(tmp_path)[job.id]["cuda"] or "").split(",") if g]
+        assert (data.get("gpus") or []) == got
 
 
 def test_gpu_ids_come_from_flag_then_environment(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -254,6 +262,9 @@ def _kill_job(tmp: Path, job_id: int) -> None:
 
 
 async def test_killed_worker_costs_one_lease(server_factory, http, project: dict, tmp_path: Path) -> None:
+    """kill -9 of a worker mid-job, default settings: its job's processes die with it, the job
+    goes back to the queue when the lease runs out (without using its one attempt), another
+    worker completes it as attempt 2, and the dead worker's late report is refused."""
     srv = await server_factory("--lease-seconds", "4")
     api = Api(srv.url, http)
     p = project["name"]
@@ -261,21 +272,27 @@ async def test_killed_worker_costs_one_lease(server_factory, http, project: dict
     job = await api.ok(
         "POST",
         f"/projects/{p}/jobs",
-        {
-            "name": "survivor",
-            "task": "t",
-            "max_attempts": 2,
-            "parameters": {"out": str(tmp_path), "wait-for": str(go)},
-        },
+        {"name": "survivor", "task": "t", "parameters": {"out": str(tmp_path), "wait-for": str(go)}},
     )
+    assert (job["max_attempts"], job["max_lost"]) == (1, 3)
     first = spawn_worker(srv.url, p, tmp_path / "doomed.log", "--name", "doomed", "--cpus", "1", "--forever")
     try:
-        await wait_for_file(tmp_path / f"{job['id']}.started")
-        first.send_signal(signal.SIGKILL)
+        started = tmp_path / f"{job['id']}.started"
+        await wait_for_file(started)
+        pid = json.loads(started.read_text())["pid"]
+        first.send_signal(signal.SIGKILL)  # the worker process alone, as the OOM killer does
         await asyncio.to_thread(first.wait, 10)
-        _kill_job(tmp_path, job["id"])  # the orphaned job process, so only attempt 2 can finish
-        (tmp_path / f"{job['id']}.started").unlink()
         killed_at = time.monotonic()
+        started.unlink()
+
+        def job_process_gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        await wait_for_condition(job_process_gone, 10, "the job's process to die with its worker")
 
         async def requeued() -> bool:
             data = await api.ok("GET", f"/jobs/{job['id']}")
@@ -295,29 +312,39 @@ async def test_killed_worker_costs_one_lease(server_factory, http, project: dict
         _kill_job(tmp_path, job["id"])
     final = await api.ok("GET", f"/jobs/{job['id']}")
     assert final["status"] == "COMPLETED" and final["attempt"] == 2 and final["worker_name"] == "rescuer"
+    assert final["lost"] == 1
     events = (await api.ok("GET", f"/jobs/{job['id']}/events"))["events"]
     assert [e["status"] for e in events].count("COMPLETED") == 1
-    assert any(e["reason"] == "worker lost" for e in events)
+    lost = [e for e in events if (e["reason"] or "").startswith("worker lost")]
+    assert [(e["status"], e["attempt"]) for e in lost] == [("PENDING", 1)], events
     status, body = await api.post(f"/jobs/{job['id']}/complete", {"attempt": 1})
     assert status == 409 and body["error"]["code"] == "stale_attempt"
 
 
-async def test_lease_expiry_fails_after_max_attempts(server_factory, http, project: dict) -> None:
-    api = Api((await server_factory("--lease-seconds", "1")).url, http)
+async def test_lost_past_max_lost_fails_and_blocks(
+    server: ServerProcess, api: Api, project: dict, database_url: str
+) -> None:
+    """The reaper, run directly on a backdated lease: a job that may not be lost (max_lost 0)
+    fails with "worker lost", and what depends on it is blocked."""
     p = project["name"]
-    root = await api.ok("POST", f"/projects/{p}/jobs", {"name": "lost", "task": "t"})
+    root = await api.ok("POST", f"/projects/{p}/jobs", {"name": "lost", "task": "t", "max_lost": 0})
     child = await api.ok(
         "POST", f"/projects/{p}/jobs", {"name": "child", "task": "t", "depends": [root["id"]]}
     )
     await api.ok("POST", f"/projects/{p}/claim", {"worker_name": "ghost"})
-
-    async def failed() -> bool:
-        return (await api.ok("GET", f"/jobs/{root['id']}"))["status"] == "FAILED"
-
-    await wait_until(failed, timeout=15, what="the reaper to fail the job")
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", root["id"]
+        )
+        assert await conn.fetchval("SELECT wn_reap(1000)") >= 1
+    finally:
+        await conn.close()
     data = await api.ok("GET", f"/jobs/{root['id']}")
-    assert data["error"] == "worker lost"
+    assert data["status"] == "FAILED" and data["error"] == "worker lost: lease expired"
     assert (await api.ok("GET", f"/jobs/{child['id']}"))["status"] == "BLOCKED"
+    events = (await api.ok("GET", f"/jobs/{root['id']}/events"))["events"]
+    assert events[-1]["actor"] == "reaper"
 
 
 async def test_heartbeat_extends_leases_and_requeues_unreceived_jobs(
@@ -335,12 +362,10 @@ async def test_heartbeat_extends_leases_and_requeues_unreceived_jobs(
     assert {j["id"] for j in got["jobs"]} == {a["id"], b["id"]}
     before = (await api.ok("GET", f"/jobs/{a['id']}"))["lease_expires_at"]
 
-    async def released() -> bool:
-        out = await api.ok("POST", f"/workers/{worker['id']}/heartbeat", {"running": [a["id"]]})
-        assert out["cancel"] == []
-        return (await api.ok("GET", f"/jobs/{b['id']}"))["status"] == "PENDING"
-
-    await wait_until(released, timeout=10, interval=0.3, what="the unreceived job to go back to the queue")
+    # grace 0: the worker knows no claim of its is in flight, so b is lost at once.
+    out = await api.ok("POST", f"/workers/{worker['id']}/heartbeat", {"running": [a["id"]], "grace": 0})
+    assert out["cancel"] == []
+    assert (await api.ok("GET", f"/jobs/{b['id']}"))["status"] == "PENDING"
     held = await api.ok("GET", f"/jobs/{a['id']}")
     assert held["status"] == "RUNNING" and held["lease_expires_at"] > before
     listed = (await api.ok("GET", f"/workers?project={p}"))["workers"]
@@ -367,8 +392,6 @@ async def test_cancel_running_job_stops_its_process(
     )
     try:
         await wait_for_file(tmp_path / f"{job['id']}.started")
-        import json
-
         pid = json.loads((tmp_path / f"{job['id']}.started").read_text())["pid"]
         cancelled_at = time.monotonic()
         assert (await api.ok("POST", f"/jobs/{job['id']}/cancel"))["status"] == "RUNNING"

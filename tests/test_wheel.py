@@ -61,6 +61,8 @@ async def test_wheel_installs_and_serves(tmp_path: Path, pg_root_url: str) -> No
     assert Path(where).is_relative_to(env_dir), where
     assert (Path(where) / "sql" / "migrations" / "0001_schema.sql").is_file()
     assert (Path(where) / "sql" / "queries" / "jobs.sql").is_file()
+    assert (Path(where) / "sql" / "functions" / "wn_end_attempts.sql").is_file()
+    assert (Path(where) / "sql" / "migrations" / "RELEASED.sha256").is_file()
 
     url = await create_database(pg_root_url, "wn_wheel")
     port = free_port()
@@ -81,4 +83,4 @@ async def test_wheel_installs_and_serves(tmp_path: Path, pg_root_url: str) -> No
         out = (await asyncio.to_thread(proc.communicate, timeout=20))[0].decode()
         await drop_database(pg_root_url, url)
     assert proc.returncode == 0, out
-    assert "migrations applied" in out
+    assert "schema upgraded" in out and "0005_state_machine" in out

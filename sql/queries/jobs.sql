@@ -1,26 +1,35 @@
 -- name: job_get
 SELECT j.id, j.project_id, p.name AS project, j.name, t.name AS task, j.parameters, j.priority,
        j.status, j.unmet_deps, j.required_cpu, j.required_accelerators, j.required_tags, j.attempt,
-       j.max_attempts, j.retry_delay, j.timeout, j.worker_id, j.worker_name, j.lease_expires_at,
-       j.cancel_requested, j.created_at, j.available_at, j.started_at, j.finished_at, j.exit_code,
-       j.error, j.result, j.log_tail, j.duration, j.blocked_by, j.inputs, j.outputs,
+       j.max_attempts, j.max_lost, j.lost, j.retry_delay, j.timeout, j.worker_id, j.worker_name,
+       j.lease_expires_at, j.cancel_requested, j.created_at, j.available_at, j.eligible_at,
+       j.started_at, j.finished_at, j.exit_code, j.error, j.result, j.log_tail, j.duration,
+       j.blocked_by, j.inputs, j.outputs, j.external_id, j.gpus, j.group_id, g.name AS "group",
        (SELECT coalesce(array_agg(depends_on ORDER BY depends_on), '{}') FROM job_dependencies
          WHERE job_id = j.id) AS depends
   FROM jobs j JOIN tasks t ON t.id = j.task_id JOIN projects p ON p.id = j.project_id
- WHERE j.id = $1;
+  LEFT JOIN job_groups g ON g.id = j.group_id
+ WHERE j.id = :job_id;
 
 -- name: job_list
--- Jobs of a project, newest first, keyset-paginated on id ($4: return ids below this one).
-SELECT j.id, j.name, t.name AS task, j.parameters, j.priority, j.status, j.unmet_deps, j.attempt,
-       j.required_cpu, j.required_accelerators, j.worker_name, j.created_at, j.started_at,
-       j.finished_at, j.exit_code, j.error
-  FROM jobs j JOIN tasks t ON t.id = j.task_id
- WHERE j.project_id = wn_project_id($1)
-   AND ($2::text IS NULL OR j.status = $2)
-   AND ($3::text IS NULL OR t.name = $3)
-   AND ($4::bigint IS NULL OR j.id < $4)
+-- Jobs of a project, newest first, keyset-paginated on id (:before: return ids below this one).
+-- Filters (NULL: any): statuses, task, group (name or id), name (a LIKE pattern), parameters
+-- (the job's contain this JSON object). Without :full, parameters and result are left out (null):
+-- a page stays small whatever the jobs carry.
+SELECT j.id, j.name, t.name AS task, CASE WHEN :full THEN j.parameters END AS parameters, j.priority,
+       j.status, j.unmet_deps, j.attempt, j.required_cpu, j.required_accelerators, j.worker_name,
+       j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, g.name AS "group",
+       CASE WHEN :full THEN j.result END AS result, j.duration
+  FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN job_groups g ON g.id = j.group_id
+ WHERE j.project_id = wn_project_id(:project)
+   AND (:statuses::text[] IS NULL OR j.status = ANY (:statuses::text[]))
+   AND (:task::text IS NULL OR t.name = :task)
+   AND (:group::text IS NULL OR g.name = :group OR g.id::text = :group)
+   AND (:name_like::text IS NULL OR j.name LIKE :name_like)
+   AND (:where_params::jsonb IS NULL OR j.parameters @> :where_params::jsonb)
+   AND (:before::bigint IS NULL OR j.id < :before)
  ORDER BY j.id DESC
- LIMIT $5;
+ LIMIT :limit;
 
 -- name: queue_list
 -- Pending jobs in hand-out order: eligible ones first (priority, then FIFO), then those still
@@ -29,9 +38,9 @@ SELECT j.id, j.name, t.name AS task, j.parameters, j.priority, j.status, j.unmet
        j.required_cpu, j.required_accelerators, j.created_at, j.available_at,
        (j.unmet_deps = 0 AND j.available_at <= now()) AS eligible
   FROM jobs j JOIN tasks t ON t.id = j.task_id
- WHERE j.project_id = wn_project_id($1) AND j.status = 'PENDING'
+ WHERE j.project_id = wn_project_id(:project) AND j.status = 'PENDING'
  ORDER BY (j.unmet_deps = 0 AND j.available_at <= now()) DESC, j.priority DESC, j.id
- LIMIT $2 OFFSET $3;
+ LIMIT :limit OFFSET :offset;
 
 -- name: job_delete
 -- Remove a job that is not running and that no unfinished job depends on.
@@ -40,7 +49,7 @@ WITH target AS (
            EXISTS (SELECT 1 FROM job_dependencies jd JOIN jobs d ON d.id = jd.job_id
                     WHERE jd.depends_on = j.id
                       AND d.status IN ('PENDING', 'RUNNING', 'BLOCKED')) AS has_dependents
-      FROM jobs j WHERE j.id = $2 AND j.project_id = wn_project_id($1)
+      FROM jobs j WHERE j.id = :job_id AND j.project_id = wn_project_id(:project)
       FOR UPDATE
 ), del AS (
     DELETE FROM jobs j USING target t
@@ -51,45 +60,51 @@ SELECT t.id, t.status, t.has_dependents, (SELECT count(*) FROM del) AS deleted F
 
 -- name: queue_clear
 -- Cancel every pending job of a project (the same path as cancelling each one).
-SELECT count(wn_cancel(j.id, 'queue cleared'))
-  FROM (SELECT id FROM jobs WHERE project_id = wn_project_id($1) AND status = 'PENDING'
+SELECT count(wn_cancel(j.id, 'queue cleared', :actor))
+  FROM (SELECT id FROM jobs WHERE project_id = wn_project_id(:project) AND status = 'PENDING'
          ORDER BY id FOR UPDATE) j;
 
 -- name: job_enqueue
-SELECT wn_enqueue($1, $2::jsonb);
+-- Queue a batch (a JSON array of wn_job_entry objects); the new ids in batch order.
+SELECT wn_enqueue(:project, :jobs::jsonb, :actor);
 
 -- name: job_claim
-SELECT * FROM wn_claim($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
+SELECT * FROM wn_claim(:project, :worker_id, :worker_name, :free_cpu, :free_accelerators,
+                       :total_cpu, :total_accelerators, :tags, :max_jobs, :lease_seconds,
+                       :starvation_seconds, :tasks::text[], :with_command);
 
--- name: job_report
-SELECT code, status, message FROM wn_report_one($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9);
+-- name: job_end_attempts
+-- End attempts (reports of workers): one (ord, id, code, status, message) row per entry, in order,
+-- with the job's project and task names and whether this call ended the attempt (for metrics).
+SELECT ord, id, code, status, message, project_name, task_name, changed
+  FROM wn_end_attempts(:changes::jsonb, :actor);
 
--- name: job_report_many
-SELECT id, code, status, message FROM wn_report_many($1::jsonb);
+-- name: job_started
+SELECT code, status, message FROM wn_job_started(:job_id, :attempt, :external_id, :gpus);
 
 -- name: job_cancel
-SELECT wn_cancel($1, $2);
+SELECT wn_cancel(:job_id, :reason, :actor);
 
 -- name: job_retry
-SELECT wn_retry($1);
+SELECT wn_retry(:job_id, :actor);
 
 -- name: job_events
-SELECT status, attempt, worker_id, reason, at FROM job_events WHERE job_id = $1 ORDER BY id;
+SELECT status, attempt, worker_id, reason, actor, at FROM job_events WHERE job_id = :job_id ORDER BY id;
 
 -- name: job_dependencies
 -- Direct upstream and downstream jobs of one job, with their statuses.
 SELECT 'upstream' AS direction, j.id, j.name, j.status
-  FROM job_dependencies jd JOIN jobs j ON j.id = jd.depends_on WHERE jd.job_id = $1
+  FROM job_dependencies jd JOIN jobs j ON j.id = jd.depends_on WHERE jd.job_id = :job_id
 UNION ALL
 SELECT 'downstream', j.id, j.name, j.status
-  FROM job_dependencies jd JOIN jobs j ON j.id = jd.job_id WHERE jd.depends_on = $1
+  FROM job_dependencies jd JOIN jobs j ON j.id = jd.job_id WHERE jd.depends_on = :job_id
 ORDER BY 1 DESC, 2;
 
 -- name: project_graph_nodes
 SELECT j.id, j.name, t.name AS task, j.status, j.priority
-  FROM jobs j JOIN tasks t ON t.id = j.task_id WHERE j.project_id = wn_project_id($1) ORDER BY j.id LIMIT $2;
+  FROM jobs j JOIN tasks t ON t.id = j.task_id WHERE j.project_id = wn_project_id(:project) ORDER BY j.id LIMIT :limit;
 
 -- name: project_graph_edges
 SELECT jd.depends_on AS source, jd.job_id AS target
   FROM job_dependencies jd JOIN jobs j ON j.id = jd.job_id
- WHERE j.project_id = wn_project_id($1) ORDER BY 1, 2 LIMIT $2;
+ WHERE j.project_id = wn_project_id(:project) ORDER BY 1, 2 LIMIT :limit;

@@ -1,25 +1,28 @@
 -- name: project_create
-INSERT INTO projects (name, description) VALUES ($1, $2)
-RETURNING id, name, description, status, created_at, updated_at;
+INSERT INTO projects (name, description, strict_tasks) VALUES ($1, $2, $3)
+RETURNING id, name, description, status, strict_tasks, created_at, updated_at;
 
 -- name: project_get
 -- A project with its job counts by status.
-SELECT p.id, p.name, p.description, p.status, p.created_at, p.updated_at,
+SELECT p.id, p.name, p.description, p.status, p.strict_tasks, p.created_at, p.updated_at,
        (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
           FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id GROUP BY j.status) c)
          AS jobs
   FROM projects p WHERE p.id = wn_project_id($1);
 
 -- name: project_list
-SELECT id, name, description, status, created_at, updated_at
-  FROM projects WHERE ($1::text IS NULL OR status = $1) ORDER BY id;
+SELECT id, name, description, status, strict_tasks, created_at, updated_at
+  FROM projects
+ WHERE (:status::text IS NULL OR status = :status)
+   AND (:projects::bigint[] IS NULL OR id = ANY(:projects))
+ ORDER BY id;
 
 -- name: project_update
 UPDATE projects
    SET name = coalesce($2, name), description = coalesce($3, description),
-       status = coalesce($4, status), updated_at = now()
+       status = coalesce($4, status), strict_tasks = coalesce($5, strict_tasks), updated_at = now()
  WHERE id = wn_project_id($1)
-RETURNING id, name, description, status, created_at, updated_at;
+RETURNING id, name, description, status, strict_tasks, created_at, updated_at;
 
 -- name: project_delete
 DELETE FROM projects WHERE id = wn_project_id($1) RETURNING id;
@@ -31,17 +34,34 @@ SELECT p.id,
        (SELECT extract(epoch FROM min(j.available_at) - now())::float8 FROM jobs j
          WHERE j.project_id = p.id AND j.status = 'PENDING' AND j.unmet_deps = 0
            AND j.available_at > now()) AS next_available_in
-  FROM projects p WHERE p.id = wn_project_id($1);
+  FROM projects p WHERE p.id = wn_project_id(:project);
 
 -- name: project_idle
 -- What a worker that found nothing to claim needs to decide whether to wait or to stop:
--- $2..$4 are its total CPUs, GPUs and tags. `runnable` is whether some pending job with its
--- dependencies met could ever fit it (it may be locked by a concurrent claim, or still delayed).
+-- its total CPUs, GPUs and tags. `runnable` is whether some pending job with its
+-- dependencies met could ever fit it (it may be locked by a concurrent claim, or still delayed),
+-- among the tasks it takes (:tasks, NULL: any; :with_command: only tasks with a command).
+-- `unfit` is the first pending job with its dependencies met that it cannot take, and why.
+WITH mine AS (
+    SELECT t.id FROM tasks t
+     WHERE t.project_id = :project_id AND (:tasks::text[] IS NULL OR t.name = ANY (:tasks::text[]))
+       AND (NOT :with_command OR t.command IS NOT NULL)
+)
 SELECT count(*) FILTER (WHERE status = 'PENDING') AS pending,
        count(*) FILTER (WHERE status = 'RUNNING') AS running,
        count(*) FILTER (WHERE status = 'PENDING' AND unmet_deps = 0 AND available_at > now()) AS delayed,
        EXISTS (SELECT 1 FROM jobs r
-                WHERE r.project_id = $1 AND r.status = 'PENDING' AND r.unmet_deps = 0
-                  AND r.required_cpu <= $2 AND r.required_accelerators <= $3 AND r.required_tags <@ $4)
-         AS runnable
-  FROM jobs WHERE project_id = $1 AND status IN ('PENDING', 'RUNNING');
+                WHERE r.project_id = :project_id AND r.status = 'PENDING' AND r.unmet_deps = 0
+                  AND r.required_cpu <= :total_cpu AND r.required_accelerators <= :total_accelerators
+                  AND r.required_tags <@ :tags AND r.task_id IN (SELECT id FROM mine))
+         AS runnable,
+       (SELECT jsonb_build_object('id', r.id, 'task', t.name, 'cpu', r.required_cpu,
+                                  'gpus', r.required_accelerators, 'tags', r.required_tags,
+                                  'task_taken', r.task_id IN (SELECT id FROM mine),
+                                  'has_command', t.command IS NOT NULL)
+          FROM jobs r JOIN tasks t ON t.id = r.task_id
+         WHERE r.project_id = :project_id AND r.status = 'PENDING' AND r.unmet_deps = 0
+           AND NOT (r.required_cpu <= :total_cpu AND r.required_accelerators <= :total_accelerators
+                    AND r.required_tags <@ :tags AND r.task_id IN (SELECT id FROM mine))
+         ORDER BY r.priority DESC, r.id LIMIT 1) AS unfit
+  FROM jobs WHERE project_id = :project_id AND status IN ('PENDING', 'RUNNING');

@@ -1,13 +1,16 @@
 -- name: worker_register
-INSERT INTO workers (project_id, name, entity, host, pid, cpu, accelerators, tags)
-VALUES (CASE WHEN $1::text IS NULL THEN NULL ELSE wn_project_id($1) END, $2, $3, $4, $5, $6, $7, $8)
+INSERT INTO workers (project_id, name, entity, host, pid, cpu, accelerators, tags, token_id)
+VALUES (CASE WHEN :project::text IS NULL THEN NULL ELSE wn_project_id(:project) END, :name, :entity,
+        :host, :pid, :cpu, :accelerators, :tags, :token_id)
 RETURNING id, project_id, name, entity, host, pid, cpu, accelerators, tags, status, registered_at, last_seen;
 
 -- name: worker_heartbeat
-SELECT wn_heartbeat($1, $2, $3, $4);
+-- Extend the worker's leases; the ids of its jobs to cancel.
+SELECT wn_heartbeat(:worker_id, :lease_seconds, :running, :grace);
 
 -- name: worker_deregister
-SELECT wn_deregister($1);
+-- The worker leaves; how many jobs it still held (back to the queue as lost).
+SELECT wn_deregister(:worker_id);
 
 -- name: worker_list
 SELECT w.id, w.project_id, w.name, w.entity, w.host, w.pid, w.cpu, w.accelerators, w.tags, w.status,
@@ -16,9 +19,12 @@ SELECT w.id, w.project_id, w.name, w.entity, w.host, w.pid, w.cpu, w.accelerator
        coalesce(sum(j.required_cpu), 0)::int AS used_cpu,
        coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators
   FROM workers w LEFT JOIN jobs j ON j.worker_id = w.id AND j.status = 'RUNNING'
- WHERE ($1::text IS NULL OR w.project_id = wn_project_id($1))
-   AND ($2::text IS NULL OR w.status = $2)
+ WHERE (:project::text IS NULL OR w.project_id = wn_project_id(:project))
+   AND (:status::text IS NULL OR w.status = :status)
+   AND (:projects::bigint[] IS NULL OR w.project_id = ANY(:projects))
  GROUP BY w.id ORDER BY w.id;
 
 -- name: reap
-SELECT wn_reap($1);
+-- One sweep of the lease reaper (at most :batch jobs): how many jobs it handled, by project, task
+-- and resulting status (no rows if another server holds it).
+SELECT project_name, task_name, status, jobs FROM wn_reap_jobs(:batch);

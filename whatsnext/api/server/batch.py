@@ -1,4 +1,5 @@
-"""Turn submitted jobs into the normalised batch that ``wn_enqueue`` inserts.
+"""Turn submitted jobs into the normalised batch that ``wn_enqueue`` inserts: one
+``wn_job_entry`` object per job, each field mapped by name (``whatsnext.models.JOB_ENTRY_FIELDS``).
 
 Dependencies may be job ids, the seed's mapping ``{id: name}``, or (inside a batch) the name of
 another job of the same batch. Names are resolved here, and cycles among the batch's own jobs are
@@ -22,7 +23,10 @@ def _dep_refs(job: JobCreate) -> list[int | str]:
     return list(deps)
 
 
-def normalise(jobs: list[JobCreate]) -> list[dict[str, Any]]:
+def normalise(
+    jobs: list[JobCreate], group_ids: dict[str, int] | None = None, group: str | None = None
+) -> list[dict[str, Any]]:
+    """``group_ids``: the ids of the jobs' groups by name; ``group``: the batch's (a job's own wins)."""
     by_name: dict[str, list[int]] = {}
     for i, job in enumerate(jobs, start=1):
         by_name.setdefault(job.name, []).append(i)
@@ -57,25 +61,25 @@ def normalise(jobs: list[JobCreate]) -> list[dict[str, Any]]:
                     {"field": field, "dependency": ref},
                 )
         edges[i] = sorted(dep_idx)
-        out.append(
-            {
-                "idx": i,
-                "name": job.name,
-                "task": job.task,
-                "parameters": job.parameters,
-                "priority": job.priority,
-                "required_cpu": job.required_cpu,
-                "required_accelerators": job.required_accelerators,
-                "required_tags": job.required_tags,
-                "max_attempts": job.max_attempts,
-                "retry_delay": job.retry_delay,
-                "timeout": job.timeout,
-                "inputs": job.inputs,
-                "outputs": job.outputs,
-                "dep_ids": sorted(dep_ids) or None,
-                "dep_idx": sorted(dep_idx) or None,
-            }
-        )
+        entry = {
+            "name": job.name,
+            "task": job.task,
+            "parameters": job.parameters,
+            "priority": job.priority,
+            "required_cpu": job.required_cpu,
+            "required_accelerators": job.required_accelerators,
+            "required_tags": job.required_tags,
+            "max_attempts": job.max_attempts,
+            "max_lost": job.max_lost,
+            "retry_delay": job.retry_delay,
+            "timeout": job.timeout,
+            "dep_ids": sorted(dep_ids) or None,
+            "dep_idx": sorted(dep_idx) or None,
+            "inputs": job.inputs,
+            "outputs": job.outputs,
+            "group_id": (group_ids or {}).get(job.group or group or ""),
+        }
+        out.append(entry)
     cycle = find_cycle(edges)
     if cycle:
         names = " -> ".join(jobs[i - 1].name for i in cycle)

@@ -1,17 +1,17 @@
-"""The database: embedded PostgreSQL when no URL is given, migrations, and the asyncpg pool."""
+"""The database: embedded PostgreSQL when no URL is given, and the asyncpg pool (the schema: schema.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import warnings
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import orjson
 import structlog
-
-from .sql import migrations_dir
 
 log = structlog.get_logger("whatsnext.db")
 
@@ -42,28 +42,6 @@ class EmbeddedPostgres:
             self._server = None
 
 
-def yoyo_url(url: str) -> str:
-    for scheme in ("postgresql://", "postgres://"):
-        if url.startswith(scheme):
-            return "postgresql+psycopg://" + url[len(scheme) :]
-    return url
-
-
-def apply_migrations(url: str) -> list[str]:
-    """Apply pending migrations from ``sql/migrations`` (synchronous; yoyo takes a lock)."""
-    from yoyo import get_backend, read_migrations
-
-    backend = get_backend(yoyo_url(url))
-    try:
-        migrations = read_migrations(str(migrations_dir()))
-        with backend.lock():
-            pending = backend.to_apply(migrations)
-            backend.apply_migrations(pending)
-        return [m.id for m in pending]
-    finally:
-        backend.connection.close()
-
-
 def _encode_json(value: Any) -> str:
     # jsonb parameters are passed already encoded (str) by the queries that take them.
     return value if isinstance(value, str) else orjson.dumps(value).decode()
@@ -81,7 +59,13 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     (no SET, no LISTEN, no session-level advisory locks, no open transaction after a request)."""
 
 
-async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncpg.Pool:
+async def create_pool(
+    url: str, min_size: int = 2, max_size: int = 10, *, pooler: str = "session"
+) -> asyncpg.Pool:
+    """The request pool. Behind a transaction pooler (``pooler="transaction"``, e.g. PgBouncer in
+    transaction mode) it prepares no named statements: consecutive statements of one connection
+    may reach different server sessions there."""
+    transaction = pooler == "transaction"
     return await asyncpg.create_pool(
         url,
         min_size=min_size,
@@ -89,7 +73,8 @@ async def create_pool(url: str, min_size: int = 2, max_size: int = 10) -> asyncp
         init=_init_connection,
         reset=_keep_session,
         command_timeout=60,
-        server_settings={"application_name": "whatsnext"},
+        statement_cache_size=0 if transaction else 100,
+        server_settings={"application_name": "whatsnext"},  # PgBouncer tracks application_name
     )
 
 
@@ -121,3 +106,56 @@ def redact(url: str) -> str:
     creds, host = rest.rsplit("@", 1)
     user = creds.split(":", 1)[0]
     return f"{scheme}://{user}@{host}"
+
+
+# ---------------------------------------------------------------- poolers
+
+POOLER_HINT = (
+    "PostgreSQL is reached through a transaction pooler (e.g. PgBouncer with pool_mode = transaction): "
+    "start the server with --pooler transaction and --direct-database-url (a URL that bypasses the pooler)"
+)
+"""What to do when the server finds a transaction pooler it was not told about."""
+SELFTEST_CHANNEL = "whatsnext_selftest"
+
+
+class DatabaseSetupError(RuntimeError):
+    """The database connection cannot serve requests as configured; the message says what to change."""
+
+
+Subscribe = Callable[[str, Callable[[str], None]], Awaitable[Callable[[], None]]]
+
+
+async def notify_self_test(pool: asyncpg.Pool, subscribe: Subscribe, timeout: float = 5.0) -> float:
+    """Check that a NOTIFY sent through the request pool reaches the LISTEN connection.
+
+    ``subscribe`` is the hub's: LISTEN on its connection. Returns the seconds the round trip took;
+    raises :class:`DatabaseSetupError` naming ``--pooler transaction`` when the notification does not
+    arrive within ``timeout`` (LISTEN through a transaction pooler hears nothing) or when the pool
+    cannot run a statement for want of a session.
+    """
+    token = secrets.token_hex(8)
+    loop = asyncio.get_running_loop()
+    heard: asyncio.Future[None] = loop.create_future()
+
+    def on_payload(payload: str) -> None:
+        if payload == token and not heard.done():
+            heard.set_result(None)
+
+    unsubscribe = await subscribe(SELFTEST_CHANNEL, on_payload)
+    started = loop.time()
+    try:
+        try:
+            # A literal statement (simple protocol): no prepared statement, whatever the pooler.
+            await pool.execute(f"NOTIFY {SELFTEST_CHANNEL}, '{token}'")
+        except (asyncpg.InvalidSQLStatementNameError, asyncpg.DuplicatePreparedStatementError) as exc:
+            raise DatabaseSetupError(f"{POOLER_HINT} ({exc})") from exc
+        try:
+            await asyncio.wait_for(asyncio.shield(heard), timeout)
+        except TimeoutError:
+            raise DatabaseSetupError(
+                f"a NOTIFY sent through the database pool did not reach the LISTEN connection within "
+                f"{timeout:g} s, so waiting workers would never be woken. {POOLER_HINT}"
+            ) from None
+        return loop.time() - started
+    finally:
+        unsubscribe()

@@ -7,8 +7,10 @@ from aiohttp import web
 
 from .config import Settings
 from .notify import NotifyHub
+from .store import Store
 
 settings_key = web.AppKey("settings", Settings)
 pool_key = web.AppKey("pool", asyncpg.Pool)
 hub_key = web.AppKey("hub", NotifyHub)
 database_key = web.AppKey("database", str)
+store_key = web.AppKey("store", Store)

@@ -1,10 +1,17 @@
 """One LISTEN connection per server process, waking in-process long-poll waiters per project.
 
-SQL functions send ``NOTIFY whatsnext_jobs, '<project_id>:<count>'`` in the transaction that made
-``count`` jobs eligible. The hub wakes up to ``count`` waiters of that project (first come, first
-served). A woken waiter that finds nothing to claim passes the wake-up on to the next one, at most
-once around the queue, so a job that one worker cannot take still reaches one that can.
-After the LISTEN connection drops, the hub reconnects with backoff and wakes every waiter once.
+SQL functions announce jobs on ``whatsnext_jobs`` in the transaction that made them eligible,
+through one SQL helper (``wn_notify_jobs``); :meth:`JobsEvent.parse` reads the payload: how many
+jobs, the smallest CPU/GPU need among them and the tags all of them need (count 0: a job of the
+project finished).
+
+A waiting claim registers what it could take (its free CPUs and GPUs, its tags). An event wakes
+up to ``count`` waiters of the project that could take such a job, first come first served, and
+none when no waiter could: a job nobody fits costs no claim. Every server process hears every
+event, so with S servers a job costs at most S claims. A woken claim that finds nothing (another
+server's waiter was faster) does not pass the wake-up on; only a waiter whose worker went away
+hands its wake-up to the next waiter that fits. After the LISTEN connection drops, the hub
+reconnects with backoff and wakes every waiter once.
 
 Other channels (``whatsnext_logs``) are listened to on the same connection once something
 subscribes to them (:meth:`NotifyHub.subscribe`); subscribers get each payload, and an empty
@@ -15,26 +22,83 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import asyncpg
+import orjson
 import structlog
 
 log = structlog.get_logger("whatsnext.notify")
 
 CHANNEL = "whatsnext_jobs"
-CLOSED = -1
-FINISHED = -2
+
+
+@dataclass(frozen=True, slots=True)
+class JobsEvent:
+    """A notification on ``whatsnext_jobs``."""
+
+    project_id: int
+    count: int
+    """Jobs that became eligible; 0: a job of the project finished."""
+    tag: str | None = None
+    cpu: int = 0
+    """CPUs the smallest of those jobs needs."""
+    gpus: int = 0
+    tags: frozenset[str] = frozenset()
+    """Tags every one of those jobs needs."""
+
+    @classmethod
+    def parse(cls, payload: str) -> JobsEvent | None:
+        try:
+            data = orjson.loads(payload)
+            return cls(
+                project_id=int(data["p"]),
+                count=int(data["n"]),
+                tag=data.get("t"),
+                cpu=int(data.get("c") or 0),
+                gpus=int(data.get("g") or 0),
+                tags=frozenset(data.get("tags") or ()),
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            return None
+
+    @property
+    def finished(self) -> bool:
+        return self.count == 0
+
+    def fits(self, waiter: Waiter) -> bool:
+        return self.cpu <= waiter.cpu and self.gpus <= waiter.gpus and self.tags <= waiter.tags
+
+    def again(self) -> JobsEvent:
+        """The same wake-up, for one more waiter (its first one went away)."""
+        return JobsEvent(self.project_id, 1, self.tag, self.cpu, self.gpus, self.tags)
+
+
+CLOSED = JobsEvent(0, -1, "closed")
+"""Wake-up value at shutdown: answer now."""
+FINISHED = JobsEvent(0, 0, "finished")
 """Wake-up value for idle watchers: a job of the project finished."""
+LOOK = JobsEvent(0, 1, "look")
+"""Wake-up value after a reconnect: notifications may have been missed, look again."""
+
+
+@dataclass(eq=False, slots=True)
+class Waiter:
+    """A waiting claim: what it could take, and the future its wake-up resolves."""
+
+    future: asyncio.Future[JobsEvent]
+    cpu: int
+    gpus: int
+    tags: frozenset[str]
+    idle: bool = False
 
 
 class NotifyHub:
     def __init__(self, dsn: str) -> None:
         self._dsn = dsn
         self._conn: asyncpg.Connection | None = None
-        self._waiters: dict[int, deque[asyncio.Future[int]]] = {}
-        self._idle: dict[int, set[asyncio.Future[int]]] = {}
+        self._waiters: dict[int, list[Waiter]] = {}
         self._reconnect_task: asyncio.Task[None] | None = None
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
         self._listen_lock = asyncio.Lock()
@@ -82,7 +146,7 @@ class NotifyHub:
             self.reconnects += 1
             log.info("LISTEN connection restored; waking every waiter")
             self.generation += 1
-            self.wake_all()
+            self.wake_all(LOOK)
             for channel in list(self._subscribers):
                 self._dispatch(None, 0, channel, "")
             return
@@ -138,89 +202,96 @@ class NotifyHub:
 
     def _on_notify(self, conn: asyncpg.Connection, pid: int, channel: str, payload: str) -> None:
         self.generation += 1
-        project, _, rest = payload.partition(":")
-        count = rest.split(":", 1)[0]  # '<project>:<count>[:<tag>]'
-        try:
-            project_id, n = int(project), int(count or 1)
-        except ValueError:
+        event = JobsEvent.parse(payload)
+        if event is None:
             log.warning("ignoring malformed notification", payload=payload)
-            return
-        if n > 0:
-            self.wake(project_id, n)
+        elif event.finished:
+            self.wake_idle(event.project_id)
         else:
-            self.wake_idle(project_id)
+            self.wake(event)
 
-    def wake(self, project_id: int, n: int, hops: int | None = None) -> int:
-        """Wake up to ``n`` waiters of a project; each may pass its wake-up on ``hops`` times."""
-        queue = self._waiters.get(project_id)
-        if not queue:
+    def wake(self, event: JobsEvent) -> int:
+        """Wake up to ``event.count`` waiters of its project that could take such a job."""
+        waiters = self._waiters.get(event.project_id)
+        if not waiters:
             return 0
-        if hops is None:
-            hops = len(queue)
         woken = 0
-        while queue and woken < n:
-            fut = queue.popleft()
-            if not fut.done():
-                fut.set_result(hops)
+        keep: list[Waiter] = []
+        for waiter in waiters:
+            if woken < event.count and not waiter.future.done() and event.fits(waiter):
+                waiter.future.set_result(event)
                 woken += 1
-        if not queue:
-            self._waiters.pop(project_id, None)
+            elif not waiter.future.done():
+                keep.append(waiter)
+        if keep:
+            self._waiters[event.project_id] = keep
+        else:
+            self._waiters.pop(event.project_id, None)
         return woken
 
     def wake_idle(self, project_id: int) -> int:
         """Wake the waiters that asked to hear when a job of the project finishes."""
-        watchers = self._idle.pop(project_id, None)
         woken = 0
-        for fut in watchers or ():
-            if not fut.done():
-                fut.set_result(FINISHED)
+        for waiter in self._waiters.get(project_id, ()):
+            if waiter.idle and not waiter.future.done():
+                waiter.future.set_result(FINISHED)
                 woken += 1
         return woken
 
-    def wake_all(self, value: int = 0) -> None:
+    def wake_all(self, value: JobsEvent = LOOK) -> None:
         waiters, self._waiters = self._waiters, {}
-        self._idle = {}
         for queue in waiters.values():
-            for fut in queue:
-                if not fut.done():
-                    fut.set_result(value)
+            for waiter in queue:
+                if not waiter.future.done():
+                    waiter.future.set_result(value)
 
     def waiting(self, project_id: int | None = None) -> int:
         if project_id is not None:
             return len(self._waiters.get(project_id, ()))
         return sum(len(q) for q in self._waiters.values())
 
-    async def wait(self, project_id: int, timeout: float, idle: bool = False) -> int | None:
-        """Wait for a wake-up: the hops it may be passed on, CLOSED at shutdown, None on timeout.
-
-        With ``idle``, a job of the project finishing (count-0 notification) also wakes this waiter.
-        """
+    async def wait(
+        self,
+        project_id: int,
+        timeout: float,
+        *,
+        cpu: int = 0,
+        gpus: int = 0,
+        tags: frozenset[str] = frozenset(),
+        idle: bool = False,
+    ) -> JobsEvent | None:
+        """Wait for a wake-up for a job this claim could take (``cpu``/``gpus`` free, ``tags``):
+        the event, CLOSED at shutdown, FINISHED (with ``idle``) when a job of the project
+        finished, LOOK after a reconnect, None on timeout."""
         if self.closing:
             return CLOSED
-        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._waiters.setdefault(project_id, deque()).append(fut)
-        if idle:
-            self._idle.setdefault(project_id, set()).add(fut)
+        waiter = Waiter(asyncio.get_running_loop().create_future(), cpu, gpus, tags, idle)
+        self._waiters.setdefault(project_id, []).append(waiter)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            return await asyncio.wait_for(waiter.future, timeout)
         except TimeoutError:
             return None
         except asyncio.CancelledError:
             # The request went away; a wake-up it had already received goes to the next waiter.
-            if fut.done() and not fut.cancelled() and fut.result() > 0:
-                self.wake(project_id, 1, fut.result() - 1)
+            self.pass_on(waiter.future)
             raise
         finally:
-            if not fut.done():
-                fut.cancel()
+            if not waiter.future.done():
+                waiter.future.cancel()
             queue = self._waiters.get(project_id)
-            if queue is not None and fut in queue:
-                queue.remove(fut)
+            if queue is not None and waiter in queue:
+                queue.remove(waiter)
                 if not queue:
                     self._waiters.pop(project_id, None)
-            if idle:
-                watchers = self._idle.get(project_id)
-                if watchers is not None:
-                    watchers.discard(fut)
-                    if not watchers:
-                        self._idle.pop(project_id, None)
+
+    def pass_on(self, future: asyncio.Future[JobsEvent]) -> None:
+        """A woken claim whose worker went away: its wake-up goes to the next waiter that fits."""
+        if future.done() and not future.cancelled():
+            event = future.result()
+            if event.count > 0 and event.project_id > 0:
+                self.wake(event.again())
+
+    def hand_on(self, event: JobsEvent) -> None:
+        """As :meth:`pass_on`, for an event already taken out of its future."""
+        if event.count > 0 and event.project_id > 0:
+            self.wake(event.again())

@@ -12,10 +12,9 @@ from urllib.parse import unquote, urlsplit
 from aiohttp import web
 
 from ..errors import ApiError, check_attempt_outcome, not_found
-from ..http import dumps_json, json_response, parse_body, path_id, query_int, records
-from ..keys import pool_key
+from ..http import json_response, parse_body, path_id, query_int
+from ..keys import store_key
 from ..schemas_logs import ArtifactBatch, ArtifactList, ArtifactMatches, ArtifactsRecorded
-from ..sql import Q
 from . import routes
 
 DIRECTIONS = {"in": "in", "out": "out", "any": None}
@@ -56,7 +55,7 @@ async def record_artifacts(request: web.Request) -> web.Response:
     attempt = query_int(request, "attempt", None, 1, 2**31 - 1)
     items = (await parse_body(request, ArtifactBatch)).root
     payload = [{**a.model_dump(mode="json"), "uri": canonical_uri(a.uri)} for a in items]
-    row = await request.app[pool_key].fetchrow(Q.artifact_record, job_id, dumps_json(payload), attempt)
+    row = await request.app[store_key].artifacts.record(job_id=job_id, items=payload, attempt=attempt)
     check_attempt_outcome(row)
     return json_response({"id": job_id, "status": row["status"], "recorded": row["recorded"]})
 
@@ -70,10 +69,10 @@ async def record_artifacts(request: web.Request) -> web.Response:
 )
 async def job_artifacts(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
-    rows = await request.app[pool_key].fetch(Q.artifact_list, job_id)
-    if not rows:
+    rows = await request.app[store_key].artifacts.of_job(job_id=job_id)
+    if rows is None:
         raise not_found("job", job_id, "job_id")
-    return json_response({"artifacts": [dict(r) for r in rows if r["id"] is not None]})
+    return json_response({"artifacts": rows})
 
 
 @routes.route(
@@ -92,14 +91,14 @@ async def job_artifacts(request: web.Request) -> web.Response:
 async def find_artifacts(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 1000)
     uri = request.query.get("uri") or None
-    pool = request.app[pool_key]
+    artifacts = request.app[store_key].artifacts
     project = request.match_info["project"]
     if uri is not None:
         direction = _direction(request, "out")
-        rows = await pool.fetch(Q.artifact_find, project, canonical_uri(uri), direction, limit)
-        return json_response({"artifacts": records(rows), "next_before": None})
+        rows = await artifacts.find(project=project, uri=canonical_uri(uri), direction=direction, limit=limit)
+        return json_response({"artifacts": rows, "next_before": None})
     direction = _direction(request, None)
     before = query_int(request, "before", None, 1)
-    rows = await pool.fetch(Q.artifact_recent, project, direction, before, limit)
+    rows = await artifacts.recent(project=project, direction=direction, before=before, limit=limit)
     next_before = rows[-1]["id"] if len(rows) == limit else None
-    return json_response({"artifacts": records(rows), "next_before": next_before})
+    return json_response({"artifacts": rows, "next_before": next_before})

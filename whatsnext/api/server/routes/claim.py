@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-import asyncpg
+import orjson
+import pydantic
 from aiohttp import web
 
-from ..errors import check_attempt_outcome
-from ..http import dumps_json, json_response, parse_body, path_id, records
-from ..keys import hub_key, pool_key, settings_key
-from ..notify import CLOSED, FINISHED
+from ....models import outcome_of
+from ..auth import refused_jobs
+from ..errors import bad_request, check_attempt_outcome, invalid, validation_details
+from ..http import MAX_ID, actor, json_response, parse_body, path_id
+from ..keys import hub_key, settings_key, store_key
+from ..metrics import Metrics, metrics_key
+from ..notify import CLOSED, FINISHED, JobsEvent
 from ..schemas import (
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
     FailRequest,
+    Report,
     ReportBatch,
     ReportBatchOut,
     ReportOut,
+    StartedRequest,
 )
-from ..sql import Q
+from ..store import Store
+from ..store.jobs import AttemptEnd
 from . import routes
 
 EMPTY = b'{"jobs":[]}'
+MAX_REPORTS = 10_000
+WAITING_FULL_RETRY = 5
+"""Seconds a claim refused for lack of room to wait is asked to wait before it asks again."""
 
 
 def _gone(request: web.Request) -> bool:
@@ -32,16 +43,34 @@ def _gone(request: web.Request) -> bool:
 
 
 async def _nothing(
-    pool: asyncpg.Pool, key: str, project_id: int | None, idle: bool, args: tuple
+    store: Store, key: str, project_id: int | None, idle: bool, body: ClaimRequest
 ) -> web.Response:
     """The answer when there is nothing to hand out (with what is pending and running, if asked)."""
     if not idle:
         return web.Response(body=EMPTY, content_type="application/json")
-    async with pool.acquire() as conn:
-        if project_id is None:
-            project_id = (await conn.fetchrow(Q.project_resolve, key))["id"]
-        row = await conn.fetchrow(Q.project_idle, project_id, args[5], args[6], args[7])
-    return json_response({"jobs": [], "idle": dict(row)})
+    if project_id is None:
+        project_id = (await store.projects.resolve(project=key))["id"]
+    row = await _idle(store, project_id, body)
+    return json_response({"jobs": [], "idle": row})
+
+
+async def _idle(store: Store, project_id: int, body: ClaimRequest) -> dict[str, Any]:
+    return await store.projects.idle(
+        project_id=project_id,
+        total_cpu=_total_cpu(body),
+        total_accelerators=_total_accelerators(body),
+        tags=body.tags,
+        tasks=body.tasks,
+        with_command=body.with_command,
+    )
+
+
+def _total_cpu(body: ClaimRequest) -> int:
+    return body.total_cpu if body.total_cpu is not None else body.free_cpu
+
+
+def _total_accelerators(body: ClaimRequest) -> int:
+    return body.total_accelerators if body.total_accelerators is not None else body.free_accelerators
 
 
 @routes.route(
@@ -55,87 +84,99 @@ async def _nothing(
 async def claim(request: web.Request) -> web.Response:
     body = await parse_body(request, ClaimRequest)
     app = request.app
-    pool, hub, settings = app[pool_key], app[hub_key], app[settings_key]
+    store, hub, settings = app[store_key], app[hub_key], app[settings_key]
     key = request.match_info["project"]
-    args = (
-        key,
-        body.worker_id,
-        body.worker_name,
-        body.free_cpu,
-        body.free_accelerators,
-        body.total_cpu if body.total_cpu is not None else body.free_cpu,
-        body.total_accelerators if body.total_accelerators is not None else body.free_accelerators,
-        body.tags,
-        body.max_jobs,
-        settings.lease_seconds,
-        settings.starvation_seconds,
-    )
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait, settings.max_wait)
     project_id: int | None = None
-    hops = 0
+    tags = frozenset(body.tags)
+    woken: JobsEvent | None = None
     while True:
-        if project_id is not None and _gone(request):
-            # The worker gave up waiting: claiming now would hand jobs to nobody. A wake-up it
-            # received goes to the next waiter.
-            if hops > 0:
-                hub.wake(project_id, 1, hops - 1)
+        if woken is not None and _gone(request):
+            # The worker gave up waiting: claiming now would hand jobs to nobody. The wake-up it
+            # received goes to the next waiter that fits.
+            hub.hand_on(woken)
             return web.Response(body=EMPTY, content_type="application/json")
         generation = hub.generation
-        rows = await pool.fetch(Q.job_claim, *args)
+        rows = await store.jobs.claim(
+            project=key,
+            worker_id=body.worker_id,
+            worker_name=body.worker_name,
+            free_cpu=body.free_cpu,
+            free_accelerators=body.free_accelerators,
+            total_cpu=_total_cpu(body),
+            total_accelerators=_total_accelerators(body),
+            tags=body.tags,
+            max_jobs=body.max_jobs,
+            lease_seconds=settings.lease_seconds,
+            starvation_seconds=settings.starvation_seconds,
+            tasks=body.tasks,
+            with_command=body.with_command,
+        )
         if rows:
-            return json_response({"jobs": records(rows)})
-        if hops > 0 and project_id is not None:
-            hub.wake(project_id, 1, hops - 1)  # not for us: pass the wake-up on
+            await app[metrics_key].jobs_claimed(request, key, rows, settings.lease_seconds)
+            return json_response({"jobs": rows})
+        # Found nothing although woken: another claim (here or on another server) was faster.
+        # The wake-up is not passed on: each server woke its own fitting waiter for that job.
+        woken = None
         remaining = deadline - loop.time()
         if remaining <= 0 or hub.closing:
-            return await _nothing(pool, key, project_id, body.idle_summary, args)
-        info = await pool.fetchrow(Q.project_resolve, key)
+            return await _nothing(store, key, project_id, body.idle_summary, body)
+        info = await store.projects.resolve(project=key)
         project_id = info["id"]
         timeout = remaining
         if info["next_available_in"] is not None:
             timeout = max(0.0, min(timeout, info["next_available_in"] + 0.005))
         if hub.generation != generation:
-            hops = 0
+            woken = None
             continue  # something changed while we looked: look again before sleeping
         if body.idle_summary:
-            idle = await pool.fetchrow(Q.project_idle, project_id, args[5], args[6], args[7])
+            idle = await _idle(store, project_id, body)
             if not idle["running"] and not idle["runnable"]:
                 # Nothing runs and nothing this worker could take: waiting would change nothing.
-                return json_response({"jobs": [], "idle": dict(idle)})
+                return json_response({"jobs": [], "idle": idle})
             if hub.generation != generation:
                 continue
-        woken = await hub.wait(project_id, timeout, idle=body.idle_summary)
-        if woken == CLOSED:
-            return await _nothing(pool, key, project_id, body.idle_summary, args)
-        if woken == FINISHED:
+        if hub.waiting() >= settings.max_waiting_claims:
+            # As many claims wait here as this server takes: the worker comes back later.
+            body_out = {"jobs": [], "retry_after": WAITING_FULL_RETRY}
+            return web.Response(
+                body=orjson.dumps(body_out),
+                content_type="application/json",
+                headers={"Retry-After": str(WAITING_FULL_RETRY)},
+            )
+        Metrics.claim_waits(request)
+        woken = await hub.wait(
+            project_id,
+            timeout,
+            cpu=body.free_cpu,
+            gpus=body.free_accelerators,
+            tags=tags,
+            idle=body.idle_summary,
+        )
+        if woken is CLOSED:
+            return await _nothing(store, key, project_id, body.idle_summary, body)
+        if woken is None and timeout >= remaining:
+            # The whole wait passed without a wake-up for a job this claim could take: looking
+            # again would find nothing (a missed notification wakes every waiter at reconnect).
+            return await _nothing(store, key, project_id, body.idle_summary, body)
+        if woken is FINISHED:
             deadline = loop.time()  # claim once more, then tell the worker what is left
-        hops = woken if woken is not None and woken > 0 else 0
 
 
-async def _report(
-    request: web.Request,
-    outcome: str,
-    attempt: int,
-    exit_code: int | None,
-    result: str | None,
-    error: str | None,
-    log: str | None,
-    duration: float | None,
-    requeue: bool,
-) -> web.Response:
+async def _end_one(request: web.Request, change: AttemptEnd) -> web.Response:
     job_id = path_id(request, "job_id")
-    row = await request.app[pool_key].fetchrow(
-        Q.job_report, job_id, attempt, outcome, exit_code, result, error, log, duration, requeue
-    )
-    check_attempt_outcome(row)
-    return json_response({"id": job_id, "status": row["status"]})
+    change["id"] = job_id
+    rows = await request.app[store_key].jobs.end_attempts([change], actor=actor(request))
+    request.app[metrics_key].attempts_ended([change], rows)
+    check_attempt_outcome(rows[0])
+    return json_response({"id": job_id, "status": rows[0]["status"]})
 
 
 @routes.route(
     "POST",
     "/jobs/{job_id}/complete",
-    "Report an attempt's success",
+    "Report an attempt's success (reporting it again answers the recorded status)",
     tag="workers",
     body=CompleteRequest,
     response=ReportOut,
@@ -143,16 +184,16 @@ async def _report(
 )
 async def complete(request: web.Request) -> web.Response:
     b = await parse_body(request, CompleteRequest)
-    return await _report(
+    return await _end_one(
         request,
-        "COMPLETED",
-        b.attempt,
-        b.exit_code,
-        None if b.result is None else dumps_json(b.result),
-        None,
-        b.log,
-        b.duration,
-        False,
+        {
+            "attempt": b.attempt,
+            "outcome": "COMPLETED",
+            "exit_code": b.exit_code,
+            "result": b.result,
+            "log": b.log,
+            "duration": b.duration,
+        },
     )
 
 
@@ -167,29 +208,109 @@ async def complete(request: web.Request) -> web.Response:
 )
 async def fail(request: web.Request) -> web.Response:
     b = await parse_body(request, FailRequest)
-    return await _report(
+    return await _end_one(
         request,
-        "CANCELLED" if b.cancelled else "FAILED",
-        b.attempt,
-        b.exit_code,
-        None,
-        b.error,
-        b.log,
-        b.duration,
-        b.requeue,
+        {
+            "attempt": b.attempt,
+            "outcome": outcome_of("CANCELLED" if b.cancelled else "FAILED", b.requeue),
+            "exit_code": b.exit_code,
+            "error": b.error,
+            "log": b.log,
+            "duration": b.duration,
+            "retryable": b.retryable,
+        },
     )
+
+
+def _change(report: Report) -> AttemptEnd:
+    return {
+        "id": report.id,
+        "attempt": report.attempt,
+        "outcome": outcome_of(report.status, report.requeue),
+        "exit_code": report.exit_code,
+        "result": report.result,
+        "error": report.error,
+        "log": report.log,
+        "duration": report.duration,
+        "retryable": report.retryable,
+    }
 
 
 @routes.route(
     "POST",
     "/jobs/reports",
-    "Report several attempts in one round trip",
+    "Report several attempts in one round trip; each entry gets its own answer",
     tag="workers",
     body=ReportBatch,
     response=ReportBatchOut,
     errors=(400, 422),
 )
 async def report_many(request: web.Request) -> web.Response:
-    await parse_body(request, ReportBatch)  # validates; the database reads the same JSON
-    rows = await request.app[pool_key].fetch(Q.job_report_many, (await request.read()).decode())
-    return json_response({"results": records(rows)})
+    """Entries are validated one by one: an invalid entry is answered 422 in its place and never
+    holds back the others."""
+    raw = await request.read()
+    try:
+        entries = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise bad_request("the body is not valid JSON", "body") from None
+    if not isinstance(entries, list) or not entries:
+        raise invalid("the body must be a non-empty JSON array of reports", "body")
+    if len(entries) > MAX_REPORTS:
+        raise invalid(f"at most {MAX_REPORTS} reports per batch, got {len(entries)}", "body")
+    results: list[dict[str, Any] | None] = [None] * len(entries)
+    changes: list[AttemptEnd] = []
+    positions: list[int] = []
+    for i, entry in enumerate(entries):
+        try:
+            report = Report.model_validate(entry)
+        except pydantic.ValidationError as exc:
+            first = validation_details(exc, (i,))[0]
+            job_id = entry.get("id") if isinstance(entry, dict) else None
+            results[i] = {
+                "id": job_id if isinstance(job_id, int) and 0 < job_id <= MAX_ID else None,
+                "code": 422,
+                "status": None,
+                "message": f"{first['field']}: {first['message']}",
+            }
+            continue
+        changes.append(_change(report))
+        positions.append(i)
+    refused = await refused_jobs(request, [c["id"] for c in changes])
+    if refused:
+        kept = [(c, i) for c, i in zip(changes, positions, strict=True) if c["id"] not in refused]
+        for c, i in zip(changes, positions, strict=True):
+            if c["id"] in refused:
+                message = f"job {c['id']} is not held by a worker registered with this token"
+                results[i] = {"id": c["id"], "code": 403, "status": None, "message": message}
+        changes, positions = [c for c, _ in kept], [i for _, i in kept]
+    if changes:
+        rows = await request.app[store_key].jobs.end_attempts(changes, actor=actor(request))
+        request.app[metrics_key].attempts_ended(changes, rows)
+        for row in rows:
+            results[positions[row["ord"] - 1]] = {
+                "id": row["id"],
+                "code": row["code"],
+                "status": row["status"],
+                "message": row["message"],
+            }
+    return json_response({"results": results})
+
+
+@routes.route(
+    "POST",
+    "/jobs/{job_id}/started",
+    "Say how an attempt started: its handle outside the worker (a SLURM job, a RUN:AI workload) "
+    "and its GPU ids",
+    tag="workers",
+    body=StartedRequest,
+    response=ReportOut,
+    errors=(400, 404, 409, 422),
+)
+async def started(request: web.Request) -> web.Response:
+    job_id = path_id(request, "job_id")
+    b = await parse_body(request, StartedRequest)
+    row = await request.app[store_key].jobs.started(
+        job_id=job_id, attempt=b.attempt, external_id=b.external_id, gpus=b.gpus
+    )
+    check_attempt_outcome(row)
+    return json_response({"id": job_id, "status": row["status"]})

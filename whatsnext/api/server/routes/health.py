@@ -7,6 +7,7 @@ from ..db import server_version
 from ..http import json_response
 from ..keys import hub_key, pool_key, settings_key
 from ..openapi import build_openapi
+from ..schema import schema_level
 from ..schemas import Health
 from . import routes
 
@@ -19,7 +20,15 @@ async def health(request: web.Request) -> web.Response:
         database = f"PostgreSQL {version}"
         ok = request.app[hub_key].listening
     except OSError as exc:
-        return json_response({"status": "degraded", "version": __version__, "database": str(exc)}, 503)
+        return json_response(
+            {
+                "status": "degraded",
+                "version": __version__,
+                "database": str(exc),
+                "schema_level": schema_level(),
+            },
+            503,
+        )
     return json_response(
         {
             "status": "ok" if ok else "degraded",
@@ -28,6 +37,8 @@ async def health(request: web.Request) -> web.Response:
             "lease_seconds": request.app[settings_key].lease_seconds,
             "waiting_claims": request.app[hub_key].waiting(),
             "listen_reconnects": request.app[hub_key].reconnects,
+            "max_wait": request.app[settings_key].max_wait,
+            "schema_level": schema_level(),
         }
     )
 

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+from typing import Any
+
+import orjson
 from aiohttp import web
 
-from ..batch import normalise
-from ..errors import ApiError, not_found
-from ..http import dumps_json, json_response, parse_body, path_id, query_choice, query_int, record, records
-from ..keys import pool_key
+from ....models import STATUSES
+from ..errors import ApiError, invalid, not_found
+from ..http import actor, json_response, parse_body, path_id, query_flag, query_int
+from ..keys import store_key
+from ..metrics import metrics_key
 from ..schemas import (
     BatchCreated,
     CancelOut,
@@ -20,10 +24,8 @@ from ..schemas import (
     QueueList,
     RetryOut,
 )
-from ..sql import Q
+from ..submit import prepare
 from . import routes
-
-STATUSES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED")
 
 
 @routes.route(
@@ -38,11 +40,11 @@ STATUSES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED")
 )
 async def create_job(request: web.Request) -> web.Response:
     job = await parse_body(request, JobCreate)
-    batch = dumps_json(normalise([job]))
-    async with request.app[pool_key].acquire() as conn:
-        ids = await conn.fetchval(Q.job_enqueue, request.match_info["project"], batch)
-        row = await conn.fetchrow(Q.job_get, ids[0])
-    return json_response(record(row), 201)
+    store, project = request.app[store_key], request.match_info["project"]
+    entries, created, _ = await prepare(store, project, [job])
+    row = await store.jobs.create(project=project, entry=entries[0], actor=actor(request))
+    await request.app[metrics_key].jobs_submitted(store, project, 1)
+    return json_response({**row, "created_tasks": created}, 201)
 
 
 @routes.route(
@@ -56,14 +58,21 @@ async def create_job(request: web.Request) -> web.Response:
     errors=(400, 404, 409, 422),
 )
 async def create_jobs(request: web.Request) -> web.Response:
-    jobs = (await parse_body(request, JobBatch)).root
-    if any(job.depends for job in jobs):
-        payload = dumps_json(normalise(jobs))
-    else:
-        # Validated, and already in the shape the database reads: no need to build it again.
-        payload = (await request.read()).decode()
-    ids = await request.app[pool_key].fetchval(Q.job_enqueue, request.match_info["project"], payload)
-    return json_response({"ids": ids, "count": len(ids)}, 201)
+    jobs, group = (await parse_body(request, JobBatch)).jobs_and_group()
+    store, project = request.app[store_key], request.match_info["project"]
+    entries, created, group_ids = await prepare(store, project, jobs, group)
+    ids = await store.jobs.enqueue(project=project, entries=entries, actor=actor(request))
+    await request.app[metrics_key].jobs_submitted(store, project, len(ids))
+    return json_response(
+        {
+            "ids": ids,
+            "count": len(ids),
+            "created_tasks": created,
+            "group": group,
+            "group_id": group_ids.get(group) if group else None,
+        },
+        201,
+    )
 
 
 @routes.route(
@@ -73,30 +82,71 @@ async def create_jobs(request: web.Request) -> web.Response:
     tag="jobs",
     response=JobList,
     query={
-        "status": "filter by status",
+        "status": "filter by status; several separated by commas (failed,cancelled)",
         "task": "filter by task name",
+        "group": "filter by group name or id",
+        "name": "filter by job name: a pattern where * matches anything (lr-0.1-*)",
+        "where": 'filter by parameters: a JSON object the job\'s parameters contain ({"lr": 0.1})',
         "limit": "page size (default 100, at most 1000)",
         "before": "only jobs with a smaller id (next page)",
+        "full": "1 (default): with parameters and results; 0: without them (null), for small pages",
     },
+    errors=(404, 422),
 )
 async def list_jobs(request: web.Request) -> web.Response:
-    status = query_choice(request, "status", STATUSES)
+    statuses = _statuses(request.query.get("status") or "")
     limit = query_int(request, "limit", 100, 1, 1000)
     before = query_int(request, "before", None, 1)
-    rows = await request.app[pool_key].fetch(
-        Q.job_list, request.match_info["project"], status, request.query.get("task") or None, before, limit
+    rows = await request.app[store_key].jobs.list(
+        project=request.match_info["project"],
+        status=statuses,
+        task=request.query.get("task") or None,
+        group=request.query.get("group") or None,
+        name_like=_like(request.query.get("name") or ""),
+        where=_where(request.query.get("where") or ""),
+        before=before,
+        limit=limit,
+        full=query_flag(request, "full", default=True),
     )
     next_before = rows[-1]["id"] if len(rows) == limit else None
-    return json_response({"jobs": records(rows), "next_before": next_before})
+    return json_response({"jobs": rows, "next_before": next_before})
+
+
+def _statuses(raw: str) -> list[str] | None:
+    wanted = [s.strip().upper() for s in raw.split(",") if s.strip()]
+    for status in wanted:
+        if status not in STATUSES:
+            raise invalid(f"status must be among {', '.join(STATUSES)}, got {status!r}", "status")
+    return wanted or None
+
+
+def _like(pattern: str) -> str | None:
+    """A name pattern (``*`` matches anything) as a LIKE pattern; no ``*``: the exact name."""
+    if not pattern:
+        return None
+    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped.replace("*", "%")
+
+
+def _where(raw: str) -> dict[str, Any] | None:
+    if not raw:
+        return None
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise invalid('where must be a JSON object, e.g. {"lr": 0.1}', "where")
+    return value
 
 
 @routes.route("GET", "/jobs/{job_id}", "Show a job", tag="jobs", response=JobOut)
 async def get_job(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
-    row = await request.app[pool_key].fetchrow(Q.job_get, job_id)
+    row = await request.app[store_key].jobs.get(job_id=job_id)
     if row is None:
         raise not_found("job", job_id, "job_id")
-    return json_response(record(row))
+    return json_response(row)
 
 
 @routes.route(
@@ -104,11 +154,11 @@ async def get_job(request: web.Request) -> web.Response:
 )
 async def job_events(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
-    async with request.app[pool_key].acquire() as conn:
-        rows = await conn.fetch(Q.job_events, job_id)
-        if not rows and await conn.fetchrow(Q.job_get, job_id) is None:
-            raise not_found("job", job_id, "job_id")
-    return json_response({"events": records(rows)})
+    jobs = request.app[store_key].jobs
+    rows = await jobs.events(job_id=job_id)
+    if not rows and await jobs.get(job_id=job_id) is None:
+        raise not_found("job", job_id, "job_id")
+    return json_response({"events": rows})
 
 
 @routes.route(
@@ -121,7 +171,7 @@ async def job_events(request: web.Request) -> web.Response:
 )
 async def delete_job(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
-    row = await request.app[pool_key].fetchrow(Q.job_delete, request.match_info["project"], job_id)
+    row = await request.app[store_key].jobs.delete(project=request.match_info["project"], job_id=job_id)
     if row is None:
         raise not_found("job", job_id, "job_id")
     if row["status"] == "RUNNING":
@@ -144,8 +194,10 @@ async def delete_job(request: web.Request) -> web.Response:
 async def get_queue(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 100, 1, 10_000)
     offset = query_int(request, "offset", 0, 0)
-    rows = await request.app[pool_key].fetch(Q.queue_list, request.match_info["project"], limit, offset)
-    return json_response({"jobs": records(rows)})
+    rows = await request.app[store_key].jobs.queue(
+        project=request.match_info["project"], limit=limit, offset=offset
+    )
+    return json_response({"jobs": rows})
 
 
 @routes.route(
@@ -156,7 +208,9 @@ async def get_queue(request: web.Request) -> web.Response:
     response=Deleted,
 )
 async def clear_queue(request: web.Request) -> web.Response:
-    n = await request.app[pool_key].fetchval(Q.queue_clear, request.match_info["project"])
+    n = await request.app[store_key].jobs.clear_queue(
+        project=request.match_info["project"], actor=actor(request)
+    )
     return json_response({"deleted": n})
 
 
@@ -170,7 +224,7 @@ async def clear_queue(request: web.Request) -> web.Response:
 )
 async def cancel_job(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
-    status = await request.app[pool_key].fetchval(Q.job_cancel, job_id, "cancelled")
+    status = await request.app[store_key].jobs.cancel(job_id=job_id, reason="cancelled", actor=actor(request))
     return json_response({"id": job_id, "status": status})
 
 
@@ -184,7 +238,7 @@ async def cancel_job(request: web.Request) -> web.Response:
 )
 async def retry_job(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
-    n = await request.app[pool_key].fetchval(Q.job_retry, job_id)
+    n = await request.app[store_key].jobs.retry(job_id=job_id, actor=actor(request))
     return json_response({"id": job_id, "requeued": n})
 
 
@@ -197,10 +251,10 @@ async def retry_job(request: web.Request) -> web.Response:
 )
 async def job_dependencies(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
-    async with request.app[pool_key].acquire() as conn:
-        if await conn.fetchrow(Q.job_get, job_id) is None:
-            raise not_found("job", job_id, "job_id")
-        rows = await conn.fetch(Q.job_dependencies, job_id)
+    jobs = request.app[store_key].jobs
+    if await jobs.get(job_id=job_id) is None:
+        raise not_found("job", job_id, "job_id")
+    rows = await jobs.dependencies(job_id=job_id)
     out: dict[str, list[dict]] = {"upstream": [], "downstream": []}
     for r in rows:
         out[r["direction"]].append({"id": r["id"], "name": r["name"], "status": r["status"]})
@@ -217,7 +271,5 @@ async def job_dependencies(request: web.Request) -> web.Response:
 )
 async def project_graph(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 10_000, 1, 1_000_000)
-    async with request.app[pool_key].acquire() as conn:
-        nodes = await conn.fetch(Q.project_graph_nodes, request.match_info["project"], limit)
-        edges = await conn.fetch(Q.project_graph_edges, request.match_info["project"], limit)
-    return json_response({"nodes": records(nodes), "edges": records(edges)})
+    nodes, edges = await request.app[store_key].jobs.graph(project=request.match_info["project"], limit=limit)
+    return json_response({"nodes": nodes, "edges": edges})

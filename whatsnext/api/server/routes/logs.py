@@ -7,8 +7,12 @@ its job (``seq``), so a jump in ``seq`` tells a reader exactly how many lines it
 ``GET /jobs/{job_id}/logs?follow=1`` streams NDJSON (one JSON object per line of the response):
 ``{"id", "seq", "attempt", "line", "at"}`` for each output line, ``{"dropped": N}`` where N lines
 were removed before the stream reached them, and a last ``{"finished": true, "status": ...}``
-once the job is finished (``"finished": false`` when the server shuts down first: resume with
-``?after=<last id>``). ``&format=text`` streams the bare lines instead, for ``curl``.
+once the job is finished. While the job is silent, a ``{"keepalive": true}`` line goes out every
+``$WHATSNEXT_KEEPALIVE_SECONDS`` (default 15) so that proxies see traffic; readers skip it. One
+request lasts at most the server's ``--max-wait``: it then ends with ``{"finished": false,
+"status": ..., "reason": "max_wait"}`` (without ``reason`` when the server stops first), and the
+reader resumes with ``?after=<last id>``. ``&format=text`` streams the bare lines instead, for
+``curl`` (a keep-alive is an empty line there, and the stream just ends at the cap).
 Followers are woken by ``NOTIFY whatsnext_logs, '<job_id>'`` (sent by every append) through the
 server's LISTEN connection, and look again every ``RECHECK`` seconds regardless, which is how they
 notice that the job finished.
@@ -28,12 +32,11 @@ import orjson
 import structlog
 from aiohttp import web
 
-from ..errors import check_attempt_outcome, invalid, not_found
-from ..http import dumps_json, json_response, parse_body, path_id, query_choice, query_int, records
-from ..keys import hub_key, pool_key
+from ..errors import check_attempt_outcome, not_found
+from ..http import json_response, parse_body, path_id, query_choice, query_flag, query_int
+from ..keys import hub_key, settings_key, store_key
 from ..notify import NotifyHub
 from ..schemas_logs import LogAppend, LogAppendBatch, LogAppended, LogAppendResults, LogPage
-from ..sql import Q
 from . import routes
 
 log = structlog.get_logger("whatsnext.server")
@@ -47,6 +50,8 @@ RECHECK = 0.5
 """Seconds a follower waits at most between looks (it learns that the job finished this way)."""
 POLL_FIRST, POLL_CAP = 0.05, 1.0
 """Backoff between looks when the hub offers no subscription to LOG_CHANNEL."""
+KEEPALIVE_LINE = b'{"keepalive": true}\n'
+"""What an NDJSON follow stream sends while the job is silent (Settings.keepalive_seconds)."""
 
 
 # ---------------------------------------------------------------- wake-ups of followers
@@ -104,11 +109,14 @@ class JobLogWaiter:
     def got_lines(self) -> None:
         self._delay = POLL_FIRST
 
-    async def wait(self) -> None:
+    async def wait(self, limit: float | None = None) -> None:
+        """Wait for a wake-up, at most RECHECK seconds (or the poll backoff), and at most ``limit``."""
         if self._wakeups.listening:
             timeout = RECHECK
         else:
             timeout, self._delay = self._delay, min(self._delay * 2, POLL_CAP)
+        if limit is not None:
+            timeout = max(0.0, min(timeout, limit))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.event.wait(), timeout)
 
@@ -152,15 +160,6 @@ def _lines(rows: Sequence[asyncpg.Record]) -> list[dict[str, Any]]:
     return [_line(r) for r in rows if r["id"] is not None]
 
 
-def query_flag(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name, "").strip().lower()
-    if raw in ("", "0", "false", "no", "off"):
-        return False
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    raise invalid(f"{name} must be 1 or 0, got {raw!r}", name)
-
-
 @routes.route(
     "POST",
     "/jobs/{job_id}/logs",
@@ -173,7 +172,9 @@ def query_flag(request: web.Request, name: str) -> bool:
 async def append_logs(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     body = await parse_body(request, LogAppend)
-    row = await request.app[pool_key].fetchrow(Q.log_append, job_id, body.attempt, body.lines, KEEP_LINES)
+    row = await request.app[store_key].logs.append(
+        job_id=job_id, attempt=body.attempt, lines=body.lines, keep=KEEP_LINES
+    )
     check_attempt_outcome(row)
     return json_response(
         {"id": job_id, "status": row["status"], "appended": row["appended"], "dropped": row["dropped"]}
@@ -191,9 +192,10 @@ async def append_logs(request: web.Request) -> web.Response:
 )
 async def append_logs_many(request: web.Request) -> web.Response:
     entries = (await parse_body(request, LogAppendBatch)).root
-    payload = dumps_json([e.model_dump() for e in entries])
-    rows = await request.app[pool_key].fetch(Q.log_append_many, payload, KEEP_LINES)
-    return json_response({"results": records(rows)})
+    rows = await request.app[store_key].logs.append_many(
+        batches=[e.model_dump() for e in entries], keep=KEEP_LINES
+    )
+    return json_response({"results": rows})
 
 
 @routes.route(
@@ -209,6 +211,13 @@ async def append_logs_many(request: web.Request) -> web.Response:
         "follow": "1: stream the lines as they come, until the job finishes",
         "format": "with follow=1: ndjson (default) or text",
     },
+    streams={
+        "application/x-ndjson": "With ?follow=1: one JSON object per line: output lines "
+        '{"id", "seq", "attempt", "line", "at"}, {"dropped": N}, {"keepalive": true} while the job is '
+        'silent, and a last {"finished", "status"} ({"finished": false, "reason": "max_wait"} at the '
+        "server's max wait: resume with ?after=<last id>).",
+        "text/plain": "With ?follow=1&format=text: the bare output lines (an empty line as keep-alive).",
+    },
 )
 async def read_logs(request: web.Request) -> web.StreamResponse:
     job_id = path_id(request, "job_id")
@@ -218,8 +227,9 @@ async def read_logs(request: web.Request) -> web.StreamResponse:
     if query_flag(request, "follow"):
         text = query_choice(request, "format", ("NDJSON", "TEXT")) == "TEXT"
         return await _follow(request, job_id, after, tail, text)
-    query = Q.log_tail if tail is not None else Q.log_page
-    rows = await request.app[pool_key].fetch(query, job_id, after, tail if tail is not None else limit)
+    rows = await request.app[store_key].logs.read(
+        job_id=job_id, after=after, limit=tail if tail is not None else limit, tail=tail is not None
+    )
     if not rows:
         raise not_found("job", job_id, "job_id")
     lines = _lines(rows)
@@ -264,9 +274,16 @@ class _Stream:
                 out.append(orjson.dumps(line) + b"\n")
         return b"".join(out)
 
-    async def end(self, finished: bool, status: str | None) -> None:
+    async def keepalive(self) -> None:
+        """A line that carries nothing, so that proxies see traffic while the job is silent."""
+        await self.resp.write(b"\n" if self.text else KEEPALIVE_LINE)
+
+    async def end(self, finished: bool, status: str | None, reason: str | None = None) -> None:
         if not self.text:
-            await self.resp.write(orjson.dumps({"finished": finished, "status": status}) + b"\n")
+            event: dict[str, Any] = {"finished": finished, "status": status}
+            if reason is not None:
+                event["reason"] = reason
+            await self.resp.write(orjson.dumps(event) + b"\n")
         await self.resp.write_eof()
 
 
@@ -278,11 +295,14 @@ def _gone(request: web.Request) -> bool:
 async def _follow(
     request: web.Request, job_id: int, after: int, tail: int | None, text: bool
 ) -> web.StreamResponse:
-    pool, hub = request.app[pool_key], request.app[hub_key]
+    logs, hub, settings = request.app[store_key].logs, request.app[hub_key], request.app[settings_key]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.max_wait
     async with job_log_waiter(hub, job_id) as waiter:
         waiter.before_read()
-        first = Q.log_tail if tail is not None else Q.log_page
-        rows = await pool.fetch(first, job_id, after, tail if tail is not None else PAGE)
+        rows = await logs.read(
+            job_id=job_id, after=after, limit=tail if tail is not None else PAGE, tail=tail is not None
+        )
         if not rows:
             raise not_found("job", job_id, "job_id")
         resp = web.StreamResponse(
@@ -298,6 +318,7 @@ async def _follow(
         last_seq: int | None = 0 if after == 0 and tail is None else None
         full_page: int | None = None if tail is not None else PAGE  # a tail has nothing newer
         status: str | None = rows[0]["status"]
+        last_write = loop.time()
         try:
             while True:
                 status = rows[0]["status"]
@@ -306,6 +327,7 @@ async def _follow(
                     gap = lines[0]["seq"] - last_seq - 1 if last_seq is not None else 0
                     await resp.write(stream.encode(lines, gap))
                     after, last_seq = lines[-1]["id"], lines[-1]["seq"]
+                    last_write = loop.time()
                     waiter.got_lines()
                 full = full_page is not None and len(lines) >= full_page
                 full_page = PAGE
@@ -315,11 +337,19 @@ async def _follow(
                         return resp
                     if hub.closing or _gone(request):
                         break
-                    await waiter.wait()
+                    now = loop.time()
+                    if now >= deadline:
+                        # The longest a request lasts: the reader resumes with ?after=<last id>.
+                        await stream.end(False, status, "max_wait")
+                        return resp
+                    if now - last_write >= settings.keepalive_seconds:
+                        await stream.keepalive()
+                        last_write = now
+                    await waiter.wait(min(deadline, last_write + settings.keepalive_seconds) - now)
                     if hub.closing or _gone(request):
                         break
                 waiter.before_read()
-                rows = await pool.fetch(Q.log_page, job_id, after, PAGE)
+                rows = await logs.read(job_id=job_id, after=after, limit=PAGE)
                 if not rows:  # the job was deleted while followed
                     status = None
                     break

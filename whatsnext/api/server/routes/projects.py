@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..auth import project_filter
 from ..errors import ApiError
 from ..http import json_response, parse_body, query_choice, record, records
 from ..keys import pool_key
@@ -22,7 +23,9 @@ from . import routes
 )
 async def create_project(request: web.Request) -> web.Response:
     body = await parse_body(request, ProjectCreate)
-    row = await request.app[pool_key].fetchrow(Q.project_create, body.name, body.description)
+    row = await request.app[pool_key].fetchrow(
+        Q.project_create, body.name, body.description, body.strict_tasks
+    )
     return json_response(record(row), 201)
 
 
@@ -37,7 +40,7 @@ async def create_project(request: web.Request) -> web.Response:
 )
 async def list_projects(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ("ACTIVE", "ARCHIVED"))
-    rows = await request.app[pool_key].fetch(Q.project_list, status)
+    rows = await request.app[pool_key].fetch(Q.project_list, status, project_filter(request))
     return json_response({"projects": records(rows)})
 
 
@@ -69,7 +72,12 @@ async def update_project(request: web.Request) -> web.Response:
             422, "invalid", "nothing to change: give name, description or status", {"field": "body"}
         )
     row = await request.app[pool_key].fetchrow(
-        Q.project_update, request.match_info["project"], body.name, body.description, body.status
+        Q.project_update,
+        request.match_info["project"],
+        body.name,
+        body.description,
+        body.status,
+        body.strict_tasks,
     )
     return json_response(record(row))
 

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..http import dumps_json, json_response, parse_body, record, records
-from ..keys import pool_key
+from ....template import TemplateError, check_template
+from ..errors import invalid
+from ..http import json_response, parse_body
+from ..keys import store_key
 from ..schemas import TaskCreate, TaskList, TaskOut
-from ..sql import Q
 from . import routes
 
 
@@ -18,6 +19,7 @@ from . import routes
     response=TaskOut,
     status=201,
     errors=(400, 404, 409, 422),
+    published=False,
 )
 @routes.route(
     "POST",
@@ -31,25 +33,31 @@ from . import routes
 )
 async def create_task(request: web.Request) -> web.Response:
     b = await parse_body(request, TaskCreate)
-    row = await request.app[pool_key].fetchrow(
-        Q.task_create,
-        str(b.project_id),
-        b.name,
-        b.required_cpu,
-        b.required_accelerators,
-        b.required_tags,
-        b.command,
-        dumps_json(b.defaults),
-        b.max_attempts,
-        b.retry_delay,
-        b.timeout,
-        b.inputs,
-        b.outputs,
+    if b.command is not None:
+        try:
+            check_template(b.command, shell=b.shell)
+        except TemplateError as exc:
+            raise invalid(f"command: {exc}", "command") from None
+    row = await request.app[store_key].tasks.create(
+        project=str(b.project_id),
+        name=b.name,
+        required_cpu=b.required_cpu,
+        required_accelerators=b.required_accelerators,
+        required_tags=b.required_tags,
+        command=b.command,
+        shell=b.shell,
+        defaults=b.defaults,
+        max_attempts=b.max_attempts,
+        max_lost=b.max_lost,
+        retry_delay=b.retry_delay,
+        timeout=b.timeout,
+        inputs=b.inputs,
+        outputs=b.outputs,
     )
-    return json_response(record(row), 201)
+    return json_response(row, 201)
 
 
 @routes.route("GET", "/projects/{project}/tasks", "List a project's tasks", tag="tasks", response=TaskList)
 async def list_tasks(request: web.Request) -> web.Response:
-    rows = await request.app[pool_key].fetch(Q.task_list, request.match_info["project"])
-    return json_response({"tasks": records(rows)})
+    rows = await request.app[store_key].tasks.list(project=request.match_info["project"])
+    return json_response({"tasks": rows})

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..http import json_response, parse_body, path_id, query_choice, records
-from ..keys import pool_key, settings_key
+from ..auth import project_filter, token_id
+from ..http import json_response, parse_body, path_id, query_choice
+from ..keys import settings_key, store_key
 from ..schemas import Deregistered, Heartbeat, HeartbeatOut, WorkerList, WorkerRegister, WorkerRegistered
-from ..sql import Q
 from . import routes
 
 
@@ -20,26 +20,27 @@ from . import routes
 )
 async def register(request: web.Request) -> web.Response:
     b = await parse_body(request, WorkerRegister)
-    row = await request.app[pool_key].fetchrow(
-        Q.worker_register,
-        None if b.project is None else str(b.project),
-        b.name,
-        b.entity,
-        b.host,
-        b.pid,
-        b.cpu,
-        b.accelerators,
-        b.tags,
+    row = await request.app[store_key].workers.register(
+        project=None if b.project is None else str(b.project),
+        name=b.name,
+        entity=b.entity,
+        host=b.host,
+        pid=b.pid,
+        cpu=b.cpu,
+        accelerators=b.accelerators,
+        tags=b.tags,
+        token_id=token_id(request),
     )
     lease = request.app[settings_key].lease_seconds
     return json_response(
         {
-            **dict(row),
+            **row,
             "running": [],
             "used_cpu": 0,
             "used_accelerators": 0,
             "lease_seconds": lease,
             "heartbeat_interval": lease / 3,
+            "max_wait": request.app[settings_key].max_wait,
         },
         201,
     )
@@ -59,21 +60,23 @@ async def heartbeat(request: web.Request) -> web.Response:
     body = await parse_body(request, Heartbeat) if request.body_exists else Heartbeat()
     lease = request.app[settings_key].lease_seconds
     grace = body.grace if body.grace is not None else max(lease / 3, 1.0)
-    cancel = await request.app[pool_key].fetchval(Q.worker_heartbeat, worker_id, lease, body.running, grace)
+    cancel = await request.app[store_key].workers.heartbeat(
+        worker_id=worker_id, lease_seconds=lease, running=body.running, grace=grace
+    )
     return json_response({"cancel": cancel, "lease_seconds": lease})
 
 
 @routes.route(
     "DELETE",
     "/workers/{worker_id}",
-    "Deregister a worker that stops; jobs it still holds go back to the queue",
+    "Deregister a worker that stops; jobs it still holds go back to the queue (as lost: no attempt used)",
     tag="workers",
     response=Deregistered,
     errors=(404, 422),
 )
 async def deregister(request: web.Request) -> web.Response:
     worker_id = path_id(request, "worker_id")
-    n = await request.app[pool_key].fetchval(Q.worker_deregister, worker_id)
+    n = await request.app[store_key].workers.deregister(worker_id=worker_id)
     return json_response({"released": n})
 
 
@@ -87,5 +90,7 @@ async def deregister(request: web.Request) -> web.Response:
 )
 async def list_workers(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ("ONLINE", "OFFLINE"))
-    rows = await request.app[pool_key].fetch(Q.worker_list, request.query.get("project") or None, status)
-    return json_response({"workers": records(rows)})
+    rows = await request.app[store_key].workers.list(
+        project=request.query.get("project") or None, status=status, projects=project_filter(request)
+    )
+    return json_response({"workers": rows})

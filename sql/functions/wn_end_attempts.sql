@@ -1,0 +1,187 @@
+-- The state machine of a running job: every way an attempt ends goes through here, so the next
+-- status, attempt accounting, retry delay, history row, BLOCKED propagation and wake-ups are
+-- decided in one place.
+--
+-- p_changes: JSON array of {id, attempt, outcome, exit_code, result, error, log, duration,
+-- retryable}; outcome is one of
+--   COMPLETED  the job succeeded                           -> COMPLETED
+--   FAILED     the job failed (exit code, timeout, ...)    -> PENDING after retry_delay while
+--              attempts remain and it is retryable, else FAILED; counts against max_attempts
+--   CANCELLED  the job stopped because it was cancelled   -> CANCELLED
+--   PREEMPTED  handed back (SLURM preemption, drain)      -> PENDING now; uses no attempt
+--   LOST       its worker vanished (lease expired, deregistered, claim never received)
+--                                                         -> PENDING now while lost < max_lost
+--              (uses no attempt), else FAILED "worker lost"
+-- A cancel request wins over every outcome but COMPLETED. Only the job's current RUNNING attempt
+-- changes state. A repeated report of an attempt's recorded outcome answers 200 with the job's
+-- status and changes nothing; any other report for an ended or older attempt answers 409.
+-- Returns one row per entry, in input order: (ord, id, code, status, message, project_name,
+-- task_name, changed); changed says this call ended the attempt (for the server's metrics).
+CREATE OR REPLACE FUNCTION wn_end_attempts(p_changes jsonb, p_actor text DEFAULT NULL)
+RETURNS TABLE (ord bigint, id bigint, code integer, status text, message text, project_name text,
+               task_name text, changed boolean)
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_ids bigint[];
+    v_projects bigint[];
+    v_names text[];
+    v_status text[];
+    v_done bigint[];
+    v_released bigint[];
+    r record;
+BEGIN
+    -- Lock the jobs in id order: concurrent batches cannot deadlock.
+    PERFORM 1 FROM jobs j
+     WHERE j.id IN (SELECT (e->>'id')::bigint FROM jsonb_array_elements(p_changes) e)
+     ORDER BY j.id FOR UPDATE;
+
+    WITH src AS (
+        SELECT DISTINCT ON (x.id) x.*
+          FROM jsonb_array_elements(p_changes) WITH ORDINALITY AS e(doc, n)
+         CROSS JOIN LATERAL jsonb_to_record(e.doc) AS x(
+                   id bigint, attempt integer, outcome text, exit_code integer, result jsonb,
+                   error text, log text, duration double precision, retryable boolean)
+         ORDER BY x.id, e.n
+    ), dec AS (
+        SELECT s.*, j.project_id, j.name AS job_name, j.worker_id, j.lost, j.max_lost,
+               t.new_status,
+               CASE WHEN t.new_status = 'PENDING' AND s.outcome = 'FAILED'
+                    THEN j.retry_delay * power(2, greatest(j.attempt - j.attempt_base - 1, 0))
+                    ELSE 0 END AS delay
+          FROM src s
+          JOIN jobs j ON j.id = s.id
+         CROSS JOIN LATERAL (SELECT CASE
+                 WHEN s.outcome = 'COMPLETED' THEN 'COMPLETED'
+                 WHEN s.outcome = 'CANCELLED' OR j.cancel_requested THEN 'CANCELLED'
+                 WHEN s.outcome = 'PREEMPTED' THEN 'PENDING'
+                 WHEN s.outcome = 'LOST' THEN CASE WHEN j.lost < j.max_lost THEN 'PENDING' ELSE 'FAILED' END
+                 WHEN s.outcome = 'FAILED' AND coalesce(s.retryable, true)
+                      AND j.attempt - j.attempt_base < j.max_attempts THEN 'PENDING'
+                 ELSE 'FAILED' END AS new_status) t
+         WHERE j.status = 'RUNNING' AND j.attempt = s.attempt
+           AND s.outcome IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'LOST')
+    ), upd AS (
+        UPDATE jobs j
+           SET status = d.new_status,
+               worker_id = CASE WHEN d.new_status = 'PENDING' THEN NULL ELSE j.worker_id END,
+               lease_expires_at = NULL,
+               finished_at = CASE WHEN d.new_status = 'PENDING' THEN NULL ELSE now() END,
+               exit_code = d.exit_code,
+               result = CASE WHEN d.new_status = 'PENDING' THEN j.result ELSE d.result END,
+               error = CASE WHEN d.new_status = 'COMPLETED' THEN NULL
+                            WHEN d.new_status = 'CANCELLED' THEN coalesce(d.error, 'cancelled')
+                            WHEN d.outcome = 'LOST' THEN 'worker lost: ' || coalesce(d.error, 'no heartbeat')
+                            ELSE d.error END,
+               log_tail = coalesce(d.log, j.log_tail),
+               duration = coalesce(d.duration, j.duration),
+               available_at = CASE WHEN d.new_status = 'PENDING'
+                                   THEN now() + make_interval(secs => d.delay) ELSE j.available_at END,
+               eligible_at = CASE WHEN d.new_status = 'PENDING' AND j.unmet_deps = 0
+                                  THEN now() + make_interval(secs => d.delay) END,
+               attempt_base = CASE WHEN d.new_status = 'PENDING' AND d.outcome IN ('LOST', 'PREEMPTED')
+                                   THEN j.attempt_base + 1 ELSE j.attempt_base END,
+               lost = CASE WHEN d.outcome = 'LOST' THEN j.lost + 1 ELSE j.lost END,
+               last_outcome = d.outcome,
+               lost_external_ids = CASE WHEN d.outcome IN ('LOST', 'PREEMPTED') AND j.external_id IS NOT NULL
+                                        THEN j.lost_external_ids || j.external_id
+                                        ELSE j.lost_external_ids END
+          FROM dec d
+         WHERE j.id = d.id
+        RETURNING j.id
+    ), ev AS (
+        INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason, actor)
+        SELECT d.id, d.project_id, d.new_status, d.attempt, d.worker_id,
+               CASE
+                 WHEN d.new_status = 'COMPLETED' THEN NULL
+                 WHEN d.new_status = 'CANCELLED' THEN coalesce(d.error, 'cancelled')
+                 WHEN d.outcome = 'PREEMPTED' THEN coalesce(d.error, 'requeued')
+                 WHEN d.outcome = 'LOST' AND d.new_status = 'PENDING'
+                   THEN format('worker lost (%s): requeued, %s of %s', coalesce(d.error, 'no heartbeat'),
+                               d.lost + 1, d.max_lost)
+                 WHEN d.outcome = 'LOST'
+                   THEN format('worker lost (%s): lost %s times', coalesce(d.error, 'no heartbeat'), d.lost + 1)
+                 WHEN d.new_status = 'PENDING'
+                   THEN format('retry in %ss after: %s', d.delay, coalesce(d.error, 'failure'))
+                 ELSE coalesce(d.error, 'failed')
+               END,
+               p_actor
+          FROM dec d
+    )
+    SELECT array_agg(d.id ORDER BY d.id), array_agg(d.project_id ORDER BY d.id),
+           array_agg(d.job_name ORDER BY d.id), array_agg(d.new_status ORDER BY d.id),
+           array_agg(d.id ORDER BY d.id) FILTER (WHERE d.new_status = 'COMPLETED')
+      INTO v_ids, v_projects, v_names, v_status, v_done
+      FROM dec d JOIN upd u ON u.id = d.id;
+    IF v_ids IS NULL THEN
+        v_ids := '{}';
+    END IF;
+
+    -- Completed: their dependants have one unmet dependency less.
+    IF v_done IS NOT NULL THEN
+        PERFORM 1 FROM jobs d
+         WHERE d.id IN (SELECT jd.job_id FROM job_dependencies jd WHERE jd.depends_on = ANY (v_done))
+         ORDER BY d.id FOR UPDATE;
+        WITH c AS (
+            SELECT jd.job_id, count(*) AS n FROM job_dependencies jd
+             WHERE jd.depends_on = ANY (v_done) GROUP BY jd.job_id
+        ), dec AS (
+            UPDATE jobs d
+               SET unmet_deps = d.unmet_deps - c.n,
+                   available_at = CASE WHEN d.unmet_deps = c.n THEN now() ELSE d.available_at END,
+                   eligible_at = CASE WHEN d.unmet_deps = c.n AND d.status = 'PENDING' THEN now()
+                                      ELSE d.eligible_at END
+              FROM c
+             WHERE d.id = c.job_id
+            RETURNING d.id, d.project_id, d.unmet_deps, d.status
+        )
+        SELECT array_agg(dec.id) INTO v_released FROM dec
+         WHERE dec.unmet_deps = 0 AND dec.status = 'PENDING';
+    END IF;
+
+    -- Failed or cancelled for good: whatever waits on them is blocked.
+    FOR r IN SELECT e.id, e.name, e.new_status FROM unnest(v_ids, v_names, v_status) AS e(id, name, new_status)
+              WHERE e.new_status IN ('FAILED', 'CANCELLED') ORDER BY e.id
+    LOOP
+        PERFORM wn_block_downstream(r.id, format('dependency %s (%s) %s', r.id, r.name,
+            CASE WHEN r.new_status = 'FAILED' THEN 'failed' ELSE 'was cancelled' END), p_actor);
+    END LOOP;
+
+    -- Wake-ups, one per project: the jobs that became eligible (requeued ones included, even
+    -- when they wait out a retry delay: a woken claim learns when they become eligible), or, when
+    -- none did, that a job finished.
+    FOR r IN SELECT e.project_id, array_agg(e.id) FILTER (WHERE e.new_status = 'PENDING') AS ids,
+                    min(e.id) AS tag
+               FROM (SELECT u.project_id, u.new_status, u.id FROM unnest(v_projects, v_status, v_ids) AS u(project_id, new_status, id)
+                     UNION ALL
+                     SELECT j.project_id, 'PENDING', j.id FROM jobs j WHERE j.id = ANY (v_released)) e
+              GROUP BY e.project_id ORDER BY e.project_id
+    LOOP
+        IF r.ids IS NULL OR wn_notify_eligible(r.project_id, r.ids, 'e' || r.tag) = 0 THEN
+            PERFORM wn_notify_jobs(r.project_id, 0);
+        END IF;
+    END LOOP;
+
+    RETURN QUERY
+    SELECT e.n, x.id,
+           CASE WHEN j.id IS NULL THEN 404
+                WHEN x.outcome NOT IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'LOST') THEN 422
+                WHEN j.attempt = x.attempt AND j.status <> 'RUNNING' AND j.last_outcome = x.outcome THEN 200
+                ELSE 409 END,
+           j.status,
+           CASE WHEN j.id IS NULL THEN format('job %s not found', x.id)
+                WHEN x.outcome NOT IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'LOST')
+                  THEN format('unknown outcome %s', x.outcome)
+                WHEN j.attempt = x.attempt AND j.status <> 'RUNNING' AND j.last_outcome = x.outcome THEN NULL
+                WHEN j.attempt = x.attempt AND j.status <> 'RUNNING'
+                  THEN format('attempt %s of job %s already ended as %s; this report says %s',
+                              x.attempt, x.id, j.last_outcome, x.outcome)
+                ELSE format('stale report: job %s is %s at attempt %s, the report is for attempt %s',
+                            x.id, j.status, j.attempt, x.attempt) END,
+           p.name, t.name, x.id = ANY (v_ids)
+      FROM jsonb_array_elements(p_changes) WITH ORDINALITY AS e(doc, n)
+     CROSS JOIN LATERAL jsonb_to_record(e.doc) AS x(id bigint, attempt integer, outcome text)
+      LEFT JOIN jobs j ON j.id = x.id
+      LEFT JOIN projects p ON p.id = j.project_id
+      LEFT JOIN tasks t ON t.id = j.task_id
+     ORDER BY e.n;
+END $$;

@@ -1,0 +1,36 @@
+-- Extend the leases of a worker's running jobs; answer the ids of those to cancel.
+-- p_running (optional) lists the jobs the worker really runs: a job the server thinks it holds
+-- but that it does not (a claim answer lost on the way) older than p_grace seconds ends as LOST
+-- (back to the queue without using an attempt).
+CREATE OR REPLACE FUNCTION wn_heartbeat(p_worker bigint, p_lease double precision, p_running bigint[],
+                                        p_grace double precision) RETURNS bigint[]
+LANGUAGE plpgsql AS $$
+DECLARE
+    v_cancel bigint[];
+    v_lost jsonb;
+    v_name text;
+BEGIN
+    UPDATE workers SET last_seen = now(), status = 'ONLINE' WHERE id = p_worker RETURNING name INTO v_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'worker % not found', p_worker USING ERRCODE = 'WN404', DETAIL = 'worker_id';
+    END IF;
+    IF p_running IS NOT NULL THEN
+        SELECT jsonb_agg(jsonb_build_object('id', s.id, 'attempt', s.attempt, 'outcome', 'LOST',
+                                            'error', 'claimed but never received by its worker'))
+          INTO v_lost
+          FROM (SELECT j.id, j.attempt FROM jobs j
+                 WHERE j.worker_id = p_worker AND j.status = 'RUNNING' AND NOT (j.id = ANY (p_running))
+                   AND j.started_at < now() - make_interval(secs => p_grace)
+                 ORDER BY j.id FOR UPDATE SKIP LOCKED) s;
+        IF v_lost IS NOT NULL THEN
+            PERFORM wn_end_attempts(v_lost, 'worker ' || v_name);
+        END IF;
+    END IF;
+    WITH upd AS (
+        UPDATE jobs SET lease_expires_at = now() + make_interval(secs => p_lease)
+         WHERE worker_id = p_worker AND status = 'RUNNING'
+        RETURNING id, cancel_requested
+    )
+    SELECT coalesce(array_agg(id ORDER BY id) FILTER (WHERE cancel_requested), '{}') INTO v_cancel FROM upd;
+    RETURN v_cancel;
+END $$;

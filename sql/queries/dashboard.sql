@@ -1,0 +1,193 @@
+-- Reads of the web dashboard. Counts are aggregated here, tables are paged (keyset on id), so a
+-- page costs the same with a thousand jobs or a hundred thousand.
+
+-- name: dash_projects
+-- Every project (or those in :projects) with its job counts by status and the jobs that
+-- completed in the last hour.
+SELECT p.id, p.name, p.description, p.status AS project_status,
+       coalesce((SELECT jsonb_object_agg(c.status, c.n)
+                   FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id
+                          GROUP BY j.status) c), '{}') AS counts,
+       (SELECT count(*) FROM jobs j
+         WHERE j.project_id = p.id AND j.status = 'COMPLETED'
+           AND j.finished_at > now() - interval '1 hour')::bigint AS completed_last_hour
+  FROM projects p
+ WHERE (:projects::bigint[] IS NULL OR p.id = ANY (:projects))
+ ORDER BY p.name;
+
+-- name: dash_cluster
+-- Workers heard from within :silent_seconds, and the CPUs and GPUs they declared and hold.
+SELECT count(*)::bigint AS workers_online,
+       coalesce(sum(w.cpu), 0)::bigint AS cpu_total,
+       coalesce(sum(w.accelerators), 0)::bigint AS gpu_total,
+       coalesce(sum(u.cpu), 0)::bigint AS cpu_used,
+       coalesce(sum(u.gpu), 0)::bigint AS gpu_used
+  FROM workers w
+  LEFT JOIN LATERAL (SELECT sum(j.required_cpu) AS cpu, sum(j.required_accelerators) AS gpu
+                       FROM jobs j WHERE j.worker_id = w.id AND j.status = 'RUNNING') u ON true
+ WHERE w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)
+   AND (:projects::bigint[] IS NULL OR w.project_id IS NULL OR w.project_id = ANY (:projects));
+
+-- name: dash_project
+-- One project by name or id, with its job counts by status.
+SELECT p.id, p.name, p.description, p.status AS project_status,
+       coalesce((SELECT jsonb_object_agg(c.status, c.n)
+                   FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id
+                          GROUP BY j.status) c), '{}') AS counts
+  FROM projects p
+ WHERE p.id = wn_project_id(:project);
+
+-- name: dash_kanban
+-- The newest :per_status jobs of each status of a project (the board's columns).
+SELECT s.status, k.id, k.name, k.task, k.attempt, k.worker_name, k.unmet_deps
+  FROM unnest(ARRAY['PENDING', 'RUNNING', 'COMPLETED', 'FAILED', 'CANCELLED', 'BLOCKED']) s (status)
+  CROSS JOIN LATERAL (
+      SELECT j.id, j.name, t.name AS task, j.attempt, j.worker_name, j.unmet_deps
+        FROM jobs j JOIN tasks t ON t.id = j.task_id
+       WHERE j.project_id = :project_id AND j.status = s.status
+       ORDER BY j.id DESC LIMIT :per_status) k;
+
+-- name: dash_jobs
+-- One page of a project's jobs matching the filter, newest first (:before: ids below it).
+-- Filters (NULL: any): status, task, group (name), name (ILIKE pattern), worker (name),
+-- parameters (the job's contain this JSON object).
+SELECT j.id, j.name, t.name AS task, g.name AS "group", j.status, j.parameters, j.result,
+       j.attempt, j.worker_name, j.duration, j.created_at, j.started_at, j.finished_at,
+       j.unmet_deps, j.exit_code
+  FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN job_groups g ON g.id = j.group_id
+ WHERE j.project_id = :project_id
+   AND (:status::text IS NULL OR j.status = :status)
+   AND (:task::text IS NULL OR t.name = :task)
+   AND (:group::text IS NULL OR g.name = :group)
+   AND (:name_like::text IS NULL OR j.name ILIKE :name_like)
+   AND (:worker::text IS NULL OR j.worker_name = :worker)
+   AND (:params::jsonb IS NULL OR j.parameters @> :params::jsonb)
+   AND (:before::bigint IS NULL OR j.id < :before)
+ ORDER BY j.id DESC
+ LIMIT :limit;
+
+-- name: dash_jobs_count
+-- How many of a project's jobs match the filter (as dash_jobs), and how many of those are in
+-- each status (what a bulk action would touch).
+SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}') AS counts, coalesce(sum(c.n), 0)::bigint AS total
+  FROM (SELECT j.status, count(*) AS n
+          FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN job_groups g ON g.id = j.group_id
+         WHERE j.project_id = :project_id
+           AND (:status::text IS NULL OR j.status = :status)
+           AND (:task::text IS NULL OR t.name = :task)
+           AND (:group::text IS NULL OR g.name = :group)
+           AND (:name_like::text IS NULL OR j.name ILIKE :name_like)
+           AND (:worker::text IS NULL OR j.worker_name = :worker)
+           AND (:params::jsonb IS NULL OR j.parameters @> :params::jsonb)
+         GROUP BY j.status) c;
+
+-- name: dash_job_ids
+-- The ids of a project's jobs matching the filter and in one of :statuses (a bulk action).
+SELECT j.id
+  FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN job_groups g ON g.id = j.group_id
+ WHERE j.project_id = :project_id AND j.status = ANY (:statuses::text[])
+   AND (:ids::bigint[] IS NULL OR j.id = ANY (:ids::bigint[]))
+   AND (:status::text IS NULL OR j.status = :status)
+   AND (:task::text IS NULL OR t.name = :task)
+   AND (:group::text IS NULL OR g.name = :group)
+   AND (:name_like::text IS NULL OR j.name ILIKE :name_like)
+   AND (:worker::text IS NULL OR j.worker_name = :worker)
+   AND (:params::jsonb IS NULL OR j.parameters @> :params::jsonb)
+ ORDER BY j.id
+ LIMIT :limit;
+
+-- name: dash_project_names
+-- What the filter's choices offer: a project's task and group names.
+SELECT 'task' AS kind, t.name FROM tasks t WHERE t.project_id = :project_id
+UNION ALL
+SELECT 'group', g.name FROM job_groups g WHERE g.project_id = :project_id
+ORDER BY 1, 2;
+
+-- name: dash_attempts
+-- A job's attempts from its history: who ran each, when it started and how it ended.
+SELECT e.attempt,
+       max(e.worker_id) FILTER (WHERE e.status = 'RUNNING') AS worker_id,
+       (SELECT w.name FROM workers w WHERE w.id = max(e.worker_id) FILTER (WHERE e.status = 'RUNNING'))
+         AS worker_name,
+       min(e.at) FILTER (WHERE e.status = 'RUNNING') AS started_at,
+       (array_agg(e.status ORDER BY e.id DESC))[1] AS status,
+       (array_agg(e.reason ORDER BY e.id DESC))[1] AS reason,
+       max(e.at) AS last_at
+  FROM job_events e
+ WHERE e.job_id = :job_id AND e.attempt > 0
+ GROUP BY e.attempt
+ ORDER BY e.attempt;
+
+-- name: dash_why_workers
+-- The workers that could take jobs of a project (registered for it or for any project), with
+-- what they hold now and whether they were heard from within :silent_seconds.
+SELECT w.id, w.name, w.cpu, w.accelerators, w.tags, w.status, w.last_seen,
+       (w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)) AS online,
+       coalesce(sum(j.required_cpu), 0)::int AS used_cpu,
+       coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators
+  FROM workers w LEFT JOIN jobs j ON j.worker_id = w.id AND j.status = 'RUNNING'
+ WHERE w.project_id IS NULL OR w.project_id = :project_id
+ GROUP BY w.id
+ ORDER BY w.id;
+
+-- name: dash_queue_ahead
+-- How many eligible jobs of the job's project come before it in hand-out order.
+SELECT count(*)::bigint
+  FROM jobs j, jobs me
+ WHERE me.id = :job_id AND j.project_id = me.project_id AND j.status = 'PENDING'
+   AND j.unmet_deps = 0 AND j.available_at <= now() AND j.id <> me.id
+   AND (j.priority > me.priority OR (j.priority = me.priority AND j.id < me.id));
+
+-- name: dash_workers
+-- Every worker (or those of :projects), online ones first, with the jobs it holds and their GPUs.
+SELECT w.id, w.name, w.entity, w.host, w.pid, w.cpu, w.accelerators, w.tags, w.status,
+       w.registered_at, w.last_seen, p.name AS project,
+       (w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)) AS online,
+       coalesce(sum(j.required_cpu), 0)::int AS used_cpu,
+       coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators,
+       coalesce(jsonb_agg(jsonb_build_object('id', j.id, 'name', j.name, 'gpus', j.gpus) ORDER BY j.id)
+                FILTER (WHERE j.id IS NOT NULL), '[]') AS jobs
+  FROM workers w LEFT JOIN projects p ON p.id = w.project_id
+  LEFT JOIN jobs j ON j.worker_id = w.id AND j.status = 'RUNNING'
+ WHERE (:projects::bigint[] IS NULL OR w.project_id IS NULL OR w.project_id = ANY (:projects))
+ GROUP BY w.id, p.name
+ ORDER BY 13 DESC, w.id;
+
+-- name: dash_graph_nodes
+-- The jobs of a project (or of one group) for the dependency graph, oldest first.
+SELECT j.id, j.name, j.status
+  FROM jobs j LEFT JOIN job_groups g ON g.id = j.group_id
+ WHERE j.project_id = :project_id AND (:group::text IS NULL OR g.name = :group)
+ ORDER BY j.id
+ LIMIT :limit;
+
+-- name: dash_graph_edges
+-- The dependencies between the given jobs.
+SELECT jd.depends_on AS source, jd.job_id AS target
+  FROM job_dependencies jd
+ WHERE jd.job_id = ANY (:ids::bigint[]) AND jd.depends_on = ANY (:ids::bigint[]);
+
+-- name: dash_events_head
+-- The id of the newest history entry (live updates start after it).
+SELECT coalesce(max(id), 0)::bigint FROM job_events;
+
+-- name: dash_events_since
+-- History entries after :after, oldest first (a stream picks those of its project or job).
+SELECT e.id, e.job_id, e.project_id, e.status
+  FROM job_events e
+ WHERE e.id > :after
+ ORDER BY e.id
+ LIMIT :limit;
+
+-- name: dash_log_tail
+-- The last :limit lines of a job's log (all attempts), oldest first.
+SELECT l.id, l.attempt, l.line, l.at
+  FROM (SELECT o.id, o.attempt, o.line, o.at FROM job_logs o WHERE o.job_id = :job_id
+         ORDER BY o.id DESC LIMIT :limit) l
+ ORDER BY l.id;
+
+-- name: dash_artifacts
+-- A job's artifacts, inputs first.
+SELECT a.id, a.direction, a.uri, a.size, a.sha256, a.modified_at, a.missing, a.refused, a.reason
+  FROM artifacts a WHERE a.job_id = :job_id
+ ORDER BY a.direction, a.id;

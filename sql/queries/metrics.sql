@@ -1,0 +1,48 @@
+-- Gauges read from the database for /metrics, computed on an interval by one server at a time.
+
+-- name: metrics_lead
+-- Become the server that computes the database gauges: a session lock, held until this
+-- connection closes (true when this session holds it).
+SELECT pg_try_advisory_lock(hashtext('whatsnext.metrics'));
+
+-- name: metrics_projects
+-- Active projects: their gauges are exported (as 0) even when they have no jobs.
+SELECT name FROM projects WHERE status = 'ACTIVE' ORDER BY name;
+
+-- name: metrics_job_counts
+-- Jobs by project and status.
+SELECT p.name AS project, j.status, count(*)::bigint AS jobs
+  FROM jobs j JOIN projects p ON p.id = j.project_id
+ GROUP BY p.name, j.status;
+
+-- name: metrics_oldest_eligible
+-- Per project, how long its oldest eligible job (pending, dependencies met, retry delay over) has
+-- been waiting, in seconds.
+SELECT p.name AS project, extract(epoch FROM now() - min(j.eligible_at))::float8 AS age
+  FROM jobs j JOIN projects p ON p.id = j.project_id
+ WHERE j.status = 'PENDING' AND j.unmet_deps = 0 AND j.eligible_at <= now()
+ GROUP BY p.name;
+
+-- name: metrics_workers
+-- Workers by state: online (heard from within :silent_seconds), silent (registered online but
+-- not heard from since), offline (left); with the CPUs and GPUs they declared.
+SELECT CASE WHEN w.status = 'OFFLINE' THEN 'offline'
+            WHEN w.last_seen < now() - make_interval(secs => :silent_seconds) THEN 'silent'
+            ELSE 'online' END AS state,
+       count(*)::bigint AS workers,
+       coalesce(sum(w.cpu), 0)::bigint AS cpus,
+       coalesce(sum(w.accelerators), 0)::bigint AS gpus
+  FROM workers w
+ GROUP BY 1;
+
+-- name: metrics_allocated
+-- CPUs and GPUs held by running jobs, per project.
+SELECT p.name AS project, sum(j.required_cpu)::bigint AS cpus,
+       sum(j.required_accelerators)::bigint AS gpus
+  FROM jobs j JOIN projects p ON p.id = j.project_id
+ WHERE j.status = 'RUNNING'
+ GROUP BY p.name;
+
+-- name: metrics_project_name
+-- A project's name from its id (labels name projects, whichever key a request used).
+SELECT name FROM projects WHERE id = :project_id;

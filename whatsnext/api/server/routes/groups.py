@@ -1,0 +1,71 @@
+"""Groups: sweeps and named batches, with their progress, cancelled and retried as one."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from ..errors import not_found
+from ..http import actor, json_response, query_int
+from ..keys import store_key
+from ..schemas import GroupAction, GroupList, GroupOut
+from ..store.base import Row
+from . import routes
+
+
+async def _group(request: web.Request) -> Row:
+    key = request.match_info["group"]
+    row = await request.app[store_key].groups.get(project=request.match_info["project"], group=key)
+    if row is None:
+        raise not_found("group", key, "group")
+    return row
+
+
+@routes.route(
+    "GET",
+    "/projects/{project}/groups",
+    "List a project's groups (sweeps, named batches), newest first, with job counts by status",
+    tag="groups",
+    response=GroupList,
+    query={"limit": "at most this many (default 100)"},
+)
+async def list_groups(request: web.Request) -> web.Response:
+    limit = query_int(request, "limit", 100, 1, 10_000)
+    rows = await request.app[store_key].groups.list(project=request.match_info["project"], limit=limit)
+    return json_response({"groups": rows})
+
+
+@routes.route(
+    "GET",
+    "/projects/{project}/groups/{group}",
+    "Show a group (by name or id) and its progress",
+    tag="groups",
+    response=GroupOut,
+)
+async def get_group(request: web.Request) -> web.Response:
+    return json_response(await _group(request))
+
+
+@routes.route(
+    "POST",
+    "/projects/{project}/groups/{group}/cancel",
+    "Cancel a group's unfinished jobs (running ones are stopped by their workers)",
+    tag="groups",
+    response=GroupAction,
+)
+async def cancel_group(request: web.Request) -> web.Response:
+    group = await _group(request)
+    n = await request.app[store_key].groups.cancel(group_id=group["id"], actor=actor(request))
+    return json_response({"id": group["id"], "name": group["name"], "count": n})
+
+
+@routes.route(
+    "POST",
+    "/projects/{project}/groups/{group}/retry",
+    "Put a group's failed and cancelled jobs back in the queue (with what they blocked)",
+    tag="groups",
+    response=GroupAction,
+)
+async def retry_group(request: web.Request) -> web.Response:
+    group = await _group(request)
+    n = await request.app[store_key].groups.retry(group_id=group["id"], actor=actor(request))
+    return json_response({"id": group["id"], "name": group["name"], "count": n})

@@ -1,0 +1,187 @@
+"""The database schema: append-only migrations, then the SQL functions, installed at every start.
+
+* ``sql/migrations/NNNN_name.sql`` hold tables, types and indexes. They are applied in order by
+  yoyo and never edited once released (``sql/migrations/RELEASED.sha256`` lists the released
+  files with their checksums; a test keeps both in step). The number of the newest one is the
+  **schema level**.
+* ``sql/functions/*.sql`` hold one ``CREATE OR REPLACE FUNCTION`` each. At every start, inside
+  one transaction under an advisory lock, the server compares their content hash with the one
+  stored in ``wn_meta``; when it differs it drops every ``wn_*`` function (any overload) and
+  creates those of ``sql/functions``, so an edited function reaches every database and a
+  function that is no longer defined disappears.
+* A server refuses to start on a database whose schema level is newer than its own (it would
+  put back older functions): the message says which version to run instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import structlog
+
+from ... import __version__
+from .sql import migrations_dir, sql_dir
+
+if TYPE_CHECKING:
+    import psycopg
+
+log = structlog.get_logger("whatsnext.schema")
+
+_NUMBERED = re.compile(r"^(\d+)_\w+$")
+LOCK_KEY = "whatsnext.schema"
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this server (its schema is newer, or it is malformed)."""
+
+
+@dataclass
+class UpgradeResult:
+    level: int
+    migrations: list[str] = field(default_factory=list)
+    """Migrations applied by this start."""
+    functions_installed: bool = False
+    """Whether the SQL functions were (re)installed (their hash differed)."""
+
+
+def migration_ids() -> list[str]:
+    return sorted(p.stem for p in migrations_dir().glob("*.sql"))
+
+
+def level_of(migration_id: str) -> int:
+    m = _NUMBERED.match(migration_id)
+    if m is None:
+        raise SchemaError(f"migration {migration_id!r} is not named NNNN_name")
+    return int(m.group(1))
+
+
+@cache
+def schema_level() -> int:
+    """This version's schema level: the number of its newest migration."""
+    return max(level_of(m) for m in migration_ids())
+
+
+def functions_dir() -> Path:
+    return sql_dir() / "functions"
+
+
+def function_files() -> list[Path]:
+    return sorted(functions_dir().glob("*.sql"))
+
+
+@cache
+def functions_hash() -> str:
+    digest = hashlib.sha256()
+    for path in function_files():
+        digest.update(path.name.encode())
+        digest.update(b"\0")
+        digest.update(path.read_bytes())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def plain_url(url: str) -> str:
+    for scheme in ("postgresql+psycopg://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql://" + url[len(scheme) :]
+    return url
+
+
+def _newer_error(what: str) -> SchemaError:
+    return SchemaError(
+        f"this database was migrated by a newer WhatsNext ({what}); this server is version "
+        f"{__version__} with schema level {schema_level()} and would put back older functions. "
+        "Run the newer version of WhatsNext (all servers of a deployment share one schema level)."
+    )
+
+
+def check_not_newer(conn: psycopg.Connection) -> None:
+    """Refuse a database migrated by a newer version (unknown migrations, or a higher level)."""
+    known = set(migration_ids())
+    cur = conn.execute(
+        "SELECT to_regclass('_yoyo_migration') IS NOT NULL, to_regclass('wn_meta') IS NOT NULL"
+    )
+    has_yoyo, has_meta = cur.fetchone()
+    if has_yoyo:
+        applied = [r[0] for r in conn.execute("SELECT migration_id FROM _yoyo_migration").fetchall()]
+        unknown = sorted(set(applied) - known)
+        if unknown:
+            raise _newer_error(f"migrations {', '.join(unknown)} are unknown to this version")
+    if has_meta:
+        row = conn.execute("SELECT value FROM wn_meta WHERE key = 'schema_level'").fetchone()
+        if row is not None and int(row[0]) > schema_level():
+            raise _newer_error(f"schema level {row[0]}")
+
+
+def apply_migrations(url: str) -> list[str]:
+    """Apply pending migrations from ``sql/migrations`` (synchronous; yoyo takes a lock)."""
+    from yoyo import get_backend, read_migrations
+
+    backend = get_backend("postgresql+psycopg://" + plain_url(url)[len("postgresql://") :])
+    try:
+        migrations = read_migrations(str(migrations_dir()))
+        with backend.lock():
+            pending = backend.to_apply(migrations)
+            backend.apply_migrations(pending)
+        return [m.id for m in pending]
+    finally:
+        backend.connection.close()
+
+
+def install_functions(conn: psycopg.Connection) -> bool:
+    """Install ``sql/functions`` unless the stored hash matches; returns whether it installed.
+
+    Runs in one transaction under an advisory lock: servers starting together install once, and
+    a concurrent request never sees a half-installed set.
+    """
+    wanted = functions_hash()
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (LOCK_KEY,))
+        check_not_newer(conn)
+        row = conn.execute("SELECT value FROM wn_meta WHERE key = 'functions_hash'").fetchone()
+        if row is not None and row[0] == wanted:
+            return False
+        conn.execute("SET LOCAL check_function_bodies = off")
+        stale = conn.execute(
+            r"""SELECT p.oid::regprocedure::text FROM pg_proc p
+                  JOIN pg_namespace n ON n.oid = p.pronamespace
+                 WHERE n.nspname = current_schema() AND p.proname LIKE 'wn\_%' AND p.prokind = 'f'"""
+        ).fetchall()
+        for (signature,) in stale:
+            conn.execute(f"DROP FUNCTION {signature}")
+        for path in function_files():
+            try:
+                conn.execute(path.read_text(encoding="utf-8"))
+            except Exception as exc:
+                raise SchemaError(f"installing {path.name} failed: {exc}") from exc
+        for key, value in (
+            ("functions_hash", wanted),
+            ("schema_level", str(schema_level())),
+            ("version", __version__),
+        ):
+            conn.execute(
+                """INSERT INTO wn_meta (key, value) VALUES (%s, %s)
+                   ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()""",
+                (key, value),
+            )
+    return True
+
+
+def upgrade(url: str) -> UpgradeResult:
+    """Bring a database to this version: refuse a newer one, migrate, install the functions."""
+    import psycopg
+
+    dsn = plain_url(url)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        check_not_newer(conn)
+    applied = apply_migrations(dsn)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        installed = install_functions(conn)
+    if applied or installed:
+        log.info("schema upgraded", level=schema_level(), migrations=applied, functions=installed)
+    return UpgradeResult(level=schema_level(), migrations=applied, functions_installed=installed)

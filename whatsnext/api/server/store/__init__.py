@@ -1,0 +1,48 @@
+"""The store: the only code that talks SQL. One class per table family, one method per named
+statement in ``sql/queries``; arguments are passed by name and rows come back as plain dicts
+whose keys are the statement's columns. Routes call the store, never the pool."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from .artifacts import ArtifactStore
+from .dashboard import DashboardStore
+from .groups import GroupStore
+from .jobs import JobStore
+from .logs import LogStore
+from .metrics import MetricsStore
+from .projects import ProjectStore
+from .tasks import TaskStore
+from .tokens import TokenStore
+from .workers import WorkerStore
+
+
+class Store:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.jobs = JobStore(pool)
+        self.logs = LogStore(pool)
+        self.artifacts = ArtifactStore(pool)
+        self.workers = WorkerStore(pool)
+        self.projects = ProjectStore(pool)
+        self.tasks = TaskStore(pool)
+        self.tokens = TokenStore(pool)
+        self.metrics = MetricsStore(pool)
+        self.groups = GroupStore(pool)
+        self.dashboard = DashboardStore(pool)
+
+
+__all__ = [
+    "ArtifactStore",
+    "DashboardStore",
+    "GroupStore",
+    "JobStore",
+    "LogStore",
+    "MetricsStore",
+    "ProjectStore",
+    "Store",
+    "TaskStore",
+    "TokenStore",
+    "WorkerStore",
+]

@@ -1,0 +1,105 @@
+"""Reads of the web dashboard (``sql/queries/dashboard.sql``): aggregated counts, paged tables,
+what a pending job waits for, and the history entries that drive live updates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from ..sql import S
+from .base import Row, Table
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """The board's filter (None: any)."""
+
+    status: str | None = None
+    task: str | None = None
+    group: str | None = None
+    name: str | None = None
+    worker: str | None = None
+    params: dict[str, Any] | None = None
+
+    def args(self) -> dict[str, Any]:
+        name_like = None
+        if self.name:
+            escaped = self.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            name_like = f"%{escaped}%"
+        return {
+            "status": self.status,
+            "task": self.task,
+            "group": self.group,
+            "name_like": name_like,
+            "worker": self.worker,
+            "params": None if not self.params else orjson.dumps(self.params).decode(),
+        }
+
+
+class DashboardStore(Table):
+    async def projects(self, *, projects: list[int] | None) -> list[Row]:
+        return await self.rows(S.dash_projects, projects=projects)
+
+    async def cluster(self, *, projects: list[int] | None, silent_seconds: float) -> Row:
+        row = await self.row(S.dash_cluster, projects=projects, silent_seconds=silent_seconds)
+        assert row is not None
+        return row
+
+    async def project(self, *, project: str) -> Row | None:
+        return await self.row(S.dash_project, project=project)
+
+    async def kanban(self, *, project_id: int, per_status: int) -> list[Row]:
+        return await self.rows(S.dash_kanban, project_id=project_id, per_status=per_status)
+
+    async def jobs(self, *, project_id: int, where: JobFilter, before: int | None, limit: int) -> list[Row]:
+        return await self.rows(S.dash_jobs, project_id=project_id, before=before, limit=limit, **where.args())
+
+    async def count(self, *, project_id: int, where: JobFilter) -> Row:
+        row = await self.row(S.dash_jobs_count, project_id=project_id, **where.args())
+        assert row is not None
+        return row
+
+    async def job_ids(
+        self, *, project_id: int, where: JobFilter, statuses: list[str], ids: list[int] | None, limit: int
+    ) -> list[int]:
+        rows = await self.rows(
+            S.dash_job_ids, project_id=project_id, statuses=statuses, ids=ids, limit=limit, **where.args()
+        )
+        return [r["id"] for r in rows]
+
+    async def names(self, *, project_id: int) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {"task": [], "group": []}
+        for r in await self.rows(S.dash_project_names, project_id=project_id):
+            out[r["kind"]].append(r["name"])
+        return out
+
+    async def attempts(self, *, job_id: int) -> list[Row]:
+        return await self.rows(S.dash_attempts, job_id=job_id)
+
+    async def why_workers(self, *, project_id: int, silent_seconds: float) -> list[Row]:
+        return await self.rows(S.dash_why_workers, project_id=project_id, silent_seconds=silent_seconds)
+
+    async def queue_ahead(self, *, job_id: int) -> int:
+        return int(await self.value(S.dash_queue_ahead, job_id=job_id))
+
+    async def workers(self, *, projects: list[int] | None, silent_seconds: float) -> list[Row]:
+        return await self.rows(S.dash_workers, projects=projects, silent_seconds=silent_seconds)
+
+    async def graph(self, *, project_id: int, group: str | None, limit: int) -> tuple[list[Row], list[Row]]:
+        nodes = await self.rows(S.dash_graph_nodes, project_id=project_id, group=group, limit=limit)
+        edges = await self.rows(S.dash_graph_edges, ids=[n["id"] for n in nodes])
+        return nodes, edges
+
+    async def events_head(self) -> int:
+        return int(await self.value(S.dash_events_head))
+
+    async def events_since(self, *, after: int, limit: int) -> list[Row]:
+        return await self.rows(S.dash_events_since, after=after, limit=limit)
+
+    async def log_tail(self, *, job_id: int, limit: int) -> list[Row]:
+        return await self.rows(S.dash_log_tail, job_id=job_id, limit=limit)
+
+    async def artifacts(self, *, job_id: int) -> list[Row]:
+        return await self.rows(S.dash_artifacts, job_id=job_id)

@@ -1,0 +1,149 @@
+"""Jobs: queueing, claiming, the end of attempts (the state machine), cancel, retry, reads."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import orjson
+
+from ....models import Outcome
+from ..sql import S
+from .base import Row, Table
+
+
+class AttemptEnd(TypedDict, total=False):
+    """One entry for the state machine (``wn_end_attempts``)."""
+
+    id: int
+    attempt: int
+    outcome: Outcome
+    exit_code: int | None
+    result: Any
+    error: str | None
+    log: str | None
+    duration: float | None
+    retryable: bool
+
+
+class JobStore(Table):
+    async def enqueue(self, *, project: str, entries: list[dict[str, Any]], actor: str | None) -> list[int]:
+        """Queue a batch of ``wn_job_entry`` objects (see ``whatsnext.models.JOB_ENTRY_FIELDS``)."""
+        ids = await self.value(
+            S.job_enqueue, project=project, jobs=orjson.dumps(entries).decode(), actor=actor
+        )
+        return list(ids)
+
+    async def get(self, *, job_id: int) -> Row | None:
+        return await self.row(S.job_get, job_id=job_id)
+
+    async def create(self, *, project: str, entry: dict[str, Any], actor: str | None) -> Row:
+        """Queue one job and read it back, on one connection."""
+        async with self.pool.acquire() as conn:
+            ids = await conn.fetchval(
+                S.job_enqueue.text,
+                *S.job_enqueue.args(project=project, jobs=orjson.dumps([entry]).decode(), actor=actor),
+            )
+            row = await conn.fetchrow(S.job_get.text, *S.job_get.args(job_id=ids[0]))
+        return dict(row)
+
+    async def list(
+        self,
+        *,
+        project: str,
+        status: str | list[str] | None,
+        task: str | None,
+        before: int | None,
+        limit: int,
+        group: str | None = None,
+        name_like: str | None = None,
+        where: dict[str, Any] | None = None,
+        full: bool = True,
+    ) -> list[Row]:
+        """A page of a project's jobs, newest first; ``status`` is one status or several.
+        Without ``full``, parameters and results are left out."""
+        statuses = [status] if isinstance(status, str) else status
+        return await self.rows(
+            S.job_list,
+            full=full,
+            project=project,
+            statuses=statuses,
+            task=task,
+            group=group,
+            name_like=name_like,
+            where_params=orjson.dumps(where).decode() if where else None,
+            before=before,
+            limit=limit,
+        )
+
+    async def queue(self, *, project: str, limit: int, offset: int) -> list[Row]:
+        return await self.rows(S.queue_list, project=project, limit=limit, offset=offset)
+
+    async def delete(self, *, project: str, job_id: int) -> Row | None:
+        return await self.row(S.job_delete, project=project, job_id=job_id)
+
+    async def clear_queue(self, *, project: str, actor: str | None) -> int:
+        return int(await self.value(S.queue_clear, project=project, actor=actor))
+
+    async def claim(
+        self,
+        *,
+        project: str,
+        worker_id: int | None,
+        worker_name: str,
+        free_cpu: int,
+        free_accelerators: int,
+        total_cpu: int,
+        total_accelerators: int,
+        tags: list[str],
+        max_jobs: int,
+        lease_seconds: float,
+        starvation_seconds: float,
+        tasks: list[str] | None = None,
+        with_command: bool = False,
+    ) -> list[Row]:
+        return await self.rows(
+            S.job_claim,
+            project=project,
+            worker_id=worker_id,
+            worker_name=worker_name,
+            free_cpu=free_cpu,
+            free_accelerators=free_accelerators,
+            total_cpu=total_cpu,
+            total_accelerators=total_accelerators,
+            tags=tags,
+            max_jobs=max_jobs,
+            lease_seconds=lease_seconds,
+            starvation_seconds=starvation_seconds,
+            tasks=tasks,
+            with_command=with_command,
+        )
+
+    async def end_attempts(self, changes: list[AttemptEnd], *, actor: str | None) -> list[Row]:
+        """Apply the state machine; one (ord, id, code, status, message) row per change, in order."""
+        return await self.rows(S.job_end_attempts, changes=orjson.dumps(changes).decode(), actor=actor)
+
+    async def started(
+        self, *, job_id: int, attempt: int, external_id: str | None, gpus: list[int] | None
+    ) -> Row:
+        row = await self.row(
+            S.job_started, job_id=job_id, attempt=attempt, external_id=external_id, gpus=gpus
+        )
+        assert row is not None
+        return row
+
+    async def cancel(self, *, job_id: int, reason: str, actor: str | None) -> str:
+        return str(await self.value(S.job_cancel, job_id=job_id, reason=reason, actor=actor))
+
+    async def retry(self, *, job_id: int, actor: str | None) -> int:
+        return int(await self.value(S.job_retry, job_id=job_id, actor=actor))
+
+    async def events(self, *, job_id: int) -> list[Row]:
+        return await self.rows(S.job_events, job_id=job_id)
+
+    async def dependencies(self, *, job_id: int) -> list[Row]:
+        return await self.rows(S.job_dependencies, job_id=job_id)
+
+    async def graph(self, *, project: str, limit: int) -> tuple[list[Row], list[Row]]:
+        nodes = await self.rows(S.project_graph_nodes, project=project, limit=limit)
+        edges = await self.rows(S.project_graph_edges, project=project, limit=limit)
+        return nodes, edges

@@ -1,0 +1,38 @@
+"""Projects: what the claim path reads about one."""
+
+from __future__ import annotations
+
+from ..sql import S
+from .base import Row, Table
+
+
+class ProjectStore(Table):
+    async def resolve(self, *, project: str) -> Row:
+        """The project's id and, when a job waits out a retry delay, in how many seconds the first
+        one becomes eligible (``next_available_in``). Unknown project: WN404."""
+        row = await self.row(S.project_resolve, project=project)
+        assert row is not None
+        return row
+
+    async def idle(
+        self,
+        *,
+        project_id: int,
+        total_cpu: int,
+        total_accelerators: int,
+        tags: list[str],
+        tasks: list[str] | None = None,
+        with_command: bool = False,
+    ) -> Row:
+        """What a worker that found nothing needs to decide whether to wait or to stop."""
+        row = await self.row(
+            S.project_idle,
+            project_id=project_id,
+            total_cpu=total_cpu,
+            total_accelerators=total_accelerators,
+            tags=tags,
+            tasks=tasks,
+            with_command=with_command,
+        )
+        assert row is not None
+        return row

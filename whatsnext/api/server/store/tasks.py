@@ -1,0 +1,57 @@
+"""Tasks: what a project's jobs run, and their defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..sql import S
+from .base import Row, Table
+
+
+class TaskStore(Table):
+    async def create(
+        self,
+        *,
+        project: str,
+        name: str,
+        required_cpu: int,
+        required_accelerators: int,
+        required_tags: list[str],
+        command: str | None,
+        shell: bool = False,
+        defaults: dict[str, Any],
+        max_attempts: int,
+        max_lost: int,
+        retry_delay: float,
+        timeout: float | None,
+        inputs: list[str],
+        outputs: list[str],
+    ) -> Row:
+        row = await self.row(
+            S.task_create,
+            project=project,
+            name=name,
+            required_cpu=required_cpu,
+            required_accelerators=required_accelerators,
+            required_tags=required_tags,
+            command=command,
+            shell=shell,
+            defaults=orjson.dumps(defaults).decode(),
+            max_attempts=max_attempts,
+            max_lost=max_lost,
+            retry_delay=retry_delay,
+            timeout=timeout,
+            inputs=inputs,
+            outputs=outputs,
+        )
+        assert row is not None
+        return row
+
+    async def list(self, *, project: str) -> list[Row]:
+        return await self.rows(S.task_list, project=project)
+
+    async def templates(self, *, project: str) -> list[Row]:
+        """Whether the project is strict, and its tasks' templates, defaults and needs."""
+        return await self.rows(S.task_templates, project=project)

@@ -1,0 +1,65 @@
+"""Workers: registration, heartbeats, leaving, listing, and the lease reaper."""
+
+from __future__ import annotations
+
+from ..sql import S
+from .base import Row, Table
+
+
+class WorkerStore(Table):
+    async def register(
+        self,
+        *,
+        project: str | None,
+        name: str,
+        entity: str,
+        host: str,
+        pid: int | None,
+        cpu: int,
+        accelerators: int,
+        tags: list[str],
+        token_id: int | None = None,
+    ) -> Row:
+        row = await self.row(
+            S.worker_register,
+            project=project,
+            name=name,
+            entity=entity,
+            host=host,
+            pid=pid,
+            cpu=cpu,
+            accelerators=accelerators,
+            tags=tags,
+            token_id=token_id,
+        )
+        assert row is not None
+        return row
+
+    async def heartbeat(
+        self, *, worker_id: int, lease_seconds: float, running: list[int] | None, grace: float
+    ) -> list[int]:
+        """Extend the worker's leases; the ids of its jobs to cancel."""
+        return list(
+            await self.value(
+                S.worker_heartbeat,
+                worker_id=worker_id,
+                lease_seconds=lease_seconds,
+                running=running,
+                grace=grace,
+            )
+        )
+
+    async def deregister(self, *, worker_id: int) -> int:
+        """The worker leaves; how many running jobs it held (they end as lost)."""
+        return int(await self.value(S.worker_deregister, worker_id=worker_id))
+
+    async def list(
+        self, *, project: str | None, status: str | None, projects: list[int] | None = None
+    ) -> list[Row]:
+        """Workers, of ``projects`` only when given."""
+        return await self.rows(S.worker_list, project=project, status=status, projects=projects)
+
+    async def reap(self, *, batch: int) -> list[Row]:
+        """One sweep of the lease reaper: the expired jobs it handled as (project_name, task_name,
+        status, jobs) rows (none if another server holds it)."""
+        return await self.rows(S.reap, batch=batch)

@@ -1,0 +1,75 @@
+"""The one definition of a job's statuses, outcomes and submitted fields, shared by the server, the
+SDK and the CLI (the database's own lists are checked against these by the tests)."""
+
+from __future__ import annotations
+
+from typing import Final, Literal, get_args
+
+JobStatus = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"]
+"""PENDING → RUNNING → COMPLETED | FAILED | CANCELLED; BLOCKED while a dependency failed or was
+cancelled. A PENDING job with unmet dependencies is never handed out."""
+STATUSES: Final[tuple[JobStatus, ...]] = get_args(JobStatus)
+TERMINAL: Final[frozenset[str]] = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+"""Statuses a job stays in until someone retries it."""
+UNFINISHED: Final[frozenset[str]] = frozenset({"PENDING", "RUNNING", "BLOCKED"})
+
+ReportStatus = Literal["COMPLETED", "FAILED", "CANCELLED"]
+"""What a worker reports about an attempt it ran."""
+
+Outcome = Literal["COMPLETED", "FAILED", "CANCELLED", "PREEMPTED", "LOST"]
+"""How an attempt ended, as the state machine (``wn_end_attempts``) takes it: a worker's report
+(COMPLETED, FAILED, CANCELLED, or PREEMPTED when it hands a job back), or LOST when its worker
+vanished (lease expired, deregistered, claim never received)."""
+OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
+
+
+def outcome_of(status: ReportStatus, requeue: bool = False) -> Outcome:
+    """The state machine's outcome for a worker's report."""
+    if requeue and status == "FAILED":
+        return "PREEMPTED"
+    return status
+
+
+JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
+    "name",
+    "task",
+    "parameters",
+    "priority",
+    "depends",
+    "required_cpu",
+    "required_accelerators",
+    "required_tags",
+    "max_attempts",
+    "max_lost",
+    "retry_delay",
+    "timeout",
+    "inputs",
+    "outputs",
+    "group",
+)
+"""What a user may say about a job when submitting it (REST body, SDK ``Job``, CLI ``jobs add``).
+Every field but name, task and depends is stored as given or, when left out, taken from the task."""
+
+JOB_ENTRY_FIELDS: Final[tuple[str, ...]] = (
+    "name",
+    "task",
+    "parameters",
+    "priority",
+    "required_cpu",
+    "required_accelerators",
+    "required_tags",
+    "max_attempts",
+    "max_lost",
+    "retry_delay",
+    "timeout",
+    "dep_ids",
+    "dep_idx",
+    "inputs",
+    "outputs",
+    "group_id",
+)
+"""The attributes of the database type ``wn_job_entry`` that ``wn_enqueue`` reads, in order."""
+
+DEFAULT_MAX_ATTEMPTS: Final = 1
+DEFAULT_MAX_LOST: Final = 3
+"""How often a job may go back to the queue because its worker vanished before it fails."""
