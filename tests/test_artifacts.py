@@ -6,6 +6,9 @@ import asyncio
 import hashlib
 import json
 import os
+import shlex
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -297,7 +300,9 @@ async def test_worker_records_declared_outputs(
     fmt = CLIFormatter(template=f"{PYTHON} -c '{WRITE}' {tmp_path}/{{name}}.txt {{text}}")
     srv = AsyncServer(server.url)
     try:
-        summary = await asyncio.wait_for(Client("t", "arts", await srv.get_project(p), fmt).work_async(), 60)
+        # The files lie outside this process's working directory: the operator allows them.
+        worker = Client("t", "arts", await srv.get_project(p), fmt, artifact_roots=[str(tmp_path)])
+        summary = await asyncio.wait_for(worker.work_async(), 60)
     finally:
         await srv.close()
     assert summary.completed == 2
@@ -342,3 +347,129 @@ async def test_cli_artifacts(api: Api, server: ServerProcess, project: dict, tmp
     assert [a["job_id"] for a in json.loads(r.stdout)["artifacts"]] == [job["id"]], r.stderr
     r = await asyncio.to_thread(run_cli, server, "jobs", "artifacts", "987654321")
     assert r.returncode == 4 and "not found" in r.stderr
+
+
+# ---------------------------------------------------------------- what the worker may open
+
+
+def test_only_regular_files_under_the_roots_are_opened(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    (work / "ok.txt").write_bytes(b"a")
+    os.mkfifo(work / "fifo")
+    (work / "to-passwd").symlink_to("/etc/passwd")
+    (work / "to-ok").symlink_to(work / "ok.txt")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "data.bin").write_bytes(b"a")
+    found = collect(
+        spec(),
+        inputs=[],
+        outputs=[
+            "ok.txt",
+            "to-ok",
+            "fifo",
+            "/dev/zero",
+            "/etc/shadow",
+            "to-passwd",
+            "sub/../../other/data.bin",
+            "/etc/*sswd",
+        ],
+        cwd=str(work),
+    )
+    by_uri = {a.uri: a for a in found}
+    assert by_uri[str(work / "ok.txt")].sha256 == SHA_A
+    assert by_uri[str(work / "to-ok")].sha256 == SHA_A  # a link that stays inside is followed
+    refused = {a.uri: a.reason for a in found if a.refused}
+    assert refused == {
+        str(work / "fifo"): "refused: a FIFO, not a regular file",
+        "/dev/zero": "refused: outside the job's working directory and the worker's artifact roots",
+        "/etc/shadow": "refused: outside the job's working directory and the worker's artifact roots",
+        str(work / "to-passwd"): "refused: it resolves to /etc/passwd, outside the job's working "
+        "directory and the worker's artifact roots",
+        str(
+            other / "data.bin"
+        ): "refused: outside the job's working directory and the worker's artifact roots",
+        "/etc/passwd": "refused: outside the job's working directory and the worker's artifact roots",
+    }
+    for a in found:
+        if a.refused:
+            assert a.size is None and a.sha256 is None and a.modified_at is None and not a.missing
+    # An operator's root admits more; devices stay refused even inside a root.
+    again = collect(spec(), [], ["/dev/zero", str(other / "data.bin")], str(work), roots=["/dev", str(other)])
+    assert [(a.refused, a.reason, a.sha256) for a in again] == [
+        (True, "refused: a character device, not a regular file", None),
+        (False, None, SHA_A),
+    ]
+
+
+def test_the_hashing_budget_is_per_job(tmp_path: Path) -> None:
+    for name in ("one", "two", "three"):
+        (tmp_path / name).write_bytes(b"x" * 100)
+    found = collect(spec(), [], ["one", "two", "three"], str(tmp_path), hash_max_bytes=250)
+    assert [a.sha256 is not None for a in found] == [True, True, False]
+    assert [a.size for a in found] == [100, 100, 100]
+    assert found[2].reason == (
+        "not hashed: 100 bytes is more than is left of the job's hashing budget (50 of 250 bytes)"
+    )
+    timed = collect(spec(), [], ["one", "."], str(tmp_path), hash_max_seconds=0)
+    assert timed[0].size == 100 and timed[0].sha256 is None
+    assert timed[0].reason == "not hashed: the job's hashing time budget (0 s) ran out"
+    assert timed[1].size is None and timed[1].reason is not None and "time budget" in timed[1].reason
+
+
+async def test_a_worker_refuses_devices_fifos_and_files_outside_its_roots(
+    api: Api, server: ServerProcess, project: dict, tmp_path: Path
+) -> None:
+    p = project["name"]
+    work = tmp_path / "work"
+    work.mkdir()
+    os.mkfifo(work / "fifo")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    outputs = ["/dev/zero", "fifo", "/etc/shadow", "result.txt", str(extra / "copy.txt")]
+    made = await api.ok(
+        "POST",
+        f"/projects/{p}/jobs",
+        {"name": "hostile-outputs", "task": "t", "parameters": {"text": "done"}, "outputs": outputs},
+    )
+    code = f"import pathlib; [pathlib.Path(p).write_text('done') for p in ('result.txt', {str(extra / 'copy.txt')!r})]"
+    root = str(Path(__file__).resolve().parents[1])
+    proc = await asyncio.to_thread(
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "whatsnext",
+            "worker",
+            "--project",
+            p,
+            "--command",
+            f"{PYTHON} -c {shlex.quote(code)}",
+            "--artifact-root",
+            str(extra),
+        ],
+        cwd=work,
+        env={**os.environ, "WHATSNEXT_SERVER": server.url, "PYTHONPATH": root},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    job = await api.ok("GET", f"/jobs/{made['id']}")
+    assert job["status"] == "COMPLETED", job
+    listed = {a["uri"]: a for a in (await api.ok("GET", f"/jobs/{made['id']}/artifacts"))["artifacts"]}
+    assert listed[str(work / "result.txt")]["sha256"] == hashlib.sha256(b"done").hexdigest()
+    assert listed[str(extra / "copy.txt")]["size"] == 4
+    reasons = {
+        "/dev/zero": "refused: outside the job's working directory and the worker's artifact roots",
+        str(work / "fifo"): "refused: a FIFO, not a regular file",
+        "/etc/shadow": "refused: outside the job's working directory and the worker's artifact roots",
+    }
+    for uri, reason in reasons.items():
+        entry = listed[uri]
+        assert entry["size"] is None and entry["sha256"] is None and entry["missing"] is False, entry
+        assert entry["refused"] is True and entry["reason"] == reason, entry
+    lines = [x["line"] for x in (await api.ok("GET", f"/jobs/{made['id']}/logs"))["lines"]]
+    for uri, reason in reasons.items():
+        assert f"[whatsnext] artifact {uri}: {reason}" in lines

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 from helpers import wait_for_condition
 
-from whatsnext.api.client.formatters.base import JobSpec, RunContext
+from whatsnext.api.client import CLIFormatter
+from whatsnext.api.client.formatters.base import FormatError, JobSpec, RunContext
 from whatsnext.api.client.formatters.runai import RUNAIFormatter, parse_describe, to_yaml
 
 
@@ -375,3 +376,38 @@ async def test_missing_parameter_fails_without_submitting(tmp_path: Path) -> Non
     assert outcome.status == "FAILED"
     assert outcome.error is not None and "missing parameter 'batch_size'" in outcome.error
     assert fake.calls() == []
+
+
+@pytest.mark.parametrize("cli_version", [1, 2])
+async def test_external_handle_is_reported_and_cancel_external_deletes_it(
+    tmp_path: Path, cli_version: int
+) -> None:
+    fake = FakeRunai(tmp_path / "fake")
+    fake.update(describe=describe_doc(cli_version, "Completed" if cli_version == 2 else "Succeeded"))
+    fmt = fake_formatter(fake, cli_version)
+    handles: list[str] = []
+    outcome = await asyncio.wait_for(fmt.run(make_job(), RunContext(on_external=handles.append)), 10)
+    assert outcome.status == "COMPLETED" and handles == ["runai:wn-7-2"]
+
+    takeover = fake_formatter(fake, cli_version)  # the worker that takes a lost job over
+    for other in ("slurm:12", "runai:Bad_Name", "runai:", "runai:x;y", "plain"):
+        await takeover.cancel_external(other)
+    assert fake.count("delete") == 0
+    await takeover.cancel_external(handles[0])
+    assert fake.calls()[-1] == fmt.delete_argv("wn-7-2")[1:]
+    await takeover.cancel_external(handles[0])  # already gone: no error
+
+
+def test_same_argv_as_the_cli_formatter() -> None:
+    params = {"lr": 0.1, "flag": True, "off": False, "none": None, "tags": ["a", "b c"], "cfg": {"k": 1}}
+    runai = formatter(2).container_argv(make_job(parameters=params))
+    assert runai == CLIFormatter(executable="python", script="train.py").argv("train", params)
+    assert runai == ["python", "train.py", "--lr", "0.1", "--flag", "--tags", "a", "b c", "--cfg", '{"k":1}']
+    shell = formatter(2, script=None, command="python train.py --lr {lr} | tee {out}", shell=True)
+    assert shell.container_argv(make_job(parameters={"lr": 0.1, "out": "a b"})) == [
+        "/bin/sh",
+        "-c",
+        "python train.py --lr 0.1 | tee 'a b'",
+    ]
+    with pytest.raises(FormatError, match="inside single quotes"):
+        formatter(2, script=None, command="echo '{m}'", shell=True)

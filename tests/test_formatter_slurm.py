@@ -18,10 +18,12 @@ import shutil
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Api, wait_until
 from helpers import wait_for_condition
 
 from whatsnext.api.client.formatters.base import FormatError, JobSpec, Outcome, RunContext
@@ -86,7 +88,7 @@ def squeue_state(slurm_id: str) -> str:
 def test_format_script_mode_quotes_values() -> None:
     fmt = SlurmFormatter(script="process.py")
     command = fmt.format("train", {"lr": 0.1, "name": "a b", "tags": ["x", "y"]})
-    assert command == """python process.py --lr 0.1 --name 'a b' --tags '["x","y"]'"""
+    assert command == "python process.py --lr 0.1 --name 'a b' --tags x y"  # as CLIFormatter runs it
 
 
 def test_format_template_mode_quotes_values() -> None:
@@ -238,6 +240,98 @@ async def test_timeout_fails_and_stops_the_job(slurm: None, tmp_path: Path) -> N
     assert outcome.error == "timeout"
     assert "begin" in outcome.log_tail
     assert squeue_state(submitted_id(lines)) not in ACTIVE_STATES
+
+
+async def test_external_handle_is_reported_and_cancel_external_ends_the_job(
+    slurm: None, tmp_path: Path
+) -> None:
+    fmt = bash_formatter(tmp_path)
+    lines: list[str] = []
+    handles: list[str] = []
+    ctx = RunContext(on_output=lines.append, on_external=handles.append)
+    task = asyncio.create_task(fmt.run(make_job(107, {"code": "echo started; sleep 300"}), ctx))
+    await wait_for_condition(lambda: "started" in lines, 30, "the job to start")
+    slurm_id = submitted_id(lines)
+    assert handles == [f"slurm:{slurm_id}"]
+    assert squeue_state(slurm_id) == "RUNNING"
+
+    # A worker taking over the lost job has its own formatter: it cancels the old SLURM job first.
+    takeover = bash_formatter(tmp_path)
+    await asyncio.wait_for(takeover.cancel_external(handles[0]), 90)
+    assert squeue_state(slurm_id) not in ACTIVE_STATES
+    outcome = await asyncio.wait_for(task, 60)
+    assert outcome.status == "CANCELLED" and outcome.error == "cancelled in SLURM (scancel)"
+    # Handles that are not SLURM's, or malformed, are left alone; a finished job is no error.
+    for other in ("runai:wn-1-1", "slurm:1;touch x", "slurm:", "plain", f"slurm:{slurm_id}"):
+        await asyncio.wait_for(takeover.cancel_external(other), 30)
+    assert not (Path.cwd() / "x").exists()
+
+
+async def test_a_worker_taking_over_a_lost_job_cancels_its_slurm_job_first(
+    slurm: None, server_factory: Any, http: Any, tmp_path: Path
+) -> None:
+    # A short lease, so the lost worker's job comes back soon; long enough for a loaded machine.
+    srv = await server_factory("--lease-seconds", "5")
+    api = Api(srv.url, http)
+    p = (await api.ok("POST", "/projects", {"name": f"p-{uuid.uuid4().hex[:10]}"}))["name"]
+    code = 'echo "attempt $WHATSNEXT_ATTEMPT"; if [ "$WHATSNEXT_ATTEMPT" = 1 ]; then sleep 300; fi'
+    made = await api.ok(
+        "POST", f"/projects/{p}/jobs", {"name": "takeover", "task": "t", "parameters": {"code": code}}
+    )
+    root = str(Path(__file__).resolve().parents[1])
+    argv = [sys.executable, "-m", "whatsnext", "--server", srv.url, "worker", "--project", p]
+    argv += ["--formatter", "slurm", "--command", "bash -c {code}"]
+    env = {**os.environ, "PYTHONPATH": root}
+    with (tmp_path / "first.log").open("wb") as log:
+        first = subprocess.Popen(
+            [*argv, "--forever"], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+
+        async def handle_recorded() -> str | None:
+            job = await api.ok("GET", f"/jobs/{made['id']}")
+            return job.get("external_id") if job["attempt"] == 1 else None
+
+        handle = await wait_until(
+            handle_recorded, timeout=60, interval=0.1, what="the SLURM handle of attempt 1"
+        )
+        assert handle.startswith("slurm:")
+        slurm_id = handle.removeprefix("slurm:")
+        assert squeue_state(slurm_id) in ACTIVE_STATES
+    finally:
+        first.kill()  # the worker alone, as the OOM killer would: its SLURM job runs on
+        first.wait()
+    assert squeue_state(slurm_id) in ACTIVE_STATES
+
+    try:
+        second = await asyncio.to_thread(
+            subprocess.run, argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180
+        )
+    finally:
+        state_after = squeue_state(slurm_id)
+        subprocess.run(["scancel", slurm_id], check=False)  # never leave it behind, whatever happened
+    assert second.returncode == 0, second.stderr
+    job = await api.ok("GET", f"/jobs/{made['id']}")
+    assert job["status"] == "COMPLETED" and job["attempt"] == 2, job
+    assert "attempt 2" in job["log_tail"]
+    assert state_after not in ACTIVE_STATES, "the lost attempt's SLURM job still runs"
+    assert "cancelling the external job of a lost attempt" in second.stderr
+
+
+async def test_hostile_names_and_values_run_as_data(slurm: None, tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    fmt = SlurmFormatter(
+        command="printf '<%s>\\n' {a} {b} {c} {d}", log_dir=tmp_path / "logs", poll_interval=0.2
+    )
+    values = {"a": "$(touch X1)", "b": "; touch X2", "c": "`touch X3`", "d": "l1\n touch X4"}
+    job = make_job(108, values)
+    job.name = "evil\n touch X5\n#SBATCH --wrap=touch X6"
+    outcome = await asyncio.wait_for(fmt.run(job, RunContext(cwd=str(work))), 60)
+    assert outcome.status == "COMPLETED", outcome
+    for value in values.values():
+        assert f"<{value}>" in outcome.log_tail
+    assert list(work.iterdir()) == []
 
 
 async def test_sbatch_failure_reports_its_stderr(slurm: None, tmp_path: Path) -> None:

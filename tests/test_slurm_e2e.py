@@ -40,6 +40,7 @@ async def test_python_jobs_run_through_sbatch(
     await p.extend_queue([ok, gpu, bad, long])
     fmt = SlurmFormatter(
         command="echo {msg} CUDA=$CUDA_VISIBLE_DEVICES; sleep {sleep}; exit {code}",
+        shell=True,
         log_dir=tmp_path,
         poll_interval=0.2,
         max_poll_interval=1.0,

@@ -9,7 +9,17 @@ from .errors import (
     ValidationError,
     WhatsNextError,
 )
-from .formatters import CLIFormatter, FormatError, Formatter, JobSpec, Outcome, PythonFormatter, RunContext
+from .formatters import (
+    CLIFormatter,
+    FormatError,
+    Formatter,
+    JobSpec,
+    Outcome,
+    PreflightError,
+    PythonFormatter,
+    RunContext,
+    TaskFormatter,
+)
 from .job import Job
 from .project import AsyncProject, Project
 from .server import AsyncServer, Server
@@ -29,11 +39,13 @@ __all__ = [
     "JobSpec",
     "NotFound",
     "Outcome",
+    "PreflightError",
     "Project",
     "PythonFormatter",
     "RunContext",
     "Server",
     "ServerError",
+    "TaskFormatter",
     "ValidationError",
     "WhatsNextError",
     "WorkSummary",

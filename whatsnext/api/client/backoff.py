@@ -9,9 +9,10 @@ class Backoff:
     def __init__(self, first: float = 0.2, cap: float = 10.0) -> None:
         self.first, self.cap, self.current = first, cap, first
 
-    def next(self) -> float:
+    def next(self, at_least: float | None = None) -> float:
+        """The next delay; at least ``at_least`` (a server's ``Retry-After``) when given."""
         delay, self.current = self.current, min(self.current * 2, self.cap)
-        return delay
+        return max(delay, at_least) if at_least is not None else delay
 
     def reset(self) -> None:
         self.current = self.first

@@ -24,6 +24,8 @@ class WhatsNextError(Exception):
         self.code = code
         self.details = details
         self.url = url
+        self.retry_after: float | None = None
+        """Seconds the server asked to wait before trying again (its ``Retry-After``), if it said."""
 
 
 class BadRequest(WhatsNextError):

@@ -93,6 +93,7 @@ class Http:
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
+                retry_after = resp.headers.get("Retry-After")
         except (TimeoutError, aiohttp.ClientConnectionError, OSError) as exc:
             raise ConnectionError(
                 f"cannot reach the WhatsNext server at {self.base_url}: {exc or type(exc).__name__}", url=url
@@ -106,9 +107,12 @@ class Http:
         if status >= 400:
             err = data.get("error", {}) if isinstance(data, dict) else {}
             message = err.get("message") or f"{method} {path} failed with HTTP {status}"
-            raise for_status(status)(
+            error = for_status(status)(
                 message, status=status, code=err.get("code"), details=err.get("details"), url=url
             )
+            if retry_after and retry_after.isascii() and retry_after.isdigit():
+                error.retry_after = float(retry_after)
+            raise error
         return data
 
     async def get(self, path: str, **params: Any) -> Any:

@@ -6,13 +6,15 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from ...models import JOB_SUBMIT_FIELDS, TERMINAL
 from .errors import WhatsNextError
 from .syncio import run_sync
 
 if TYPE_CHECKING:
     from .http import Http
 
-FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "BLOCKED"})
+FINISHED = TERMINAL | {"BLOCKED"}
+"""Statuses a job stays in until someone acts: waiting on a job ends there."""
 DependsArg = Mapping[Any, Any] | Iterable["Job | int | str"] | None
 
 
@@ -36,10 +38,12 @@ class Job:
         required_accelerators: int | None = None,
         required_tags: Iterable[str] | None = None,
         max_attempts: int | None = None,
+        max_lost: int | None = None,
         retry_delay: float | None = None,
         timeout: float | None = None,
         inputs: Iterable[str] | None = None,
         outputs: Iterable[str] | None = None,
+        group: str | None = None,
     ) -> None:
         self.name = name
         self.task = task
@@ -50,10 +54,12 @@ class Job:
         self.required_accelerators = required_accelerators
         self.required_tags = list(required_tags) if required_tags is not None else None
         self.max_attempts = max_attempts
+        self.max_lost = max_lost
         self.retry_delay = retry_delay
         self.timeout = timeout
         self.inputs = list(inputs) if inputs is not None else None
         self.outputs = list(outputs) if outputs is not None else None
+        self.group = group
         self.id: int | None = None
         self.status: str | None = None
         self.attempt: int = 0
@@ -97,16 +103,9 @@ class Job:
         deps = self.depends_payload()
         if deps:
             body["depends"] = deps
-        for key in (
-            "required_cpu",
-            "required_accelerators",
-            "required_tags",
-            "max_attempts",
-            "retry_delay",
-            "timeout",
-            "inputs",
-            "outputs",
-        ):
+        for key in JOB_SUBMIT_FIELDS:
+            if key in body or key == "depends":
+                continue
             value = getattr(self, key)
             if value is not None:
                 body[key] = value
@@ -137,6 +136,7 @@ class Job:
             "project",
             "timeout",
             "max_attempts",
+            "max_lost",
             "retry_delay",
             "required_cpu",
             "required_accelerators",

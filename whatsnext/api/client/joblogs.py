@@ -56,8 +56,10 @@ async def follow_logs(
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the job's lines (``{id, seq, attempt, line, at}``) and gaps (``{dropped: N}``) as they come.
 
-    Returns after the job is finished; the last event is ``{finished: True, status}``. A dropped
-    connection is retried (with backoff) for up to ``reconnect`` seconds of failure in a row.
+    Returns after the job is finished; the last event is ``{finished: True, status}``. Keep-alive
+    lines are skipped, and a stream that ends at the server's max wait is resumed at once after the
+    last line; a dropped connection is retried (with backoff) for up to ``reconnect`` seconds of
+    failure in a row.
     """
     url = f"{http.base_url}/jobs/{int(job_id)}/logs"
     session = http._get_session()
@@ -86,15 +88,25 @@ async def follow_logs(
                         url=url,
                     )
                 delay, failing_since, tail = 0.1, None, None
+                capped = False
                 async for raw_line in resp.content:
                     if not raw_line.strip():
                         continue
                     event = orjson.loads(raw_line)
+                    if event.get("keepalive"):
+                        continue  # the job is silent; the server keeps the connection busy
                     if "id" in event:
                         after = event["id"]
+                    if event.get("finished") is False:
+                        # The request reached the server's max wait (or the server stops): go on
+                        # after the last line, in a new request.
+                        capped = event.get("reason") == "max_wait"
+                        break
                     yield event
                     if event.get("finished"):
                         return
+                if capped:
+                    continue
         except WhatsNextError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError) as exc:

@@ -11,6 +11,8 @@ lines are on the server before the job's report.
 Memory is bounded: a job's buffer holds at most ``job_buffer_chars`` characters and all buffers
 together ``total_buffer_chars``; past that the oldest lines are dropped and counted, and the next
 batch starts with a marker line saying how many. Lines longer than ``max_line_chars`` are cut.
+One request carries at most ``max_request_lines`` lines and about ``max_request_chars`` characters
+(512 Ki by default); a bigger backlog goes in several requests.
 Connection errors and server errors are retried with backoff while the lines wait in the (bounded)
 buffer; a refused batch (stale attempt, unknown job) is discarded.
 """
@@ -35,6 +37,9 @@ from .http import Http
 log = structlog.get_logger("whatsnext.logship")
 
 RETRYABLE = (ServerUnreachable, ServerError)
+MAX_REQUEST_CHARS = 512 * 1024
+"""Characters of output in one ``POST /jobs/logs`` (plus at most one line per job past it): with
+``max_line_chars`` this keeps a log batch well under a proxy's body limit (docs/deployment.md)."""
 CUT_MARK = " [... line cut]"
 
 
@@ -87,7 +92,7 @@ class LogShipper:
         batch_lines: int = 200,
         max_batch: int = 1000,
         max_request_lines: int = 5000,
-        max_request_chars: int = 4_000_000,
+        max_request_chars: int = MAX_REQUEST_CHARS,
         max_line_chars: int = 16_384,
         job_buffer_chars: int = 4_000_000,
         total_buffer_chars: int = 32_000_000,

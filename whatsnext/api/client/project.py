@@ -8,7 +8,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from .errors import NotFound
+from ...models import DEFAULT_MAX_LOST
+from .errors import Conflict, NotFound
 from .http import Http
 from .job import Job
 from .syncio import run_sync
@@ -22,6 +23,7 @@ def sweep_jobs(
     parameters: Mapping[str, Any] | None = None,
     depends: Any = None,
     priority: int = 0,
+    group: str | None = None,
 ) -> list[Job]:
     """Expand a parameter grid into jobs (the cartesian product), named after the values."""
     keys = list(grid)
@@ -39,9 +41,35 @@ def sweep_jobs(
                 parameters={**(parameters or {}), **combo},
                 priority=priority,
                 depends=depends,
+                group=group,
             )
         )
     return jobs
+
+
+def sweep_group_name(task: str) -> str:
+    """The group name of a sweep nobody named: ``TASK-sweep-DATE-TIME``."""
+    return f"{task}-sweep-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+
+
+def new_task_notices(created: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What to tell a user about tasks a submission created: a typo is the usual cause."""
+    out = []
+    for t in created:
+        gpus = t.get("required_accelerators", 0)
+        line = f"new task {t['name']!r}: {t.get('required_cpu', 1)} CPU, {gpus} GPU{'' if gpus == 1 else 's'}"
+        if t.get("did_you_mean"):
+            line += f" (did you mean {t['did_you_mean']!r}?)"
+        out.append(line)
+    return out
+
+
+def warn_new_tasks(created: Iterable[Mapping[str, Any]]) -> None:
+    """Print :func:`new_task_notices` on stderr."""
+    import sys
+
+    for line in new_task_notices(created):
+        print(f"whatsnext: {line}", file=sys.stderr)
 
 
 class AsyncProject:
@@ -118,12 +146,18 @@ class AsyncProject:
         required_accelerators: int = 0,
         required_tags: Iterable[str] = (),
         max_attempts: int = 1,
+        max_lost: int = DEFAULT_MAX_LOST,
         retry_delay: float = 0.0,
         timeout: float | None = None,
         command: str | None = None,
+        shell: bool = False,
+        defaults: Mapping[str, Any] | None = None,
         inputs: Iterable[str] = (),
         outputs: Iterable[str] = (),
+        exist_ok: bool = False,
     ) -> dict[str, Any]:
+        """Create a task; ``command`` is the template its jobs run (``"python train.py --lr {lr}"``).
+        ``exist_ok=True``: a task of that name may exist already; it is returned as it is."""
         body = {
             "name": name,
             "project_id": self.id,
@@ -131,13 +165,24 @@ class AsyncProject:
             "required_accelerators": required_accelerators,
             "required_tags": list(required_tags),
             "max_attempts": max_attempts,
+            "max_lost": max_lost,
             "retry_delay": retry_delay,
             "timeout": timeout,
             "command": command,
+            "shell": shell,
+            "defaults": dict(defaults or {}),
             "inputs": list(inputs),
             "outputs": list(outputs),
         }
-        return dict(await self._http.post("/tasks/", body))
+        try:
+            return dict(await self._http.post("/tasks/", body))
+        except Conflict:
+            if not exist_ok:
+                raise
+            for task in await self.list_tasks():
+                if task["name"] == name:
+                    return task
+            raise
 
     async def list_tasks(self) -> list[dict[str, Any]]:
         return list((await self._http.get(f"{self._path}/tasks"))["tasks"])
@@ -147,22 +192,41 @@ class AsyncProject:
     async def append_queue(self, job: Job) -> Job:
         """Queue one job; sets ``job.id``."""
         data = await self._http.post(f"{self._path}/jobs", job.to_request())
+        warn_new_tasks(data.get("created_tasks") or ())
         return job._bind(self._http, data)
 
-    async def extend_queue(self, jobs: Iterable[Job]) -> list[Job]:
-        """Queue many jobs in one request (one transaction); sets each ``job.id``."""
+    async def extend_queue(self, jobs: Iterable[Job], group: str | None = None) -> list[Job]:
+        """Queue many jobs in one request (one transaction); sets each ``job.id``. ``group``
+        names the batch: follow, cancel and retry it as one (``whatsnext groups show NAME``)."""
         batch = list(jobs)
         if not batch:
             return []
-        out = await self._http.post(f"{self._path}/jobs/batch", [j.to_request() for j in batch])
+        entries = [j.to_request() for j in batch]
+        body: Any = {"group": group, "jobs": entries} if group else entries
+        out = await self._http.post(f"{self._path}/jobs/batch", body)
+        warn_new_tasks(out.get("created_tasks") or ())
         for job, job_id in zip(batch, out["ids"], strict=True):
             job._bind(self._http, job_id=job_id)
             job.project = self.name
         return batch
 
-    async def sweep(self, task: str, grid: Mapping[str, Sequence[Any]], **kwargs: Any) -> list[Job]:
-        """Queue the cartesian product of ``grid`` as jobs of ``task`` in one request."""
-        return await self.extend_queue(sweep_jobs(task, grid, **kwargs))
+    async def sweep(
+        self, task: str, grid: Mapping[str, Sequence[Any]], group: str | None = None, **kwargs: Any
+    ) -> list[Job]:
+        """Queue the cartesian product of ``grid`` as jobs of ``task`` in one request, as one
+        group (``group``: its name; default ``TASK-sweep-<date-time>``), to follow, cancel and
+        retry as one."""
+        return await self.extend_queue(
+            sweep_jobs(task, grid, **kwargs), group=group or sweep_group_name(task)
+        )
+
+    async def groups(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The project's groups (sweeps, named batches), newest first, with job counts by status."""
+        return list((await self._http.get(f"{self._path}/groups", limit=limit))["groups"])
+
+    async def group(self, name: str | int) -> dict[str, Any]:
+        """One group and its progress (total, finished, counts by status)."""
+        return dict(await self._http.get(f"{self._path}/groups/{quote(str(name), safe='')}"))
 
     async def get_queue(self, limit: int = 1000) -> list[Job]:
         """Pending jobs in the order they will be handed out."""
@@ -192,10 +256,30 @@ class AsyncProject:
         return int((await self._http.delete(f"{self._path}/queue"))["deleted"])
 
     async def list_jobs(
-        self, status: str | None = None, task: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        status: str | Iterable[str] | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        *,
+        group: str | None = None,
+        name: str | None = None,
+        where: Mapping[str, Any] | None = None,
     ) -> list[Job]:
+        """Jobs newest first; ``status`` one or several, ``name`` a pattern (``*``), ``where``
+        parameters the jobs must have (``{"lr": 0.1}``)."""
+        import json
+
+        statuses = status if status is None or isinstance(status, str) else ",".join(status)
         data = await self._http.get(
-            f"{self._path}/jobs", status=status, task=task, limit=limit, before=before
+            f"{self._path}/jobs",
+            status=statuses,
+            task=task,
+            limit=limit,
+            before=before,
+            group=group,
+            name=name,
+            where=json.dumps(dict(where)) if where else None,
         )
         return [Job.from_server(self._http, j) for j in data["jobs"]]
 
@@ -279,11 +363,19 @@ class Project:
     def append_queue(self, job: Job) -> Job:
         return self._run(self._async.append_queue(job))
 
-    def extend_queue(self, jobs: Iterable[Job]) -> list[Job]:
-        return self._run(self._async.extend_queue(jobs))
+    def extend_queue(self, jobs: Iterable[Job], group: str | None = None) -> list[Job]:
+        return self._run(self._async.extend_queue(jobs, group))
 
-    def sweep(self, task: str, grid: Mapping[str, Sequence[Any]], **kwargs: Any) -> list[Job]:
-        return self._run(self._async.sweep(task, grid, **kwargs))
+    def sweep(
+        self, task: str, grid: Mapping[str, Sequence[Any]], group: str | None = None, **kwargs: Any
+    ) -> list[Job]:
+        return self._run(self._async.sweep(task, grid, group, **kwargs))
+
+    def groups(self, limit: int = 100) -> list[dict[str, Any]]:
+        return self._run(self._async.groups(limit))
+
+    def group(self, name: str | int) -> dict[str, Any]:
+        return self._run(self._async.group(name))
 
     def get_queue(self, limit: int = 1000) -> list[Job]:
         return self._run(self._async.get_queue(limit))
@@ -298,9 +390,14 @@ class Project:
         return self._run(self._async.clear_queue())
 
     def list_jobs(
-        self, status: str | None = None, task: str | None = None, limit: int = 100, before: int | None = None
+        self,
+        status: str | Iterable[str] | None = None,
+        task: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+        **filters: Any,
     ) -> list[Job]:
-        return self._run(self._async.list_jobs(status, task, limit, before))
+        return self._run(self._async.list_jobs(status, task, limit, before, **filters))
 
     def find_artifacts(self, uri: str, direction: str = "out", limit: int = 100) -> list[dict[str, Any]]:
         return self._run(self._async.find_artifacts(uri, direction, limit))

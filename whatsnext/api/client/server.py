@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import Conflict
 from .http import Http, server_url
 from .job import Job
 from .project import AsyncProject, Project, project_path
@@ -33,10 +34,18 @@ class AsyncServer:
     async def get_project(self, name: str | int) -> AsyncProject:
         return AsyncProject(self.http, await self.http.get(project_path(name)))
 
-    async def create_project(self, name: str, description: str = "") -> AsyncProject:
-        return AsyncProject(
-            self.http, await self.http.post("/projects", {"name": name, "description": description})
-        )
+    async def create_project(
+        self, name: str, description: str = "", *, exist_ok: bool = False, strict_tasks: bool = False
+    ) -> AsyncProject:
+        """Create a project. ``exist_ok=True``: if it exists already, return it (a submit script
+        can be run again). ``strict_tasks=True``: jobs for unknown tasks are refused."""
+        body = {"name": name, "description": description, "strict_tasks": strict_tasks}
+        try:
+            return AsyncProject(self.http, await self.http.post("/projects", body))
+        except Conflict:
+            if not exist_ok:
+                raise
+            return await self.get_project(name)
 
     async def list_projects(self, status: str | None = None) -> list[AsyncProject]:
         data = await self.http.get("/projects", status=status)
@@ -81,8 +90,12 @@ class Server:
     def get_project(self, name: str | int) -> Project:
         return Project(run_sync(self.aio.get_project(name)))
 
-    def create_project(self, name: str, description: str = "") -> Project:
-        return Project(run_sync(self.aio.create_project(name, description)))
+    def create_project(
+        self, name: str, description: str = "", *, exist_ok: bool = False, strict_tasks: bool = False
+    ) -> Project:
+        return Project(
+            run_sync(self.aio.create_project(name, description, exist_ok=exist_ok, strict_tasks=strict_tasks))
+        )
 
     def list_projects(self, status: str | None = None) -> list[Project]:
         return [Project(p) for p in run_sync(self.aio.list_projects(status))]

@@ -24,6 +24,11 @@ class FormatError(ValueError):
     """A job's parameters cannot be turned into a command (missing parameter, bad template)."""
 
 
+class PreflightError(ValueError):
+    """What a worker would run cannot work (a missing script or program, a bad template): found
+    before the first claim, so no job is touched."""
+
+
 @dataclass(slots=True)
 class JobSpec:
     """What the worker knows of a claimed job when it hands it to a formatter."""
@@ -42,6 +47,14 @@ class JobSpec:
     """Paths or URIs the job reads ({parameter} templates; recorded as artifacts after the job)."""
     outputs: list[str] = field(default_factory=list)
     """Paths or URIs the job writes ({parameter} templates; recorded as artifacts after the job)."""
+    previous_external_ids: list[str] = field(default_factory=list)
+    """External jobs (``"slurm:<id>"``...) of earlier attempts that were lost: cancelled before this one runs."""
+    command: str | None = None
+    """The task's command template (run by formatters that take the task's command)."""
+    defaults: dict[str, Any] = field(default_factory=dict)
+    """The task's default parameters (the job's own win)."""
+    shell: bool = False
+    """The task's command is a /bin/sh command line."""
 
 
 @dataclass(slots=True)
@@ -62,6 +75,9 @@ class RunContext:
     tail_bytes: int = 16_384
     """How much of the end of the job's output is kept for the report."""
     cwd: str | None = None
+    on_external: Callable[[str], None] | None = None
+    """Called by a formatter right after it submitted the job elsewhere, with the handle of the
+    external job (``"slurm:<id>"``, ``"runai:<name>"``), so the worker can record it."""
     _on_cancel: list[Callable[[], None]] = field(default_factory=list)
 
     def request_cancel(self, reason: str = "cancelled") -> None:
@@ -94,6 +110,9 @@ class Outcome:
     duration: float | None = None
     requeue: bool = False
     """True when the job should go back to the queue without counting as a failure (preempted)."""
+    retryable: bool = True
+    """False when running it again cannot help (it cannot be formatted, its program does not
+    exist): the job fails at once, whatever retries it has left."""
 
 
 class Formatter(ABC):
@@ -101,6 +120,14 @@ class Formatter(ABC):
 
     #: How many jobs this formatter may run at once regardless of CPU/GPU (None: no limit).
     max_concurrency: int | None = None
+    #: Whether it runs each job with its task's command template (the worker then claims only
+    #: jobs of tasks that have one).
+    uses_task_commands: bool = False
+
+    def preflight(self) -> None:
+        """Check, before the worker claims anything, that what it runs can work (the script and
+        program exist, the template parses). Raise :class:`PreflightError` saying what is wrong."""
+        return None
 
     @abstractmethod
     def format(self, task: str, parameters: dict[str, Any]) -> str:
@@ -110,12 +137,19 @@ class Formatter(ABC):
         """Run a formatted command to completion and return its exit code (synchronous path)."""
         return subprocess.call(shlex.split(command))
 
+    async def cancel_external(self, handle: str) -> None:
+        """Cancel an external job an earlier attempt left (a handle given to ``ctx.on_external``).
+
+        Handles of other kinds are ignored; formatters that submit jobs elsewhere override this.
+        """
+        return None
+
     async def run(self, job: JobSpec, ctx: RunContext) -> Outcome:
         """Run one job (asynchronous path used by the worker). Override for richer behaviour."""
         try:
             command = self.format(job.task, job.parameters)
         except FormatError as exc:
-            return Outcome(status="FAILED", error=str(exc))
+            return Outcome(status="FAILED", error=str(exc), retryable=False)
         code = await anyio.to_thread.run_sync(self.execute, command)
         return Outcome(
             status="COMPLETED" if code == 0 else "FAILED",

@@ -2,59 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import shlex
-import string
 import subprocess
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..process import run_process
+from ..template import CommandTemplate
 from .base import FormatError, Formatter, JobSpec, Outcome, RunContext
-
-
-def render_value(value: Any) -> str:
-    """A parameter value as one command-line argument: JSON for lists and dicts, text otherwise."""
-    if isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"))
-    if value is None:
-        return ""
-    return str(value)
-
-
-def template_fields(template: str) -> list[str]:
-    try:
-        return [f for _, f, _, _ in string.Formatter().parse(template) if f]
-    except ValueError as exc:
-        raise FormatError(f"bad template {template!r}: {exc}") from None
-
-
-def fill(
-    template: str, parameters: Mapping[str, Any], quote: bool = False, extra: Mapping[str, Any] | None = None
-) -> str:
-    """Fill ``{name}`` fields from the parameters (then ``extra``); a missing one is a FormatError naming it."""
-    merged = {**(extra or {}), **parameters}
-    values = {k: (shlex.quote(render_value(v)) if quote else render_value(v)) for k, v in merged.items()}
-    try:
-        return template.format_map(values)
-    except KeyError as exc:
-        raise FormatError(f"missing parameter {exc.args[0]!r} for template {template!r}") from None
-    except (IndexError, ValueError, AttributeError) as exc:
-        raise FormatError(f"bad template {template!r}: {exc}") from None
-
-
-def script_argv(
-    executable: str | None, script: str, parameters: Mapping[str, Any], flag_prefix: str = "--"
-) -> list[str]:
-    """``python process.py --input file.csv --format json``; True is a bare flag, False/None omitted."""
-    argv = [executable, script] if executable else [script]
-    for key, value in parameters.items():
-        if value is False or value is None:
-            continue
-        argv.append(f"{flag_prefix}{key}")
-        if value is not True:
-            argv.append(render_value(value))
-    return argv
 
 
 class CLIFormatter(Formatter):
@@ -65,7 +20,9 @@ class CLIFormatter(Formatter):
     ``{"input": "file.csv", "format": "json"}``.
     ``CLIFormatter(template="python train.py --lr {lr} --epochs {epochs}")`` fills a template.
     Arguments go to the program as an argv list: no shell sees the values. Pass ``shell=True`` to run
-    the template through ``/bin/sh -c`` (values are then shell-quoted).
+    the template through ``/bin/sh -c`` (values are then shell-quoted, and placeholders inside quotes
+    are refused). The rules are those of :class:`~whatsnext.api.client.template.CommandTemplate`,
+    shared with the SLURM and RUN:AI formatters.
     """
 
     def __init__(
@@ -90,31 +47,31 @@ class CLIFormatter(Formatter):
         self.env = dict(env or {})
         self.cwd = cwd
         self.defaults = dict(defaults or {})
-        if template is not None:
-            template_fields(template)  # a malformed template fails here, not per job
+        # A malformed or unsafe template fails here, when the worker starts, not on each job.
+        self.command_template = CommandTemplate(
+            executable=executable, script=script, template=template, shell=shell, defaults=defaults
+        )
 
-    def _params(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
-        return {**self.defaults, **parameters}
+    def preflight(self) -> None:
+        from ..preflight import check_program, check_script, check_template_words
+
+        if self.script is not None:
+            if self.executable:
+                check_program(self.executable, self.cwd, what="executable")
+                check_script(self.script, self.cwd)
+            else:
+                check_program(self.script, self.cwd, what="script")
+        elif self.template is not None:
+            check_template_words(self.template, self.shell, self.cwd)
 
     def argv(self, task: str, parameters: Mapping[str, Any]) -> list[str]:
-        params = self._params(parameters)
-        if self.script is not None:
-            return script_argv(self.executable, self.script, params)
-        assert self.template is not None
-        try:
-            pieces = shlex.split(self.template)
-        except ValueError as exc:
-            raise FormatError(f"bad template {self.template!r}: {exc}") from None
-        return [fill(piece, params) for piece in pieces]
+        return self.command_template.argv(parameters)
 
     def shell_command(self, parameters: Mapping[str, Any]) -> str:
-        assert self.template is not None
-        return fill(self.template, self._params(parameters), quote=True)
+        return self.command_template.shell_line(parameters)
 
     def format(self, task: str, parameters: dict[str, Any]) -> str:
-        if self.shell:
-            return self.shell_command(parameters)
-        return shlex.join(self.argv(task, parameters))
+        return self.command_template.shell_line(parameters)
 
     def execute(self, command: str) -> int:
         if self.shell:
@@ -127,7 +84,7 @@ class CLIFormatter(Formatter):
                 self.shell_command(job.parameters) if self.shell else self.argv(job.task, job.parameters)
             )
         except FormatError as exc:
-            return Outcome(status="FAILED", error=f"cannot format job: {exc}")
+            return Outcome(status="FAILED", error=f"cannot format job: {exc}", retryable=False)
         if self.env:
             ctx.env = {**self.env, **ctx.env}
         if self.cwd and not ctx.cwd:

@@ -24,8 +24,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from ..template import CommandTemplate
 from .base import FormatError, Formatter, JobSpec, Outcome, RunContext
-from .slurm import job_environment, render_command, run_command
+from .slurm import job_environment, report_external, run_command
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ RUNNING_STATES = frozenset({"running", "degraded"})
 
 _STATUS_KEYS = ("status", "phase", "state", "actualPhase", "jobStatus")
 _EXIT_KEYS = ("exitCode", "exit_code", "ExitCode")
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _NOT_FOUND = re.compile(r"not found|does not exist|doesn't exist|no such|no workload", re.IGNORECASE)
 
 
@@ -148,10 +150,14 @@ def to_yaml(data: Any, indent: int = 0) -> str:
 class RUNAIFormatter(Formatter):
     """Submit each job as a RUN:AI training workload and follow it until it ends.
 
-    The command inside the container is built like :class:`CLIFormatter` builds it, from
-    ``script`` (``<executable> <script> --key value ...``) or a ``command`` template, and is
-    passed to the container as an argument vector (no shell: write ``bash -c '...'`` in the
-    template to use shell syntax).
+    The command inside the container is built by the same engine as :class:`CLIFormatter`
+    (:class:`~whatsnext.api.client.template.CommandTemplate`), from ``script``
+    (``<executable> <script> --key value ...``) or a ``command`` template, and is passed to the
+    container as an argument vector (no shell; ``shell=True`` runs the template with
+    ``/bin/sh -c``, values shell-quoted).
+
+    Each submission is reported to ``ctx.on_external`` as ``"runai:<name>"``;
+    :meth:`cancel_external` deletes such a workload.
     """
 
     #: RUN:AI queues the workloads: the worker does not need to hold any back.
@@ -166,6 +172,7 @@ class RUNAIFormatter(Formatter):
         executable: str = "python",
         command: str | None = None,
         *,
+        shell: bool = False,
         gpu: float | None = None,
         cpu: float | None = None,
         memory: str | None = None,
@@ -191,6 +198,10 @@ class RUNAIFormatter(Formatter):
         self.script = script
         self.executable = executable
         self.command = command
+        self.shell = shell
+        self.command_template = CommandTemplate(
+            executable=executable, script=script, template=command, shell=shell
+        )
         self.gpu = gpu
         self.cpu = cpu
         self.memory = memory
@@ -205,13 +216,18 @@ class RUNAIFormatter(Formatter):
     # -- rendering ----------------------------------------------------------------------------
 
     def format(self, task: str, parameters: dict[str, Any]) -> str:
-        """The command line run inside the container."""
-        return render_command(
-            task, parameters, script=self.script, executable=self.executable, command=self.command
-        )
+        """The command run inside the container, as one shell-quoted line."""
+        try:
+            return self.command_template.shell_line(parameters)
+        except FormatError as exc:
+            raise FormatError(f"task {task!r}: {exc}") from None
 
     def container_argv(self, job: JobSpec) -> list[str]:
-        argv = shlex.split(self.format(job.task, job.parameters))
+        """The container's argument vector (the same argv the CLI formatter would run)."""
+        try:
+            argv = self.command_template.argv(job.parameters)
+        except FormatError as exc:
+            raise FormatError(f"task {job.task!r}: {exc}") from None
         if not argv:
             raise FormatError(f"task {job.task!r}: the command is empty")
         return argv
@@ -360,6 +376,7 @@ class RUNAIFormatter(Formatter):
                 status="FAILED", error=f"runai submit failed: {message}", duration=time.monotonic() - started
             )
         log.info("job %s submitted to RUN:AI as %s (project %s)", job.id, name, self.project)
+        report_external(ctx, f"runai:{name}")
         if ctx.on_output is not None:
             ctx.on_output(f"[whatsnext] submitted to RUN:AI as {name} in project {self.project}")
         try:
@@ -368,6 +385,16 @@ class RUNAIFormatter(Formatter):
             # The worker itself is being torn down: do not leave the workload running.
             await asyncio.shield(run_command(self.delete_argv(name), limit=60))
             raise
+
+    async def cancel_external(self, handle: str) -> None:
+        """Delete the workload behind ``"runai:<name>"`` (gone already is fine); other handles are
+        not ours and are left alone."""
+        kind, _, name = handle.partition(":")
+        if kind != "runai" or not _LABEL.match(name):
+            return
+        rc, out, err = await run_command(self.delete_argv(name), limit=120)
+        if rc != 0 and not _NOT_FOUND.search(err + out):
+            log.warning("runai delete %s exited %d: %s", name, rc, (err or out).strip())
 
     async def _follow(self, name: str, ctx: RunContext, started: float) -> Outcome:
         interval = self.poll_interval

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import math
 import os
 import re
 import shlex
-import string
 import subprocess
 import sys
 import tempfile
@@ -29,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..template import CommandTemplate, bash_quote
 from .base import FormatError, Formatter, JobSpec, Outcome, RunContext
 
 log = logging.getLogger(__name__)
@@ -40,92 +39,28 @@ DEVICE_ENV_VARS = frozenset(
 )
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SLURM_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
 _DROPPED_MARKER = "[... earlier output dropped ...]\n"
 
 
 # --------------------------------------------------------------------------------------------
-# Command rendering (shared with the RUN:AI formatter)
+# Helpers shared with the RUN:AI formatter
 # --------------------------------------------------------------------------------------------
 
 
-def _param_text(value: Any) -> str:
-    """How one parameter value is written on a command line (before shell quoting)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value, separators=(",", ":"))
-    return str(value)
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` made safe for one line of a script: control characters (newlines...) become '?'."""
+    return "".join(ch if ch.isprintable() else "?" for ch in text)[:limit]
 
 
-def render_command(
-    task: str,
-    parameters: Mapping[str, Any],
-    *,
-    script: str | None,
-    executable: str,
-    command: str | None,
-) -> str:
-    """Build a job's command line from its parameters.
-
-    * script mode (``script`` given): ``<executable> <script> --key value ...`` with one
-      ``--key value`` pair per parameter, in the parameters' order;
-    * template mode (``command`` given): ``command.format(**parameters)``, e.g.
-      ``"python train.py --lr {lr}"``. Format specs and conversions work as in ``str.format``.
-
-    Every substituted value is shell-quoted, so a value can never inject shell syntax. A template
-    field without a matching parameter raises :class:`FormatError` naming the parameter.
-    """
-    if command is not None:
-        return _render_template(task, command, parameters)
-    if script is None:
-        raise FormatError("neither a script nor a command template is configured")
-    parts = [shlex.quote(executable), shlex.quote(script)]
-    for key, value in parameters.items():
-        parts.append(f"--{key}")
-        parts.append(shlex.quote(_param_text(value)))
-    return " ".join(parts)
-
-
-def _render_template(task: str, template: str, parameters: Mapping[str, Any]) -> str:
-    formatter = string.Formatter()
+def report_external(ctx: RunContext, handle: str) -> None:
+    """Tell the worker where the job now runs (``ctx.on_external``); never fails the job."""
+    if ctx.on_external is None:
+        return
     try:
-        pieces = list(formatter.parse(template))
-    except ValueError as exc:
-        raise FormatError(f"task {task!r}: bad command template {template!r}: {exc}") from exc
-    out: list[str] = []
-    for literal, field_name, format_spec, conversion in pieces:
-        out.append(literal)
-        if field_name is None:
-            continue
-        if field_name == "":
-            raise FormatError(
-                f"task {task!r}: command template {template!r} has an unnamed field '{{}}'; "
-                "name it after a parameter, e.g. {lr}"
-            )
-        root = re.split(r"[.\[]", field_name, maxsplit=1)[0]
-        if root.isdigit():
-            raise FormatError(
-                f"task {task!r}: command template {template!r} uses a positional field "
-                f"{{{field_name}}}; use parameter names"
-            )
-        if root not in parameters:
-            available = ", ".join(sorted(parameters)) or "none"
-            raise FormatError(
-                f"task {task!r}: missing parameter {root!r} for command template {template!r} "
-                f"(parameters given: {available})"
-            )
-        try:
-            value, _ = formatter.get_field(field_name, (), parameters)
-            value = formatter.convert_field(value, conversion)
-            text = formatter.format_field(value, format_spec or "")
-        except (KeyError, IndexError, AttributeError, TypeError, ValueError) as exc:
-            raise FormatError(
-                f"task {task!r}: cannot render field {{{field_name}}} of {template!r}: {exc}"
-            ) from exc
-        if not isinstance(value, str) and not format_spec and conversion is None:
-            text = _param_text(value)
-        out.append(shlex.quote(text))
-    return "".join(out)
+        ctx.on_external(handle)
+    except Exception:
+        log.exception("the worker's on_external callback failed for %s", handle)
 
 
 def job_environment(job: JobSpec, env: Mapping[str, str] | None) -> dict[str, str]:
@@ -435,9 +370,15 @@ def default_log_dir() -> Path:
 class SlurmFormatter(Formatter):
     """Submit each job to SLURM with ``sbatch`` and follow it until it finishes.
 
-    The command is built like :class:`CLIFormatter` builds it: either
+    The command is built by the same engine as :class:`CLIFormatter` builds it
+    (:class:`~whatsnext.api.client.template.CommandTemplate`): either
     ``<executable> <script> --key value ...`` (``script``) or a template such as
-    ``"python train.py --lr {lr}"`` (``command``).
+    ``"python train.py --lr {lr}"`` (``command``), written into the batch script as the quoted
+    argument vector; ``shell=True`` writes a shell template instead (values shell-quoted,
+    placeholders inside quotes refused).
+
+    Each submission is reported to ``ctx.on_external`` as ``"slurm:<id>"``;
+    :meth:`cancel_external` cancels such a job (a worker taking over a lost job does that first).
     """
 
     #: SLURM queues the jobs: the worker does not need to hold any back.
@@ -449,6 +390,7 @@ class SlurmFormatter(Formatter):
         executable: str = "python",
         command: str | None = None,
         *,
+        shell: bool = False,
         partition: str | None = None,
         account: str | None = None,
         time: str | None = None,
@@ -475,6 +417,10 @@ class SlurmFormatter(Formatter):
         self.script = script
         self.executable = executable
         self.command = command
+        self.shell = shell
+        self.command_template = CommandTemplate(
+            executable=executable, script=script, template=command, shell=shell
+        )
         self.partition = partition
         self.account = account
         self.time = time
@@ -495,9 +441,11 @@ class SlurmFormatter(Formatter):
     # -- rendering ----------------------------------------------------------------------------
 
     def format(self, task: str, parameters: dict[str, Any]) -> str:
-        return render_command(
-            task, parameters, script=self.script, executable=self.executable, command=self.command
-        )
+        """The command line of the batch script: every value quoted for bash, on one line."""
+        try:
+            return self.command_template.shell_line(parameters, quote=bash_quote)
+        except FormatError as exc:
+            raise FormatError(f"task {task!r}: {exc}") from None
 
     @staticmethod
     def job_name(job: JobSpec) -> str:
@@ -552,12 +500,14 @@ class SlurmFormatter(Formatter):
 
         lines = ["#!/bin/bash"]
         lines += [f"#SBATCH {d}" for d in directives]
-        lines.append(f"# WhatsNext job {job.id} ({job.name}), task {job.task}, attempt {job.attempt}")
+        lines.append(
+            f"# WhatsNext job {job.id} ({one_line(job.name)}), task {one_line(job.task)}, attempt {job.attempt}"
+        )
         for key, value in job_environment(job, env).items():
             if not _ENV_NAME.match(key):
                 log.warning("not exporting %r to SLURM job %s: not a valid variable name", key, job.id)
                 continue
-            lines.append(f"export {key}={shlex.quote(value)}")
+            lines.append(f"export {key}={bash_quote(value)}")
         lines.append(command)
         return "\n".join(lines) + "\n"
 
@@ -632,6 +582,7 @@ class SlurmFormatter(Formatter):
                 duration=time.monotonic() - started,
             )
         log.info("job %s submitted to SLURM as %s", job.id, slurm_id)
+        report_external(ctx, f"slurm:{slurm_id}")
         if ctx.on_output is not None:
             ctx.on_output(f"[whatsnext] submitted to SLURM as job {slurm_id}")
 
@@ -651,6 +602,24 @@ class SlurmFormatter(Formatter):
         out_path.unlink(missing_ok=True)  # never show a previous run's output as this one's
         script_path.write_text(script)
         script_path.chmod(0o700)
+
+    async def cancel_external(self, handle: str) -> None:
+        """Cancel the SLURM job behind ``"slurm:<id>"`` and wait (up to ``stop_wait`` s) until
+        SLURM no longer runs it; other handles are not ours and are left alone."""
+        kind, _, slurm_id = handle.partition(":")
+        if kind != "slurm" or not _SLURM_ID.match(slurm_id):
+            return
+        rc, _, err = await run_command([self.scancel, slurm_id], limit=60)
+        if rc != 0 and "invalid job id" not in err.lower():
+            log.warning("scancel %s exited %d: %s", slurm_id, rc, err.strip())
+        deadline = time.monotonic() + self.stop_wait
+        while time.monotonic() < deadline:
+            rc, out, err = await run_command([self.squeue, "-h", "-o", "%T", "-j", slurm_id], limit=60)
+            states = set(out.split())
+            if (rc == 0 and not states - FINAL_STATES) or "invalid job id" in err.lower():
+                return
+            await asyncio.sleep(self.poll_interval)
+        log.warning("SLURM job %s still listed %s s after scancel", slurm_id, self.stop_wait)
 
     async def _scancel(self, slurm_id: str) -> None:
         rc, _, err = await run_command([self.scancel, slurm_id], limit=60)
