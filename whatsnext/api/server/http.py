@@ -1,7 +1,9 @@
-"""Small helpers shared by the route modules: parse a body, read params, answer JSON."""
+"""Small helpers shared by the route modules: parse a body, read params, answer JSON; and the
+middleware that refuses what no route can take (a body that is not JSON, NUL in the URL)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -10,10 +12,17 @@ import orjson
 import pydantic
 from aiohttp import web
 
-from .errors import ApiError, bad_request, invalid, validation_details
+from .errors import ApiError, Handler, bad_request, invalid, validation_details
+from .keys import settings_key
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 MAX_ID = 2**63 - 1
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+"""An integer in a URL: ASCII digits only (``int()`` would also take '١٢', ' 12' or '1_2')."""
+_BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
+FORM_PATHS = "/ui/"
+"""The web dashboard's forms post form-encoded bodies (each checked for its CSRF token)."""
+FORM_TYPE = "application/x-www-form-urlencoded"
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -32,8 +41,10 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     if not raw.strip():
         raise bad_request("a JSON body is required", "body")
+    settings = request.app.get(settings_key)
+    context = {"max_parameters_bytes": settings.max_parameters_bytes} if settings is not None else None
     try:
-        return model.model_validate_json(raw)
+        return model.model_validate_json(raw, context=context)
     except pydantic.ValidationError as exc:
         details = validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):
@@ -44,8 +55,8 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
 
 def path_id(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
-    if not raw.isdigit() or not 0 < int(raw) <= MAX_ID:
-        raise invalid(f"{name} must be a positive integer, got {raw!r}", name)
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not 0 < int(raw) <= MAX_ID:
+        raise invalid(f"{name} must be a positive integer below 2^63, got {raw!r}", name)
     return int(raw)
 
 
@@ -55,13 +66,24 @@ def query_int(
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(f"{name} must be an integer, got {raw!r}", name) from None
+    if not _INTEGER.fullmatch(raw):
+        raise invalid(f"{name} must be an integer (ASCII digits), got {raw!r}", name)
+    value = int(raw)
     if not lo <= value <= hi:
         raise invalid(f"{name} must be between {lo} and {hi}", name)
     return value
+
+
+def query_flag(request: web.Request, name: str, default: bool = False) -> bool:
+    """A yes/no query parameter: 1/0, true/false, yes/no, on/off."""
+    raw = request.query.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise invalid(f"{name} must be 1 or 0, got {raw!r}", name)
 
 
 def query_choice(request: web.Request, name: str, choices: Iterable[str]) -> str | None:
@@ -78,3 +100,53 @@ def query_choice(request: web.Request, name: str, choices: Iterable[str]) -> str
 def dumps_json(value: Any) -> str:
     """Encode a value for a jsonb parameter."""
     return orjson.dumps(value).decode()
+
+
+def _is_json(content_type: str) -> bool:
+    return content_type == "application/json" or (
+        content_type.startswith("application/") and content_type.endswith("+json")
+    )
+
+
+@web.middleware
+async def input_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse, before any route runs, what no route can take: a request body that is not JSON
+    (415; a request without a body needs no Content-Type), and a NUL character in a path segment
+    or a query parameter (422, PostgreSQL text cannot hold it). No route, or a method the path
+    does not serve, is answered 404/405 first."""
+    if getattr(request.match_info, "http_exception", None) is not None:
+        return await handler(request)
+    if (
+        request.method not in _BODYLESS
+        and request.body_exists
+        and not _is_json(request.content_type)
+        and not (request.path.startswith(FORM_PATHS) and request.content_type == FORM_TYPE)
+    ):
+        given = request.headers.get("Content-Type")
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"the body must be JSON (Content-Type: application/json), got {given or 'no Content-Type'}",
+            {"field": "Content-Type"},
+        )
+    for name, value in (*request.match_info.items(), *request.query.items()):
+        if "\x00" in value or "\x00" in name:
+            raise invalid(f"{name} cannot contain the NUL character", name)
+    return await handler(request)
+
+
+ACTOR_HEADER = "X-WhatsNext-Actor"
+PRINCIPAL_KEY = "whatsnext.principal"
+"""Where the auth middleware leaves the token behind a request (``auth.Principal``)."""
+
+
+def actor(request: web.Request) -> str | None:
+    """Who is behind a request, for the job history: the client's own name for itself (the CLI
+    and SDK send the user and host), at most 200 characters. With auth on, the token's name, with
+    the client's own name after it in parentheses when it sends one."""
+    name = request.headers.get(ACTOR_HEADER)
+    name = name[:200].replace("\x00", "") if name else None
+    token = request.get(PRINCIPAL_KEY)
+    if token is not None:
+        return f"{token.name} ({name})" if name else str(token.name)
+    return name or None

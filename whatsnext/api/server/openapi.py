@@ -11,6 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from .auth import SECURITY_SCHEMES, security
 from .schemas import Error
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -27,6 +28,10 @@ class RouteSpec:
     status: int = 200
     query: dict[str, str] = field(default_factory=dict)
     errors: tuple[int, ...] = (400, 404, 422)
+    streams: dict[str, str] = field(default_factory=dict)
+    """Other media types the success answer may take (a stream), with what they carry."""
+    published: bool = True
+    """False for an alias served beside the published path (``/tasks`` beside ``/tasks/``)."""
 
 
 class RouteTable:
@@ -47,8 +52,12 @@ class RouteTable:
         status: int = 200,
         query: dict[str, str] | None = None,
         errors: tuple[int, ...] = (400, 404, 422),
+        streams: dict[str, str] | None = None,
+        published: bool = True,
     ) -> Callable[[Handler], Handler]:
-        spec = RouteSpec(method, path, summary, tag, body, response, status, query or {}, errors)
+        spec = RouteSpec(
+            method, path, summary, tag, body, response, status, query or {}, errors, streams or {}, published
+        )
 
         def register(handler: Handler) -> Handler:
             self.specs.append((spec, handler))
@@ -61,19 +70,66 @@ class RouteTable:
             app.router.add_route(spec.method, spec.path, handler)
 
 
+INTEGER_QUERY = frozenset({"after", "attempt", "before", "limit", "offset", "tail"})
+"""Query parameters that are integers wherever they appear (``query_int`` reads them)."""
+BOOLEAN_QUERY = frozenset({"follow"})
+ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
+ERROR_DESCRIPTIONS = {
+    400: "Malformed request: the body is not JSON",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed on this path (the Allow header lists those that are)",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "The body is not application/json",
+    422: "Invalid input: details name the field",
+    503: "The database is unavailable right now: retry after Retry-After seconds",
+}
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 def _query_param(name: str, description: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "in": "query",
-        "required": False,
-        "description": description,
-        "schema": {"type": "string"},
-    }
+    schema: dict[str, Any] = {"type": "string"}
+    if name in INTEGER_QUERY:
+        schema = {"type": "integer", "format": "int64"}
+    elif name in BOOLEAN_QUERY:
+        schema = {"type": "boolean"}
+    return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    if name.endswith("_id"):
+        return {"name": name, "in": "path", "required": True, "schema": dict(ID)}
+    param: dict[str, Any] = {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    if name == "project":
+        param["description"] = "The project's name or id."
+    return param
+
+
+def statuses(spec: RouteSpec) -> list[int]:
+    """Every error status the route can answer: its own, and those the server answers for any
+    route of its kind (a body: 400, 413, 415, 422; a path or query parameter: 422; an id: 404;
+    anything that reads the database: 503)."""
+    codes = set(spec.errors) | {405}
+    if spec.body is not None:
+        codes |= {400, 413, 422}
+    if spec.method in _WITH_BODY:
+        codes.add(415)
+    if spec.query or "{" in spec.path:
+        codes.add(422)
+    if re.search(r"\{\w+\}", spec.path):
+        codes.add(404)
+    if spec.path != "/openapi.json":
+        codes.add(503)
+    if spec.path != "/health":
+        codes |= {401, 403}  # with --auth: no valid token; a role or project that does not allow it
+    return sorted(codes)
 
 
 def build_openapi(app: web.Application, table: RouteTable, version: str) -> dict[str, Any]:
     served = {(r.method, r.resource.canonical) for r in app.router.routes() if r.resource is not None}
-    specs = [spec for spec, _ in table.specs if (spec.method, spec.path) in served]
+    specs = [spec for spec, _ in table.specs if spec.published and (spec.method, spec.path) in served]
     models: set[type[BaseModel]] = {Error}
     for spec in specs:
         for model in (spec.body, spec.response):
@@ -95,11 +151,9 @@ def build_openapi(app: web.Application, table: RouteTable, version: str) -> dict
             "tags": [spec.tag],
             "operationId": re.sub(r"[^a-zA-Z0-9]+", "_", f"{spec.method}_{spec.path}").strip("_"),
             "responses": {},
+            "security": security(spec.method, spec.path),
         }
-        params = [
-            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-            for name in re.findall(r"\{(\w+)\}", spec.path)
-        ]
+        params = [_path_param(name) for name in re.findall(r"\{(\w+)\}", spec.path)]
         params += [_query_param(n, d) for n, d in spec.query.items()]
         if params:
             op["parameters"] = params
@@ -111,18 +165,19 @@ def build_openapi(app: web.Application, table: RouteTable, version: str) -> dict
         ok: dict[str, Any] = {"description": "OK"}
         if spec.response is not None:
             ok["content"] = {"application/json": {"schema": ref(spec.response)}}
+        for media, what in spec.streams.items():
+            ok.setdefault("content", {})[media] = {"schema": {"type": "string", "description": what}}
         op["responses"][str(spec.status)] = ok
-        for code in spec.errors:
-            op["responses"][str(code)] = {
-                "description": {
-                    400: "Malformed request",
-                    401: "Unauthorized",
-                    404: "Not found",
-                    409: "Conflict",
-                    422: "Invalid input",
-                }.get(code, "Error"),
+        for code in statuses(spec):
+            answer: dict[str, Any] = {
+                "description": ERROR_DESCRIPTIONS.get(code, "Error"),
                 "content": {"application/json": {"schema": ref(Error)}},
             }
+            if code == 503:
+                answer["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
+            elif code == 405:
+                answer["headers"] = {"Allow": {"schema": {"type": "string"}}}
+            op["responses"][str(code)] = answer
         paths.setdefault(spec.path, {})[spec.method.lower()] = op
     return {
         "openapi": "3.1.0",
@@ -132,5 +187,5 @@ def build_openapi(app: web.Application, table: RouteTable, version: str) -> dict
             "description": "Job queue with dependencies and CPU/GPU-aware scheduling.",
         },
         "paths": paths,
-        "components": {"schemas": schemas},
+        "components": {"schemas": schemas, "securitySchemes": SECURITY_SCHEMES},
     }

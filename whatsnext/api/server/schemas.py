@@ -2,13 +2,93 @@
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ...models import DEFAULT_MAX_LOST, JobStatus, ReportStatus
 
 INT32 = 2**31 - 1
+"""The largest value of a PostgreSQL ``integer`` column (attempt, cpu, priority, exit code ...)."""
+INT64 = 2**63 - 1
+"""The largest value of a PostgreSQL ``bigint`` column (every id)."""
+MAX_PARAMETERS_BYTES = 1024**2
+"""Default bound on a job's ``parameters`` (and a task's ``defaults``) as JSON, in bytes."""
+NUL = "\x00"
+
+
+def _problem(value: Any) -> tuple[str, str, str] | None:
+    """The first part of a value that PostgreSQL cannot store, as (error type, message, where):
+    text with a NUL character, an integer outside ``bigint``, a number that is not finite."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            if NUL in item:
+                return "nul_character", "text cannot contain the NUL character (\\u0000)", where
+        elif isinstance(item, bool) or item is None:
+            continue
+        elif isinstance(item, int):
+            if not -INT64 - 1 <= item <= INT64:
+                return "int_out_of_range", "integers must lie between -2^63 and 2^63-1", where
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return "finite_number", "numbers must be finite (no NaN or Infinity)", where
+        elif isinstance(item, dict):
+            for key, sub in reversed(item.items()):
+                if isinstance(key, str) and NUL in key:
+                    return "nul_character", "keys cannot contain the NUL character (\\u0000)", where
+                stack.append((sub, f"{where}.{key}" if where else str(key)))
+        elif isinstance(item, list | tuple):
+            stack.extend(
+                (sub, f"{where}.{i}" if where else str(i)) for i, sub in reversed(list(enumerate(item)))
+            )
+    return None
+
+
+def printable(value: str) -> str:
+    """Text a program printed: PostgreSQL cannot store NUL, so it becomes U+FFFD."""
+    return value.replace(NUL, "\ufffd") if NUL in value else value
+
+
+def storable(value: Any) -> Any:
+    """A JSON value a program produced, made storable: NUL in text and keys becomes U+FFFD, a
+    number that is not finite becomes null, an integer outside ``bigint`` becomes a float."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int):
+        return value if -INT64 - 1 <= value <= INT64 else float(value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {printable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+Printed = Annotated[str, AfterValidator(printable)]
+"""Output text (logs, error messages): stored with NUL replaced rather than refused."""
+Produced = Annotated[Any, AfterValidator(storable)]
+"""A JSON value a job produced (its result): stored as far as PostgreSQL can hold it."""
+Id = Annotated[int, Field(ge=1, le=INT64)]
+Attempt = Annotated[int, Field(ge=1, le=INT32)]
+Int32 = Annotated[int, Field(ge=-INT32 - 1, le=INT32)]
 
 
 _BAD_NAME = re.compile(r"[\x00-\x1f/]")
@@ -28,17 +108,44 @@ Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check
 JobName = Annotated[str, Field(min_length=1, max_length=500)]
 Tag = Annotated[str, Field(min_length=1, max_length=100)]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
+MaxLost = Annotated[int, Field(ge=0, le=1000)]
 PathTemplate = Annotated[str, Field(min_length=1, max_length=4096)]
 """A path or URI a job reads or writes, with {parameter} fields the worker fills in."""
 ProjectStatus = Literal["ACTIVE", "ARCHIVED"]
-JobStatus = Literal["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"]
-DependsOn = (
-    list[Annotated[int, Field(ge=1)] | Annotated[str, Field(min_length=1, max_length=500)]] | dict[str, Any]
-)
+DependsOn = list[Id | Annotated[str, Field(min_length=1, max_length=500)]] | dict[str, Any]
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields are refused, and so is anything PostgreSQL cannot store (NUL
+    in text, integers beyond ``bigint``, NaN/Infinity), naming the field. Output text of a job
+    (``Printed``, ``Produced`` fields) has been made storable before this check."""
+
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _storable(cls, value: Any) -> Any:
+        problem = _problem(value)
+        if problem is not None:
+            kind, message, where = problem
+            raise PydanticCustomError(kind, message + (f" (at {where})" if where else ""))
+        return value
+
+
+def _bounded_json(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+    """Refuse a JSON object larger than the server's ``max_parameters_bytes``."""
+    limit = (info.context or {}).get("max_parameters_bytes", MAX_PARAMETERS_BYTES)
+    if not value or limit is None:
+        return value
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError:
+        return value  # not encodable (an integer beyond 64 bits): the check on every field refuses it
+    if size > limit:
+        raise PydanticCustomError(
+            "too_large", "at most {limit} bytes of JSON, got {size}", {"limit": limit, "size": size}
+        )
+    return value
 
 
 # ---------------------------------------------------------------- health
@@ -47,10 +154,19 @@ class Strict(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     version: str
-    database: str
+    schema_level: int | None = Field(
+        None,
+        description="The database schema level (the number of its newest migration) this server runs.",
+    )
+    database: str | None = Field(
+        None, description="The database's version (left out for a request without a token under --auth)."
+    )
     lease_seconds: float | None = None
     waiting_claims: int = Field(0, description="Long-polling claims this server process holds now.")
     listen_reconnects: int = Field(0, description="Times the LISTEN connection was re-established.")
+    max_wait: float | None = Field(
+        None, description="Longest wait (s) of one claim or log follow; clients never ask for more."
+    )
 
 
 class ErrorBody(BaseModel):
@@ -69,12 +185,16 @@ class Error(BaseModel):
 class ProjectCreate(Strict):
     name: Name = Field(description="Unique project name (not all digits: a number addresses an id).")
     description: str = Field("", max_length=10_000)
+    strict_tasks: bool = Field(
+        False, description="Refuse jobs for tasks the project does not have (instead of creating them)."
+    )
 
 
 class ProjectUpdate(Strict):
     name: Name | None = None
     description: str | None = Field(None, max_length=10_000)
     status: ProjectStatus | None = None
+    strict_tasks: bool | None = None
 
 
 class ProjectOut(BaseModel):
@@ -82,6 +202,7 @@ class ProjectOut(BaseModel):
     name: str
     description: str
     status: ProjectStatus
+    strict_tasks: bool = False
     created_at: datetime
     updated_at: datetime
     jobs: dict[str, int] | None = Field(None, description="Job counts by status (single-project reads).")
@@ -104,9 +225,18 @@ class TaskCreate(Strict):
     required_cpu: Count = 1
     required_accelerators: Count = 0
     required_tags: list[Tag] = Field(default_factory=list)
-    command: str | None = Field(None, max_length=10_000, description="Optional command template.")
-    defaults: dict[str, Any] = Field(default_factory=dict)
+    command: str | None = Field(
+        None,
+        max_length=10_000,
+        description="Command template its jobs run, e.g. `python train.py --lr {lr}` ({name} placeholders "
+        "are filled from the job's parameters over the task's defaults).",
+    )
+    shell: bool = Field(False, description="The command is a /bin/sh command line (values are quoted).")
+    defaults: Annotated[dict[str, Any], AfterValidator(_bounded_json)] = Field(
+        default_factory=dict, description="Default parameters of its jobs (bounded like `parameters`)."
+    )
     max_attempts: Annotated[int, Field(ge=1, le=1000)] = 1
+    max_lost: MaxLost = DEFAULT_MAX_LOST
     retry_delay: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0
     timeout: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
     inputs: list[PathTemplate] = Field(
@@ -125,8 +255,10 @@ class TaskOut(BaseModel):
     required_accelerators: int
     required_tags: list[str]
     command: str | None
+    shell: bool = False
     defaults: dict[str, Any]
     max_attempts: int
+    max_lost: int = DEFAULT_MAX_LOST
     retry_delay: float
     timeout: float | None
     inputs: list[str] = Field(default_factory=list)
@@ -144,8 +276,11 @@ class TaskList(BaseModel):
 class JobCreate(Strict):
     name: JobName
     task: Name
-    parameters: dict[str, Any] = Field(default_factory=dict)
-    priority: Annotated[int, Field(ge=-INT32, le=INT32)] = 0
+    parameters: Annotated[dict[str, Any], AfterValidator(_bounded_json)] = Field(
+        default_factory=dict,
+        description="The job's parameters: at most the server's max_parameters_bytes of JSON (default 1 MiB).",
+    )
+    priority: Int32 = 0
     depends: DependsOn | None = Field(
         None,
         description="Jobs that must complete first: a list of job ids (or, inside a batch, names of "
@@ -154,20 +289,57 @@ class JobCreate(Strict):
     required_cpu: Count | None = Field(None, description="Overrides the task's value.")
     required_accelerators: Count | None = None
     required_tags: list[Tag] | None = None
-    max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="Failures of its own the job may have before it is FAILED (the task's by default)."
+    )
+    max_lost: MaxLost | None = Field(
+        None,
+        description="Times the job may go back to the queue because its worker vanished (lease expired, "
+        "worker stopped) before it fails with 'worker lost'; lost runs use no attempt (the task's by default, 3).",
+    )
     retry_delay: Annotated[float, Field(ge=0, le=7 * 86400)] | None = None
     timeout: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
     inputs: list[PathTemplate] | None = Field(None, max_length=1000, description="Overrides the task's.")
     outputs: list[PathTemplate] | None = Field(None, max_length=1000, description="Overrides the task's.")
+    group: Name | None = Field(
+        None, description="A group (a sweep, a named batch) to follow, cancel and retry the job with."
+    )
 
 
-class JobBatch(RootModel[list[JobCreate]]):
-    root: Annotated[list[JobCreate], Field(min_length=1, max_length=10_000)]
+JobEntries = Annotated[list[JobCreate], Field(min_length=1, max_length=10_000)]
+
+
+class NamedBatch(Strict):
+    group: Name = Field(description="The group every job of the batch joins (created on first use).")
+    jobs: JobEntries
+
+
+class JobBatch(RootModel[JobEntries | NamedBatch]):
+    root: JobEntries | NamedBatch = Field(
+        description="A list of jobs, or {group, jobs} to put them all in a named group."
+    )
+
+    def jobs_and_group(self) -> tuple[list[JobCreate], str | None]:
+        if isinstance(self.root, NamedBatch):
+            return self.root.jobs, self.root.group
+        return self.root, None
+
+
+class CreatedTask(BaseModel):
+    name: str
+    required_cpu: int
+    required_accelerators: int
+    did_you_mean: str | None = Field(None, description="An existing task with a similar name.")
 
 
 class BatchCreated(BaseModel):
     ids: list[int]
     count: int
+    created_tasks: list[CreatedTask] = Field(
+        default_factory=list, description="Tasks this submission created (the project had none by that name)."
+    )
+    group: str | None = None
+    group_id: int | None = None
 
 
 class JobOut(BaseModel):
@@ -183,8 +355,10 @@ class JobOut(BaseModel):
     required_cpu: int
     required_accelerators: int
     required_tags: list[str]
-    attempt: int
+    attempt: int = Field(description="Hand-outs so far: the current attempt's fencing token.")
     max_attempts: int
+    max_lost: int = DEFAULT_MAX_LOST
+    lost: int = Field(0, description="Times the job went back to the queue because its worker vanished.")
     retry_delay: float
     timeout: float | None
     worker_id: int | None
@@ -193,6 +367,9 @@ class JobOut(BaseModel):
     cancel_requested: bool
     created_at: datetime
     available_at: datetime
+    eligible_at: datetime | None = Field(None, description="When the job last became eligible to run.")
+    external_id: str | None = Field(None, description="The attempt's handle outside its worker (slurm:ID).")
+    gpus: list[int] | None = Field(None, description="GPU ids its worker gave the current attempt.")
     started_at: datetime | None
     finished_at: datetime | None
     exit_code: int | None
@@ -204,13 +381,19 @@ class JobOut(BaseModel):
     depends: list[int]
     inputs: list[str] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
+    group: str | None = Field(None, description="The group the job belongs to.")
+    group_id: int | None = None
+    created_tasks: list[CreatedTask] = Field(
+        default_factory=list,
+        description="On submission: the task it created (the project had none by that name).",
+    )
 
 
 class JobSummary(BaseModel):
     id: int
     name: str
     task: str
-    parameters: dict[str, Any]
+    parameters: dict[str, Any] | None = Field(description="null when listed with ?full=0")
     priority: int
     status: JobStatus
     unmet_deps: int
@@ -223,6 +406,9 @@ class JobSummary(BaseModel):
     finished_at: datetime | None = None
     exit_code: int | None = None
     error: str | None = None
+    group: str | None = None
+    result: Any = None
+    duration: float | None = None
 
 
 class JobList(BaseModel):
@@ -255,6 +441,7 @@ class JobEvent(BaseModel):
     attempt: int
     worker_id: int | None
     reason: str | None
+    actor: str | None = Field(None, description="Who made the change: a worker, the reaper, a token's name.")
     at: datetime
 
 
@@ -308,9 +495,7 @@ class RetryOut(BaseModel):
 
 class ClaimRequest(Strict):
     worker_name: str = Field("anonymous", min_length=1, max_length=200)
-    worker_id: int | None = Field(
-        None, ge=1, description="Registered worker id (heartbeats then keep the lease)."
-    )
+    worker_id: Id | None = Field(None, description="Registered worker id (heartbeats then keep the lease).")
     free_cpu: Count = 1
     free_accelerators: Count = 0
     total_cpu: Count | None = Field(None, description="The worker's whole capacity (defaults to free_cpu).")
@@ -322,6 +507,12 @@ class ClaimRequest(Strict):
         False,
         description="With no job to hand out, say what is pending and running, and answer as soon as a "
         "job of the project finishes (the worker's capacity or the project's state changed).",
+    )
+    tasks: list[Name] | None = Field(
+        None, max_length=1000, description="Only jobs of these tasks (default: any task)."
+    )
+    with_command: bool = Field(
+        False, description="Only jobs whose task has a command template (a worker that runs the task's)."
     )
 
 
@@ -336,9 +527,19 @@ class ClaimedJob(BaseModel):
     required_accelerators: int
     timeout: float | None
     max_attempts: int
+    max_lost: int = DEFAULT_MAX_LOST
     lease_expires_at: datetime
     inputs: list[str] = Field(default_factory=list, description="Templates of what the job reads.")
     outputs: list[str] = Field(default_factory=list, description="Templates of what the job writes.")
+    eligible_at: datetime | None = None
+    previous_external_ids: list[str] = Field(
+        default_factory=list,
+        description="Handles of earlier attempts whose worker vanished (slurm:ID, runai:NAME): cancel "
+        "them before running the job again.",
+    )
+    command: str | None = Field(None, description="The task's command template, if it has one.")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="The task's default parameters.")
+    shell: bool = Field(False, description="The task's command is a /bin/sh command line.")
 
 
 class IdleSummary(BaseModel):
@@ -346,29 +547,42 @@ class IdleSummary(BaseModel):
     running: int
     delayed: int = Field(description="Pending jobs waiting out a retry delay.")
     runnable: bool = Field(description="Some pending job with its dependencies met fits this worker.")
+    unfit: dict[str, Any] | None = Field(
+        None,
+        description="The first pending job with its dependencies met that this worker cannot take: "
+        "id, task, cpu, gpus, tags, task_taken (its task is among those the worker takes), has_command.",
+    )
 
 
 class ClaimResponse(BaseModel):
     jobs: list[ClaimedJob]
     idle: IdleSummary | None = None
+    retry_after: int | None = Field(
+        None,
+        description="Set when the server already holds as many waiting claims as it takes "
+        "(--max-waiting-claims): ask again after this many seconds.",
+    )
 
 
 class CompleteRequest(Strict):
-    attempt: Annotated[int, Field(ge=1)]
-    exit_code: Annotated[int, Field(ge=-INT32, le=INT32)] | None = 0
-    result: Any = None
-    log: str | None = Field(None, max_length=1_000_000, description="Tail of the job's output.")
+    attempt: Attempt
+    exit_code: Int32 | None = 0
+    result: Produced = None
+    log: Printed | None = Field(None, max_length=1_000_000, description="Tail of the job's output.")
     duration: Annotated[float, Field(ge=0)] | None = None
 
 
 class FailRequest(Strict):
-    attempt: Annotated[int, Field(ge=1)]
-    exit_code: Annotated[int, Field(ge=-INT32, le=INT32)] | None = None
-    error: str | None = Field(None, max_length=100_000)
-    log: str | None = Field(None, max_length=1_000_000)
+    attempt: Attempt
+    exit_code: Int32 | None = None
+    error: Printed | None = Field(None, max_length=100_000)
+    log: Printed | None = Field(None, max_length=1_000_000)
     duration: Annotated[float, Field(ge=0)] | None = None
     cancelled: bool = Field(False, description="The job was stopped because it was cancelled.")
     requeue: bool = Field(False, description="Put the job back without using an attempt (preempted).")
+    retryable: bool = Field(
+        True, description="False when retrying cannot help (bad template, missing script): FAILED at once."
+    )
 
 
 class ReportOut(BaseModel):
@@ -376,16 +590,27 @@ class ReportOut(BaseModel):
     status: JobStatus
 
 
+class StartedRequest(Strict):
+    attempt: Attempt
+    external_id: str | None = Field(
+        None, max_length=1000, description="The attempt's handle outside the worker (slurm:ID, runai:NAME)."
+    )
+    gpus: list[Annotated[int, Field(ge=0, le=INT32)]] | None = Field(
+        None, max_length=1024, description="GPU ids the worker gave the attempt."
+    )
+
+
 class Report(Strict):
-    id: Annotated[int, Field(ge=1)]
-    attempt: Annotated[int, Field(ge=1)]
-    status: Literal["COMPLETED", "FAILED", "CANCELLED"]
-    exit_code: Annotated[int, Field(ge=-INT32, le=INT32)] | None = None
-    result: Any = None
-    error: str | None = Field(None, max_length=100_000)
-    log: str | None = Field(None, max_length=1_000_000)
+    id: Id
+    attempt: Attempt
+    status: ReportStatus
+    exit_code: Int32 | None = None
+    result: Produced = None
+    error: Printed | None = Field(None, max_length=100_000)
+    log: Printed | None = Field(None, max_length=1_000_000)
     duration: Annotated[float, Field(ge=0)] | None = None
     requeue: bool = False
+    retryable: bool = True
 
 
 class ReportBatch(RootModel[list[Report]]):
@@ -393,8 +618,12 @@ class ReportBatch(RootModel[list[Report]]):
 
 
 class ReportResult(BaseModel):
-    id: int
-    code: int = Field(description="200 applied, 404 unknown job, 409 stale attempt (nothing changed).")
+    id: int | None = Field(description="The entry's job id (null for an entry without a valid one).")
+    code: int = Field(
+        description="200 applied (or already recorded: the same outcome reported again), 404 unknown "
+        "job, 409 stale attempt or a different outcome for an ended attempt, 422 invalid entry "
+        "(nothing changed for 404, 409 and 422)."
+    )
     status: JobStatus | None
     message: str | None
 
@@ -411,7 +640,9 @@ class WorkerRegister(Strict):
     entity: str = Field("", max_length=200)
     host: str = Field("", max_length=500)
     pid: Annotated[int, Field(ge=0, le=INT32)] | None = None
-    project: int | str | None = Field(None, description="The project it works for (id or name).")
+    project: Id | Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None, description="The project it works for (id or name)."
+    )
     cpu: Count = 0
     accelerators: Count = 0
     tags: list[Tag] = Field(default_factory=list)
@@ -438,6 +669,7 @@ class WorkerOut(BaseModel):
 class WorkerRegistered(WorkerOut):
     lease_seconds: float
     heartbeat_interval: float
+    max_wait: float | None = Field(None, description="Longest claim wait (s) the server grants.")
 
 
 class WorkerList(BaseModel):
@@ -445,7 +677,7 @@ class WorkerList(BaseModel):
 
 
 class Heartbeat(Strict):
-    running: list[Annotated[int, Field(ge=1)]] | None = Field(
+    running: list[Id] | None = Field(
         None,
         description="Ids of the jobs the worker runs now; jobs it was handed but does not run are requeued.",
     )
@@ -463,3 +695,26 @@ class HeartbeatOut(BaseModel):
 
 class Deregistered(BaseModel):
     released: int = Field(description="Running jobs handed back to the queue.")
+
+
+# ---------------------------------------------------------------- groups
+
+
+class GroupOut(BaseModel):
+    id: int
+    project_id: int
+    name: str
+    created_at: datetime
+    total: int = Field(description="Jobs in the group.")
+    finished: int = Field(description="Jobs COMPLETED, FAILED or CANCELLED.")
+    counts: dict[str, int] = Field(description="Job counts by status.")
+
+
+class GroupList(BaseModel):
+    groups: list[GroupOut]
+
+
+class GroupAction(BaseModel):
+    id: int
+    name: str
+    count: int = Field(description="Jobs cancelled (or asked to stop), or put back in the queue.")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, RootModel, model_validator
+from pydantic import BaseModel, Field, RootModel, model_validator
 
-from .schemas import JobStatus, Strict
+from .schemas import INT64, Attempt, Id, JobStatus, Printed, Strict
 
 MAX_LOG_BATCH = 1000
 """At most this many lines of one job in one request."""
@@ -17,14 +17,10 @@ MAX_LOG_LINE = 65_536
 """Characters in one line (the worker cuts longer lines before sending them)."""
 MAX_URI = 4096
 MAX_ARTIFACTS = 10_000
+MAX_ARTIFACT_REASON = 1000
 
 
-def _printable(value: str) -> str:
-    # PostgreSQL text cannot hold NUL characters; a program may still print them.
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
-
-
-LogLine = Annotated[str, Field(max_length=MAX_LOG_LINE), AfterValidator(_printable)]
+LogLine = Annotated[Printed, Field(max_length=MAX_LOG_LINE)]
 Direction = Literal["in", "out"]
 
 
@@ -32,9 +28,7 @@ Direction = Literal["in", "out"]
 
 
 class LogAppend(Strict):
-    attempt: Annotated[int, Field(ge=1, le=2**31 - 1)] = Field(
-        description="The attempt the lines belong to (the claim's fencing token)."
-    )
+    attempt: Attempt = Field(description="The attempt the lines belong to (the claim's fencing token).")
     lines: list[LogLine] = Field(
         max_length=MAX_LOG_BATCH, description=f"Output lines, oldest first (at most {MAX_LOG_BATCH})."
     )
@@ -48,7 +42,7 @@ class LogAppended(BaseModel):
 
 
 class LogAppendFor(LogAppend):
-    id: Annotated[int, Field(ge=1)] = Field(description="The job.")
+    id: Id = Field(description="The job.")
 
 
 class LogAppendBatch(RootModel[list[LogAppendFor]]):
@@ -97,10 +91,26 @@ class LogPage(BaseModel):
 class ArtifactIn(Strict):
     direction: Direction = Field(description="'in' for what the job read, 'out' for what it wrote.")
     uri: str = Field(min_length=1, max_length=MAX_URI, description="Absolute path or URI.")
-    size: Annotated[int, Field(ge=0)] | None = Field(None, description="Bytes (a directory: of its files).")
+    size: Annotated[int, Field(ge=0, le=INT64)] | None = Field(
+        None, description="Bytes (a directory: of its files)."
+    )
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
     modified_at: datetime | None = None
     missing: bool = Field(False, description="The job declared it but it was not there.")
+    refused: bool = Field(
+        False,
+        description="The worker would not look at it (outside its artifact roots, or not a regular "
+        "file): no size or sha256; `reason` says why.",
+    )
+    reason: str | None = Field(
+        None, max_length=MAX_ARTIFACT_REASON, description="Why it is refused, or why it has no sha256."
+    )
+
+    @model_validator(mode="after")
+    def _refused_has_no_content(self) -> ArtifactIn:
+        if self.refused and (self.size is not None or self.sha256 is not None):
+            raise ValueError("a refused artifact has no size or sha256")
+        return self
 
 
 class ArtifactBatch(RootModel[list[ArtifactIn]]):
@@ -122,6 +132,8 @@ class ArtifactOut(BaseModel):
     sha256: str | None
     modified_at: datetime | None
     missing: bool
+    refused: bool = False
+    reason: str | None = None
     recorded_at: datetime
 
 
