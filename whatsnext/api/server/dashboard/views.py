@@ -1,0 +1,551 @@
+"""The dashboard's pages, its form posts and its live-update stream.
+
+Pages are rendered on the server and readable without JavaScript; with it, htmx swaps the
+``#live`` part of a page when the stream (server-sent events, read from the job history every
+250 ms) says something changed. Actions are plain forms: a first post answers a confirmation
+page stating how many jobs the action touches, the confirmed post does it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp_jinja2
+import asyncpg
+import orjson
+from aiohttp import web
+from multidict import MultiMapping
+
+from ..auth import MASK, Principal, hash_token, secret_matcher
+from ..errors import ApiError
+from ..http import path_id
+from ..keys import settings_key, store_key
+from ..store.dashboard import JobFilter
+from . import dag
+from .session import (
+    CSRF_FIELD,
+    LoginRequired,
+    check_csrf,
+    csrf_token,
+    end_session,
+    principal_for_hash,
+    set_csrf,
+    start_session,
+    viewer,
+)
+from .why import explain
+
+PREFIX = "/ui"
+STATUSES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED")
+PAGE_SIZE = 50
+KANBAN_CARDS = 8
+GRAPH_LIMIT = 400
+BATCH_SECONDS = 0.25
+"""How often the live stream reads the job history (one read per stream, whatever happened)."""
+KEEPALIVE_SECONDS = 15.0
+ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cancel": ("Cancel", ("PENDING", "BLOCKED", "RUNNING")),
+    "retry": ("Retry", ("FAILED", "CANCELLED", "BLOCKED")),
+    "delete": ("Delete", ("PENDING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED")),
+}
+"""Each action, its label, and the statuses of the jobs it applies to."""
+DONE = {"cancel": "cancelled", "retry": "retried", "delete": "deleted"}
+MAX_BULK = 100_000
+
+stop_key = web.AppKey("dashboard_stop", asyncio.Event)
+routes = web.RouteTableDef()
+Page = Callable[[web.Request, Principal], Awaitable[dict[str, Any]]]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def silent_seconds(request: web.Request) -> float:
+    """A worker not heard from for this long counts as gone (twice the lease)."""
+    return 2 * request.app[settings_key].lease_seconds
+
+
+def visible_projects(who: Principal) -> list[int] | None:
+    return None if who.projects is None else sorted(who.projects)
+
+
+def covered(who: Principal, project_id: int) -> None:
+    if not who.covers(project_id):
+        raise ApiError(
+            403, "forbidden", f"token {who.name!r} does not cover this project", {"field": "project"}
+        )
+
+
+def mask(value: Any, show: bool, patterns: tuple[str, ...]) -> Any:
+    if show:
+        return value
+    is_secret = secret_matcher(patterns)
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: MASK if is_secret(str(k)) else walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [walk(x) for x in v]
+        return v
+
+    return walk(value)
+
+
+def shows_secrets(request: web.Request, who: Principal) -> bool:
+    """Secret parameters are shown only to a signed-in role that may see them."""
+    return request.app[settings_key].auth and who.can("secrets")
+
+
+def _param_value(raw: str) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+
+
+def job_filter(query: MultiMapping[str]) -> JobFilter:
+    """The board's filter from a query string or a form."""
+
+    def text(name: str) -> str | None:
+        value = str(query.get(name, "")).strip()
+        return value or None
+
+    status = text("status")
+    if status is not None:
+        status = status.upper()
+        if status not in STATUSES:
+            raise ApiError(
+                422, "invalid", f"status must be one of {', '.join(STATUSES)}", {"field": "status"}
+            )
+    params: dict[str, Any] = {}
+    for raw in query.getall("param", []):
+        key, sep, value = str(raw).partition("=")
+        if key.strip() and sep:
+            params[key.strip()] = _param_value(value.strip())
+        elif str(raw).strip():
+            raise ApiError(422, "invalid", "a parameter filter reads name=value", {"field": "param"})
+    return JobFilter(status, text("task"), text("group"), text("name"), text("worker"), params or None)
+
+
+def filter_query(where: JobFilter, **extra: Any) -> str:
+    pairs: list[tuple[str, str]] = []
+    for name in ("status", "task", "group", "name", "worker"):
+        value = getattr(where, name)
+        if value:
+            pairs.append((name, value))
+    for key, value in (where.params or {}).items():
+        pairs.append(("param", f"{key}={value if isinstance(value, str) else orjson.dumps(value).decode()}"))
+    pairs += [(k, str(v)) for k, v in extra.items() if v is not None]
+    return urlencode(pairs)
+
+
+def safe_next(value: str | None) -> str:
+    """Where to go after a login or an action: a dashboard path on this server, nothing else."""
+    if value and value.startswith(PREFIX + "/") and not value.startswith("//") and "\\" not in value:
+        return value
+    return PREFIX + "/"
+
+
+def page(
+    template: str, permission: str = "read"
+) -> Callable[[Page], Callable[[web.Request], Awaitable[web.StreamResponse]]]:
+    """A dashboard page: who is looking (else the login form), their permission, the template."""
+
+    def wrap(handler: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def view(request: web.Request) -> web.StreamResponse:
+            started = time.perf_counter()
+            try:
+                who = await viewer(request)
+            except LoginRequired:
+                raise web.HTTPSeeOther(f"{PREFIX}/login?{urlencode({'next': request.path_qs})}") from None
+            if not who.can(permission):
+                raise ApiError(403, "forbidden", f"the role {who.role} may not see this", {"field": "role"})
+            context = await handler(request, who)
+            if isinstance(context, web.StreamResponse):
+                return context
+            context |= common(request, who)
+            response = aiohttp_jinja2.render_template(template, request, context)
+            response.headers["Cache-Control"] = "no-store"
+            response.headers["X-Frame-Options"] = "DENY"
+            response.headers["Server-Timing"] = f"render;dur={1000 * (time.perf_counter() - started):.1f}"
+            set_csrf(request, response)
+            return response
+
+        return view
+
+    return wrap
+
+
+def common(request: web.Request, who: Principal) -> dict[str, Any]:
+    settings = request.app[settings_key]
+    return {
+        "who": who,
+        "auth": settings.auth,
+        "csrf": csrf_token(request),
+        "csrf_field": CSRF_FIELD,
+        "can_manage": who.can("manage"),
+        "here": request.path_qs,
+        "prefix": PREFIX,
+        "statuses": STATUSES,
+        "notice": request.query.get("notice"),
+    }
+
+
+# ---------------------------------------------------------------- pages
+
+
+@routes.get("/")
+async def root(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound(PREFIX + "/")
+
+
+@routes.get(PREFIX + "/")
+@page("overview.html")
+async def overview(request: web.Request, who: Principal) -> dict[str, Any]:
+    store = request.app[store_key].dashboard
+    projects = await store.projects(projects=visible_projects(who))
+    cluster = await store.cluster(projects=visible_projects(who), silent_seconds=silent_seconds(request))
+    for p in projects:
+        p["total"] = sum(p["counts"].values())
+        p["finished"] = sum(p["counts"].get(s, 0) for s in ("COMPLETED", "FAILED", "CANCELLED"))
+    return {"projects": projects, "cluster": cluster, "live_url": f"{PREFIX}/events", "title": "Overview"}
+
+
+async def _project(request: web.Request, who: Principal) -> dict[str, Any]:
+    project = await request.app[store_key].dashboard.project(project=request.match_info["project"])
+    if project is None:
+        raise ApiError(404, "not_found", "project not found", {"field": "project"})
+    covered(who, project["id"])
+    return project
+
+
+@routes.get(PREFIX + "/projects/{project}")
+@page("board.html")
+async def board(request: web.Request, who: Principal) -> dict[str, Any]:
+    store = request.app[store_key].dashboard
+    settings = request.app[settings_key]
+    project = await _project(request, who)
+    where = job_filter(request.query)
+    before = request.query.get("before")
+    before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
+    kanban: dict[str, list[dict[str, Any]]] = {s: [] for s in STATUSES}
+    for row in await store.kanban(project_id=project["id"], per_status=KANBAN_CARDS):
+        kanban[row["status"]].append(row)
+    jobs = await store.jobs(project_id=project["id"], where=where, before=before_id, limit=PAGE_SIZE)
+    if where == JobFilter():
+        matching = {"counts": project["counts"], "total": sum(project["counts"].values())}
+    else:
+        matching = await store.count(project_id=project["id"], where=where)
+    show = shows_secrets(request, who)
+    for j in jobs:
+        j["parameters"] = mask(j["parameters"], show, settings.secret_parameters)
+    names = await store.names(project_id=project["id"])
+    base = f"{PREFIX}/projects/{project['name']}"
+    older = None
+    if len(jobs) == PAGE_SIZE:
+        older = f"{base}?{filter_query(where, before=jobs[-1]['id'])}"
+    return {
+        "project": project,
+        "kanban": kanban,
+        "jobs": jobs,
+        "matching": matching,
+        "where": where,
+        "param_pairs": [
+            f"{k}={v if isinstance(v, str) else orjson.dumps(v).decode()}"
+            for k, v in (where.params or {}).items()
+        ],
+        "names": names,
+        "older": older,
+        "newest": f"{base}?{filter_query(where)}" if before_id else None,
+        "filter_qs": filter_query(where),
+        "actions": ACTIONS,
+        "live_url": f"{PREFIX}/events?project={project['id']}",
+        "title": project["name"],
+    }
+
+
+@routes.get(PREFIX + "/projects/{project}/groups")
+@page("groups.html")
+async def groups(request: web.Request, who: Principal) -> dict[str, Any]:
+    project = await _project(request, who)
+    rows = await request.app[store_key].groups.list(project=str(project["id"]), limit=500)
+    for g in rows:
+        g["percent"] = round(100 * g["finished"] / g["total"]) if g["total"] else 0
+    return {
+        "project": project,
+        "groups": rows,
+        "live_url": f"{PREFIX}/events?project={project['id']}",
+        "title": f"{project['name']} · groups",
+    }
+
+
+@routes.get(PREFIX + "/projects/{project}/graph")
+@page("graph.html")
+async def graph(request: web.Request, who: Principal) -> dict[str, Any]:
+    project = await _project(request, who)
+    group = request.query.get("group") or None
+    nodes, edges = await request.app[store_key].dashboard.graph(
+        project_id=project["id"], group=group, limit=GRAPH_LIMIT
+    )
+    pairs = [(e["source"], e["target"]) for e in edges]
+    return {
+        "project": project,
+        "group": group,
+        "svg": dag.svg(nodes, pairs, href=PREFIX + "/jobs/{id}"),
+        "shown": len(nodes),
+        "limit": GRAPH_LIMIT,
+        "live_url": f"{PREFIX}/events?project={project['id']}",
+        "title": f"{project['name']} · graph",
+    }
+
+
+@routes.get(PREFIX + "/jobs/{job_id}")
+@page("job.html")
+async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
+    app_store = request.app[store_key]
+    settings = request.app[settings_key]
+    job_id = path_id(request, "job_id")
+    job = await app_store.jobs.get(job_id=job_id)
+    if job is None:
+        raise ApiError(404, "not_found", f"job {job_id} not found", {"field": "job_id"})
+    covered(who, job["project_id"])
+    show = shows_secrets(request, who)
+    job["parameters"] = mask(job["parameters"], show, settings.secret_parameters)
+    events = await app_store.jobs.events(job_id=job_id)
+    links = await app_store.jobs.dependencies(job_id=job_id)
+    upstream = [x for x in links if x["direction"] == "upstream"]
+    downstream = [x for x in links if x["direction"] == "downstream"]
+    attempts = await app_store.dashboard.attempts(job_id=job_id)
+    for a in attempts:
+        current = a["attempt"] == job["attempt"]
+        a["gpus"] = job["gpus"] if current else None
+        a["exit_code"] = job["exit_code"] if current else None
+        a["error"] = job["error"] if current and job["status"] in ("FAILED", "CANCELLED") else None
+    logs = await app_store.dashboard.log_tail(job_id=job_id, limit=200)
+    artifacts = await app_store.dashboard.artifacts(job_id=job_id)
+    why = None
+    if job["status"] == "PENDING":
+        workers = await app_store.dashboard.why_workers(
+            project_id=job["project_id"], silent_seconds=silent_seconds(request)
+        )
+        ahead = await app_store.dashboard.queue_ahead(job_id=job_id)
+        why = explain(job, upstream, workers, ahead, datetime.now(UTC), settings.starvation_seconds)
+    return {
+        "job": job,
+        "events": events,
+        "upstream": upstream,
+        "downstream": downstream,
+        "attempts": attempts,
+        "logs": logs,
+        "artifacts": artifacts,
+        "why": why,
+        "actions": {k: v for k, v in ACTIONS.items() if job["status"] in v[1]},
+        "project": {"name": job["project"], "id": job["project_id"]},
+        "live_url": f"{PREFIX}/events?job={job_id}",
+        "title": f"#{job_id} {job['name']}",
+    }
+
+
+@routes.get(PREFIX + "/workers")
+@page("workers.html")
+async def workers(request: web.Request, who: Principal) -> dict[str, Any]:
+    rows = await request.app[store_key].dashboard.workers(
+        projects=visible_projects(who), silent_seconds=silent_seconds(request)
+    )
+    return {
+        "online": [w for w in rows if w["online"]],
+        "offline": [w for w in rows if not w["online"]],
+        "live_url": f"{PREFIX}/events",
+        "title": "Workers",
+    }
+
+
+# ---------------------------------------------------------------- actions
+
+
+async def _form(request: web.Request) -> MultiMapping[str]:
+    form = await request.post()
+    check_csrf(request, str(form.get(CSRF_FIELD, "")) or None)
+    return form  # type: ignore[return-value]
+
+
+@routes.post(PREFIX + "/projects/{project}/actions")
+@page("confirm.html", permission="manage")
+async def actions(request: web.Request, who: Principal) -> dict[str, Any]:
+    """Cancel, retry or delete the selected jobs or all jobs matching the filter: the first post
+    answers how many jobs that is, the confirmed one does it."""
+    form = await _form(request)
+    project = await _project(request, who)
+    action, _, scope = str(form.get("do", "")).partition(":")
+    if action not in ACTIONS:
+        raise ApiError(422, "invalid", f"action must be one of {', '.join(ACTIONS)}", {"field": "action"})
+    label, statuses = ACTIONS[action]
+    where = job_filter(form) if scope == "filter" else JobFilter()
+    ids: list[int] | None = None
+    if scope != "filter":
+        ids = [int(x) for x in form.getall("ids", []) if str(x).isdigit() and len(str(x)) < 19]
+        if not ids:
+            raise web.HTTPSeeOther(_back(form, "select jobs first"))
+    store = request.app[store_key].dashboard
+    targets = await store.job_ids(
+        project_id=project["id"], where=where, statuses=list(statuses), ids=ids, limit=MAX_BULK
+    )
+    if form.get("confirm") != "yes":
+        hidden = [(k, str(v)) for k, v in form.items() if k not in ("confirm", CSRF_FIELD)]
+        return {
+            "project": project,
+            "action": action,
+            "label": label,
+            "count": len(targets),
+            "applies_to": statuses,
+            "scope": scope,
+            "asked": len(ids) if ids is not None else None,
+            "hidden": hidden,
+            "back": safe_next(str(form.get("back", "")) or None),
+            "title": f"{label} {len(targets)} jobs?",
+        }
+    done = await _apply(request, who, project, action, targets)
+    raise web.HTTPSeeOther(_back(form, f"{DONE[action]} {done} of {len(targets)} jobs"))
+
+
+def _back(form: MultiMapping[str], notice: str) -> str:
+    back = safe_next(str(form.get("back", "")) or None)
+    path, _, query = back.partition("?")
+    pairs = [p for p in query.split("&") if p and not p.startswith("notice=")]
+    pairs.append(urlencode({"notice": notice}))
+    return f"{path}?{'&'.join(pairs)}"
+
+
+async def _apply(
+    request: web.Request, who: Principal, project: dict[str, Any], action: str, ids: list[int]
+) -> int:
+    jobs = request.app[store_key].jobs
+    actor = f"{who.name} (dashboard)" if request.app[settings_key].auth else "dashboard"
+    done = 0
+    order = sorted(ids, reverse=action == "delete")  # delete downstream jobs before their upstream
+    for job_id in order:
+        try:
+            if action == "cancel":
+                await jobs.cancel(job_id=job_id, reason="cancelled from the dashboard", actor=actor)
+                done += 1
+            elif action == "retry":
+                await jobs.retry(job_id=job_id, actor=actor)
+                done += 1
+            else:
+                row = await jobs.delete(project=str(project["id"]), job_id=job_id)
+                done += int(bool(row and row["deleted"]))
+        except asyncpg.PostgresError:
+            continue  # finished, retried or released meanwhile (through another job of the batch)
+    return done
+
+
+# ---------------------------------------------------------------- login
+
+
+@routes.get(PREFIX + "/login")
+async def login_form(request: web.Request) -> web.StreamResponse:
+    if not request.app[settings_key].auth:
+        raise web.HTTPFound(PREFIX + "/")
+    return _login_page(request, request.query.get("next"), None, 200)
+
+
+def _login_page(
+    request: web.Request, next_path: str | None, error: str | None, status: int
+) -> web.StreamResponse:
+    context = {
+        "next": safe_next(next_path),
+        "error": error,
+        "csrf": csrf_token(request),
+        "csrf_field": CSRF_FIELD,
+        "prefix": PREFIX,
+        "title": "Sign in",
+        "who": None,
+        "auth": True,
+    }
+    response = aiohttp_jinja2.render_template("login.html", request, context, status=status)
+    response.headers["Cache-Control"] = "no-store"
+    set_csrf(request, response)
+    return response
+
+
+@routes.post(PREFIX + "/login")
+async def login(request: web.Request) -> web.StreamResponse:
+    form = await _form(request)
+    token = str(form.get("token", "")).strip()
+    who = await principal_for_hash(request, hash_token(token)) if 0 < len(token) <= 200 else None
+    if who is None:
+        return _login_page(
+            request, str(form.get("next", "")), "This token is not valid (unknown, expired or revoked).", 401
+        )
+    response = web.HTTPSeeOther(safe_next(str(form.get("next", "")) or None))
+    start_session(request, response, token)
+    raise response
+
+
+@routes.post(PREFIX + "/logout")
+async def logout(request: web.Request) -> web.StreamResponse:
+    await _form(request)
+    response = web.HTTPSeeOther(PREFIX + "/login")
+    end_session(response)
+    raise response
+
+
+# ---------------------------------------------------------------- live updates
+
+
+@routes.get(PREFIX + "/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: ``change`` (with the job ids) at most every 250 ms while the project
+    or job watched (or, without either, anything visible) changes."""
+    try:
+        who = await viewer(request)
+    except LoginRequired:
+        raise ApiError(401, "unauthorized", "sign in first", {"field": "session"}) from None
+    if not who.can("read"):
+        raise ApiError(403, "forbidden", f"the role {who.role} may not see this", {"field": "role"})
+    project = request.query.get("project")
+    job = request.query.get("job")
+    project_id = int(project) if project and project.isdigit() and len(project) < 19 else None
+    job_id = int(job) if job and job.isdigit() and len(job) < 19 else None
+    store = request.app[store_key].dashboard
+    stop = request.app[stop_key]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    )
+    await response.prepare(request)
+    last = await store.events_head()
+    await response.write(b"event: hello\ndata: {}\n\n")
+    quiet = 0.0
+    loop = asyncio.get_running_loop()
+    since_write = loop.time()
+    with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), BATCH_SECONDS)
+            rows = await store.events_since(after=last, limit=1000)
+            if rows:
+                last = rows[-1]["id"]
+            changed = sorted(
+                {
+                    r["job_id"]
+                    for r in rows
+                    if (project_id is None or r["project_id"] == project_id)
+                    and (job_id is None or r["job_id"] == job_id)
+                    and who.covers(r["project_id"])
+                }
+            )
+            quiet = loop.time() - since_write
+            if changed:
+                await response.write(
+                    b"event: change\ndata: " + orjson.dumps({"jobs": changed[:200]}) + b"\n\n"
+                )
+                since_write = loop.time()
+            elif quiet > KEEPALIVE_SECONDS:
+                await response.write(b": keep-alive\n\n")
+                since_write = loop.time()
+    return response
