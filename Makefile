@@ -4,8 +4,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
-HOST   ?= 127.0.0.1
-PORT   ?= 8000
+# `make run` listens on $WHATSNEXT_HOST:$WHATSNEXT_PORT when set (HOST=/PORT= on the command line win).
+HOST   ?= $(or $(WHATSNEXT_HOST),127.0.0.1)
+PORT   ?= $(or $(WHATSNEXT_PORT),8000)
 
 .PHONY: install run test lint format bench bench-quick slurm slurm-stop clean
 

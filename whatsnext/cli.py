@@ -11,6 +11,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .models import DEFAULT_MAX_LOST
+
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 DEFAULT_PROJECT = "default"
 
@@ -121,6 +123,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"status    {health['status']}",
             f"version   {health['version']}",
             f"database  {health['database']}",
+            f"schema    level {health.get('schema_level', '?')}",
             f"projects  {len(projects)}",
         ]
         return "\n".join(lines)
@@ -136,8 +139,20 @@ def cmd_projects_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_projects_add(args: argparse.Namespace) -> int:
-    data = call(args, "POST", "/projects", {"name": args.name, "description": args.description})
-    return emit(args, data, lambda d: f"created project {d['name']} (id {d['id']})")
+    from .api.client.errors import Conflict
+
+    body = {"name": args.name, "description": args.description, "strict_tasks": args.strict}
+    try:
+        data = call(args, "POST", "/projects", body)
+    except Conflict:
+        if not args.exist_ok:
+            raise
+        data = {**call(args, "GET", project_path(args.name)), "existed": True}
+    return emit(
+        args,
+        data,
+        lambda d: f"{'project exists' if d.get('existed') else 'created project'} {d['name']} (id {d['id']})",
+    )
 
 
 def cmd_projects_show(args: argparse.Namespace) -> int:
@@ -150,6 +165,7 @@ def cmd_projects_show(args: argparse.Namespace) -> int:
                 f"id           {d['id']}",
                 f"name         {d['name']}",
                 f"status       {d['status']}",
+                f"strict       {'yes: jobs for unknown tasks are refused' if d.get('strict_tasks') else 'no'}",
                 f"description  {d['description'] or '-'}",
                 f"created      {_cell(d['created_at'])}",
                 f"updated      {_cell(d['updated_at'])}",
@@ -172,34 +188,65 @@ def cmd_tasks_ls(args: argparse.Namespace) -> int:
         data,
         lambda d: table(
             d["tasks"],
-            ["id", "name", "required_cpu", "required_accelerators", "max_attempts", "timeout"],
-            ["id", "name", "cpu", "gpus", "attempts", "timeout"],
+            ["id", "name", "required_cpu", "required_accelerators", "max_attempts", "timeout", "command"],
+            ["id", "name", "cpu", "gpus", "attempts", "timeout", "command"],
         ),
     )
 
 
+def _num_gpus(args: argparse.Namespace, default: int | None) -> int | None:
+    """``--num-gpus N``; the older ``--gpus N`` still works (with a note: it is a count here)."""
+    if args.old_gpus is not None:
+        print(
+            "whatsnext: note: --gpus here is a number of GPUs; it is spelled --num-gpus now",
+            file=sys.stderr,
+        )
+        if args.num_gpus is None:
+            return int(args.old_gpus)
+    return args.num_gpus if args.num_gpus is not None else default
+
+
 def cmd_tasks_add(args: argparse.Namespace) -> int:
+    from .api.client.errors import Conflict
+
     body = {
         "name": args.name,
         "project_id": args.project,
         "required_cpu": args.cpus,
-        "required_accelerators": args.gpus,
+        "required_accelerators": _num_gpus(args, 0),
+        "command": args.command,
+        "shell": args.shell,
+        "defaults": parse_params(args.default),
         "max_attempts": args.max_attempts,
+        "max_lost": args.max_lost,
         "retry_delay": args.retry_delay,
         "timeout": args.timeout,
         "required_tags": [t for t in (args.tags or "").split(",") if t],
         "inputs": args.input or [],
         "outputs": args.output or [],
     }
-    data = call(args, "POST", "/tasks/", body)
+    try:
+        data = call(args, "POST", "/tasks/", body)
+    except Conflict:
+        if not args.exist_ok:
+            raise
+        tasks = call(args, "GET", project_path(args.project) + "/tasks")["tasks"]
+        data = {**next(t for t in tasks if t["name"] == args.name), "existed": True}
     return emit(
         args,
         data,
         lambda d: (
-            f"created task {d['name']} (id {d['id']}): {d['required_cpu']} CPU, "
-            f"{d['required_accelerators']} GPU"
+            f"{'task exists' if d.get('existed') else 'created task'} {d['name']} (id {d['id']}): "
+            f"{d['required_cpu']} CPU, {d['required_accelerators']} GPU"
+            + (f", runs {d['command']}" if d.get("command") else "")
         ),
     )
+
+
+def _tell_new_tasks(data: dict[str, Any]) -> None:
+    from .api.client.project import warn_new_tasks
+
+    warn_new_tasks(data.get("created_tasks") or ())
 
 
 # ---------------------------------------------------------------- commands: jobs
@@ -219,10 +266,15 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
     }
     if args.depends:
         body["depends"] = [int(d) if d.isdigit() else d for d in args.depends]
-    for key in ("cpus", "gpus", "max_attempts", "retry_delay", "timeout"):
+    gpus = _num_gpus(args, None)
+    if gpus is not None:
+        body["required_accelerators"] = gpus
+    if args.group:
+        body["group"] = args.group
+    for key in ("cpus", "max_attempts", "max_lost", "retry_delay", "timeout"):
         value = getattr(args, key)
         if value is not None:
-            body[{"cpus": "required_cpu", "gpus": "required_accelerators"}.get(key, key)] = value
+            body[{"cpus": "required_cpu"}.get(key, key)] = value
     if args.input is not None:
         body["inputs"] = args.input
     if args.output is not None:
@@ -240,11 +292,12 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
             {"name": DEFAULT_PROJECT, "description": "created by `whatsnext jobs add`"},
         )
         data = call(args, "POST", project_path(args.project) + "/jobs", body)
+    _tell_new_tasks(data)
     return emit(args, data, lambda d: f"queued job {d['id']} ({d['name']}, task {d['task']}): {d['status']}")
 
 
 def cmd_jobs_sweep(args: argparse.Namespace) -> int:
-    from .api.client.project import sweep_jobs
+    from .api.client.project import sweep_group_name, sweep_jobs
 
     grid: dict[str, list[Any]] = {}
     for spec in args.grid:
@@ -261,32 +314,22 @@ def cmd_jobs_sweep(args: argparse.Namespace) -> int:
         depends=depends,
         priority=args.priority,
     )
-    data = call(args, "POST", project_path(args.project) + "/jobs/batch", [j.to_request() for j in jobs])
+    group = args.group or sweep_group_name(args.task)
+    data = call(
+        args,
+        "POST",
+        project_path(args.project) + "/jobs/batch",
+        {"group": group, "jobs": [j.to_request() for j in jobs]},
+    )
+    _tell_new_tasks(data)
     data["names"] = [j.name for j in jobs]
     return emit(
         args,
         data,
         lambda d: (
-            f"queued {d['count']} jobs: "
+            f"queued {d['count']} jobs in group {d['group']}: "
             + ", ".join(f"{i} {n}" for i, n in zip(d["ids"], d["names"], strict=True))
-        ),
-    )
-
-
-def cmd_jobs_ls(args: argparse.Namespace) -> int:
-    data = call(
-        args,
-        "GET",
-        project_path(args.project) + "/jobs",
-        status=args.status,
-        task=args.task,
-        limit=args.limit,
-    )
-    return emit(
-        args,
-        data,
-        lambda d: table(
-            d["jobs"], JOB_COLUMNS, ["id", "name", "task", "status", "prio", "try", "worker", "created"]
+            + f"\nfollow them: whatsnext jobs ls --project {args.project} --group {d['group']} --watch"
         ),
     )
 
@@ -300,12 +343,15 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             "name",
             "project",
             "task",
+            "group",
             "status",
             "priority",
             "parameters",
             "depends",
             "attempt",
             "max_attempts",
+            "lost",
+            "max_lost",
             "required_cpu",
             "required_accelerators",
             "worker_name",
@@ -314,13 +360,15 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             "finished_at",
             "duration",
             "exit_code",
-            "error",
             "result",
         ]
         lines = [
             f"{k:<22} {_cell(d.get(k)) if k not in ('parameters', 'result') else json.dumps(d.get(k))}"
             for k in keys
         ]
+        error = (d.get("error") or "-").rstrip().splitlines() or ["-"]
+        lines.append(f"{'error':<22} {error[0]}")
+        lines += [f"{'':<22} {line}" for line in error[1:]]
         if d.get("log_tail"):
             lines += ["", "output (tail):", d["log_tail"].rstrip()]
         return "\n".join(lines)
@@ -405,9 +453,33 @@ def cmd_workers_ls(args: argparse.Namespace) -> int:
 
 
 def build_formatter(args: argparse.Namespace) -> Any:
-    from .api.client import CLIFormatter, PythonFormatter
+    """The worker's formatter; with none of --script/--command/--python, each job runs its task's
+    command template (TaskFormatter)."""
+    from .api.client import CLIFormatter, PythonFormatter, TaskFormatter
 
     kind = args.formatter
+    if kind == "runai":
+        from .api.client.formatters.runai import RUNAIFormatter
+
+        if not (args.script or args.command):
+            raise ValueError("--formatter runai needs --script or --command")
+        if not args.runai_project or not args.image:
+            raise ValueError("--formatter runai needs --runai-project and --image")
+        return RUNAIFormatter(
+            project=args.runai_project,
+            image=args.image,
+            cli_version=args.runai_cli,
+            script=args.script,
+            executable=args.executable,
+            command=args.command,
+            shell=args.shell,
+            gpu=args.runai_gpu,
+            cpu=args.runai_cpu,
+            memory=args.mem,
+            namespace=args.namespace,
+            extra_args=tuple(args.runai_arg or ()),
+            delete_finished=args.delete_finished,
+        )
     if kind == "slurm":
         from .api.client.formatters.slurm import SlurmFormatter
 
@@ -415,6 +487,7 @@ def build_formatter(args: argparse.Namespace) -> Any:
             script=args.script,
             executable=args.executable,
             command=args.command,
+            shell=args.shell,
             partition=args.partition,
             account=args.account,
             time=args.time,
@@ -427,7 +500,27 @@ def build_formatter(args: argparse.Namespace) -> Any:
         return CLIFormatter(template=args.command, shell=args.shell)
     if args.script:
         return CLIFormatter(executable=args.executable or None, script=args.script)
-    raise ValueError("choose what to run: --script S, --command TEMPLATE or --python module:function")
+    return TaskFormatter()
+
+
+def worker_gpus(args: argparse.Namespace) -> list[str] | int | None:
+    """``--gpus`` takes ids as CUDA_VISIBLE_DEVICES does (``3`` is GPU 3; ``all``; ``none``);
+    ``--gpu-count N`` takes the first N visible GPUs. None: every visible GPU."""
+    if args.gpus is not None and args.gpu_count is not None:
+        raise ValueError("give --gpus IDS or --gpu-count N, not both")
+    if args.gpu_count is not None:
+        if args.gpu_count < 0:
+            raise ValueError("--gpu-count must be 0 or more")
+        return int(args.gpu_count)
+    if args.gpus is None:
+        return None
+    spec = args.gpus.strip().lower()
+    if spec == "all":
+        return None
+    if spec in ("none", "", "-1"):
+        return []
+    ids = [p.strip() for p in args.gpus.split(",") if p.strip()]
+    return ids
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -444,11 +537,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
         project=args.project,
         formatter=formatter,
         available_cpu=args.cpus,
-        available_accelerators=args.gpus,
+        available_accelerators=worker_gpus(args),
         tags=[t for t in (args.tags or "").split(",") if t],
+        tasks=[t for t in (args.task or "").split(",") if t] or None,
         server=_http(args).base_url,
         max_jobs=args.max_jobs,
         grace=args.grace,
+        artifact_roots=args.artifact_root or (),
+        artifact_hash_bytes=int(args.artifact_hash_gib * (1 << 30)),
+        artifact_hash_seconds=args.artifact_hash_seconds,
     )
     summary = client.work(forever=args.forever)
     print(
@@ -459,12 +556,28 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_server(args: argparse.Namespace) -> int:
+    try:
+        import asyncpg  # noqa: F401
+        import yoyo  # noqa: F401
+    except ImportError as exc:
+        print(
+            f"whatsnext server: the server is not installed ({exc.name} is missing): "
+            "pip install 'whatsnext[server]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from .api.server.app import serve
-    from .api.server.config import Settings
+    from .api.server.config import Settings, SettingsError
+    from .api.server.db import DatabaseSetupError
+    from .api.server.schema import SchemaError
     from .logs import configure
 
     configure(args.log_level)
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"whatsnext server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     settings.host, settings.port = args.host, args.port
     if args.database_url:
         settings.database_url = args.database_url
@@ -474,7 +587,28 @@ def cmd_server(args: argparse.Namespace) -> int:
         settings.starvation_seconds = args.starvation_seconds
     if args.data_dir:
         settings.data_dir = Path(args.data_dir)
-    serve(settings)
+    if args.max_wait is not None:
+        settings.max_wait = args.max_wait
+    if args.max_waiting_claims is not None:
+        settings.max_waiting_claims = args.max_waiting_claims
+    if args.pooler is not None:
+        settings.pooler = args.pooler
+    if args.direct_database_url:
+        settings.direct_database_url = args.direct_database_url
+    if args.max_parameters_bytes is not None:
+        settings.max_parameters_bytes = args.max_parameters_bytes
+    if args.max_body_bytes is not None:
+        settings.max_body_bytes = args.max_body_bytes
+    if args.metrics_interval is not None:
+        settings.metrics_interval = args.metrics_interval
+    try:
+        from .cli_tokens import apply_server_options
+
+        apply_server_options(args, settings)
+        serve(settings)
+    except (SettingsError, DatabaseSetupError, SchemaError) as exc:
+        print(f"whatsnext server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     return EXIT_OK
 
 
@@ -574,9 +708,68 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="after this long eligible, a large job stops smaller ones backfilling (default 300)",
     )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="longest wait of one claim or log follow (default: $WHATSNEXT_MAX_WAIT or 30); "
+        "a proxy in front must allow longer requests",
+    )
+    p.add_argument(
+        "--max-waiting-claims",
+        type=int,
+        default=None,
+        metavar="N",
+        help="long-polling claims this process holds at most; past it a claim answers at once with "
+        "retry_after (default: $WHATSNEXT_MAX_WAITING_CLAIMS or 20000)",
+    )
+    p.add_argument(
+        "--pooler",
+        choices=("session", "transaction"),
+        default=None,
+        help="what is between the server and PostgreSQL: session (default: nothing, or a session "
+        "pooler) or transaction (PgBouncer in transaction mode; needs --direct-database-url) "
+        "(default: $WHATSNEXT_DATABASE_POOLER)",
+    )
+    p.add_argument(
+        "--direct-database-url",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL URL that bypasses the pooler, for LISTEN and migrations "
+        "(default: $WHATSNEXT_DIRECT_DATABASE_URL)",
+    )
+    p.add_argument(
+        "--max-parameters-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest parameters of one job, as JSON bytes (default: $WHATSNEXT_MAX_PARAMETERS_BYTES "
+        "or 1048576)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest request body (default: $WHATSNEXT_MAX_BODY_BYTES or 16777216)",
+    )
+    p.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between computations of the database gauges of /metrics, done by one server "
+        "at a time (default: $WHATSNEXT_METRICS_INTERVAL or 15)",
+    )
     p.add_argument("--log-level", default="INFO")
+    from .cli_tokens import add_server_options
+    from .cli_tokens import register as register_tokens
+
+    add_server_options(p)
 
     _add(sub, "status", cmd_status, "show the server's health", "whatsnext status")
+    register_tokens(sub, _add, _group)
 
     projects = _group(sub, "projects", "manage projects")
     p = _add(projects, "ls", cmd_projects_ls, "list projects", "whatsnext projects ls --status active")
@@ -586,6 +779,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("name")
     p.add_argument("-d", "--description", default="")
+    p.add_argument(
+        "--exist-ok",
+        action="store_true",
+        help="a project of that name may exist already (scripts can re-run)",
+    )
+    p.add_argument(
+        "--strict", action="store_true", help="refuse jobs for tasks the project does not have (typos)"
+    )
     p = _add(
         projects,
         "show",
@@ -610,15 +811,34 @@ def build_parser() -> argparse.ArgumentParser:
         tasks,
         "add",
         cmd_tasks_add,
-        "create a task",
-        "whatsnext tasks add train --project demo --cpus 8 --gpus 1 --max-attempts 3",
+        "create a task: the command its jobs run and what they need",
+        'whatsnext tasks add train --project demo --command "python train.py --lr {lr} --epochs {epochs}" '
+        "--default epochs=10 --cpus 8 --num-gpus 1 --max-attempts 3",
     )
     p.add_argument("name")
     p.add_argument("--project", default=_default_project(), help=PROJECT_HELP)
-    p.add_argument("--cpus", type=int, default=1)
-    p.add_argument("--gpus", type=int, default=0)
+    p.add_argument(
+        "--command",
+        metavar="TEMPLATE",
+        help="what its jobs run, {param} filled from each job's parameters: 'python train.py --lr {lr}' "
+        "(a worker without --script/--command runs it)",
+    )
+    p.add_argument(
+        "--shell", action="store_true", help="--command is a /bin/sh line (pipes, &&; values are quoted)"
+    )
+    p.add_argument("--default", action="append", metavar="KEY=VALUE", help="a default parameter (repeatable)")
+    p.add_argument("--cpus", type=int, default=1, help="CPUs each job needs (default 1)")
+    p.add_argument("--num-gpus", type=int, default=None, metavar="N", help="GPUs each job needs (default 0)")
+    p.add_argument("--gpus", dest="old_gpus", type=int, default=None, metavar="N", help="same as --num-gpus")
+    p.add_argument("--exist-ok", action="store_true", help="a task of that name may exist already")
     p.add_argument("--tags", default="", help="comma-separated tags a worker must have")
-    p.add_argument("--max-attempts", type=int, default=1)
+    p.add_argument("--max-attempts", type=int, default=1, help="failures of its own a job may have")
+    p.add_argument(
+        "--max-lost",
+        type=int,
+        default=DEFAULT_MAX_LOST,
+        help="times a job may go back to the queue because its worker vanished (no attempt used)",
+    )
     p.add_argument("--retry-delay", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     p.add_argument(
@@ -646,8 +866,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--depends", action="append", metavar="ID", help="a job that must complete first (repeatable)"
     )
     p.add_argument("--cpus", type=int, default=None, help="override the task's CPU need")
-    p.add_argument("--gpus", type=int, default=None, help="override the task's GPU need")
-    p.add_argument("--max-attempts", type=int, default=None)
+    p.add_argument(
+        "--num-gpus", type=int, default=None, metavar="N", help="override how many GPUs the job needs"
+    )
+    p.add_argument("--gpus", dest="old_gpus", type=int, default=None, metavar="N", help="same as --num-gpus")
+    p.add_argument("--group", default=None, help="a group to follow, cancel and retry the job with")
+    p.add_argument("--max-attempts", type=int, default=None, help="override the task's attempts")
+    p.add_argument(
+        "--max-lost",
+        type=int,
+        default=None,
+        help="override how often a lost worker may requeue it (default 3)",
+    )
     p.add_argument("--retry-delay", type=float, default=None, metavar="SECONDS")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     p.add_argument("--input", action="append", metavar="PATH", help="a path it reads (replaces the task's)")
@@ -668,21 +898,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default=None, help="name prefix (default: the task's)")
     p.add_argument("--priority", type=int, default=0)
     p.add_argument("--depends", default=None, metavar="ID", help="a job every sweep job waits for")
-    p = _add(
-        jobs,
-        "ls",
-        cmd_jobs_ls,
-        "list a project's jobs, newest first",
-        "whatsnext jobs ls --project demo --status failed",
-    )
-    p.add_argument("--project", default=_default_project(), help=PROJECT_HELP)
-    p.add_argument(
-        "--status",
-        type=str.upper,
-        choices=["PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED"],
-    )
-    p.add_argument("--task", default=None)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--group", default=None, help="the sweep's group name (default TASK-sweep-DATE-TIME)")
+    from .cli_groups import register_groups, register_jobs_ls
+
+    register_jobs_ls(jobs, _add, PROJECT_HELP, _default_project())
     for name, func, text in (
         ("show", cmd_jobs_show, "show a job"),
         ("rm", cmd_jobs_rm, "remove a job that is not running"),
@@ -726,6 +945,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--limit", type=int, default=100)
 
+    register_groups(sub, _add, _group, PROJECT_HELP, _default_project())
+
     queue = _group(sub, "queue", "the pending jobs of a project")
     p = _add(
         queue, "ls", cmd_queue_ls, "list pending jobs in hand-out order", "whatsnext queue ls --project demo"
@@ -752,11 +973,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub,
         "worker",
         cmd_worker,
-        "run a worker: claim jobs that fit its CPUs/GPUs and run them",
-        "whatsnext worker --project my-project --script process.py --cpus 4 --gpus 0,1",
+        "run a worker: claim jobs that fit its CPUs/GPUs and run them (each with its task's "
+        "command, unless --script/--command/--python says what to run)",
+        "whatsnext worker --project my-project --task train,evaluate --cpus 8 --gpus 0,1",
         json_out=False,
     )
     p.add_argument("--project", default=_default_project(), help=PROJECT_HELP)
+    p.add_argument("--task", default=None, metavar="A,B", help="only jobs of these tasks (default: any)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--script", help="run EXECUTABLE SCRIPT --key value ... per job")
     what.add_argument(
@@ -768,14 +991,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--executable", default="python", help="interpreter for --script (default python; '' for none)"
     )
-    p.add_argument("--shell", action="store_true", help="run --command through /bin/sh (values are quoted)")
-    p.add_argument("--formatter", choices=["cli", "slurm"], default="cli", help="how jobs run (default cli)")
+    p.add_argument(
+        "--shell",
+        action="store_true",
+        help="run --command through /bin/sh (values are quoted; placeholders inside quotes are refused)",
+    )
+    p.add_argument(
+        "--formatter", choices=["cli", "slurm", "runai"], default="cli", help="how jobs run (default cli)"
+    )
     p.add_argument("--cpus", type=int, default=None, help="CPUs to offer (default: all)")
     p.add_argument(
         "--gpus",
         default=None,
-        help="GPUs to offer: a count or ids like 0,1,3 (default: $CUDA_VISIBLE_DEVICES, else nvidia-smi)",
+        metavar="IDS",
+        help="GPU ids to offer, as CUDA_VISIBLE_DEVICES: 0,1,3 or 3 (GPU 3), all, none "
+        "(default: all visible: $CUDA_VISIBLE_DEVICES, else nvidia-smi)",
     )
+    p.add_argument("--gpu-count", type=int, default=None, metavar="N", help="offer the first N visible GPUs")
     p.add_argument("--tags", default="", help="comma-separated tags of this worker")
     p.add_argument("--name", default=None, help="worker name (default host-pid)")
     p.add_argument("--entity", default=os.environ.get("USER", ""))
@@ -791,6 +1023,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time", help="slurm: time limit, e.g. 01:00:00")
     p.add_argument("--mem", help="slurm: memory, e.g. 4G")
     p.add_argument("--sbatch-arg", action="append", help="slurm: extra sbatch argument (repeatable)")
+    p.add_argument("--runai-project", help="runai: the RUN:AI project to submit to")
+    p.add_argument("--image", help="runai: container image, e.g. nvcr.io/nvidia/pytorch:24.01-py3")
+    p.add_argument("--runai-cli", type=int, choices=[1, 2], default=2, help="runai: CLI version (default 2)")
+    p.add_argument("--runai-gpu", type=float, default=None, help="runai: GPUs per job (default: the job's)")
+    p.add_argument("--runai-cpu", type=float, default=None, help="runai: CPUs per job (default: the job's)")
+    p.add_argument("--namespace", help="runai: Kubernetes namespace (default: runai-PROJECT)")
+    p.add_argument("--runai-arg", action="append", help="runai: extra submit argument (repeatable)")
+    p.add_argument(
+        "--delete-finished", action="store_true", help="runai: delete each workload once it finished"
+    )
+    p.add_argument(
+        "--artifact-root",
+        action="append",
+        metavar="DIR",
+        help="a directory whose files jobs may declare as inputs/outputs, besides their working "
+        "directory (repeatable); anything else is recorded as refused",
+    )
+    p.add_argument(
+        "--artifact-hash-gib",
+        type=float,
+        default=4.0,
+        help="hash at most this many GiB of a job's artifacts (default 4); past it, size only",
+    )
+    p.add_argument(
+        "--artifact-hash-seconds",
+        type=float,
+        default=60.0,
+        help="spend at most this long hashing a job's artifacts (default 60)",
+    )
     p.add_argument("--log-level", default="INFO")
     return parser
 

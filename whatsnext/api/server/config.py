@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, cast
 
 import platformdirs
+
+Pooler = Literal["session", "transaction"]
+POOLERS: tuple[Pooler, ...] = ("session", "transaction")
+
+
+class SettingsError(ValueError):
+    """Settings the server cannot start with; the message says which option to change."""
+
+
+def parse_pooler(value: str) -> Pooler:
+    value = value.strip().lower()
+    if value not in POOLERS:
+        raise SettingsError(f"the database pooler must be session or transaction, got {value!r}")
+    return cast(Pooler, value)
 
 
 def default_data_dir() -> Path:
@@ -25,10 +41,40 @@ class Settings:
     starvation_seconds: float = 300.0
     """After this long eligible, a job that fits a worker's total capacity stops backfilling past it."""
     reaper_interval: float | None = None
+    metrics_interval: float = 15.0
+    """Seconds between computations of the database gauges of /metrics (by one server at a time)."""
     """Seconds between lease sweeps (default: a quarter of the lease, at least 0.5 s)."""
     pool_min: int = 2
     pool_max: int = 10
-    max_wait: float = 600.0
+    max_wait: float = 30.0
+    max_waiting_claims: int = 20_000
+    """Long-polling claims one server process holds at most; past it a claim answers at once,
+    empty, with ``retry_after`` (each one holds a socket: see the open-file limit)."""
+    """The longest a claim or a log follow waits in one request (proxies must allow more)."""
+    keepalive_seconds: float = 15.0
+    """A log follow sends a keep-alive line after this long without output."""
+    pooler: Pooler = "session"
+    """What sits between the server and PostgreSQL: ``session`` (nothing, or a session pooler) or
+    ``transaction`` (PgBouncer in transaction mode: no prepared statements, no session state)."""
+    direct_database_url: str | None = None
+    """A connection that bypasses a transaction pooler: LISTEN, migrations, function installation."""
+    max_parameters_bytes: int = 1024**2
+    """The largest ``parameters`` of one job (and ``defaults`` of one task), as JSON bytes."""
+    max_body_bytes: int = 16 * 1024**2
+    """The largest request body; a larger one is answered 413."""
+    auth: bool = False
+    """Require a token on every route but /health (``--auth``, ``$WHATSNEXT_AUTH=1``)."""
+    admin_token: str | None = field(default=None, repr=False)
+    """A token that is ``admin`` without being in the database: the way to create the first tokens."""
+    allowed_hosts: list[str] = field(default_factory=list)
+    """``Host`` names served (``name`` or ``name:port``, ``*`` for any); loopback ones are added
+    when bound to loopback."""
+    cors_origins: list[str] = field(default_factory=list)
+    """Web origins (``https://app.example.org``) whose pages may call the API."""
+    insecure_no_auth: bool = False
+    """Allow a non-loopback address without --auth."""
+    secret_parameters: tuple[str, ...] = ("*token*", "*secret*", "*password*", "*key*")
+    """Parameter names (glob patterns, any case) whose values viewers see masked."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -38,10 +84,102 @@ class Settings:
             s.lease_seconds = float(os.environ["WHATSNEXT_LEASE_SECONDS"])
         if "WHATSNEXT_STARVATION_SECONDS" in os.environ:
             s.starvation_seconds = float(os.environ["WHATSNEXT_STARVATION_SECONDS"])
+        if "WHATSNEXT_MAX_WAIT" in os.environ:
+            s.max_wait = float(os.environ["WHATSNEXT_MAX_WAIT"])
+        if "WHATSNEXT_MAX_WAITING_CLAIMS" in os.environ:
+            s.max_waiting_claims = int(os.environ["WHATSNEXT_MAX_WAITING_CLAIMS"])
+        if os.environ.get("WHATSNEXT_METRICS_INTERVAL"):
+            s.metrics_interval = float(os.environ["WHATSNEXT_METRICS_INTERVAL"])
+        if "WHATSNEXT_KEEPALIVE_SECONDS" in os.environ:
+            s.keepalive_seconds = float(os.environ["WHATSNEXT_KEEPALIVE_SECONDS"])
+        s.pooler = parse_pooler(os.environ.get("WHATSNEXT_DATABASE_POOLER") or "session")
+        s.direct_database_url = os.environ.get("WHATSNEXT_DIRECT_DATABASE_URL") or None
+        for env, attr in (
+            ("WHATSNEXT_MAX_PARAMETERS_BYTES", "max_parameters_bytes"),
+            ("WHATSNEXT_MAX_BODY_BYTES", "max_body_bytes"),
+        ):
+            if os.environ.get(env):
+                try:
+                    setattr(s, attr, int(os.environ[env]))
+                except ValueError:
+                    raise SettingsError(
+                        f"${env} must be a number of bytes, got {os.environ[env]!r}"
+                    ) from None
+        s.auth = os.environ.get("WHATSNEXT_AUTH", "").strip().lower() in ("1", "true", "yes", "on")
+        s.admin_token = os.environ.get("WHATSNEXT_ADMIN_TOKEN", "").strip() or None
+        s.allowed_hosts = _words(os.environ.get("WHATSNEXT_ALLOWED_HOSTS"))
+        s.cors_origins = _words(os.environ.get("WHATSNEXT_CORS_ORIGINS"))
+        if os.environ.get("WHATSNEXT_SECRET_PARAMETERS"):
+            s.secret_parameters = tuple(_words(os.environ["WHATSNEXT_SECRET_PARAMETERS"]))
         return s
+
+    def read_admin_token_file(self, path: Path) -> None:
+        """``--admin-token-file``: the bootstrap admin token from the file's first line."""
+        try:
+            token = path.read_text(encoding="utf-8").strip().splitlines()[0].strip()
+        except (OSError, UnicodeDecodeError, IndexError) as exc:
+            raise SettingsError(f"--admin-token-file {path}: cannot read a token from it ({exc})") from None
+        self.admin_token = token
+
+    @property
+    def session_database_url(self) -> str | None:
+        """The URL for what needs a session of its own (LISTEN, migrations): the direct one if set."""
+        return self.direct_database_url or self.database_url
+
+    def check(self) -> None:
+        """Refuse settings that cannot work, with a message saying what to change."""
+        if not is_loopback(self.host):
+            if not self.auth and not self.insecure_no_auth:
+                raise SettingsError(
+                    f"--host {self.host} is reachable from other machines: start with --auth (tokens), "
+                    "or say --insecure-no-auth to serve anyone who can reach it"
+                )
+            if not self.allowed_hosts:
+                raise SettingsError(
+                    f"--host {self.host} needs --allowed-host NAME (repeatable): the names clients use "
+                    "to reach this server (or '*' for any, e.g. behind a proxy that checks it)"
+                )
+        if self.admin_token is not None and len(self.admin_token) < 16:
+            raise SettingsError("the admin token must have at least 16 characters")
+        if self.max_wait <= 0:
+            raise SettingsError(f"--max-wait must be positive, got {self.max_wait}")
+        if self.max_parameters_bytes <= 0 or self.max_body_bytes <= 0:
+            raise SettingsError(
+                "--max-parameters-bytes and --max-body-bytes must be positive, got "
+                f"{self.max_parameters_bytes} and {self.max_body_bytes}"
+            )
+        if self.metrics_interval <= 0:
+            raise SettingsError(f"--metrics-interval must be positive, got {self.metrics_interval}")
+        if self.keepalive_seconds <= 0:
+            raise SettingsError(f"the keep-alive interval must be positive, got {self.keepalive_seconds}")
+        if self.pooler == "transaction":
+            if self.database_url is None:
+                raise SettingsError(
+                    "--pooler transaction needs --database-url (the pooler's address); "
+                    "the embedded database has no pooler in front of it"
+                )
+            if not self.direct_database_url:
+                raise SettingsError(
+                    "--pooler transaction needs --direct-database-url "
+                    "($WHATSNEXT_DIRECT_DATABASE_URL): a connection to PostgreSQL that bypasses the "
+                    "pooler, for LISTEN/NOTIFY wake-ups and migrations"
+                )
 
     @property
     def reap_every(self) -> float:
         if self.reaper_interval is not None:
             return self.reaper_interval
         return max(0.5, self.lease_seconds / 4)
+
+
+def _words(value: str | None) -> list[str]:
+    return [w.strip() for w in (value or "").split(",") if w.strip()]
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -4,6 +4,6 @@ from ..openapi import RouteTable
 
 routes = RouteTable()
 
-from . import artifacts, claim, health, jobs, logs, projects, tasks, workers  # noqa: E402,F401  (register routes)
+from . import artifacts, claim, groups, health, jobs, logs, metrics, projects, tasks, tokens, workers  # noqa: E402,F401  (register routes)
 
 __all__ = ["routes"]
