@@ -18,7 +18,7 @@ from conftest import ROOT, ServerProcess, create_database, drop_database
 from helpers import spawn_worker
 
 from whatsnext.api.server import schema
-from whatsnext.api.server.sql import Q, migrations_dir
+from whatsnext.api.server.sql import S, migrations_dir
 from whatsnext.models import JOB_ENTRY_FIELDS
 
 RELEASE_0_1_0 = "7272849"
@@ -147,10 +147,19 @@ async def test_every_named_query_prepares(database_url: str, server: Any) -> Non
     """Each statement in sql/queries parses and type-checks against the migrated schema."""
     conn = await asyncpg.connect(database_url)
     try:
-        for name in Q.names():
-            await conn.prepare(getattr(Q, name))
+        for name in S.names():
+            statement = getattr(S, name)
+            await conn.prepare(statement.text)
     finally:
         await conn.close()
+
+
+def test_named_statements_take_named_parameters() -> None:
+    """sql/queries uses :name placeholders only (positional $n parameters are error-prone)."""
+    import re
+
+    for path in (migrations_dir().parent / "queries").glob("*.sql"):
+        assert not re.search(r"\$[0-9]", path.read_text()), f"{path.name} uses a positional parameter"
 
 
 # ------------------------------------------------------------------ upgrade from release 0.1.0

@@ -1,5 +1,5 @@
 -- name: project_create
-INSERT INTO projects (name, description, strict_tasks) VALUES ($1, $2, $3)
+INSERT INTO projects (name, description, strict_tasks) VALUES (:name, :description, :strict_tasks)
 RETURNING id, name, description, status, strict_tasks, created_at, updated_at;
 
 -- name: project_get
@@ -8,7 +8,7 @@ SELECT p.id, p.name, p.description, p.status, p.strict_tasks, p.created_at, p.up
        (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
           FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id GROUP BY j.status) c)
          AS jobs
-  FROM projects p WHERE p.id = wn_project_id($1);
+  FROM projects p WHERE p.id = wn_project_id(:project);
 
 -- name: project_list
 SELECT id, name, description, status, strict_tasks, created_at, updated_at
@@ -19,13 +19,14 @@ SELECT id, name, description, status, strict_tasks, created_at, updated_at
 
 -- name: project_update
 UPDATE projects
-   SET name = coalesce($2, name), description = coalesce($3, description),
-       status = coalesce($4, status), strict_tasks = coalesce($5, strict_tasks), updated_at = now()
- WHERE id = wn_project_id($1)
+   SET name = coalesce(:name, name), description = coalesce(:description, description),
+       status = coalesce(:status, status), strict_tasks = coalesce(:strict_tasks, strict_tasks),
+       updated_at = now()
+ WHERE id = wn_project_id(:project)
 RETURNING id, name, description, status, strict_tasks, created_at, updated_at;
 
 -- name: project_delete
-DELETE FROM projects WHERE id = wn_project_id($1) RETURNING id;
+DELETE FROM projects WHERE id = wn_project_id(:project) RETURNING id;
 
 -- name: project_resolve
 -- The project's id, and in how many seconds the next delayed (retrying) job becomes eligible

@@ -56,7 +56,7 @@ def migrations_dir() -> Path:
 
 
 class Queries:
-    """Attribute access to named statements: ``Q.job_get`` (a :class:`Statement`)."""
+    """Attribute access to named statements: ``S.job_get`` (a :class:`Statement`)."""
 
     def __init__(self, statements: dict[str, Statement]) -> None:
         self._statements = statements
@@ -96,16 +96,3 @@ def load() -> Queries:
 
 S = load()
 """The named statements, for the store."""
-
-
-class _Texts:
-    """``Q.name``: a statement's text alone (positional ``$n`` arguments)."""
-
-    def __getattr__(self, name: str) -> str:
-        return getattr(S, name).text
-
-    def names(self) -> list[str]:
-        return S.names()
-
-
-Q = _Texts()

@@ -4,10 +4,9 @@ from aiohttp import web
 
 from ..auth import project_filter
 from ..errors import ApiError
-from ..http import json_response, parse_body, query_choice, record, records
-from ..keys import pool_key
+from ..http import json_response, parse_body, query_choice
+from ..keys import store_key
 from ..schemas import Deleted, ProjectCreate, ProjectList, ProjectOut, ProjectUpdate
-from ..sql import Q
 from . import routes
 
 
@@ -23,10 +22,10 @@ from . import routes
 )
 async def create_project(request: web.Request) -> web.Response:
     body = await parse_body(request, ProjectCreate)
-    row = await request.app[pool_key].fetchrow(
-        Q.project_create, body.name, body.description, body.strict_tasks
+    row = await request.app[store_key].projects.create(
+        name=body.name, description=body.description, strict_tasks=body.strict_tasks
     )
-    return json_response(record(row), 201)
+    return json_response(row, 201)
 
 
 @routes.route(
@@ -40,8 +39,8 @@ async def create_project(request: web.Request) -> web.Response:
 )
 async def list_projects(request: web.Request) -> web.Response:
     status = query_choice(request, "status", ("ACTIVE", "ARCHIVED"))
-    rows = await request.app[pool_key].fetch(Q.project_list, status, project_filter(request))
-    return json_response({"projects": records(rows)})
+    rows = await request.app[store_key].projects.list(status=status, projects=project_filter(request))
+    return json_response({"projects": rows})
 
 
 @routes.route(
@@ -52,8 +51,8 @@ async def list_projects(request: web.Request) -> web.Response:
     response=ProjectOut,
 )
 async def get_project(request: web.Request) -> web.Response:
-    row = await request.app[pool_key].fetchrow(Q.project_get, request.match_info["project"])
-    return json_response(record(row))
+    row = await request.app[store_key].projects.get(project=request.match_info["project"])
+    return json_response(row)
 
 
 @routes.route(
@@ -71,15 +70,14 @@ async def update_project(request: web.Request) -> web.Response:
         raise ApiError(
             422, "invalid", "nothing to change: give name, description or status", {"field": "body"}
         )
-    row = await request.app[pool_key].fetchrow(
-        Q.project_update,
-        request.match_info["project"],
-        body.name,
-        body.description,
-        body.status,
-        body.strict_tasks,
+    row = await request.app[store_key].projects.update(
+        project=request.match_info["project"],
+        name=body.name,
+        description=body.description,
+        status=body.status,
+        strict_tasks=body.strict_tasks,
     )
-    return json_response(record(row))
+    return json_response(row)
 
 
 @routes.route(
@@ -90,5 +88,5 @@ async def update_project(request: web.Request) -> web.Response:
     response=Deleted,
 )
 async def delete_project(request: web.Request) -> web.Response:
-    await request.app[pool_key].fetchval(Q.project_delete, request.match_info["project"])
+    await request.app[store_key].projects.delete(project=request.match_info["project"])
     return json_response({"deleted": 1})

@@ -7,6 +7,44 @@ from .base import Row, Table
 
 
 class ProjectStore(Table):
+    async def create(self, *, name: str, description: str, strict_tasks: bool) -> Row:
+        row = await self.row(S.project_create, name=name, description=description, strict_tasks=strict_tasks)
+        assert row is not None
+        return row
+
+    async def list(self, *, status: str | None, projects: list[int] | None) -> list[Row]:
+        """Projects, optionally of one status and among ``projects`` (ids; None: all)."""
+        return await self.rows(S.project_list, status=status, projects=projects)
+
+    async def get(self, *, project: str) -> Row:
+        """A project (id or name) with its job counts by status; unknown: WN404."""
+        row = await self.row(S.project_get, project=project)
+        assert row is not None
+        return row
+
+    async def update(
+        self,
+        *,
+        project: str,
+        name: str | None,
+        description: str | None,
+        status: str | None,
+        strict_tasks: bool | None,
+    ) -> Row:
+        row = await self.row(
+            S.project_update,
+            project=project,
+            name=name,
+            description=description,
+            status=status,
+            strict_tasks=strict_tasks,
+        )
+        assert row is not None
+        return row
+
+    async def delete(self, *, project: str) -> None:
+        await self.value(S.project_delete, project=project)
+
     async def resolve(self, *, project: str) -> Row:
         """The project's id and, when a job waits out a retry delay, in how many seconds the first
         one becomes eligible (``next_available_in``). Unknown project: WN404."""
