@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(os.name != "posix", reason="process groups are P
 
 # A job that starts a child, which starts a grandchild; each writes its pid and then waits forever.
 TREE_JOB = """\
-import argparse, os, subprocess, sys, time
+import argparse, os, subprocess, sys, threading
 p = argparse.ArgumentParser()
 p.add_argument("--dir")
 p.add_argument("--level", type=int, default=0)
@@ -32,8 +32,7 @@ path = os.path.join(a.dir, f"pid-{a.level}")
 with open(path + ".tmp", "w") as f:
     f.write(str(os.getpid()))
 os.rename(path + ".tmp", path)
-while True:
-    time.sleep(3600)
+threading.Event().wait()  # runs until it is killed
 """
 
 

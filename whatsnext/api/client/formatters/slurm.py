@@ -59,8 +59,8 @@ def report_external(ctx: RunContext, handle: str) -> None:
         return
     try:
         ctx.on_external(handle)
-    except Exception:
-        log.exception("the worker's on_external callback failed for %s", handle)
+    except Exception as exc:  # the callback's failure must not fail the job
+        log.exception("the worker's on_external callback failed for %s: %s", handle, exc)
 
 
 def job_environment(job: JobSpec, env: Mapping[str, str] | None) -> dict[str, str]:
