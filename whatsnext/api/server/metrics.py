@@ -53,7 +53,11 @@ OTHER = "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_CACHED_NAMES = 10_000
 _PROJECT_ID = re.compile(r"[0-9]{1,18}")  # as wn_project_id tells an id from a name
-_CLAIMED = "whatsnext.metrics.claimed"
+_CLAIMED: Any = (
+    web.RequestKey("whatsnext.metrics.claimed", bool)
+    if hasattr(web, "RequestKey")  # aiohttp >= 3.12
+    else "whatsnext.metrics.claimed"
+)
 _WAITED = "whatsnext.metrics.waited"
 
 

@@ -1,0 +1,85 @@
+"""Route behaviour tested in-process: the real application on the real database, served by
+aiohttp's test server in this process (no subprocess adds anything to these checks)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from whatsnext.api.server import schema
+from whatsnext.api.server.app import create_app
+from whatsnext.api.server.config import Settings
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[TestClient]:
+    await asyncio.to_thread(schema.upgrade, database_url)
+    app = create_app(Settings(database_url=database_url), database_url)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c
+
+
+async def call(client: TestClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async with client.request(method, path, json=body) as resp:
+        return resp.status, await resp.json()
+
+
+async def project_with_running_job(client: TestClient) -> tuple[str, dict[str, Any]]:
+    name = f"inproc-{uuid.uuid4().hex[:8]}"
+    assert (await call(client, "POST", "/projects", {"name": name}))[0] == 201
+    assert (await call(client, "POST", f"/projects/{name}/jobs", {"name": "j", "task": "t"}))[0] == 201
+    status, out = await call(client, "POST", f"/projects/{name}/claim", {"worker_name": "w"})
+    assert status == 200 and len(out["jobs"]) == 1
+    return name, out["jobs"][0]
+
+
+async def test_a_repeated_report_answers_the_recorded_status(client: TestClient) -> None:
+    _, job = await project_with_running_job(client)
+    report = {"attempt": job["attempt"], "exit_code": 0}
+    first = await call(client, "POST", f"/jobs/{job['id']}/complete", report)
+    again = await call(client, "POST", f"/jobs/{job['id']}/complete", report)
+    assert first == again == (200, {"id": job["id"], "status": "COMPLETED"})
+    status, body = await call(client, "POST", f"/jobs/{job['id']}/fail", {"attempt": job["attempt"]})
+    assert status == 409 and body["error"]["details"]["field"] == "attempt"
+    events = (await call(client, "GET", f"/jobs/{job['id']}/events"))[1]["events"]
+    assert [e["status"] for e in events] == ["PENDING", "RUNNING", "COMPLETED"]
+
+
+async def test_a_report_batch_answers_each_entry_on_its_own(client: TestClient) -> None:
+    _, job = await project_with_running_job(client)
+    batch = [
+        {"id": job["id"], "attempt": job["attempt"], "status": "COMPLETED"},
+        {"id": job["id"], "attempt": "not a number", "status": "COMPLETED"},
+        {"id": 2**62, "attempt": 1, "status": "FAILED"},
+    ]
+    status, out = await call(client, "POST", "/jobs/reports", batch)
+    assert status == 200
+    assert [(r["id"], r["code"]) for r in out["results"]] == [
+        (job["id"], 200),
+        (job["id"], 422),
+        (2**62, 404),
+    ]
+    assert "attempt" in out["results"][1]["message"]
+
+
+async def test_started_records_handle_and_gpus_of_the_current_attempt(client: TestClient) -> None:
+    _, job = await project_with_running_job(client)
+    body = {"attempt": job["attempt"], "external_id": "slurm:77", "gpus": [1, 3]}
+    assert await call(client, "POST", f"/jobs/{job['id']}/started", body) == (
+        200,
+        {"id": job["id"], "status": "RUNNING"},
+    )
+    data = (await call(client, "GET", f"/jobs/{job['id']}"))[1]
+    assert (data["external_id"], data["gpus"]) == ("slurm:77", [1, 3])
+    status, err = await call(client, "POST", f"/jobs/{job['id']}/started", {**body, "attempt": 9})
+    assert status == 409 and err["error"]["code"] == "stale_attempt"
+
+
+async def test_health_shows_the_schema_level(client: TestClient) -> None:
+    status, health = await call(client, "GET", "/health")
+    assert status == 200 and health["schema_level"] == schema.schema_level()
