@@ -18,6 +18,8 @@ from conftest import ROOT, ServerProcess, create_database, drop_database
 from helpers import spawn_worker
 
 from whatsnext.api.server import schema
+from whatsnext.api.server.batch import ENTRY_EXCLUDED
+from whatsnext.api.server.schemas import JobCreate
 from whatsnext.api.server.sql import S, migrations_dir
 from whatsnext.models import JOB_ENTRY_FIELDS
 
@@ -79,6 +81,8 @@ async def test_fresh_install_and_idempotent_start(pg_root_url: str) -> None:
                 )
             ]
             assert tuple(attributes) == JOB_ENTRY_FIELDS
+            # A submitted job's fields go to wn_enqueue by name: each one must be an attribute.
+            assert set(JobCreate.model_fields) - ENTRY_EXCLUDED <= set(attributes)
         finally:
             await conn.close()
     finally:

@@ -255,11 +255,19 @@ def split_host(value: str) -> tuple[str, str | None]:
 
 
 def allowed_hosts(settings: Settings) -> list[str]:
-    """The names the server answers to: those given, and the loopback names when bound to loopback."""
-    hosts = list(settings.allowed_hosts)
-    if is_loopback(settings.host):
-        hosts += LOOPBACK_NAMES
+    """The names the server answers to: those given, and the loopback names when bound to loopback
+    (worked out once per settings: every request asks)."""
+    key = (settings.host, tuple(settings.allowed_hosts))
+    hosts = _ALLOWED_HOSTS.get(key)
+    if hosts is None:
+        hosts = list(settings.allowed_hosts)
+        if is_loopback(settings.host):
+            hosts += LOOPBACK_NAMES
+        _ALLOWED_HOSTS[key] = hosts
     return hosts
+
+
+_ALLOWED_HOSTS: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
 
 def host_allowed(header: str, hosts: list[str]) -> bool:

@@ -10,8 +10,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+from pydantic import TypeAdapter
+
 from .errors import ApiError
 from .schemas import JobCreate
+
+_JOBS = TypeAdapter(list[JobCreate])
+ENTRY_EXCLUDED = frozenset({"depends", "group"})
+"""The fields of a submitted job that ``wn_enqueue`` does not read as they are (resolved here);
+every other field of ``JobCreate`` is an attribute of ``wn_job_entry`` (a test checks it)."""
+
+
+def entries_json(
+    jobs: list[JobCreate], group_ids: dict[str, int] | None = None, group: str | None = None
+) -> str:
+    """The batch as ``wn_enqueue`` reads it (a JSON array of ``wn_job_entry`` objects). Fields
+    left out (None) are not written: the database reads a missing key as NULL (the task's value).
+    A batch without dependencies or groups, the common case, is serialised in one pass."""
+    if not group_ids and not any(job.depends for job in jobs):
+        return _JOBS.dump_json(jobs, exclude_none=True, exclude={"__all__": ENTRY_EXCLUDED}).decode()
+    entries = normalise(jobs, group_ids, group)
+    return orjson.dumps([{k: v for k, v in e.items() if v is not None} for e in entries]).decode()
 
 
 def _dep_refs(job: JobCreate) -> list[int | str]:
@@ -21,6 +41,38 @@ def _dep_refs(job: JobCreate) -> list[int | str]:
     if isinstance(deps, dict):
         return list(deps.keys())
     return list(deps)
+
+
+def _resolve(
+    job: JobCreate, by_name: dict[str, list[int]], field: str
+) -> tuple[list[int] | None, list[int] | None]:
+    """A job's dependencies as (ids of existing jobs, 1-based indexes within the batch)."""
+    dep_ids: set[int] = set()
+    dep_idx: set[int] = set()
+    for ref in _dep_refs(job):
+        if isinstance(ref, int):
+            dep_ids.add(ref)
+            continue
+        if ref in by_name:
+            targets = by_name[ref]
+            if len(targets) > 1:
+                raise ApiError(
+                    422,
+                    "invalid",
+                    f"dependency {ref!r} is ambiguous: {len(targets)} jobs of the batch have that name",
+                    {"field": field, "dependency": ref},
+                )
+            dep_idx.add(targets[0])
+        elif ref.isdigit() and 0 < int(ref) < 2**63:
+            dep_ids.add(int(ref))
+        else:
+            raise ApiError(
+                422,
+                "invalid",
+                f"unknown dependency {ref!r}: not a job id, nor the name of a job in this batch",
+                {"field": field, "dependency": ref},
+            )
+    return sorted(dep_ids) or None, sorted(dep_idx) or None
 
 
 def normalise(
@@ -33,53 +85,34 @@ def normalise(
 
     out: list[dict[str, Any]] = []
     edges: dict[int, list[int]] = {}
+    groups = group_ids or {}
     for i, job in enumerate(jobs, start=1):
-        field = f"{i - 1}.depends" if len(jobs) > 1 else "depends"
-        dep_ids: set[int] = set()
-        dep_idx: set[int] = set()
-        for ref in _dep_refs(job):
-            if isinstance(ref, int):
-                dep_ids.add(ref)
-                continue
-            if ref in by_name:
-                targets = by_name[ref]
-                if len(targets) > 1:
-                    raise ApiError(
-                        422,
-                        "invalid",
-                        f"dependency {ref!r} is ambiguous: {len(targets)} jobs of the batch have that name",
-                        {"field": field, "dependency": ref},
-                    )
-                dep_idx.add(targets[0])
-            elif ref.isdigit() and 0 < int(ref) < 2**63:
-                dep_ids.add(int(ref))
-            else:
-                raise ApiError(
-                    422,
-                    "invalid",
-                    f"unknown dependency {ref!r}: not a job id, nor the name of a job in this batch",
-                    {"field": field, "dependency": ref},
-                )
-        edges[i] = sorted(dep_idx)
-        entry = {
-            "name": job.name,
-            "task": job.task,
-            "parameters": job.parameters,
-            "priority": job.priority,
-            "required_cpu": job.required_cpu,
-            "required_accelerators": job.required_accelerators,
-            "required_tags": job.required_tags,
-            "max_attempts": job.max_attempts,
-            "max_lost": job.max_lost,
-            "retry_delay": job.retry_delay,
-            "timeout": job.timeout,
-            "dep_ids": sorted(dep_ids) or None,
-            "dep_idx": sorted(dep_idx) or None,
-            "inputs": job.inputs,
-            "outputs": job.outputs,
-            "group_id": (group_ids or {}).get(job.group or group or ""),
-        }
-        out.append(entry)
+        dep_ids: list[int] | None = None
+        dep_idx: list[int] | None = None
+        if job.depends:
+            dep_ids, dep_idx = _resolve(job, by_name, f"{i - 1}.depends" if len(jobs) > 1 else "depends")
+            if dep_idx:
+                edges[i] = dep_idx
+        out.append(
+            {
+                "name": job.name,
+                "task": job.task,
+                "parameters": job.parameters,
+                "priority": job.priority,
+                "required_cpu": job.required_cpu,
+                "required_accelerators": job.required_accelerators,
+                "required_tags": job.required_tags,
+                "max_attempts": job.max_attempts,
+                "max_lost": job.max_lost,
+                "retry_delay": job.retry_delay,
+                "timeout": job.timeout,
+                "dep_ids": dep_ids,
+                "dep_idx": dep_idx,
+                "inputs": job.inputs,
+                "outputs": job.outputs,
+                "group_id": groups.get(job.group or group or "") if groups else None,
+            }
+        )
     cycle = find_cycle(edges)
     if cycle:
         names = " -> ".join(jobs[i - 1].name for i in cycle)

@@ -68,8 +68,13 @@ def unavailable(message: str = "the database is not available right now: retry s
 
 def validation_details(exc: pydantic.ValidationError, prefix: tuple[str | int, ...] = ()) -> list[dict]:
     out = []
-    for err in exc.errors(include_url=False, include_context=False, include_input=False):
-        loc = [*prefix, *err["loc"]]
+    for err in exc.errors(include_url=False, include_context=True, include_input=False):
+        # Union members show in the location as their type ("list[...]", "function-after[...]"):
+        # a field name never holds "[", so those parts go.
+        loc = [*prefix, *(p for p in err["loc"] if not (isinstance(p, str) and "[" in p))]
+        field = (err.get("ctx") or {}).get("field")
+        if isinstance(field, str):  # a check over a whole model names the field it found
+            loc.append(field)
         out.append(
             {"field": ".".join(str(p) for p in loc) or "body", "message": err["msg"], "type": err["type"]}
         )

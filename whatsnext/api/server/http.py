@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .errors import ApiError, Handler, bad_request, invalid, validation_details
 from .keys import settings_key
+from .schemas import MAX_PARAMETERS_BYTES, SUSPICIOUS
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 MAX_ID = 2**63 - 1
@@ -42,7 +43,12 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     if not raw.strip():
         raise bad_request("a JSON body is required", "body")
     settings = request.app.get(settings_key)
-    context = {"max_parameters_bytes": settings.max_parameters_bytes} if settings is not None else None
+    limit = settings.max_parameters_bytes if settings is not None else MAX_PARAMETERS_BYTES
+    context = {
+        # A body no larger than the limit cannot hold parameters above it: no need to measure each.
+        "max_parameters_bytes": None if len(raw) <= limit else limit,
+        "plain": SUSPICIOUS.search(raw) is None,
+    }
     try:
         return model.model_validate_json(raw, context=context)
     except pydantic.ValidationError as exc:

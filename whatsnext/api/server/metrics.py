@@ -240,6 +240,7 @@ class Metrics:
         self.gauges = DatabaseGauges()
         r.register(self.gauges)
         self._names: dict[int, str] = {}
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
 
     async def project_label(self, store: Store, key: str) -> str:
         """The project's name for a label, whether the request named it by name or by id (an id
@@ -256,7 +257,7 @@ class Metrics:
 
     async def jobs_submitted(self, store: Store, key: str, count: int) -> None:
         if count:
-            self.submitted.labels(await self.project_label(store, key)).inc(count)
+            self.child(self.submitted, await self.project_label(store, key)).inc(count)
 
     async def jobs_claimed(
         self, request: web.Request, key: str, rows: Sequence[Row], lease_seconds: float
@@ -265,7 +266,7 @@ class Metrics:
         time of the claim (its lease end less the lease)."""
         request[_CLAIMED] = True
         project = await self.project_label(request.app[store_key], key)
-        histogram = self.job_wait.labels(project)
+        histogram = self.child(self.job_wait, project)
         lease = timedelta(seconds=lease_seconds)
         for row in rows:
             eligible, lease_end = row.get("eligible_at"), row.get("lease_expires_at")
@@ -289,7 +290,16 @@ class Metrics:
             self._ended(row["project_name"], row["task_name"], change["outcome"], row["status"])
             duration = change.get("duration")
             if duration is not None:
-                self.job_run.labels(row["project_name"], row["task_name"]).observe(duration)
+                self.child(self.job_run, row["project_name"], row["task_name"]).observe(duration)
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, looked up once: label values are bounded, and this runs for
+        every request and every reported job."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
     def jobs_lost(self, rows: Iterable[Row]) -> None:
         """Count a reaper sweep: (project_name, task_name, status, jobs) rows."""
@@ -298,17 +308,17 @@ class Metrics:
 
     def _ended(self, project: str, task: str, outcome: str, status: str, n: int = 1) -> None:
         if status in TERMINAL:
-            self.finished.labels(project, task, status.lower()).inc(n)
+            self.child(self.finished, project, task, status.lower()).inc(n)
         elif status == "PENDING" and outcome == "FAILED":
-            self.retries.labels(project).inc(n)
+            self.child(self.retries, project).inc(n)
         if outcome == "LOST":
-            self.lost.labels(project).inc(n)
+            self.child(self.lost, project).inc(n)
 
     def request_done(self, request: web.Request, status: int, seconds: float) -> None:
         route = route_label(request)
         method = request.method if request.method in METHODS else OTHER
-        self.http_requests.labels(method, route, str(status)).inc()
-        self.http_seconds.labels(method, route).observe(seconds)
+        self.child(self.http_requests, method, route, str(status)).inc()
+        self.child(self.http_seconds, method, route).observe(seconds)
         if route == CLAIM_ROUTE and status == 200:
             self.claim_wait.observe(seconds)
             if request.get(_CLAIMED):
@@ -317,7 +327,7 @@ class Metrics:
                 result = "timed_out"
             else:
                 result = "empty"
-            self.claims.labels(result).inc()
+            self.child(self.claims, result).inc()
 
 
 def route_label(request: web.Request) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 import orjson
 from pydantic import (
@@ -15,7 +15,7 @@ from pydantic import (
     Field,
     RootModel,
     ValidationInfo,
-    field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -122,14 +122,25 @@ class Strict(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    @field_validator("*", mode="after")
-    @classmethod
-    def _storable(cls, value: Any) -> Any:
-        problem = _problem(value)
-        if problem is not None:
-            kind, message, where = problem
-            raise PydanticCustomError(kind, message + (f" (at {where})" if where else ""))
-        return value
+    @model_validator(mode="after")
+    def _storable(self, info: ValidationInfo) -> Self:
+        # One call per model, not one per field: this runs for every job of a batch.
+        if info.context is not None and info.context.get("plain"):
+            return self  # the raw body holds nothing that could be a problem (see SUSPICIOUS)
+        for name in type(self).model_fields:
+            problem = _problem(getattr(self, name))
+            if problem is not None:
+                kind, message, where = problem
+                field = f"{name}.{where}" if where else name
+                raise PydanticCustomError(kind, "{field}: " + message, {"field": field})
+        return self
+
+
+SUSPICIOUS = re.compile(rb"\\u0000|\x00|NaN|Infinity|[0-9]{19}|[eE][+-]?[0-9]{3}")
+"""What a raw JSON body must contain for one of its values to be unstorable: a NUL (escaped or
+not), NaN or Infinity, an integer of 19 digits or more, or an exponent of three digits (1e400
+is infinite). Bodies without any of these skip the
+walk over every field (``parse_body`` says so in the validation context)."""
 
 
 def _bounded_json(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:

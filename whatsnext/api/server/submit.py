@@ -15,7 +15,7 @@ import difflib
 from typing import Any
 
 from ...template import TemplateError, placeholders
-from .batch import normalise
+from .batch import entries_json
 from .errors import invalid
 from .schemas import JobCreate
 from .store import Store
@@ -29,8 +29,8 @@ def similar(name: str, names: list[str]) -> str | None:
 
 async def prepare(
     store: Store, project: str, jobs: list[JobCreate], group: str | None = None
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int]]:
-    """The ``wn_job_entry`` objects for ``jobs``, the tasks their submission creates, and the ids
+) -> tuple[str, list[dict[str, Any]], dict[str, int]]:
+    """The ``wn_job_entry`` objects for ``jobs`` (as JSON), the tasks their submission creates, and the ids
     of their groups by name. Raises a 422 for a missing template parameter or, in a strict
     project, an unknown task."""
     rows = await store.tasks.templates(project=project)
@@ -81,4 +81,4 @@ async def prepare(
             )
     group_names = [n for n in {*(j.group for j in jobs), group} if n is not None]
     group_ids = await store.groups.ensure(project=project, names=group_names)
-    return normalise(jobs, group_ids, group), list(created.values()), group_ids
+    return entries_json(jobs, group_ids, group), list(created.values()), group_ids

@@ -41,8 +41,8 @@ from . import routes
 async def create_job(request: web.Request) -> web.Response:
     job = await parse_body(request, JobCreate)
     store, project = request.app[store_key], request.match_info["project"]
-    entries, created, _ = await prepare(store, project, [job])
-    row = await store.jobs.create(project=project, entry=entries[0], actor=actor(request))
+    jobs_json, created, _ = await prepare(store, project, [job])
+    row = await store.jobs.create(project=project, jobs_json=jobs_json, actor=actor(request))
     await request.app[metrics_key].jobs_submitted(store, project, 1)
     return json_response({**row, "created_tasks": created}, 201)
 
@@ -60,8 +60,8 @@ async def create_job(request: web.Request) -> web.Response:
 async def create_jobs(request: web.Request) -> web.Response:
     jobs, group = (await parse_body(request, JobBatch)).jobs_and_group()
     store, project = request.app[store_key], request.match_info["project"]
-    entries, created, group_ids = await prepare(store, project, jobs, group)
-    ids = await store.jobs.enqueue(project=project, entries=entries, actor=actor(request))
+    jobs_json, created, group_ids = await prepare(store, project, jobs, group)
+    ids = await store.jobs.enqueue(project=project, jobs_json=jobs_json, actor=actor(request))
     await request.app[metrics_key].jobs_submitted(store, project, len(ids))
     return json_response(
         {

@@ -26,22 +26,19 @@ class AttemptEnd(TypedDict, total=False):
 
 
 class JobStore(Table):
-    async def enqueue(self, *, project: str, entries: list[dict[str, Any]], actor: str | None) -> list[int]:
-        """Queue a batch of ``wn_job_entry`` objects (see ``whatsnext.models.JOB_ENTRY_FIELDS``)."""
-        ids = await self.value(
-            S.job_enqueue, project=project, jobs=orjson.dumps(entries).decode(), actor=actor
-        )
+    async def enqueue(self, *, project: str, jobs_json: str, actor: str | None) -> list[int]:
+        """Queue a batch: a JSON array of ``wn_job_entry`` objects (``batch.entries_json``)."""
+        ids = await self.value(S.job_enqueue, project=project, jobs=jobs_json, actor=actor)
         return list(ids)
 
     async def get(self, *, job_id: int) -> Row | None:
         return await self.row(S.job_get, job_id=job_id)
 
-    async def create(self, *, project: str, entry: dict[str, Any], actor: str | None) -> Row:
-        """Queue one job and read it back, on one connection."""
+    async def create(self, *, project: str, jobs_json: str, actor: str | None) -> Row:
+        """Queue one job (a one-entry ``jobs_json`` batch) and read it back, on one connection."""
         async with self.pool.acquire() as conn:
             ids = await conn.fetchval(
-                S.job_enqueue.text,
-                *S.job_enqueue.args(project=project, jobs=orjson.dumps([entry]).decode(), actor=actor),
+                S.job_enqueue.text, *S.job_enqueue.args(project=project, jobs=jobs_json, actor=actor)
             )
             row = await conn.fetchrow(S.job_get.text, *S.job_get.args(job_id=ids[0]))
         return dict(row)
