@@ -270,6 +270,20 @@ def allowed_hosts(settings: Settings) -> list[str]:
 _ALLOWED_HOSTS: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
 
+def _host_ok(header: str, settings: Settings) -> bool:
+    """``host_allowed`` for this server, remembered per ``Host`` value (clients send few)."""
+    key = (header, settings.host, tuple(settings.allowed_hosts))
+    ok = _HOST_OK.get(key)
+    if ok is None:
+        ok = host_allowed(header, allowed_hosts(settings))
+        if len(_HOST_OK) < 1024:
+            _HOST_OK[key] = ok
+    return ok
+
+
+_HOST_OK: dict[tuple[str, str, tuple[str, ...]], bool] = {}
+
+
 def host_allowed(header: str, hosts: list[str]) -> bool:
     if "*" in hosts:
         return True
@@ -304,7 +318,7 @@ async def browser_middleware(request: web.Request, handler: Handler) -> web.Stre
     rebinding), an ``Origin`` that is neither the server's own nor listed; answer CORS preflights."""
     settings = request.app[settings_key]
     host = request.headers.get("Host", "")
-    if not host_allowed(host, allowed_hosts(settings)):
+    if not _host_ok(host, settings):
         raise ApiError(
             403,
             "forbidden_host",
