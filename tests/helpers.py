@@ -52,8 +52,11 @@ async def wait_for_condition(predicate: Any, timeout: float, what: str = "condit
         await asyncio.sleep(POLL)
 
 
-def spawn_worker(url: str, project: str, log: Path, *extra: str) -> subprocess.Popen[bytes]:
-    """`whatsnext worker` running the recording job program, in its own session, output to ``log``."""
+def spawn_worker(
+    url: str, project: str, log: Path, *extra: str, script: str | Path = RECORD
+) -> subprocess.Popen[bytes]:
+    """`whatsnext worker` running ``script`` (the recording job program by default) with this
+    Python, in its own session, output to ``log``."""
     return subprocess.Popen(
         [
             sys.executable,
@@ -65,7 +68,7 @@ def spawn_worker(url: str, project: str, log: Path, *extra: str) -> subprocess.P
             "--project",
             project,
             "--script",
-            RECORD,
+            str(script),
             "--executable",
             PYTHON,
             *extra,

@@ -5,15 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from conftest import Api, wait_until
-from helpers import PYTHON, wait_for_file
+from helpers import spawn_worker, wait_for_file
 
 from whatsnext.api.client.process import MAX_LINE, LineSplitter
 
@@ -95,16 +93,7 @@ async def test_output_of_any_shape(
         {"name": "flood", "task": "t", "parameters": {"mode": "flood", "dir": str(tmp_path)}},
     )
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            *("-m", "whatsnext", "--server", srv.url, "worker", "--project", p),
-            *("--script", str(script), "--executable", PYTHON, "--cpus", str(len(FINITE) + 1)),
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = spawn_worker(srv.url, p, log, "--cpus", str(len(FINITE) + 1), script=script)
     try:
         finished = ("COMPLETED", "FAILED", "CANCELLED")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Api, ServerProcess
-from helpers import PYTHON, wait_for_condition, wait_for_file
+from helpers import PYTHON, spawn_worker, wait_for_condition, wait_for_file
 
 from whatsnext.api.client.formatters.base import RunContext
 from whatsnext.api.client.process import SUPERVISOR, run_process
@@ -74,16 +74,7 @@ async def test_worker_killed_leaves_none_of_its_jobs_processes(
         "POST", f"/projects/{p}/jobs", {"name": "tree", "task": "t", "parameters": {"dir": str(tmp_path)}}
     )
     log = tmp_path / "worker.log"
-    worker = subprocess.Popen(
-        [
-            sys.executable,
-            *("-m", "whatsnext", "--server", server.url, "worker", "--project", p),
-            *("--script", str(job), "--executable", PYTHON, "--cpus", "1", "--forever"),
-        ],
-        stdout=log.open("wb"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    worker = spawn_worker(server.url, p, log, "--cpus", "1", "--forever", script=job)
     pids: list[int] = []
     try:
         for level in range(3):

@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from whatsnext.api.server import schema
 from whatsnext.api.server.batch import ENTRY_EXCLUDED
 from whatsnext.api.server.schemas import JobCreate
 from whatsnext.api.server.sql import S, migrations_dir
-from whatsnext.models import JOB_ENTRY_FIELDS
+from whatsnext.models import JOB_ENTRY_FIELDS, JOB_SUBMIT_FIELDS
 
 RELEASE_0_1_0 = "7272849"
 """The commit that is release 0.1.0: databases made by it must upgrade."""
@@ -82,6 +83,8 @@ async def test_fresh_install_and_idempotent_start(pg_root_url: str) -> None:
             ]
             assert tuple(attributes) == JOB_ENTRY_FIELDS
             # A submitted job's fields go to wn_enqueue by name: each one must be an attribute.
+            assert set(JobCreate.model_fields) == set(JOB_SUBMIT_FIELDS)
+            assert ENTRY_EXCLUDED == {"depends", "group"}
             assert set(JobCreate.model_fields) - ENTRY_EXCLUDED <= set(attributes)
         finally:
             await conn.close()
@@ -89,62 +92,60 @@ async def test_fresh_install_and_idempotent_start(pg_root_url: str) -> None:
         await drop_database(pg_root_url, url)
 
 
-async def test_changed_functions_reach_the_database_and_stale_ones_go(pg_root_url: str) -> None:
+@pytest.fixture
+async def upgraded(pg_root_url: str) -> AsyncIterator[tuple[str, asyncpg.Connection]]:
+    """A database of the test's own, brought to this version, and a connection to it."""
     url = await create_database(pg_root_url, "wn_migr")
+    await asyncio.to_thread(schema.upgrade, url)
+    conn = await asyncpg.connect(url)
     try:
-        await asyncio.to_thread(schema.upgrade, url)
-        conn = await asyncpg.connect(url)
-        try:
-            # What an older install may have left: another overload, a function no longer defined,
-            # and a body that differs from the file's.
-            await conn.execute(
-                "CREATE FUNCTION wn_heartbeat(p_worker bigint, p_lease double precision) RETURNS bigint[] "
-                "LANGUAGE sql AS $$ SELECT '{}'::bigint[] $$"
-            )
-            await conn.execute("CREATE FUNCTION wn_gone() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
-            await conn.execute(
-                "CREATE OR REPLACE FUNCTION wn_reap(p_limit integer) RETURNS integer "
-                "LANGUAGE sql AS $$ SELECT -1 $$"
-            )
-            await conn.execute("UPDATE wn_meta SET value = 'old' WHERE key = 'functions_hash'")
-            result = await asyncio.to_thread(schema.upgrade, url)
-            assert result.functions_installed
-            names = {
-                r["sig"]
-                for r in await conn.fetch(
-                    "SELECT oid::regprocedure::text AS sig FROM pg_proc WHERE proname LIKE 'wn\\_%'"
-                )
-            }
-            assert "wn_heartbeat(bigint,double precision)" not in names
-            assert "wn_gone()" not in names
-            assert {n.split("(")[0] for n in names} == {p.stem for p in schema.function_files()}
-            assert await conn.fetchval("SELECT wn_reap(10)") == 0
-        finally:
-            await conn.close()
+        yield url, conn
     finally:
+        await conn.close()
         await drop_database(pg_root_url, url)
 
 
-async def test_a_newer_database_is_refused(pg_root_url: str) -> None:
-    url = await create_database(pg_root_url, "wn_migr")
-    try:
+async def test_changed_functions_reach_the_database_and_stale_ones_go(
+    upgraded: tuple[str, asyncpg.Connection],
+) -> None:
+    url, conn = upgraded
+    # What an older install may have left: another overload, a function no longer defined,
+    # and a body that differs from the file's.
+    await conn.execute(
+        "CREATE FUNCTION wn_heartbeat(p_worker bigint, p_lease double precision) RETURNS bigint[] "
+        "LANGUAGE sql AS $$ SELECT '{}'::bigint[] $$"
+    )
+    await conn.execute("CREATE FUNCTION wn_gone() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$")
+    await conn.execute(
+        "CREATE OR REPLACE FUNCTION wn_reap(p_limit integer) RETURNS integer LANGUAGE sql AS $$ SELECT -1 $$"
+    )
+    await conn.execute("UPDATE wn_meta SET value = 'old' WHERE key = 'functions_hash'")
+    result = await asyncio.to_thread(schema.upgrade, url)
+    assert result.functions_installed
+    names = {
+        r["sig"]
+        for r in await conn.fetch(
+            "SELECT oid::regprocedure::text AS sig FROM pg_proc WHERE proname LIKE 'wn\\_%'"
+        )
+    }
+    assert "wn_heartbeat(bigint,double precision)" not in names
+    assert "wn_gone()" not in names
+    assert {n.split("(")[0] for n in names} == {p.stem for p in schema.function_files()}
+    assert await conn.fetchval("SELECT wn_reap(10)") == 0
+
+
+async def test_a_newer_database_is_refused(upgraded: tuple[str, asyncpg.Connection]) -> None:
+    url, conn = upgraded
+    await conn.execute(
+        "INSERT INTO _yoyo_migration (migration_hash, migration_id, applied_at_utc) "
+        "VALUES ('f00', '9999_from_the_future', now())"
+    )
+    with pytest.raises(schema.SchemaError, match="newer WhatsNext"):
         await asyncio.to_thread(schema.upgrade, url)
-        conn = await asyncpg.connect(url)
-        try:
-            await conn.execute(
-                "INSERT INTO _yoyo_migration (migration_hash, migration_id, applied_at_utc) "
-                "VALUES ('f00', '9999_from_the_future', now())"
-            )
-        finally:
-            await conn.close()
-        with pytest.raises(schema.SchemaError, match="newer WhatsNext"):
-            await asyncio.to_thread(schema.upgrade, url)
-        srv = ServerProcess(url)
-        with pytest.raises(RuntimeError, match="9999_from_the_future"):
-            await srv.start(timeout=30)
-        assert srv.proc is not None and srv.proc.wait(10) != 0
-    finally:
-        await drop_database(pg_root_url, url)
+    srv = ServerProcess(url)
+    with pytest.raises(RuntimeError, match="9999_from_the_future"):
+        await srv.start(timeout=30)
+    assert srv.proc is not None and srv.proc.wait(10) != 0
 
 
 async def test_every_named_query_prepares(database_url: str, server: Any) -> None:

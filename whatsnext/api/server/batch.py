@@ -13,13 +13,14 @@ from typing import Any
 import orjson
 from pydantic import TypeAdapter
 
+from ...models import JOB_ENTRY_FIELDS, JOB_SUBMIT_FIELDS
 from .errors import ApiError
 from .schemas import JobCreate
 
 _JOBS = TypeAdapter(list[JobCreate])
-ENTRY_EXCLUDED = frozenset({"depends", "group"})
-"""The fields of a submitted job that ``wn_enqueue`` does not read as they are (resolved here);
-every other field of ``JobCreate`` is an attribute of ``wn_job_entry`` (a test checks it)."""
+ENTRY_EXCLUDED = frozenset(JOB_SUBMIT_FIELDS) - frozenset(JOB_ENTRY_FIELDS)
+"""The fields of a submitted job that ``wn_enqueue`` does not read as they are (dependencies
+and the group, resolved here); every other field goes to ``wn_job_entry`` by name."""
 
 
 def entries_json(

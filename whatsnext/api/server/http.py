@@ -59,6 +59,12 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise ApiError(422, "invalid", f"{first['field']}: {first['message']}", details) from None
 
 
+def client_gone(request: web.Request) -> bool:
+    """Whether the client of a long request (a long-poll, a follow stream) went away."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 def path_id(request: web.Request, name: str) -> int:
     raw = request.match_info[name]
     if not raw.isascii() or not raw.isdigit() or len(raw) > 19 or not 0 < int(raw) <= MAX_ID:

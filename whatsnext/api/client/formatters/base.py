@@ -11,7 +11,7 @@ from __future__ import annotations
 import shlex
 import subprocess
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -113,6 +113,15 @@ class Outcome:
     retryable: bool = True
     """False when running it again cannot help (it cannot be formatted, its program does not
     exist): the job fails at once, whatever retries it has left."""
+
+
+def apply_defaults(ctx: RunContext, env: Mapping[str, str] | None, cwd: str | None) -> None:
+    """A formatter's own environment under the worker's (the worker's variables win), and its
+    working folder unless the worker chose one."""
+    if env:
+        ctx.env = {**env, **ctx.env}
+    if cwd and not ctx.cwd:
+        ctx.cwd = cwd
 
 
 class Formatter(ABC):

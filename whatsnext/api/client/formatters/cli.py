@@ -9,7 +9,7 @@ from typing import Any
 
 from ..process import run_process
 from ..template import CommandTemplate
-from .base import FormatError, Formatter, JobSpec, Outcome, RunContext
+from .base import FormatError, Formatter, JobSpec, Outcome, RunContext, apply_defaults
 
 
 class CLIFormatter(Formatter):
@@ -85,8 +85,5 @@ class CLIFormatter(Formatter):
             )
         except FormatError as exc:
             return Outcome(status="FAILED", error=f"cannot format job: {exc}", retryable=False)
-        if self.env:
-            ctx.env = {**self.env, **ctx.env}
-        if self.cwd and not ctx.cwd:
-            ctx.cwd = self.cwd
+        apply_defaults(ctx, self.env, self.cwd)
         return await run_process(cmd, ctx, shell=self.shell)

@@ -11,7 +11,7 @@ import orjson
 
 from ..process import run_process
 from ..template import CommandTemplate
-from .base import FormatError, Formatter, JobSpec, Outcome, PreflightError, RunContext
+from .base import FormatError, Formatter, JobSpec, Outcome, PreflightError, RunContext, apply_defaults
 
 
 class TaskFormatter(Formatter):
@@ -69,10 +69,5 @@ class TaskFormatter(Formatter):
             cmd = template.shell_line(job.parameters) if job.shell else template.argv(job.parameters)
         except FormatError as exc:
             return Outcome(status="FAILED", error=f"cannot format job: {exc}", retryable=False)
-        if self.env:
-            ctx.env = {**self.env, **ctx.env}
-        if self.cwd and not ctx.cwd:
-            ctx.cwd = self.cwd
-        elif not ctx.cwd:
-            ctx.cwd = os.getcwd()
+        apply_defaults(ctx, self.env, self.cwd or os.getcwd())
         return await run_process(cmd, ctx, shell=job.shell)

@@ -12,7 +12,7 @@ from aiohttp import web
 from ....models import outcome_of
 from ..auth import refused_jobs
 from ..errors import bad_request, check_attempt_outcome, invalid, validation_details
-from ..http import MAX_ID, actor, json_response, parse_body, path_id
+from ..http import MAX_ID, actor, client_gone, json_response, parse_body, path_id
 from ..keys import hub_key, settings_key, store_key
 from ..metrics import Metrics, metrics_key
 from ..notify import CLOSED, FINISHED, JobsEvent
@@ -36,11 +36,6 @@ EMPTY = b'{"jobs":[]}'
 MAX_REPORTS = 10_000
 WAITING_FULL_RETRY = 5
 """Seconds a claim refused for lack of room to wait is asked to wait before it asks again."""
-
-
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
 
 
 async def _nothing(
@@ -93,7 +88,7 @@ async def claim(request: web.Request) -> web.Response:
     tags = frozenset(body.tags)
     woken: JobsEvent | None = None
     while True:
-        if woken is not None and _gone(request):
+        if woken is not None and client_gone(request):
             # The worker gave up waiting: claiming now would hand jobs to nobody. The wake-up it
             # received goes to the next waiter that fits.
             hub.hand_on(woken)

@@ -33,7 +33,7 @@ import structlog
 from aiohttp import web
 
 from ..errors import check_attempt_outcome, not_found
-from ..http import json_response, parse_body, path_id, query_choice, query_flag, query_int
+from ..http import client_gone, json_response, parse_body, path_id, query_choice, query_flag, query_int
 from ..keys import hub_key, settings_key, store_key
 from ..notify import NotifyHub
 from ..schemas_logs import LogAppend, LogAppendBatch, LogAppended, LogAppendResults, LogPage
@@ -287,11 +287,6 @@ class _Stream:
         await self.resp.write_eof()
 
 
-def _gone(request: web.Request) -> bool:
-    transport = request.transport
-    return transport is None or transport.is_closing()
-
-
 async def _follow(
     request: web.Request, job_id: int, after: int, tail: int | None, text: bool
 ) -> web.StreamResponse:
@@ -335,7 +330,7 @@ async def _follow(
                     if status in FINISHED:
                         await stream.end(True, status)
                         return resp
-                    if hub.closing or _gone(request):
+                    if hub.closing or client_gone(request):
                         break
                     now = loop.time()
                     if now >= deadline:
@@ -346,7 +341,7 @@ async def _follow(
                         await stream.keepalive()
                         last_write = now
                     await waiter.wait(min(deadline, last_write + settings.keepalive_seconds) - now)
-                    if hub.closing or _gone(request):
+                    if hub.closing or client_gone(request):
                         break
                 waiter.before_read()
                 rows = await logs.read(job_id=job_id, after=after, limit=PAGE)
