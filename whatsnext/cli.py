@@ -11,7 +11,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .models import DEFAULT_MAX_LOST
+from .models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
 DEFAULT_PROJECT = "default"
@@ -832,7 +832,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", dest="old_gpus", type=int, default=None, metavar="N", help="same as --num-gpus")
     p.add_argument("--exist-ok", action="store_true", help="a task of that name may exist already")
     p.add_argument("--tags", default="", help="comma-separated tags a worker must have")
-    p.add_argument("--max-attempts", type=int, default=1, help="failures of its own a job may have")
+    p.add_argument(
+        "--max-attempts", type=int, default=DEFAULT_MAX_ATTEMPTS, help="failures of its own a job may have"
+    )
     p.add_argument(
         "--max-lost",
         type=int,

@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from .models import STATUSES, TERMINAL
+from .models import FINISHED, STATUSES, TERMINAL
 
 BASE_COLUMNS = ["id", "name", "task", "status", "priority", "attempt", "worker_name", "created_at"]
 HEADERS = {
@@ -185,7 +185,7 @@ def _render(args: argparse.Namespace, data: dict[str, Any], columns: list[str]) 
 
 
 def _finished(data: dict[str, Any]) -> bool:
-    return all(j["status"] in TERMINAL or j["status"] == "BLOCKED" for j in data["jobs"])
+    return all(j["status"] in FINISHED for j in data["jobs"])
 
 
 def cmd_jobs_ls(args: argparse.Namespace) -> int:
@@ -245,7 +245,7 @@ def register_jobs_ls(jobs: Any, add: Any, project_help: str, default_project: st
         metavar="C1,C2",
         help=f"add columns ({', '.join(EXTRA_COLUMNS)}); '=id,name,params' for only those",
     )
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="show at most this many (default 100)")
     p.add_argument(
         "--watch", action="store_true", help="redraw with a progress bar until every listed job is finished"
     )
@@ -264,7 +264,7 @@ def register_groups(sub: Any, add: Any, group: Any, project_help: str, default_p
         "whatsnext groups ls --project demo",
     )
     p.add_argument("--project", default=default_project, help=project_help)
-    p.add_argument("--limit", type=int, default=100)
+    p.add_argument("--limit", type=int, default=100, help="show at most this many (default 100)")
     for name, func, text in (
         ("show", cmd_groups_show, "show a group's progress"),
         ("cancel", cmd_groups_cancel, "cancel a group's unfinished jobs"),

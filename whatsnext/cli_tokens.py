@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-ROLES = ("admin", "operator", "submitter", "worker", "viewer")
+from .models import ROLES
 
 
 def cmd_tokens_create(args: argparse.Namespace) -> int:
@@ -62,7 +62,9 @@ def register(sub: Any, add: Any, group: Any) -> None:
         "whatsnext tokens create ci-worker --role worker --project demo --expires-in 2592000",
     )
     p.add_argument("name", help="who or what holds it (job history shows this name)")
-    p.add_argument("--role", required=True, choices=ROLES)
+    p.add_argument(
+        "--role", required=True, choices=ROLES, help="what the token may do (see docs/security.md)"
+    )
     p.add_argument(
         "--project",
         action="append",
@@ -81,7 +83,7 @@ def register(sub: Any, add: Any, group: Any) -> None:
         "revoke a token: it stops working at once",
         "whatsnext tokens revoke 3",
     )
-    p.add_argument("token_id", type=int)
+    p.add_argument("token_id", type=int, help="the token's id (whatsnext tokens ls)")
 
 
 def add_server_options(p: argparse.ArgumentParser) -> None:

@@ -11,7 +11,8 @@ cancelled. A PENDING job with unmet dependencies is never handed out."""
 STATUSES: Final[tuple[JobStatus, ...]] = get_args(JobStatus)
 TERMINAL: Final[frozenset[str]] = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 """Statuses a job stays in until someone retries it."""
-UNFINISHED: Final[frozenset[str]] = frozenset({"PENDING", "RUNNING", "BLOCKED"})
+FINISHED: Final[frozenset[str]] = TERMINAL | {"BLOCKED"}
+"""Statuses a job stays in until someone acts: waiting for a job (or following its log) ends there."""
 
 ReportStatus = Literal["COMPLETED", "FAILED", "CANCELLED"]
 """What a worker reports about an attempt it ran."""
@@ -20,7 +21,6 @@ Outcome = Literal["COMPLETED", "FAILED", "CANCELLED", "PREEMPTED", "LOST"]
 """How an attempt ended, as the state machine (``wn_end_attempts``) takes it: a worker's report
 (COMPLETED, FAILED, CANCELLED, or PREEMPTED when it hands a job back), or LOST when its worker
 vanished (lease expired, deregistered, claim never received)."""
-OUTCOMES: Final[tuple[Outcome, ...]] = get_args(Outcome)
 
 
 def outcome_of(status: ReportStatus, requeue: bool = False) -> Outcome:
@@ -69,6 +69,10 @@ JOB_ENTRY_FIELDS: Final[tuple[str, ...]] = (
     "group_id",
 )
 """The attributes of the database type ``wn_job_entry`` that ``wn_enqueue`` reads, in order."""
+
+Role = Literal["admin", "operator", "submitter", "worker", "viewer"]
+"""A token's role: a bundle of permissions (see docs/security.md)."""
+ROLES: Final[tuple[Role, ...]] = get_args(Role)
 
 DEFAULT_MAX_ATTEMPTS: Final = 1
 DEFAULT_MAX_LOST: Final = 3

@@ -6,15 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ...models import JOB_SUBMIT_FIELDS, TERMINAL
+from ...models import FINISHED, JOB_SUBMIT_FIELDS
 from .errors import WhatsNextError
 from .syncio import run_sync
 
 if TYPE_CHECKING:
     from .http import Http
 
-FINISHED = TERMINAL | {"BLOCKED"}
-"""Statuses a job stays in until someone acts: waiting on a job ends there."""
 DependsArg = Mapping[Any, Any] | Iterable["Job | int | str"] | None
 
 

@@ -22,8 +22,6 @@ from .errors import ConnectionError, WhatsNextError, for_status
 from .http import Http
 from .project import project_path
 
-FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "BLOCKED"})
-
 
 def dropped_line(n: int) -> str:
     """How a reader shows lines that were removed before it got to them."""

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from ...models import DEFAULT_MAX_LOST
+from ...models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST
 from .errors import Conflict, NotFound
 from .http import Http
 from .job import Job
@@ -145,7 +145,7 @@ class AsyncProject:
         required_cpu: int = 1,
         required_accelerators: int = 0,
         required_tags: Iterable[str] = (),
-        max_attempts: int = 1,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         max_lost: int = DEFAULT_MAX_LOST,
         retry_delay: float = 0.0,
         timeout: float | None = None,

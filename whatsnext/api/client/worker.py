@@ -108,7 +108,7 @@ def _slimmed(report: dict[str, Any]) -> dict[str, Any]:
     """A report the server can surely take: the outcome without the output tail and result."""
     slim = {k: v for k, v in report.items() if k not in ("log", "result")}
     if isinstance(slim.get("error"), str):
-        slim["error"] = slim["error"][-2000:]
+        slim["error"] = slim["error"][-ERROR_CHARS:]
     return slim
 
 
@@ -128,7 +128,8 @@ class _Reporter:
 
     def __init__(self, http: Http) -> None:
         self.http = http
-        self.pending: list[dict[str, Any]] = []
+        self.pending: list[tuple[dict[str, Any], int]] = []
+        """Reports not delivered yet, each with its size as JSON (measured once)."""
         self.unacknowledged: set[tuple[int, int]] = set()
         """Jobs started here whose report the server has not taken yet: still ours."""
         self.wakeup = asyncio.Event()
@@ -137,15 +138,15 @@ class _Reporter:
         self.batch_bytes = REPORT_BATCH_BYTES
 
     def put(self, report: dict[str, Any]) -> None:
-        self.pending.append(report)
+        self.pending.append((report, _report_size(report)))
         self.idle.clear()
         self.wakeup.set()
 
     def _next_batch(self) -> list[dict[str, Any]]:
         batch: list[dict[str, Any]] = []
         size = 2
-        for report in self.pending[:REPORT_BATCH_ENTRIES]:
-            n = _report_size(report) + 1
+        for report, report_size in self.pending[:REPORT_BATCH_ENTRIES]:
+            n = report_size + 1
             if batch and size + n > self.batch_bytes:
                 break
             batch.append(report)
@@ -162,7 +163,7 @@ class _Reporter:
                 try:
                     results = await self._send(batch)
                 except RETRYABLE as exc:
-                    delay = backoff.next(getattr(exc, "retry_after", None))
+                    delay = backoff.next(exc.retry_after)
                     log.warning(
                         "report not delivered; retrying",
                         error=str(exc),

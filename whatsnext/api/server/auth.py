@@ -32,8 +32,6 @@ from .http import ACTOR_HEADER, PRINCIPAL_KEY, path_id
 from .keys import settings_key, store_key
 
 TOKEN_PREFIX = "wnt_"
-ROLES = ("admin", "operator", "submitter", "worker", "viewer")
-Role = Literal["admin", "operator", "submitter", "worker", "viewer"]
 Permission = Literal["read", "submit", "manage", "work", "projects", "tokens", "secrets"]
 PERMISSIONS: dict[str, frozenset[str]] = {
     "admin": frozenset({"read", "submit", "manage", "work", "projects", "tokens", "secrets"}),
@@ -68,7 +66,7 @@ Scope = Literal[
 
 @dataclass(frozen=True)
 class Rule:
-    permission: str | None
+    permission: Permission | None
     """What the route needs (None: nothing, ``/health``)."""
     scope: Scope = "global"
     """How a token restricted to some projects, or a worker token, is checked."""
@@ -174,6 +172,12 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+@cache
+def admin_digest(admin_token: str) -> bytes:
+    """The admin token's hash, computed once (every authenticated request compares against it)."""
+    return hash_token(admin_token)
+
+
 def hash_token(token: str) -> bytes:
     """What is stored: SHA-256, fast enough for every request (the token is random, not a password)."""
     return hashlib.sha256(token.encode()).digest()
@@ -208,7 +212,9 @@ async def refused_jobs(request: web.Request, job_ids: list[int]) -> set[int]:
 # ---------------------------------------------------------------- secrets
 
 
+@cache
 def secret_matcher(patterns: tuple[str, ...]) -> Any:
+    """Whether a parameter name is secret (made once per pattern list: every masked answer asks)."""
     lowered = tuple(p.lower() for p in patterns)
 
     def is_secret(name: str) -> bool:
@@ -218,11 +224,12 @@ def secret_matcher(patterns: tuple[str, ...]) -> Any:
     return is_secret
 
 
-def _mask(value: Any, is_secret: Any) -> Any:
+def mask_secrets(value: Any, is_secret: Any) -> Any:
+    """``value`` with the values of secret keys (at any depth) replaced by ``***``."""
     if isinstance(value, dict):
-        return {k: MASK if is_secret(str(k)) else _mask(v, is_secret) for k, v in value.items()}
+        return {k: MASK if is_secret(str(k)) else mask_secrets(v, is_secret) for k, v in value.items()}
     if isinstance(value, list):
-        return [_mask(v, is_secret) for v in value]
+        return [mask_secrets(v, is_secret) for v in value]
     return value
 
 
@@ -230,7 +237,7 @@ def _mask_answer(data: Any, is_secret: Any) -> Any:
     """Mask every ``parameters`` and ``defaults`` object found in an answer."""
     if isinstance(data, dict):
         return {
-            k: _mask(v, is_secret) if k in ("parameters", "defaults") else _mask_answer(v, is_secret)
+            k: mask_secrets(v, is_secret) if k in ("parameters", "defaults") else _mask_answer(v, is_secret)
             for k, v in data.items()
         }
     if isinstance(data, list):
@@ -388,7 +395,7 @@ async def authenticate(request: web.Request) -> Principal:
         raise unauthorized("the token is not valid")
     digest = hash_token(token)
     admin = request.app[settings_key].admin_token
-    if admin and hmac.compare_digest(digest, hash_token(admin)):
+    if admin and hmac.compare_digest(digest, admin_digest(admin)):
         return Principal(None, BOOTSTRAP_NAME, "admin", None)
     row = await request.app[store_key].tokens.authenticate(hash=digest)
     if row is None:

@@ -121,11 +121,6 @@ class Settings:
             raise SettingsError(f"--admin-token-file {path}: cannot read a token from it ({exc})") from None
         self.admin_token = token
 
-    @property
-    def session_database_url(self) -> str | None:
-        """The URL for what needs a session of its own (LISTEN, migrations): the direct one if set."""
-        return self.direct_database_url or self.database_url
-
     def check(self) -> None:
         """Refuse settings that cannot work, with a message saying what to change."""
         if not is_loopback(self.host):

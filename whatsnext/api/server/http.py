@@ -7,7 +7,6 @@ import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-import asyncpg
 import orjson
 import pydantic
 from aiohttp import web
@@ -28,14 +27,6 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
-
-
-def record(row: asyncpg.Record | None) -> dict[str, Any] | None:
-    return dict(row) if row is not None else None
-
-
-def records(rows: Iterable[asyncpg.Record]) -> list[dict[str, Any]]:
-    return [dict(r) for r in rows]
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
@@ -107,11 +98,6 @@ def query_choice(request: web.Request, name: str, choices: Iterable[str]) -> str
     if value not in allowed:
         raise invalid(f"{name} must be one of {', '.join(allowed)}, got {raw!r}", name)
     return value
-
-
-def dumps_json(value: Any) -> str:
-    """Encode a value for a jsonb parameter."""
-    return orjson.dumps(value).decode()
 
 
 def _is_json(content_type: str) -> bool:

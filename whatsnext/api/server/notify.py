@@ -99,6 +99,8 @@ class NotifyHub:
         self._dsn = dsn
         self._conn: asyncpg.Connection | None = None
         self._waiters: dict[int, list[Waiter]] = {}
+        self._waiting = 0
+        """Claims waiting in ``wait`` now (all projects): asked before every wait, kept as a count."""
         self._reconnect_task: asyncio.Task[None] | None = None
         self._subscribers: dict[str, list[Callable[[str], None]]] = {}
         self._listen_lock = asyncio.Lock()
@@ -248,7 +250,7 @@ class NotifyHub:
     def waiting(self, project_id: int | None = None) -> int:
         if project_id is not None:
             return len(self._waiters.get(project_id, ()))
-        return sum(len(q) for q in self._waiters.values())
+        return self._waiting
 
     async def wait(
         self,
@@ -267,6 +269,7 @@ class NotifyHub:
             return CLOSED
         waiter = Waiter(asyncio.get_running_loop().create_future(), cpu, gpus, tags, idle)
         self._waiters.setdefault(project_id, []).append(waiter)
+        self._waiting += 1
         try:
             return await asyncio.wait_for(waiter.future, timeout)
         except TimeoutError:
@@ -276,6 +279,7 @@ class NotifyHub:
             self.pass_on(waiter.future)
             raise
         finally:
+            self._waiting -= 1
             if not waiter.future.done():
                 waiter.future.cancel()
             queue = self._waiters.get(project_id)

@@ -46,7 +46,6 @@ class CLIFormatter(Formatter):
         self.shell = shell
         self.env = dict(env or {})
         self.cwd = cwd
-        self.defaults = dict(defaults or {})
         # A malformed or unsafe template fails here, when the worker starts, not on each job.
         self.command_template = CommandTemplate(
             executable=executable, script=script, template=template, shell=shell, defaults=defaults
@@ -71,7 +70,7 @@ class CLIFormatter(Formatter):
         return self.command_template.shell_line(parameters)
 
     def format(self, task: str, parameters: dict[str, Any]) -> str:
-        return self.command_template.shell_line(parameters)
+        return self.shell_command(parameters)
 
     def execute(self, command: str) -> int:
         if self.shell:

@@ -24,7 +24,7 @@ import time
 import orjson
 from aiohttp import web
 
-from ..auth import BOOTSTRAP_NAME, Principal, authenticate, hash_token
+from ..auth import BOOTSTRAP_NAME, Principal, admin_digest, authenticate, hash_token
 from ..errors import ApiError
 from ..keys import settings_key, store_key
 
@@ -90,7 +90,7 @@ def read_session(value: str, secret: bytes, now: float | None = None) -> bytes |
 async def principal_for_hash(request: web.Request, digest: bytes) -> Principal | None:
     """The principal of a token hash (None: unknown, revoked or expired)."""
     admin = request.app[settings_key].admin_token
-    if admin and hmac.compare_digest(digest, hash_token(admin)):
+    if admin and hmac.compare_digest(digest, admin_digest(admin)):
         return Principal(None, BOOTSTRAP_NAME, "admin", None)
     row = await request.app[store_key].tokens.authenticate(hash=digest)
     if row is None or row["revoked"] or row["expired"]:

@@ -21,7 +21,8 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from ..auth import MASK, Principal, hash_token, secret_matcher
+from ....models import STATUSES
+from ..auth import Principal, hash_token, mask_secrets, secret_matcher
 from ..errors import ApiError
 from ..http import path_id
 from ..keys import settings_key, store_key
@@ -41,7 +42,6 @@ from .session import (
 from .why import explain
 
 PREFIX = "/ui"
-STATUSES = ("PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "BLOCKED")
 PAGE_SIZE = 50
 KANBAN_CARDS = 8
 GRAPH_LIMIT = 400
@@ -84,16 +84,7 @@ def covered(who: Principal, project_id: int) -> None:
 def mask(value: Any, show: bool, patterns: tuple[str, ...]) -> Any:
     if show:
         return value
-    is_secret = secret_matcher(patterns)
-
-    def walk(v: Any) -> Any:
-        if isinstance(v, dict):
-            return {k: MASK if is_secret(str(k)) else walk(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [walk(x) for x in v]
-        return v
-
-    return walk(value)
+    return mask_secrets(value, secret_matcher(patterns))
 
 
 def shows_secrets(request: web.Request, who: Principal) -> bool:

@@ -252,9 +252,9 @@ async def retry_job(request: web.Request) -> web.Response:
 async def job_dependencies(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     jobs = request.app[store_key].jobs
-    if await jobs.get(job_id=job_id) is None:
-        raise not_found("job", job_id, "job_id")
     rows = await jobs.dependencies(job_id=job_id)
+    if not rows and await jobs.get(job_id=job_id) is None:
+        raise not_found("job", job_id, "job_id")
     out: dict[str, list[dict]] = {"upstream": [], "downstream": []}
     for r in rows:
         out[r["direction"]].append({"id": r["id"], "name": r["name"], "status": r["status"]})

@@ -32,6 +32,7 @@ import orjson
 import structlog
 from aiohttp import web
 
+from ....models import FINISHED
 from ..errors import check_attempt_outcome, not_found
 from ..http import client_gone, json_response, parse_body, path_id, query_choice, query_flag, query_int
 from ..keys import hub_key, settings_key, store_key
@@ -44,7 +45,6 @@ log = structlog.get_logger("whatsnext.server")
 KEEP_LINES = int(os.environ.get("WHATSNEXT_LOG_KEEP_LINES", "10000"))
 """Lines kept per job; older ones are dropped (and counted)."""
 LOG_CHANNEL = "whatsnext_logs"
-FINISHED = frozenset({"COMPLETED", "FAILED", "CANCELLED", "BLOCKED"})
 PAGE = 1000
 RECHECK = 0.5
 """Seconds a follower waits at most between looks (it learns that the job finished this way)."""
