@@ -14,6 +14,7 @@ from conftest import create_database, drop_database
 
 from whatsnext.api.server import schema
 from whatsnext.api.server.notify import JobsEvent
+from whatsnext.api.server.sql import S
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,7 @@ async def db(migrated: str) -> AsyncIterator[asyncpg.Connection]:
 
 async def enqueue(db: asyncpg.Connection, *entries: dict[str, Any]) -> list[int]:
     batch = [{"task": "t", **e} for e in entries]
-    return list(await db.fetchval("SELECT wn_enqueue('sm', $1::jsonb)", json.dumps(batch)))
+    return list(await db.fetchval("SELECT ids FROM wn_enqueue('sm', $1::jsonb)", json.dumps(batch)))
 
 
 async def claim(db: asyncpg.Connection, n: int = 1, worker: int | None = None) -> list[asyncpg.Record]:
@@ -58,7 +59,8 @@ async def job(db: asyncpg.Connection, job_id: int) -> asyncpg.Record:
 
 
 async def history(db: asyncpg.Connection, job_id: int) -> list[tuple[str, str | None]]:
-    rows = await db.fetch("SELECT status, reason FROM job_events WHERE job_id = $1 ORDER BY id", job_id)
+    """The job's history as the API answers it (its creation, then every status change)."""
+    rows = await db.fetch(S.job_events.text, *S.job_events.args(job_id=job_id))
     return [(r["status"], r["reason"]) for r in rows]
 
 
@@ -254,7 +256,7 @@ async def test_wake_ups_come_from_one_helper(migrated: str) -> None:
             {"name": "a", "task": "t", "required_cpu": 2, "required_tags": ["gpu-node"]},
             {"name": "b", "task": "t", "required_cpu": 4, "required_tags": ["gpu-node"]},
         ]
-        ids = await conn.fetchval("SELECT wn_enqueue('sm-wake', $1::jsonb)", json.dumps(batch))
+        ids = await conn.fetchval("SELECT ids FROM wn_enqueue('sm-wake', $1::jsonb)", json.dumps(batch))
         assert await asyncio.wait_for(heard.get(), 5) == JobsEvent(
             project, 2, f"n{ids[0]}", cpu=2, gpus=0, tags=frozenset({"gpu-node"})
         )

@@ -1,31 +1,84 @@
 -- Insert a batch of jobs. p_jobs is a JSON array of wn_job_entry objects (an entry's position in
 -- the array is its batch index, which dep_idx refers to, 1-based); a NULL field takes the task's
--- value. A job for an unknown task creates the task with defaults. Returns the new ids in batch order.
-CREATE OR REPLACE FUNCTION wn_enqueue(p_project text, p_jobs jsonb, p_actor text DEFAULT NULL)
-RETURNS bigint[]
+-- value. A job for an unknown task creates the task with defaults, unless the project is strict.
+-- A job whose task has a command template must give every placeholder the template uses (in its
+-- parameters or the task's defaults).
+--
+-- p_claim: a claim waiting for jobs of this project on the calling server (the arguments of
+-- wn_claim as a JSON object); the claim runs in this transaction, so the jobs it takes are handed
+-- to it without a notification and without a transaction of its own.
+--
+-- Returns the new ids in batch order, the names of the tasks the batch created, and what p_claim
+-- took (a JSON array of wn_claim rows, NULL without p_claim).
+-- Refusals are WN422 with the field in DETAIL and what the server needs to explain them in HINT (a
+-- JSON object: index, the 0-based batch index; unknown_task; or missing and command).
+CREATE OR REPLACE FUNCTION wn_enqueue(p_project text, p_jobs jsonb, p_actor text DEFAULT NULL,
+                                      p_claim jsonb DEFAULT NULL,
+                                      OUT ids bigint[], OUT created_tasks text[], OUT claimed jsonb)
 LANGUAGE plpgsql AS $$
 DECLARE
     v_project bigint;
     v_status text;
+    v_strict boolean;
     v_src wn_job_entry[];
-    v_ids bigint[];
+    v_tasks text[];
+    v_bad record;
     v_missing bigint;
     v_eligible integer;
+    v_taken integer := 0;
     v_blocked record;
     v_summary record;
 BEGIN
-    SELECT id, status INTO v_project, v_status FROM projects
-     WHERE id = wn_project_id(p_project);
+    SELECT p.id, p.status, p.strict_tasks INTO v_project, v_status, v_strict FROM projects p
+     WHERE p.id = wn_project_id(p_project);
     IF v_status = 'ARCHIVED' THEN
         RAISE EXCEPTION 'project % is archived: it accepts no new jobs', p_project
             USING ERRCODE = 'WN409', DETAIL = 'project';
     END IF;
     v_src := ARRAY(SELECT x FROM jsonb_populate_recordset(NULL::wn_job_entry, p_jobs) x);
-    v_ids := ARRAY(SELECT nextval('jobs_id_seq') FROM generate_series(1, cardinality(v_src)));
+    v_tasks := ARRAY(SELECT DISTINCT s.task FROM unnest(v_src) s);
 
-    INSERT INTO tasks (project_id, name)
-    SELECT DISTINCT v_project, s.task FROM unnest(v_src) s
-    ON CONFLICT (project_id, name) DO NOTHING;
+    IF v_strict THEN
+        SELECT s.task, s.ordinality - 1 AS idx INTO v_bad
+          FROM unnest(v_src) WITH ORDINALITY s
+         WHERE NOT EXISTS (SELECT 1 FROM tasks t WHERE t.project_id = v_project AND t.name = s.task)
+         ORDER BY s.ordinality LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'unknown task %: project is strict, create the task first', v_bad.task
+                USING ERRCODE = 'WN422', DETAIL = 'task',
+                      HINT = json_build_object('index', v_bad.idx, 'unknown_task', v_bad.task)::text;
+        END IF;
+    ELSE
+        WITH made AS (
+            INSERT INTO tasks (project_id, name)
+            SELECT v_project, t FROM unnest(v_tasks) t
+            ON CONFLICT (project_id, name) DO NOTHING
+            RETURNING name
+        )
+        SELECT array_agg(made.name ORDER BY made.name) INTO created_tasks FROM made;
+    END IF;
+
+    IF EXISTS (SELECT 1 FROM tasks t WHERE t.project_id = v_project AND t.name = ANY (v_tasks)
+                 AND cardinality(t.placeholders) > 0) THEN
+        SELECT m.idx, m.missing, m.command INTO v_bad
+          FROM (SELECT s.ordinality - 1 AS idx, t.command,
+                       ARRAY(SELECT p FROM unnest(t.placeholders) p
+                              WHERE NOT coalesce(s.parameters, '{}') ? p
+                                AND NOT coalesce(t.defaults, '{}') ? p) AS missing
+                  FROM unnest(v_src) WITH ORDINALITY s
+                  JOIN tasks t ON t.project_id = v_project AND t.name = s.task
+                 WHERE cardinality(t.placeholders) > 0) m
+         WHERE cardinality(m.missing) > 0
+         ORDER BY m.idx LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'a job needs parameter % of its task''s command', v_bad.missing[1]
+                USING ERRCODE = 'WN422', DETAIL = 'parameters',
+                      HINT = json_build_object('index', v_bad.idx, 'missing', v_bad.missing,
+                                               'command', v_bad.command)::text;
+        END IF;
+    END IF;
+
+    ids := ARRAY(SELECT nextval('jobs_id_seq') FROM generate_series(1, cardinality(v_src)));
 
     IF NOT EXISTS (SELECT 1 FROM unnest(v_src) s
                     WHERE cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0) THEN
@@ -33,26 +86,28 @@ BEGIN
         WITH ins AS (
             INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, required_cpu,
                               required_accelerators, required_tags, max_attempts, max_lost,
-                              retry_delay, timeout, inputs, outputs, eligible_at, group_id)
-            SELECT v_ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
+                              retry_delay, timeout, inputs, outputs, eligible_at, group_id, created_by)
+            SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                    coalesce(s.priority, 0), coalesce(s.required_cpu, t.required_cpu),
                    coalesce(s.required_accelerators, t.required_accelerators),
                    coalesce(s.required_tags, t.required_tags), coalesce(s.max_attempts, t.max_attempts),
                    coalesce(s.max_lost, t.max_lost),
                    coalesce(s.retry_delay, t.retry_delay), coalesce(s.timeout, t.timeout),
-                   coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs), now(), s.group_id
+                   coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs), now(), s.group_id,
+                   p_actor
               FROM unnest(v_src) WITH ORDINALITY s JOIN tasks t ON t.project_id = v_project AND t.name = s.task
-            RETURNING id, required_cpu, required_accelerators, required_tags
-        ), ev AS (
-            INSERT INTO job_events (job_id, project_id, status, reason, actor)
-            SELECT id, v_project, 'PENDING', 'created', p_actor FROM ins
+            RETURNING required_cpu, required_accelerators, required_tags
         )
         SELECT count(*) AS n, min(required_cpu) AS cpu, min(required_accelerators) AS gpus,
                CASE WHEN min(required_tags) = max(required_tags) THEN min(required_tags) END AS tags
           INTO v_summary FROM ins;
-        PERFORM wn_notify_jobs(v_project, v_summary.n::integer, 'n' || v_ids[1], v_summary.cpu,
-                               v_summary.gpus, v_summary.tags);
-        RETURN v_ids;
+        claimed := wn_enqueue_claim(v_project, p_claim);
+        v_taken := coalesce(jsonb_array_length(claimed), 0);
+        IF v_summary.n > v_taken THEN
+            PERFORM wn_notify_jobs(v_project, v_summary.n::integer - v_taken, 'n' || ids[1], v_summary.cpu,
+                                   v_summary.gpus, v_summary.tags);
+        END IF;
+        RETURN;
     END IF;
 
     -- Dependencies on existing jobs: they must exist in this project; lock them so that a
@@ -69,8 +124,8 @@ BEGIN
     WITH ins AS (
         INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, status, unmet_deps,
                           required_cpu, required_accelerators, required_tags, max_attempts, max_lost,
-                          retry_delay, timeout, blocked_by, error, inputs, outputs, group_id)
-        SELECT v_ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
+                          retry_delay, timeout, blocked_by, error, inputs, outputs, group_id, created_by)
+        SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                coalesce(s.priority, 0),
                CASE WHEN bad.id IS NULL THEN 'PENDING' ELSE 'BLOCKED' END,
                coalesce(cardinality(s.dep_idx), 0)
@@ -88,7 +143,7 @@ BEGIN
                bad.id,
                CASE WHEN bad.id IS NULL THEN NULL
                     ELSE format('dependency %s (%s) is %s', bad.id, bad.name, lower(bad.status)) END,
-               coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs), s.group_id
+               coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs), s.group_id, p_actor
         FROM unnest(v_src) WITH ORDINALITY s
         JOIN tasks t ON t.project_id = v_project AND t.name = s.task
         LEFT JOIN LATERAL (
@@ -96,30 +151,34 @@ BEGIN
              WHERE cardinality(s.dep_ids) > 0 AND d.id = ANY (s.dep_ids)
                AND d.status IN ('FAILED', 'CANCELLED', 'BLOCKED')
              LIMIT 1) bad ON true
-        RETURNING id, status, unmet_deps
+        RETURNING id, project_id, status, unmet_deps, error
     ), ev AS (
+        -- Created behind a failed or cancelled dependency: blocked from the start, and the history
+        -- says why (creation itself is on the job's row).
         INSERT INTO job_events (job_id, project_id, status, reason, actor)
-        SELECT id, v_project, status, 'created', p_actor FROM ins
+        SELECT id, project_id, status, error, p_actor FROM ins WHERE status = 'BLOCKED'
     )
     SELECT count(*) FILTER (WHERE status = 'PENDING' AND unmet_deps = 0) INTO v_eligible FROM ins;
     UPDATE jobs SET eligible_at = now()
-     WHERE id = ANY (v_ids) AND status = 'PENDING' AND unmet_deps = 0;
+     WHERE id = ANY (ids) AND status = 'PENDING' AND unmet_deps = 0;
 
     INSERT INTO job_dependencies (job_id, depends_on)
-    SELECT v_ids[s.ordinality], d FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_ids) d
+    SELECT ids[s.ordinality], d FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_ids) d
     UNION
-    SELECT v_ids[s.ordinality], v_ids[i] FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_idx) i;
+    SELECT ids[s.ordinality], ids[i] FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_idx) i;
 
     -- A batch entry that depends on a blocked entry of the same batch is blocked too.
-    FOR v_blocked IN SELECT j.id, j.error FROM jobs j WHERE j.id = ANY (v_ids) AND j.status = 'BLOCKED' LOOP
+    FOR v_blocked IN SELECT j.id, j.error FROM jobs j WHERE j.id = ANY (ids) AND j.status = 'BLOCKED' LOOP
         PERFORM wn_block_downstream(v_blocked.id, v_blocked.error, p_actor);
     END LOOP;
 
+    IF v_eligible > 0 THEN
+        claimed := wn_enqueue_claim(v_project, p_claim);
+    END IF;
     -- Dependencies locked above that are themselves eligible were invisible to concurrent
-    -- claims (SKIP LOCKED): announce them too.
+    -- claims (SKIP LOCKED): announce them too (wn_notify_eligible counts what is still pending).
     IF v_eligible > 0 OR EXISTS (SELECT 1 FROM unnest(v_src) s WHERE cardinality(s.dep_ids) > 0) THEN
         PERFORM wn_notify_eligible(v_project,
-            v_ids || ARRAY(SELECT DISTINCT unnest(s.dep_ids) FROM unnest(v_src) s), 'n' || v_ids[1]);
+            ids || ARRAY(SELECT DISTINCT unnest(s.dep_ids) FROM unnest(v_src) s), 'n' || ids[1]);
     END IF;
-    RETURN v_ids;
 END $$;

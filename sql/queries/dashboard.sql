@@ -168,16 +168,20 @@ SELECT jd.depends_on AS source, jd.job_id AS target
  WHERE jd.job_id = ANY (:ids::bigint[]) AND jd.depends_on = ANY (:ids::bigint[]);
 
 -- name: dash_events_head
--- The id of the newest history entry (live updates start after it).
-SELECT coalesce(max(id), 0)::bigint FROM job_events;
+-- Where live updates start: after the newest history entry and the newest job.
+SELECT coalesce((SELECT max(id) FROM job_events), 0)::bigint AS event,
+       coalesce((SELECT max(id) FROM jobs), 0)::bigint AS job;
 
 -- name: dash_events_since
--- History entries after :after, oldest first (a stream picks those of its project or job).
-SELECT e.id, e.job_id, e.project_id, e.status
-  FROM job_events e
- WHERE e.id > :after
- ORDER BY e.id
- LIMIT :limit;
+-- What changed since: history entries after :after and jobs queued after :after_job (a job's
+-- creation is on its row), each oldest first (a stream picks those of its project or job).
+SELECT c.kind, c.id, c.job_id, c.project_id
+  FROM (SELECT 'event' AS kind, e.id, e.job_id, e.project_id FROM job_events e
+         WHERE e.id > :after ORDER BY e.id LIMIT :limit) c
+UNION ALL
+SELECT n.kind, n.id, n.job_id, n.project_id
+  FROM (SELECT 'job' AS kind, j.id, j.id AS job_id, j.project_id FROM jobs j
+         WHERE j.id > :after_job ORDER BY j.id LIMIT :limit) n;
 
 -- name: dash_log_tail
 -- The last :limit lines of a job's log (all attempts), oldest first.

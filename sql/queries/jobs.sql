@@ -65,8 +65,9 @@ SELECT count(wn_cancel(j.id, 'queue cleared', :actor))
          ORDER BY id FOR UPDATE) j;
 
 -- name: job_enqueue
--- Queue a batch (a JSON array of wn_job_entry objects); the new ids in batch order.
-SELECT wn_enqueue(:project, :jobs::jsonb, :actor);
+-- Queue a batch (a JSON array of wn_job_entry objects): the new ids in batch order, the tasks it
+-- created, and the jobs a waiting claim (:claim, its wn_claim arguments) took in the same transaction.
+SELECT ids, created_tasks, claimed FROM wn_enqueue(:project, :jobs::jsonb, :actor, :claim::jsonb);
 
 -- name: job_claim
 SELECT * FROM wn_claim(:project, :worker_id, :worker_name, :free_cpu, :free_accelerators,
@@ -89,7 +90,16 @@ SELECT wn_cancel(:job_id, :reason, :actor);
 SELECT wn_retry(:job_id, :actor);
 
 -- name: job_events
-SELECT status, attempt, worker_id, reason, actor, at FROM job_events WHERE job_id = :job_id ORDER BY id;
+-- A job's history, oldest first: its creation (recorded on its row: when, who), then every
+-- status change.
+SELECT h.status, h.attempt, h.worker_id, h.reason, h.actor, h.at
+  FROM (SELECT 0 AS part, 0::bigint AS id, 'PENDING'::text AS status, 0 AS attempt, NULL::bigint AS worker_id,
+               'created'::text AS reason, j.created_by AS actor, j.created_at AS at
+          FROM jobs j WHERE j.id = :job_id
+        UNION ALL
+        SELECT 1, e.id, e.status, e.attempt, e.worker_id, e.reason, e.actor, e.at
+          FROM job_events e WHERE e.job_id = :job_id) h
+ ORDER BY h.part, h.id;
 
 -- name: job_dependencies
 -- Direct upstream and downstream jobs of one job, with their statuses.

@@ -1,8 +1,11 @@
 -- name: task_create
+-- :placeholders are the parameter names its command template uses (wn_enqueue checks jobs against them).
 INSERT INTO tasks (project_id, name, required_cpu, required_accelerators, required_tags, command,
-                   shell, defaults, max_attempts, max_lost, retry_delay, timeout, inputs, outputs)
+                   placeholders, shell, defaults, max_attempts, max_lost, retry_delay, timeout, inputs,
+                   outputs)
 VALUES (wn_project_id(:project), :name, :required_cpu, :required_accelerators, :required_tags, :command,
-        :shell, :defaults::jsonb, :max_attempts, :max_lost, :retry_delay, :timeout, :inputs, :outputs)
+        :placeholders::text[], :shell, :defaults::jsonb, :max_attempts, :max_lost, :retry_delay, :timeout,
+        :inputs, :outputs)
 RETURNING id, project_id, name, required_cpu, required_accelerators, required_tags, command, shell,
           defaults, max_attempts, max_lost, retry_delay, timeout, inputs, outputs, created_at;
 
@@ -11,11 +14,6 @@ SELECT id, project_id, name, required_cpu, required_accelerators, required_tags,
        defaults, max_attempts, max_lost, retry_delay, timeout, inputs, outputs, created_at
   FROM tasks WHERE project_id = wn_project_id(:project) ORDER BY id;
 
--- name: task_templates
--- What checking a submission needs: whether the project is strict, and each of its tasks'
--- command template, defaults and needs (one row with a NULL name when it has no task).
-SELECT p.id AS project_id, p.strict_tasks, t.name, t.command, t.shell, t.defaults,
-       t.required_cpu, t.required_accelerators
-  FROM projects p LEFT JOIN tasks t ON t.project_id = p.id
- WHERE p.id = wn_project_id(:project)
- ORDER BY t.id;
+-- name: task_names
+-- A project's task names, oldest first (for suggestions when a name looks like a typo).
+SELECT t.name FROM tasks t WHERE t.project_id = wn_project_id(:project) ORDER BY t.id;

@@ -11,32 +11,33 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import TypeAdapter
 
 from ...models import JOB_ENTRY_FIELDS, JOB_SUBMIT_FIELDS
 from .errors import ApiError
-from .schemas import JobCreate
 
-_JOBS = TypeAdapter(list[JobCreate])
 ENTRY_EXCLUDED = frozenset(JOB_SUBMIT_FIELDS) - frozenset(JOB_ENTRY_FIELDS)
 """The fields of a submitted job that ``wn_enqueue`` does not read as they are (dependencies
 and the group, resolved here); every other field goes to ``wn_job_entry`` by name."""
 
+Entry = dict[str, Any]
+"""A submitted job: the fields it gave, validated (``schemas.JobEntry``)."""
+
 
 def entries_json(
-    jobs: list[JobCreate], group_ids: dict[str, int] | None = None, group: str | None = None
+    entries: list[Entry], group_ids: dict[str, int] | None = None, group: str | None = None
 ) -> str:
     """The batch as ``wn_enqueue`` reads it (a JSON array of ``wn_job_entry`` objects). Fields
-    left out (None) are not written: the database reads a missing key as NULL (the task's value).
-    A batch without dependencies or groups, the common case, is serialised in one pass."""
-    if not group_ids and not any(job.depends for job in jobs):
-        return _JOBS.dump_json(jobs, exclude_none=True, exclude={"__all__": ENTRY_EXCLUDED}).decode()
-    entries = normalise(jobs, group_ids, group)
-    return orjson.dumps([{k: v for k, v in e.items() if v is not None} for e in entries]).decode()
+    left out are not written: the database reads a missing key as NULL (the task's value). A
+    batch without dependencies or groups, the common case, goes as it was given (the database
+    ignores keys that are not attributes of ``wn_job_entry``, such as a null ``depends``)."""
+    if not group_ids and not any(entry.get("depends") for entry in entries):
+        return orjson.dumps(entries).decode()
+    normalised = normalise(entries, group_ids, group)
+    return orjson.dumps([{k: v for k, v in e.items() if v is not None} for e in normalised]).decode()
 
 
-def _dep_refs(job: JobCreate) -> list[int | str]:
-    deps = job.depends
+def _dep_refs(job: Entry) -> list[int | str]:
+    deps = job.get("depends")
     if deps is None:
         return []
     if isinstance(deps, dict):
@@ -45,7 +46,7 @@ def _dep_refs(job: JobCreate) -> list[int | str]:
 
 
 def _resolve(
-    job: JobCreate, by_name: dict[str, list[int]], field: str
+    job: Entry, by_name: dict[str, list[int]], field: str
 ) -> tuple[list[int] | None, list[int] | None]:
     """A job's dependencies as (ids of existing jobs, 1-based indexes within the batch)."""
     dep_ids: set[int] = set()
@@ -77,12 +78,12 @@ def _resolve(
 
 
 def normalise(
-    jobs: list[JobCreate], group_ids: dict[str, int] | None = None, group: str | None = None
+    jobs: list[Entry], group_ids: dict[str, int] | None = None, group: str | None = None
 ) -> list[dict[str, Any]]:
     """``group_ids``: the ids of the jobs' groups by name; ``group``: the batch's (a job's own wins)."""
     by_name: dict[str, list[int]] = {}
     for i, job in enumerate(jobs, start=1):
-        by_name.setdefault(job.name, []).append(i)
+        by_name.setdefault(job["name"], []).append(i)
 
     out: list[dict[str, Any]] = []
     edges: dict[int, list[int]] = {}
@@ -90,38 +91,23 @@ def normalise(
     for i, job in enumerate(jobs, start=1):
         dep_ids: list[int] | None = None
         dep_idx: list[int] | None = None
-        if job.depends:
+        if job.get("depends"):
             dep_ids, dep_idx = _resolve(job, by_name, f"{i - 1}.depends" if len(jobs) > 1 else "depends")
             if dep_idx:
                 edges[i] = dep_idx
-        out.append(
-            {
-                "name": job.name,
-                "task": job.task,
-                "parameters": job.parameters,
-                "priority": job.priority,
-                "required_cpu": job.required_cpu,
-                "required_accelerators": job.required_accelerators,
-                "required_tags": job.required_tags,
-                "max_attempts": job.max_attempts,
-                "max_lost": job.max_lost,
-                "retry_delay": job.retry_delay,
-                "timeout": job.timeout,
-                "dep_ids": dep_ids,
-                "dep_idx": dep_idx,
-                "inputs": job.inputs,
-                "outputs": job.outputs,
-                "group_id": groups.get(job.group or group or "") if groups else None,
-            }
-        )
+        entry = {k: v for k, v in job.items() if k not in ENTRY_EXCLUDED}
+        entry["dep_ids"] = dep_ids
+        entry["dep_idx"] = dep_idx
+        entry["group_id"] = groups.get(job.get("group") or group or "") if groups else None
+        out.append(entry)
     cycle = find_cycle(edges)
     if cycle:
-        names = " -> ".join(jobs[i - 1].name for i in cycle)
+        names = " -> ".join(jobs[i - 1]["name"] for i in cycle)
         raise ApiError(
             422,
             "dependency_cycle",
             f"dependency cycle: {names}",
-            {"field": "depends", "cycle": [jobs[i - 1].name for i in cycle]},
+            {"field": "depends", "cycle": [jobs[i - 1]["name"] for i in cycle]},
         )
     return out
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .errors import ApiError, Handler, bad_request, invalid, validation_details
 from .keys import settings_key
-from .schemas import MAX_PARAMETERS_BYTES, SUSPICIOUS
+from .schemas import MAX_PARAMETERS_BYTES, suspicious
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 MAX_ID = 2**63 - 1
@@ -29,19 +29,24 @@ def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
 
 
+def parsing_context(request: web.Request, raw: bytes, plain: bool | None = None) -> dict[str, Any]:
+    """The validation context of a request body (``schemas``: the parameters bound, and whether
+    the body holds nothing unstorable)."""
+    settings = request.app.get(settings_key)
+    limit = settings.max_parameters_bytes if settings is not None else MAX_PARAMETERS_BYTES
+    return {
+        # A body no larger than the limit cannot hold parameters above it: no need to measure each.
+        "max_parameters_bytes": None if len(raw) <= limit else limit,
+        "plain": not suspicious(raw) if plain is None else plain,
+    }
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     if not raw.strip():
         raise bad_request("a JSON body is required", "body")
-    settings = request.app.get(settings_key)
-    limit = settings.max_parameters_bytes if settings is not None else MAX_PARAMETERS_BYTES
-    context = {
-        # A body no larger than the limit cannot hold parameters above it: no need to measure each.
-        "max_parameters_bytes": None if len(raw) <= limit else limit,
-        "plain": SUSPICIOUS.search(raw) is None,
-    }
     try:
-        return model.model_validate_json(raw, context=context)
+        return model.model_validate_json(raw, context=parsing_context(request, raw))
     except pydantic.ValidationError as exc:
         details = validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):

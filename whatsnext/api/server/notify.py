@@ -5,6 +5,10 @@ through one SQL helper (``wn_notify_jobs``); :meth:`JobsEvent.parse` reads the p
 jobs, the smallest CPU/GPU need among them and the tags all of them need (count 0: a job of the
 project finished).
 
+A submission on this server hands its jobs straight to a claim waiting here for the project
+(:meth:`NotifyHub.offer`): the claim runs in the submission's transaction (``wn_enqueue``), and the
+waiter gets the jobs it took (:class:`Handed`) without a notification or a claim of its own.
+
 A waiting claim registers what it could take (its free CPUs and GPUs, its tags). An event wakes
 up to ``count`` waiters of the project that could take such a job, first come first served, and
 none when no waiter could: a job nobody fits costs no claim. Every server process hears every
@@ -24,6 +28,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import orjson
@@ -83,15 +88,43 @@ LOOK = JobsEvent(0, 1, "look")
 """Wake-up value after a reconnect: notifications may have been missed, look again."""
 
 
+@dataclass(frozen=True, slots=True)
+class Handed:
+    """Wake-up value of a claim that a submission on this server handed jobs, in its own
+    transaction: the ``wn_claim`` rows (the claim is done)."""
+
+    rows: list[dict[str, Any]]
+
+
+Wakeup = JobsEvent | Handed | None
+
+
 @dataclass(eq=False, slots=True)
 class Waiter:
-    """A waiting claim: what it could take, and the future its wake-up resolves."""
+    """A waiting claim: what it could take, and the future its wake-up resolves. ``claim``, when
+    set, gives the claim's ``wn_claim`` arguments for a submission to run on its behalf (its
+    ``project_id`` among them; made only then: a thousand claims may wait) and ``gone`` tells
+    whether its client went away."""
 
-    future: asyncio.Future[JobsEvent]
+    future: asyncio.Future[Wakeup]
     cpu: int
     gpus: int
     tags: frozenset[str]
     idle: bool = False
+    project_id: int = 0
+    claim: Callable[[], dict[str, Any]] | None = None
+    gone: Callable[[], bool] | None = None
+    offered: int = -1
+    """The hub's generation when a submission took this waiter out to run its claim; -1: not."""
+    expired: bool = False
+    """Its wait ran out while a submission ran its claim: the submission answers it."""
+
+    def hand(self, handed: Handed) -> bool:
+        """Give the waiter the jobs its claim took; False when its request is gone."""
+        if self.future.done():
+            return False
+        self.future.set_result(handed)
+        return True
 
 
 class NotifyHub:
@@ -99,6 +132,8 @@ class NotifyHub:
         self._dsn = dsn
         self._conn: asyncpg.Connection | None = None
         self._waiters: dict[int, list[Waiter]] = {}
+        self._project_ids: dict[str, int] = {}
+        """Project names to ids, as waiting claims resolved them (for :meth:`offer`)."""
         self._waiting = 0
         """Claims waiting in ``wait`` now (all projects): asked before every wait, kept as a count."""
         self._reconnect_task: asyncio.Task[None] | None = None
@@ -261,19 +296,33 @@ class NotifyHub:
         gpus: int = 0,
         tags: frozenset[str] = frozenset(),
         idle: bool = False,
-    ) -> JobsEvent | None:
+        key: str | None = None,
+        claim: Callable[[], dict[str, Any]] | None = None,
+        gone: Callable[[], bool] | None = None,
+    ) -> Wakeup:
         """Wait for a wake-up for a job this claim could take (``cpu``/``gpus`` free, ``tags``):
         the event, CLOSED at shutdown, FINISHED (with ``idle``) when a job of the project
-        finished, LOOK after a reconnect, None on timeout."""
+        finished, LOOK after a reconnect, None on timeout. With ``claim`` (what gives its
+        ``wn_claim`` arguments), a submission on this server may run the claim in its own transaction: then
+        :class:`Handed` with the jobs it took. ``key``: the project's name as the claim gave it."""
         if self.closing:
             return CLOSED
-        waiter = Waiter(asyncio.get_running_loop().create_future(), cpu, gpus, tags, idle)
+        if key is not None and key != str(project_id):
+            self._project_ids[key] = project_id
+        waiter = Waiter(
+            asyncio.get_running_loop().create_future(), cpu, gpus, tags, idle, project_id, claim, gone
+        )
         self._waiters.setdefault(project_id, []).append(waiter)
         self._waiting += 1
         try:
-            return await asyncio.wait_for(waiter.future, timeout)
-        except TimeoutError:
-            return None
+            done, _ = await asyncio.wait((waiter.future,), timeout=timeout)
+            if not done:
+                if waiter.offered < 0:
+                    return None
+                # A submission is running this claim: it answers (with jobs, or None).
+                waiter.expired = True
+                return await waiter.future
+            return waiter.future.result()
         except asyncio.CancelledError:
             # The request went away; a wake-up it had already received goes to the next waiter.
             self.pass_on(waiter.future)
@@ -288,14 +337,49 @@ class NotifyHub:
                 if not queue:
                     self._waiters.pop(project_id, None)
 
-    def pass_on(self, future: asyncio.Future[JobsEvent]) -> None:
+    def pass_on(self, future: asyncio.Future[Wakeup]) -> None:
         """A woken claim whose worker went away: its wake-up goes to the next waiter that fits."""
         if future.done() and not future.cancelled():
-            event = future.result()
-            if event.count > 0 and event.project_id > 0:
-                self.wake(event.again())
+            self.hand_on(future.result())
 
-    def hand_on(self, event: JobsEvent) -> None:
+    def hand_on(self, event: Wakeup) -> None:
         """As :meth:`pass_on`, for an event already taken out of its future."""
-        if event.count > 0 and event.project_id > 0:
+        if isinstance(event, JobsEvent) and event.count > 0 and event.project_id > 0:
             self.wake(event.again())
+
+    # ------------------------------------------------------------ hand-off to a submission
+
+    def offer(self, project: str) -> Waiter | None:
+        """The first claim waiting for jobs of ``project`` (its name or id) whose arguments a
+        submission may run, taken out of the queue until :meth:`take_back` (or its hand-off)."""
+        project_id = (
+            int(project) if project.isascii() and project.isdigit() else self._project_ids.get(project)
+        )
+        queue = self._waiters.get(project_id) if project_id is not None else None
+        if not queue:
+            return None
+        for i, waiter in enumerate(queue):
+            if waiter.claim is None or waiter.future.done() or (waiter.gone is not None and waiter.gone()):
+                continue
+            del queue[i]
+            if not queue:
+                self._waiters.pop(project_id, None)  # type: ignore[arg-type]
+            waiter.offered = self.generation
+            return waiter
+        return None
+
+    def take_back(self, waiter: Waiter) -> None:
+        """A waiter offered to a submission whose claim took nothing: it waits again, first in
+        line, or answers now when its wait ran out, the server closes, or a notification came
+        meanwhile (it looks again)."""
+        generation, waiter.offered = waiter.offered, -1
+        if waiter.future.done():
+            return
+        if waiter.expired:
+            waiter.future.set_result(None)
+        elif self.closing:
+            waiter.future.set_result(CLOSED)
+        elif generation != self.generation:
+            waiter.future.set_result(LOOK)
+        else:
+            self._waiters.setdefault(waiter.project_id, []).insert(0, waiter)

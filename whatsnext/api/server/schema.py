@@ -8,7 +8,10 @@
   one transaction under an advisory lock, the server compares their content hash with the one
   stored in ``wn_meta``; when it differs it drops every ``wn_*`` function (any overload) and
   creates those of ``sql/functions``, so an edited function reaches every database and a
-  function that is no longer defined disappears.
+  function that is no longer defined disappears. A trigger function's file also creates its
+  triggers (dropping the function drops them).
+* Data that only Python can derive is filled in after the functions: the placeholders of task
+  command templates stored before the database kept them (:func:`fill_placeholders`).
 * A server refuses to start on a database whose schema level is newer than its own (it would
   put back older functions): the message says which version to run instead.
 """
@@ -148,12 +151,13 @@ def install_functions(conn: psycopg.Connection) -> bool:
             return False
         conn.execute("SET LOCAL check_function_bodies = off")
         stale = conn.execute(
-            r"""SELECT p.oid::regprocedure::text FROM pg_proc p
+            r"""SELECT p.oid::regprocedure::text, p.prorettype = 'trigger'::regtype FROM pg_proc p
                   JOIN pg_namespace n ON n.oid = p.pronamespace
                  WHERE n.nspname = current_schema() AND p.proname LIKE 'wn\_%' AND p.prokind = 'f'"""
         ).fetchall()
-        for (signature,) in stale:
-            conn.execute(f"DROP FUNCTION {signature}")
+        for signature, is_trigger in stale:
+            # A trigger function goes with its triggers: its file creates both again.
+            conn.execute(f"DROP FUNCTION {signature}{' CASCADE' if is_trigger else ''}")
         for path in function_files():
             try:
                 conn.execute(path.read_text(encoding="utf-8"))
@@ -172,6 +176,23 @@ def install_functions(conn: psycopg.Connection) -> bool:
     return True
 
 
+def fill_placeholders(conn: psycopg.Connection) -> int:
+    """Record the placeholders of command templates stored before tasks kept them (schema level 7),
+    so that ``wn_enqueue`` can check submissions against them; returns how many tasks it filled."""
+    from ...template import TemplateError, placeholders
+
+    rows = conn.execute(
+        "SELECT id, command FROM tasks WHERE command IS NOT NULL AND placeholders IS NULL"
+    ).fetchall()
+    for task_id, command in rows:
+        try:
+            names = placeholders(command)
+        except TemplateError:
+            names = []  # a template stored before templates were checked: nothing to enforce
+        conn.execute("UPDATE tasks SET placeholders = %s WHERE id = %s", (names, task_id))
+    return len(rows)
+
+
 def upgrade(url: str) -> UpgradeResult:
     """Bring a database to this version: refuse a newer one, migrate, install the functions."""
     import psycopg
@@ -182,6 +203,7 @@ def upgrade(url: str) -> UpgradeResult:
     applied = apply_migrations(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
         installed = install_functions(conn)
+        fill_placeholders(conn)
     if applied or installed:
         log.info("schema upgraded", level=schema_level(), migrations=applied, functions=installed)
     return UpgradeResult(level=schema_level(), migrations=applied, functions_installed=installed)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import re
 from datetime import datetime
-from typing import Annotated, Any, Literal, Self
+from functools import lru_cache
+from typing import Annotated, Any, Literal, Required, Self
 
 import orjson
 from pydantic import (
@@ -14,10 +15,12 @@ from pydantic import (
     ConfigDict,
     Field,
     RootModel,
+    TypeAdapter,
     ValidationInfo,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
 from ...models import DEFAULT_MAX_LOST, JobStatus, ReportStatus
 
@@ -95,13 +98,22 @@ _BAD_NAME = re.compile(r"[\x00-\x1f/]")
 
 
 def _check_name(value: str) -> str:
-    if value.isdigit():
-        raise ValueError("a name cannot be all digits (a number addresses an id)")
-    if value != value.strip():
-        raise ValueError("a name cannot start or end with whitespace")
-    if _BAD_NAME.search(value):
-        raise ValueError("a name cannot contain '/' or control characters")
+    problem = _name_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
     return value
+
+
+@lru_cache(maxsize=4096)
+def _name_problem(value: str) -> str | None:
+    """What is wrong with a name, if anything (remembered: a batch names the same task 1,000 times)."""
+    if value.isdigit():
+        return "a name cannot be all digits (a number addresses an id)"
+    if value != value.strip():
+        return "a name cannot start or end with whitespace"
+    if _BAD_NAME.search(value):
+        return "a name cannot contain '/' or control characters"
+    return None
 
 
 Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
@@ -126,7 +138,7 @@ class Strict(BaseModel):
     def _storable(self, info: ValidationInfo) -> Self:
         # One call per model, not one per field: this runs for every job of a batch.
         if info.context is not None and info.context.get("plain"):
-            return self  # the raw body holds nothing that could be a problem (see SUSPICIOUS)
+            return self  # the raw body holds nothing that could be a problem (see suspicious())
         for name in type(self).model_fields:
             problem = _problem(getattr(self, name))
             if problem is not None:
@@ -136,11 +148,20 @@ class Strict(BaseModel):
         return self
 
 
-SUSPICIOUS = re.compile(rb"\\u0000|\x00|NaN|Infinity|[0-9]{19}|[eE][+-]?[0-9]{3}")
-"""What a raw JSON body must contain for one of its values to be unstorable: a NUL (escaped or
-not), NaN or Infinity, an integer of 19 digits or more, or an exponent of three digits (1e400
-is infinite). Bodies without any of these skip the
-walk over every field (``parse_body`` says so in the validation context)."""
+_FOLD = bytes.maketrans(b"123456789E", b"000000000e")
+"""Every digit as 0 and E as e: a run of 19 digits is then one substring, an exponent another."""
+
+
+def suspicious(raw: bytes) -> bool:
+    """Whether a raw JSON body contains what one of its values needs to be unstorable: a NUL
+    (escaped or not), NaN or Infinity, an integer of 19 digits or more, or an exponent of three
+    digits (1e400 is infinite). Bodies without any of these skip the walk over every field
+    (``parse_body`` says so in the validation context). Substring searches only: a regular
+    expression with these alternatives costs a millisecond per 100 kB."""
+    if b"\\u0000" in raw or b"\x00" in raw or b"NaN" in raw or b"Infinity" in raw:
+        return True
+    folded = raw.translate(_FOLD)
+    return b"0" * 19 in folded or b"e000" in folded or b"e+000" in folded or b"e-000" in folded
 
 
 def _bounded_json(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
@@ -334,6 +355,29 @@ class JobBatch(RootModel[JobEntries | NamedBatch]):
         if isinstance(self.root, NamedBatch):
             return self.root.jobs, self.root.group
         return self.root, None
+
+
+def _entry_of(model: type[BaseModel]) -> Any:
+    """A TypedDict with the fields of ``model``, each with the model's own type, bounds and
+    validators, required where the model requires it (what else was left out stays out: no
+    defaults), unknown fields refused."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[name] = Required[kind] if info.is_required() else kind
+    entry = TypedDict(f"{model.__name__}Entry", fields, total=False)  # type: ignore[operator]
+    entry.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+    return entry
+
+
+JobEntry = _entry_of(JobCreate)
+"""A submitted job as the dict of the fields it gave, validated as :class:`JobCreate` validates
+them without building a model (twice as fast for a batch of jobs). For a body that holds nothing
+unstorable (see :func:`suspicious`); the others go through :class:`JobCreate` and its walk."""
+JOB_ENTRY: TypeAdapter[dict[str, Any]] = TypeAdapter(JobEntry)
+JOB_ENTRIES: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(
+    Annotated[list[JobEntry], Field(min_length=1, max_length=10_000)]  # type: ignore[valid-type]
+)
 
 
 class CreatedTask(BaseModel):

@@ -1,24 +1,43 @@
-"""What the server checks before it queues jobs, beyond each field's own validation.
+"""Queueing jobs: from a request body to ``wn_enqueue``, in one database round trip.
 
-* A job whose task has a command template must give every placeholder the template uses (its
-  parameters over the task's defaults): a missing one is a 422 that names it, instead of a job
-  that fails on every worker.
-* A job for a task the project does not have creates the task (1 CPU, 0 GPUs), and the answer
-  lists it in ``created_tasks`` with a similar existing name, so clients can warn about a typo.
-  A strict project refuses it instead (422, with the suggestion).
+* The body is validated into plain dicts (``schemas.JobEntry``: the fields of :class:`JobCreate`,
+  the same checks, no model objects); a body that might hold something PostgreSQL cannot store
+  goes through :class:`JobCreate` and its walk over every value instead.
+* What the database checks, and this module explains: a job whose task has a command template
+  must give every placeholder the template uses (its parameters over the task's defaults), else
+  a 422 names it; a job for a task the project does not have creates the task (1 CPU, 0 GPUs),
+  and the answer lists it in ``created_tasks`` with a similar existing name, so clients can warn
+  about a typo; a strict project refuses it instead (422, with the suggestion).
 * Named groups are created on first use and their ids put on the jobs.
+* A claim waiting on this server for the project is handed the jobs it can take in the same
+  transaction (``NotifyHub.offer``): no notification, no second transaction.
 """
 
 from __future__ import annotations
 
 import difflib
+from dataclasses import dataclass
 from typing import Any
 
-from ...template import TemplateError, placeholders
-from .batch import entries_json
-from .errors import invalid
-from .schemas import JobCreate
+import asyncpg
+import orjson
+import pydantic
+from aiohttp import web
+
+from .batch import Entry, entries_json
+from .errors import ApiError, invalid
+from .http import actor, parse_body, parsing_context
+from .keys import hub_key, store_key
+from .notify import Handed
+from .schemas import JOB_ENTRIES, JOB_ENTRY, JobBatch, JobCreate, suspicious
 from .store import Store
+
+
+@dataclass
+class Queued:
+    ids: list[int]
+    created_tasks: list[dict[str, Any]]
+    group_ids: dict[str, int]
 
 
 def similar(name: str, names: list[str]) -> str | None:
@@ -27,58 +46,100 @@ def similar(name: str, names: list[str]) -> str | None:
     return match[0] if match else None
 
 
-async def prepare(
-    store: Store, project: str, jobs: list[JobCreate], group: str | None = None
-) -> tuple[str, list[dict[str, Any]], dict[str, int]]:
-    """The ``wn_job_entry`` objects for ``jobs`` (as JSON), the tasks their submission creates, and the ids
-    of their groups by name. Raises a 422 for a missing template parameter or, in a strict
-    project, an unknown task."""
-    rows = await store.tasks.templates(project=project)
-    strict = bool(rows and rows[0]["strict_tasks"])
-    tasks = {r["name"]: r for r in rows if r["name"] is not None}
-    names = list(tasks)
-    needed: dict[str, list[str]] = {}
-    created: dict[str, dict[str, Any]] = {}
-    for i, job in enumerate(jobs):
-        where = f"{i}." if len(jobs) > 1 else ""
-        task = tasks.get(job.task)
-        if task is None:
-            if job.task in created:
-                continue
-            guess = similar(job.task, names)
-            if strict:
-                hint = f" (did you mean {guess!r}?)" if guess else ""
-                raise invalid(
-                    f"unknown task {job.task!r}: project is strict, create the task first{hint}",
-                    f"{where}task",
-                    task=job.task,
-                    did_you_mean=guess,
-                )
-            created[job.task] = {
-                "name": job.task,
-                "required_cpu": 1,
-                "required_accelerators": 0,
-                "did_you_mean": guess,
-            }
-            continue
-        command = task["command"]
-        if not command:
-            continue
-        if job.task not in needed:
-            try:
-                needed[job.task] = placeholders(command)
-            except TemplateError:
-                needed[job.task] = []  # a template stored before templates were checked
-        defaults = task["defaults"] or {}
-        missing = [p for p in needed[job.task] if p not in job.parameters and p not in defaults]
-        if missing:
-            raise invalid(
-                f"job {job.name!r}: task {job.task!r} runs {command!r}, which needs parameter "
-                f"{missing[0]!r}"
-                + (f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""),
-                f"{where}parameters",
-                missing=missing,
-            )
-    group_names = [n for n in {*(j.group for j in jobs), group} if n is not None]
+async def read_jobs(request: web.Request, *, batch: bool) -> tuple[list[Entry], str | None]:
+    """The submitted jobs of a request (one job, or a batch: a list, or ``{group, jobs}``) and the
+    batch's group name."""
+    raw = await request.read()
+    plain = not suspicious(raw)
+    head = raw.lstrip()[:1]
+    if plain and (head == b"[" if batch else head == b"{"):
+        try:
+            if batch:
+                return JOB_ENTRIES.validate_json(raw, context=parsing_context(request, raw, plain)), None
+            return [JOB_ENTRY.validate_json(raw, context=parsing_context(request, raw, plain))], None
+        except pydantic.ValidationError:
+            pass  # the model path below says what is wrong, in its words
+    if batch:
+        jobs, group = (await parse_body(request, JobBatch)).jobs_and_group()
+    else:
+        jobs, group = [await parse_body(request, JobCreate)], None
+    return [job.model_dump(exclude_unset=True) for job in jobs], group
+
+
+async def enqueue(
+    request: web.Request, project: str, entries: list[Entry], group: str | None = None
+) -> Queued:
+    """Queue ``entries`` in project ``project`` (its name or id) and hand what fits to a claim
+    waiting here; 422 for a missing template parameter or, in a strict project, an unknown task."""
+    app = request.app
+    store, hub = app[store_key], app[hub_key]
+    group_names = sorted({n for n in (*(e.get("group") for e in entries), group) if n is not None})
     group_ids = await store.groups.ensure(project=project, names=group_names)
-    return entries_json(jobs, group_ids, group), list(created.values()), group_ids
+    jobs_json = entries_json(entries, group_ids, group)
+    waiter = hub.offer(project)
+    claim = None if waiter is None or waiter.claim is None else waiter.claim()
+    try:
+        ids, created, claimed = await store.jobs.enqueue(
+            project=project, jobs_json=jobs_json, actor=actor(request), claim=claim
+        )
+    except asyncpg.PostgresError as exc:
+        if waiter is not None:
+            hub.take_back(waiter)
+        explained = await _explain(store, project, entries, exc)
+        if explained is not None:
+            raise explained from None
+        raise
+    except BaseException:
+        if waiter is not None:
+            hub.take_back(waiter)
+        raise
+    if waiter is not None:
+        if not claimed:
+            hub.take_back(waiter)
+        elif not waiter.hand(Handed(claimed)):
+            await store.jobs.release_unread(claimed)
+    return Queued(ids, await _created(store, project, created), group_ids)
+
+
+async def _created(store: Store, project: str, created: list[str]) -> list[dict[str, Any]]:
+    """The tasks a submission created, each with the existing task its name is closest to."""
+    if not created:
+        return []
+    names = [n for n in await store.tasks.names(project=project) if n not in created]
+    return [
+        {"name": name, "required_cpu": 1, "required_accelerators": 0, "did_you_mean": similar(name, names)}
+        for name in created
+    ]
+
+
+async def _explain(
+    store: Store, project: str, entries: list[Entry], exc: asyncpg.PostgresError
+) -> ApiError | None:
+    """The 422 for a refusal of ``wn_enqueue`` that names a job (its HINT says which and why)."""
+    if exc.sqlstate != "WN422" or not (exc.hint or "").startswith("{"):
+        return None
+    facts = orjson.loads(exc.hint or "{}")
+    index = int(facts.get("index", 0))
+    if not 0 <= index < len(entries):
+        return None
+    job = entries[index]
+    where = f"{index}." if len(entries) > 1 else ""
+    if "unknown_task" in facts:
+        task = facts["unknown_task"]
+        guess = similar(task, await store.tasks.names(project=project))
+        hint = f" (did you mean {guess!r}?)" if guess else ""
+        return invalid(
+            f"unknown task {task!r}: project is strict, create the task first{hint}",
+            f"{where}task",
+            task=task,
+            did_you_mean=guess,
+        )
+    missing = list(facts.get("missing") or ())
+    if missing:
+        return invalid(
+            f"job {job['name']!r}: task {job['task']!r} runs {facts.get('command')!r}, which needs parameter "
+            f"{missing[0]!r}" + (f" (also missing: {', '.join(missing[1:])})" if len(missing) > 1 else ""),
+            f"{where}parameters",
+            missing=missing,
+        )
+    return None

@@ -509,7 +509,7 @@ async def events(request: web.Request) -> web.StreamResponse:
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     )
     await response.prepare(request)
-    last = await store.events_head()
+    last, last_job = await store.events_head()
     await response.write(b"event: hello\ndata: {}\n\n")
     quiet = 0.0
     loop = asyncio.get_running_loop()
@@ -518,9 +518,12 @@ async def events(request: web.Request) -> web.StreamResponse:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), BATCH_SECONDS)
-            rows = await store.events_since(after=last, limit=1000)
-            if rows:
-                last = rows[-1]["id"]
+            rows = await store.events_since(after=last, after_job=last_job, limit=1000)
+            for r in rows:
+                if r["kind"] == "event":
+                    last = max(last, r["id"])
+                else:
+                    last_job = max(last_job, r["id"])
             changed = sorted(
                 {
                     r["job_id"]

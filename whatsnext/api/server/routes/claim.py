@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import orjson
@@ -11,13 +12,13 @@ from aiohttp import web
 
 from ....models import outcome_of
 from ..auth import refused_jobs
+from ..config import Settings
 from ..errors import bad_request, check_attempt_outcome, invalid, validation_details
 from ..http import MAX_ID, actor, client_gone, json_response, parse_body, path_id
 from ..keys import hub_key, settings_key, store_key
 from ..metrics import Metrics, metrics_key
-from ..notify import CLOSED, FINISHED, JobsEvent
+from ..notify import CLOSED, FINISHED, Handed, Wakeup
 from ..schemas import (
-    SUSPICIOUS,
     ClaimRequest,
     ClaimResponse,
     CompleteRequest,
@@ -27,6 +28,7 @@ from ..schemas import (
     ReportBatchOut,
     ReportOut,
     StartedRequest,
+    suspicious,
 )
 from ..store import Store
 from ..store.jobs import AttemptEnd
@@ -61,6 +63,25 @@ async def _idle(store: Store, project_id: int, body: ClaimRequest) -> dict[str, 
     )
 
 
+def _claim_args(body: ClaimRequest, settings: Settings, project_id: int) -> dict[str, Any]:
+    """The claim's ``wn_claim`` arguments, for a submission to run on its behalf (``wn_enqueue``)."""
+    return {
+        "project_id": project_id,
+        "worker_id": body.worker_id,
+        "worker_name": body.worker_name,
+        "free_cpu": body.free_cpu,
+        "free_acc": body.free_accelerators,
+        "total_cpu": _total_cpu(body),
+        "total_acc": _total_accelerators(body),
+        "tags": body.tags,
+        "max_jobs": body.max_jobs,
+        "lease": settings.lease_seconds,
+        "starve": settings.starvation_seconds,
+        "tasks": body.tasks,
+        "with_command": body.with_command,
+    }
+
+
 def _total_cpu(body: ClaimRequest) -> int:
     return body.total_cpu if body.total_cpu is not None else body.free_cpu
 
@@ -86,7 +107,7 @@ async def claim(request: web.Request) -> web.Response:
     deadline = loop.time() + min(body.wait, settings.max_wait)
     project_id: int | None = None
     tags = frozenset(body.tags)
-    woken: JobsEvent | None = None
+    woken: Wakeup = None
     while True:
         if woken is not None and client_gone(request):
             # The worker gave up waiting: claiming now would hand jobs to nobody. The wake-up it
@@ -149,7 +170,17 @@ async def claim(request: web.Request) -> web.Response:
             gpus=body.free_accelerators,
             tags=tags,
             idle=body.idle_summary,
+            key=key,
+            claim=partial(_claim_args, body, settings, project_id),
+            gone=partial(client_gone, request),
         )
+        if isinstance(woken, Handed):
+            # A submission on this server ran this claim in its own transaction.
+            if client_gone(request):
+                await store.jobs.release_unread(woken.rows)
+                return web.Response(body=EMPTY, content_type="application/json")
+            await app[metrics_key].jobs_claimed(request, key, woken.rows, settings.lease_seconds)
+            return json_response({"jobs": woken.rows})
         if woken is CLOSED:
             return await _nothing(store, key, project_id, body.idle_summary, body)
         if woken is None and timeout >= remaining:
@@ -247,7 +278,7 @@ async def report_many(request: web.Request) -> web.Response:
     raw = await request.read()
     try:
         # The common case, a batch without a bad entry, is validated in one pass.
-        reports = ReportBatch.model_validate_json(raw, context={"plain": SUSPICIOUS.search(raw) is None}).root
+        reports = ReportBatch.model_validate_json(raw, context={"plain": not suspicious(raw)}).root
     except pydantic.ValidationError:
         pass
     else:

@@ -7,7 +7,7 @@ from aiohttp import web
 
 from ....models import STATUSES
 from ..errors import ApiError, invalid, not_found
-from ..http import actor, json_response, parse_body, path_id, query_flag, query_int
+from ..http import actor, json_response, path_id, query_flag, query_int
 from ..keys import store_key
 from ..metrics import metrics_key
 from ..schemas import (
@@ -24,7 +24,7 @@ from ..schemas import (
     QueueList,
     RetryOut,
 )
-from ..submit import prepare
+from ..submit import enqueue, read_jobs
 from . import routes
 
 
@@ -39,12 +39,12 @@ from . import routes
     errors=(400, 404, 409, 422),
 )
 async def create_job(request: web.Request) -> web.Response:
-    job = await parse_body(request, JobCreate)
+    entries, _ = await read_jobs(request, batch=False)
     store, project = request.app[store_key], request.match_info["project"]
-    jobs_json, created, _ = await prepare(store, project, [job])
-    row = await store.jobs.create(project=project, jobs_json=jobs_json, actor=actor(request))
+    queued = await enqueue(request, project, entries)
+    row = await store.jobs.get(job_id=queued.ids[0])
     await request.app[metrics_key].jobs_submitted(store, project, 1)
-    return json_response({**row, "created_tasks": created}, 201)
+    return json_response({**(row or {}), "created_tasks": queued.created_tasks}, 201)
 
 
 @routes.route(
@@ -58,18 +58,17 @@ async def create_job(request: web.Request) -> web.Response:
     errors=(400, 404, 409, 422),
 )
 async def create_jobs(request: web.Request) -> web.Response:
-    jobs, group = (await parse_body(request, JobBatch)).jobs_and_group()
+    entries, group = await read_jobs(request, batch=True)
     store, project = request.app[store_key], request.match_info["project"]
-    jobs_json, created, group_ids = await prepare(store, project, jobs, group)
-    ids = await store.jobs.enqueue(project=project, jobs_json=jobs_json, actor=actor(request))
-    await request.app[metrics_key].jobs_submitted(store, project, len(ids))
+    queued = await enqueue(request, project, entries, group)
+    await request.app[metrics_key].jobs_submitted(store, project, len(queued.ids))
     return json_response(
         {
-            "ids": ids,
-            "count": len(ids),
-            "created_tasks": created,
+            "ids": queued.ids,
+            "count": len(queued.ids),
+            "created_tasks": queued.created_tasks,
             "group": group,
-            "group_id": group_ids.get(group) if group else None,
+            "group_id": queued.group_ids.get(group) if group else None,
         },
         201,
     )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ....template import TemplateError, check_template
+from ....template import TemplateError, check_template, placeholders
 from ..errors import invalid
 from ..http import json_response, parse_body
 from ..keys import store_key
@@ -33,11 +33,13 @@ from . import routes
 )
 async def create_task(request: web.Request) -> web.Response:
     b = await parse_body(request, TaskCreate)
+    needs: list[str] | None = None
     if b.command is not None:
         try:
             check_template(b.command, shell=b.shell)
         except TemplateError as exc:
             raise invalid(f"command: {exc}", "command") from None
+        needs = placeholders(b.command)  # what each job must give (wn_enqueue checks it)
     row = await request.app[store_key].tasks.create(
         project=str(b.project_id),
         name=b.name,
@@ -45,6 +47,7 @@ async def create_task(request: web.Request) -> web.Response:
         required_accelerators=b.required_accelerators,
         required_tags=b.required_tags,
         command=b.command,
+        placeholders=needs,
         shell=b.shell,
         defaults=b.defaults,
         max_attempts=b.max_attempts,

@@ -92,11 +92,16 @@ class DashboardStore(Table):
         edges = await self.rows(S.dash_graph_edges, ids=[n["id"] for n in nodes])
         return nodes, edges
 
-    async def events_head(self) -> int:
-        return int(await self.value(S.dash_events_head))
+    async def events_head(self) -> tuple[int, int]:
+        """The cursors live updates start from: the newest history entry and the newest job."""
+        row = await self.row(S.dash_events_head)
+        assert row is not None
+        return int(row["event"]), int(row["job"])
 
-    async def events_since(self, *, after: int, limit: int) -> list[Row]:
-        return await self.rows(S.dash_events_since, after=after, limit=limit)
+    async def events_since(self, *, after: int, after_job: int, limit: int) -> list[Row]:
+        """History entries after ``after`` (kind ``event``) and jobs queued after ``after_job``
+        (kind ``job``), each in order."""
+        return await self.rows(S.dash_events_since, after=after, after_job=after_job, limit=limit)
 
     async def log_tail(self, *, job_id: int, limit: int) -> list[Row]:
         return await self.rows(S.dash_log_tail, job_id=job_id, limit=limit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any, TypedDict
 
 import orjson
@@ -25,23 +26,35 @@ class AttemptEnd(TypedDict, total=False):
     retryable: bool
 
 
+_TIMES = ("lease_expires_at", "eligible_at")
+UNREAD = "claimed but never received by its worker"
+
+
+def claimed_rows(claimed: list[Row] | None) -> list[Row]:
+    """``wn_claim`` rows that came as JSON (``wn_enqueue_claim``), with their times as datetimes
+    again, as ``wn_claim`` rows come (so that the claim's answer is the same either way)."""
+    rows = claimed or []
+    for row in rows:
+        for key in _TIMES:
+            value = row.get(key)
+            if isinstance(value, str):
+                row[key] = datetime.fromisoformat(value).astimezone(UTC)
+    return rows
+
+
 class JobStore(Table):
-    async def enqueue(self, *, project: str, jobs_json: str, actor: str | None) -> list[int]:
-        """Queue a batch: a JSON array of ``wn_job_entry`` objects (``batch.entries_json``)."""
-        ids = await self.value(S.job_enqueue, project=project, jobs=jobs_json, actor=actor)
-        return list(ids)
+    async def enqueue(
+        self, *, project: str, jobs_json: str, actor: str | None, claim: dict[str, Any] | None = None
+    ) -> tuple[list[int], list[str], list[Row]]:
+        """Queue a batch (a JSON array of ``wn_job_entry`` objects, ``batch.entries_json``): the new
+        ids in batch order, the tasks it created, and the jobs ``claim`` (a waiting claim's
+        arguments, ``notify.Waiter.claim_args``) took in the same transaction."""
+        row = await self.row(S.job_enqueue, project=project, jobs=jobs_json, actor=actor, claim=claim)
+        assert row is not None
+        return list(row["ids"]), list(row["created_tasks"] or ()), claimed_rows(row["claimed"])
 
     async def get(self, *, job_id: int) -> Row | None:
         return await self.row(S.job_get, job_id=job_id)
-
-    async def create(self, *, project: str, jobs_json: str, actor: str | None) -> Row:
-        """Queue one job (a one-entry ``jobs_json`` batch) and read it back, on one connection."""
-        async with self.pool.acquire() as conn:
-            ids = await conn.fetchval(
-                S.job_enqueue.text, *S.job_enqueue.args(project=project, jobs=jobs_json, actor=actor)
-            )
-            row = await conn.fetchrow(S.job_get.text, *S.job_get.args(job_id=ids[0]))
-        return dict(row)
 
     async def list(
         self,
@@ -118,6 +131,15 @@ class JobStore(Table):
     async def end_attempts(self, changes: list[AttemptEnd], *, actor: str | None) -> list[Row]:
         """Apply the state machine; one (ord, id, code, status, message) row per change, in order."""
         return await self.rows(S.job_end_attempts, changes=orjson.dumps(changes).decode(), actor=actor)
+
+    async def release_unread(self, rows: list[Row]) -> None:
+        """Jobs claimed for a request that went away before it read them: back to the queue now
+        (LOST, using no attempt), as the worker's next heartbeat would have them."""
+        if rows:
+            await self.end_attempts(
+                [{"id": r["id"], "attempt": r["attempt"], "outcome": "LOST", "error": UNREAD} for r in rows],
+                actor=None,
+            )
 
     async def started(
         self, *, job_id: int, attempt: int, external_id: str | None, gpus: list[int] | None

@@ -20,6 +20,7 @@ class TaskStore(Table):
         required_accelerators: int,
         required_tags: list[str],
         command: str | None,
+        placeholders: list[str] | None = None,
         shell: bool = False,
         defaults: dict[str, Any],
         max_attempts: int,
@@ -37,6 +38,7 @@ class TaskStore(Table):
             required_accelerators=required_accelerators,
             required_tags=required_tags,
             command=command,
+            placeholders=placeholders,
             shell=shell,
             defaults=orjson.dumps(defaults).decode(),
             max_attempts=max_attempts,
@@ -52,6 +54,5 @@ class TaskStore(Table):
     async def list(self, *, project: str) -> list[Row]:
         return await self.rows(S.task_list, project=project)
 
-    async def templates(self, *, project: str) -> list[Row]:
-        """Whether the project is strict, and its tasks' templates, defaults and needs."""
-        return await self.rows(S.task_templates, project=project)
+    async def names(self, *, project: str) -> list[str]:
+        return [r["name"] for r in await self.rows(S.task_names, project=project)]
