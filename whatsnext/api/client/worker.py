@@ -363,7 +363,8 @@ class Client:
                 if self.use_heartbeat:
                     services.start_soon(self._heartbeat_loop)
                 services.start_soon(self._progress_loop)
-                async with anyio.create_task_group() as jobs:
+                # Jobs run as plain asyncio tasks: many short ones start every second.
+                async with asyncio.TaskGroup() as jobs:
                     await self._claim_loop(jobs, reporter, forever)
                 await self._drain_reports(reporter)
                 if self._logs is not None:
@@ -574,7 +575,7 @@ class Client:
             return True
         return self.capacity.free_cpu <= 0 and self.capacity.free_accelerators <= 0
 
-    async def _claim_loop(self, jobs: anyio.abc.TaskGroup, reporter: _Reporter, forever: bool) -> None:
+    async def _claim_loop(self, jobs: asyncio.TaskGroup, reporter: _Reporter, forever: bool) -> None:
         assert self.http is not None and self._stop is not None
         backoff = Backoff()
         path = f"{project_path(self.project_key or '')}/claim"
@@ -663,7 +664,7 @@ class Client:
 
     # ------------------------------------------------------------ running
 
-    def _start(self, jobs: anyio.abc.TaskGroup, reporter: _Reporter, data: dict[str, Any]) -> None:
+    def _start(self, jobs: asyncio.TaskGroup, reporter: _Reporter, data: dict[str, Any]) -> None:
         spec = JobSpec(
             id=data["id"],
             name=data["name"],
@@ -702,7 +703,7 @@ class Client:
         log.info("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
         if _numeric(gpu_ids):
             self._record_external(spec, None)  # which GPUs this attempt got, for its history
-        jobs.start_soon(self._run_one, spec, ctx, reporter)
+        jobs.create_task(self._run_one(spec, ctx, reporter))
 
     def _record_external(self, spec: JobSpec, handle: str | None) -> None:
         """``ctx.on_external``: tell the server, in the background, where this attempt runs (its

@@ -8,6 +8,7 @@ returns an :class:`Outcome`.
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import subprocess
 from abc import ABC, abstractmethod
@@ -65,7 +66,7 @@ class RunContext:
     """Extra environment variables for the job (CUDA_VISIBLE_DEVICES, WHATSNEXT_JOB_ID, ...)."""
     on_output: Callable[[str], None] | None = None
     """Called with each line the job prints (stdout and stderr), for live logs."""
-    cancel: anyio.Event = field(default_factory=anyio.Event)
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
     """Set by the worker when the job must stop (cancelled, or the worker is terminating)."""
     cancel_reason: str = "cancelled"
     timeout: float | None = None

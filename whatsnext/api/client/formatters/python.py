@@ -57,6 +57,7 @@ class PythonFormatter(Formatter):
         self.name = func if isinstance(func, str) else f"{func.__module__}:{func.__qualname__}"
         self.pass_job = pass_job
         """When True, the function also receives ``job=JobSpec`` (id, attempt, GPU ids, ...)."""
+        self._is_async = inspect.iscoroutinefunction(self.func)
 
     def format(self, task: str, parameters: dict[str, Any]) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in parameters.items())
@@ -72,14 +73,15 @@ class PythonFormatter(Formatter):
         started = time.monotonic()
 
         async def call() -> Any:
-            if inspect.iscoroutinefunction(self.func):
+            if self._is_async:
                 return await self.func(**kwargs)
             result = await anyio.to_thread.run_sync(lambda: self.func(**kwargs), abandon_on_cancel=True)
             if inspect.isawaitable(result):
                 result = await result
             return result
 
-        task = asyncio.ensure_future(call())
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(call())
         stopped: list[str] = []
 
         def stop(reason: str) -> None:
@@ -90,9 +92,11 @@ class PythonFormatter(Formatter):
         ctx.add_cancel_callback(lambda: stop(ctx.cancel_reason))
         timer = None
         if ctx.timeout is not None:
-            timer = asyncio.get_running_loop().call_later(ctx.timeout, stop, "timeout")
+            timer = loop.call_later(ctx.timeout, stop, "timeout")
+        ended = loop.create_future()  # set when the call ends, however it ends
+        task.add_done_callback(lambda _: ended.done() or ended.set_result(None))
         try:
-            await asyncio.wait((task,))  # returns when the call ends, however it ends
+            await ended
         except asyncio.CancelledError:
             task.cancel()  # the worker itself is being torn down
             raise
