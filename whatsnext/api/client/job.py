@@ -16,6 +16,12 @@ if TYPE_CHECKING:
 DependsArg = Mapping[Any, Any] | Iterable["Job | int | str"] | None
 
 
+_OPTIONAL_FIELDS = tuple(
+    k for k in JOB_SUBMIT_FIELDS if k not in ("name", "task", "parameters", "priority", "depends")
+)
+"""What a submission carries only when set."""
+
+
 class Job:
     """A job to queue, e.g. ``Job(name="process-data", task="data-pipeline", parameters={...})``.
 
@@ -98,12 +104,11 @@ class Job:
             "parameters": self.parameters,
             "priority": self.priority,
         }
-        deps = self.depends_payload()
-        if deps:
-            body["depends"] = deps
-        for key in JOB_SUBMIT_FIELDS:
-            if key in body or key == "depends":
-                continue
+        if self.depends is not None:
+            deps = self.depends_payload()
+            if deps:
+                body["depends"] = deps
+        for key in _OPTIONAL_FIELDS:
             value = getattr(self, key)
             if value is not None:
                 body[key] = value
