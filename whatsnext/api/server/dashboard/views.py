@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp_jinja2
 import asyncpg
 import orjson
 from aiohttp import web
@@ -28,6 +27,7 @@ from ..http import path_id
 from ..keys import settings_key, store_key
 from ..store.dashboard import JobFilter
 from . import dag
+from .render import render
 from .session import (
     CSRF_FIELD,
     LoginRequired,
@@ -160,7 +160,7 @@ def page(
             if isinstance(context, web.StreamResponse):
                 return context
             context |= common(request, who)
-            response = aiohttp_jinja2.render_template(template, request, context)
+            response = render(template, context)
             response.headers["Cache-Control"] = "no-store"
             response.headers["X-Frame-Options"] = "DENY"
             response.headers["Server-Timing"] = f"render;dur={1000 * (time.perf_counter() - started):.1f}"
@@ -458,7 +458,7 @@ def _login_page(
         "who": None,
         "auth": True,
     }
-    response = aiohttp_jinja2.render_template("login.html", request, context, status=status)
+    response = render("login.html", context, status=status)
     response.headers["Cache-Control"] = "no-store"
     set_csrf(request, response)
     return response
