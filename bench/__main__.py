@@ -96,7 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=Path,
         default=DEFAULT_OUT,
         metavar="DIR",
-        help="where latest.json/.md/.png go (default bench/results)",
+        help="where latest.json/.md/.png go (default bench/out, ignored by git)",
+    )
+    parser.add_argument(
+        "--auth",
+        action="store_true",
+        help="run WhatsNext's server with --auth: the harness and the workers send tokens",
     )
     return parser.parse_args(argv)
 
@@ -144,10 +149,11 @@ async def run_all(server: DatabaseServer, systems: list[str], cfg: BenchConfig) 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg = BenchConfig.make(quick=args.quick, repeat=args.repeat)
+    cfg = BenchConfig.make(quick=args.quick, repeat=args.repeat, auth=args.auth)
     log = progress_for("bench")
     log(
         f"{'quick' if cfg.quick else 'full'} run: {', '.join(args.only)}; {cfg.repeat} repetition(s); "
+        f"{'WhatsNext with --auth; ' if cfg.auth else ''}"
         f"enqueue {cfg.enqueue_jobs:,}, drain {cfg.drain_jobs:,}, wake {cfg.wake_jobs} jobs"
     )
     started = time.perf_counter()

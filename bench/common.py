@@ -49,7 +49,9 @@ DATABASE_URL_ENV = "WHATSNEXT_BENCH_DATABASE_URL"
 WORKER_DSN_ENV = "WHATSNEXT_BENCH_WORKER_DSN"
 LOOP_ENV = "WHATSNEXT_BENCH_LOOP"
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+DEFAULT_OUT = Path(__file__).resolve().parent / "out"
+"""Where a run writes its results: ignored by git, so ``make bench`` changes no tracked file.
+Copies the docs quote are committed under ``bench/results/`` by hand."""
 
 T = TypeVar("T")
 
@@ -69,6 +71,8 @@ class BenchConfig:
     wake_interval_s: float = 0.020
     repeat: int = 3
     quick: bool = False
+    #: WhatsNext's server runs with ``--auth``: every request carries a token.
+    auth: bool = False
     #: Longest a drain may take before the repetition is declared failed.
     drain_timeout_s: float = 300.0
     #: How long to wait for the last wake-up job after the last submission. Larger than
@@ -91,7 +95,7 @@ class BenchConfig:
     dag_children: int = 8
 
     @classmethod
-    def make(cls, *, quick: bool = False, repeat: int | None = None) -> BenchConfig:
+    def make(cls, *, quick: bool = False, repeat: int | None = None, auth: bool = False) -> BenchConfig:
         if quick:
             cfg = cls(
                 enqueue_jobs=2_000,
@@ -110,6 +114,8 @@ class BenchConfig:
             if repeat < 1:
                 raise ValueError("--repeat must be at least 1")
             cfg = dataclasses.replace(cfg, repeat=repeat)
+        if auth:
+            cfg = dataclasses.replace(cfg, auth=True)
         return cfg
 
     def as_dict(self) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -61,6 +62,7 @@ from bench.whatsnext_worker import NOOP_TASK, PROJECT_ENV, WAKE_TASK
 PROJECT = "bench"
 FANIN_PROJECT = "bench-fanin"
 SERVER_ENV = "WHATSNEXT_SERVER"
+TOKEN_ENV = "WHATSNEXT_TOKEN"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -118,24 +120,23 @@ class ServerProcess(WorkerProcess):
 
     events_on_stdout = False
 
-    def __init__(self, dsn: str, log_level: str = "WARNING", module: str = "bench.whatsnext_server") -> None:
+    def __init__(
+        self,
+        dsn: str,
+        log_level: str = "WARNING",
+        module: str = "bench.whatsnext_server",
+        auth: bool = False,
+    ) -> None:
         self.dsn = dsn
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_level = log_level
-        super().__init__(
-            module,
-            [
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--database-url",
-                dsn,
-                "--log-level",
-                log_level,
-            ],
-        )
+        #: With ``auth``: the token the server takes as admin (given through its environment).
+        self.admin_token = "wnt_" + secrets.token_urlsafe(32) if auth else None
+        args = ["--host", "127.0.0.1", "--port", str(self.port), "--database-url", dsn]
+        args += ["--log-level", log_level] + (["--auth"] if auth else [])
+        env = {"WHATSNEXT_ADMIN_TOKEN": self.admin_token} if self.admin_token else None
+        super().__init__(module, args, env=env)
 
     @property
     def pid(self) -> int:
@@ -169,10 +170,23 @@ class ServerProcess(WorkerProcess):
     async def stop(self, grace_s: float = 10.0) -> None:
         await super().stop(grace_s)
 
+    async def create_token(self, name: str, role: str) -> str:
+        """A token stored in the server's database (``POST /tokens`` with the admin token)."""
+        assert self.admin_token is not None
+        headers = {"Authorization": f"Bearer {self.admin_token}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            async with session.post(self.url + "/tokens", json={"name": name, "role": role}) as resp:
+                if resp.status != 201:
+                    raise WorkerError(f"POST /tokens answered HTTP {resp.status}: {await resp.text()}")
+                token: str = (await resp.json())["token"]
+                return token
+
 
 @contextlib.asynccontextmanager
-async def running_server(dsn: str, module: str = "bench.whatsnext_server") -> AsyncIterator[ServerProcess]:
-    server = ServerProcess(dsn, module=module)
+async def running_server(
+    dsn: str, module: str = "bench.whatsnext_server", auth: bool = False
+) -> AsyncIterator[ServerProcess]:
+    server = ServerProcess(dsn, module=module, auth=auth)
     try:
         await server.start()
         yield server
@@ -186,16 +200,26 @@ async def running_server(dsn: str, module: str = "bench.whatsnext_server") -> As
 class WhatsNextAdapter:
     worker_module = "bench.whatsnext_worker"
 
-    def __init__(self, dsn: str, url: str) -> None:
+    def __init__(self, dsn: str, url: str, token: str | None = None) -> None:
         self.dsn = dsn
         self.url = url
+        #: The harness's own token (``--auth``): it creates projects, submits and claims.
+        self.token = token
         self._server: Any = None
         self.project: Any = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers of the harness's own HTTP requests (those that bypass the SDK)."""
+        out = {"Content-Type": "application/json"}
+        if self.token:
+            out["Authorization"] = f"Bearer {self.token}"
+        return out
 
     async def open(self) -> None:
         from whatsnext.api.client import AsyncServer
 
-        self._server = AsyncServer(self.url)
+        self._server = AsyncServer(self.url, token=self.token or "")
         self.project = await self.ensure_project(PROJECT)
 
     async def ensure_project(self, name: str) -> Any:
@@ -277,7 +301,7 @@ async def measure_claims(
     seed_s = time.perf_counter() - t0
     claim_url = f"{adapter.url}/projects/{PROJECT}/claim"
     body = _dumps({"worker_name": "b", "free_cpu": 1, "max_jobs": 1})
-    headers = {"Content-Type": "application/json"}
+    headers = adapter.headers
     claims: list[float] = []
     completes: list[float] = []
     async with aiohttp.ClientSession(headers=headers) as session:
@@ -346,7 +370,7 @@ async def measure_fanin(
     proc = psutil.Process(server.pid)
     rss_idle = proc.memory_info().rss
     claim_url = f"{server.url}/projects/{FANIN_PROJECT}/claim"
-    headers = {"Content-Type": "application/json"}
+    headers = adapter.headers
     received: asyncio.Queue[tuple[float, dict[str, Any]]] = asyncio.Queue()
     latencies: list[float] = []
 
@@ -526,12 +550,18 @@ async def run(dsn: str, cfg: BenchConfig, progress: Progress) -> dict[str, Any]:
     import whatsnext
 
     _raise_open_files_limit()
-    async with running_server(dsn) as server:
-        progress(f"server {server.url} (pid {server.pid}) is up")
-        adapter = WhatsNextAdapter(dsn, server.url)
+    async with running_server(dsn, auth=cfg.auth) as server:
+        progress(f"server {server.url} (pid {server.pid}) is up{' with --auth' if cfg.auth else ''}")
+        env = {SERVER_ENV: server.url, PROJECT_ENV: PROJECT}
+        token = None
+        if cfg.auth:
+            # Stored tokens, checked the way a deployment's are: the harness's and the workers'.
+            token = await server.create_token("bench", "admin")
+            env[TOKEN_ENV] = await server.create_token("bench-worker", "worker")
+        adapter = WhatsNextAdapter(dsn, server.url, token)
         await adapter.open()
         try:
-            with temp_environ(**{SERVER_ENV: server.url, PROJECT_ENV: PROJECT}):
+            with temp_environ(**env):
                 result = await run_suite(adapter, dsn, cfg, progress)
                 extras = await run_extras(adapter, server, cfg, progress)
         finally:
@@ -541,6 +571,7 @@ async def run(dsn: str, cfg: BenchConfig, progress: Progress) -> dict[str, Any]:
     result["version"] = whatsnext.__version__
     result["settings"] = {
         "server": "whatsnext server (aiohttp + uvloop, asyncpg pool 2..10), its own process",
+        "auth": "--auth: harness with an admin token, workers with a worker token" if cfg.auth else "off",
         "enqueue": "AsyncProject.extend_queue(list[Job]) -> POST /projects/{p}/jobs/batch",
         "submit": "AsyncProject.append_queue(Job) -> POST /projects/{p}/jobs",
         "worker": "Client(..., PythonFormatter(async func), available_cpu=C).work_async(forever)",
