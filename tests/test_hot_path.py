@@ -31,7 +31,7 @@ from whatsnext.api.server.app import create_app
 from whatsnext.api.server.config import Settings
 from whatsnext.api.server.keys import hub_key, store_key
 from whatsnext.api.server.notify import Handed
-from whatsnext.api.server.schemas import JOB_ENTRIES, JobBatch, suspicious
+from whatsnext.api.server.schemas import JOB_ENTRIES, JobBatch, plain_entries, suspicious
 
 
 @pytest.fixture
@@ -247,7 +247,21 @@ BODIES: list[Any] = [
     [{"name": "a", "task": "t", "timeout": 0}],
     [],
     [{"name": "a", "task": "t", "inputs": ["x"] * 1001}],
+    [{"name": "a", "task": "t", "parameters": {"i": 1, "s": "x", "l": [{}]}, "priority": 5}] * 3,
+    [{"name": "a", "task": "t", "priority": True}],
+    [{"name": "a", "task": "t", "priority": 1.0}],
+    [{"name": "a", "task": "t", "priority": 2**31}],
+    [{"name": "a" * 501, "task": "t"}],
+    [{"name": "a", "task": "12"}],
+    [{"name": "a", "task": " t"}],
+    [{"name": "a", "task": "t" * 201}],
+    [{"name": "a", "task": "t", "parameters": None}],
+    [{"name": 1, "task": "t"}],
+    [["name", "task"]],
+    {"name": "a", "task": "t"},
 ]
+PLAIN = [0, 17]
+"""Indexes of the BODIES in the shape the SDK sends for plain jobs (the fast path takes them)."""
 
 
 @pytest.mark.parametrize("body", BODIES)
@@ -266,3 +280,35 @@ def test_fast_validation_takes_and_refuses_what_the_model_does(body: Any) -> Non
     except pydantic.ValidationError:
         fast = None
     assert fast == model
+    plain = plain_entries(raw)
+    assert plain is None or plain == model, "the plain path takes only what the model takes, as it does"
+    assert (plain is not None) == (BODIES.index(body) in PLAIN)
+
+
+_VALUES = (
+    st.text(max_size=8)
+    | st.integers(min_value=-(2**33), max_value=2**33)
+    | st.booleans()
+    | st.none()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.dictionaries(st.text(max_size=3), st.integers(min_value=-(2**40), max_value=2**40), max_size=2)
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.dictionaries(st.sampled_from(["name", "task", "parameters", "priority", "group"]), _VALUES),
+        max_size=4,
+    )
+)
+def test_the_plain_path_agrees_with_the_model(body: list[dict[str, Any]]) -> None:
+    raw = orjson.dumps(body)
+    plain = plain_entries(raw)
+    if plain is None:
+        return  # the model path judges it
+    model = [
+        j.model_dump(exclude_unset=True)
+        for j in JobBatch.model_validate_json(raw, context={"plain": True}).jobs_and_group()[0]
+    ]
+    assert plain == model
