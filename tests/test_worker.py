@@ -402,3 +402,45 @@ async def test_python_formatter_cancel_and_timeout() -> None:
     assert (out.status, out.error) == ("CANCELLED", "cancelled")
     out = await asyncio.wait_for(fmt.run(JobSpec(2, "j", "t", {}), RunContext(timeout=0.05)), 5)
     assert (out.status, out.error) == ("FAILED", "timeout")
+
+
+async def test_python_formatter_stops_leave_the_jobs_task_alone() -> None:
+    """An async job function runs in the job's own task: a stop is taken back once the function
+    returned, a stop after it returned does nothing, and the worker's own teardown still cancels."""
+    from whatsnext.api.client import RunContext
+
+    started = asyncio.Event()
+
+    async def stubborn() -> str:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            return "swallowed"  # a function that ignores the cancel still counts as stopped
+        return "never"
+
+    async def quick() -> int:
+        return 7
+
+    async def job(fmt: PythonFormatter, ctx: RunContext) -> tuple[Any, bool]:
+        out = await fmt.run(JobSpec(1, "j", "t", {}), ctx)
+        ctx.request_cancel("late")  # the function has returned: nothing to stop
+        await asyncio.sleep(0)  # the job's task goes on (it reports next), not cancelled
+        return out, asyncio.current_task().cancelling() == 0  # type: ignore[union-attr]
+
+    ctx = RunContext()
+    run = asyncio.create_task(job(PythonFormatter(stubborn), ctx))
+    await asyncio.wait_for(started.wait(), 5)
+    ctx.request_cancel("cancelled")
+    out, clean = await asyncio.wait_for(run, 5)
+    assert (out.status, out.error, clean) == ("CANCELLED", "cancelled", True)
+
+    out, clean = await asyncio.wait_for(job(PythonFormatter(quick), RunContext()), 5)
+    assert (out.status, out.result, clean) == ("COMPLETED", 7, True)
+
+    started.clear()
+    teardown = asyncio.create_task(PythonFormatter(stubborn).run(JobSpec(2, "j", "t", {}), RunContext()))
+    await asyncio.wait_for(started.wait(), 5)
+    teardown.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await teardown

@@ -45,6 +45,10 @@ def jsonable(value: Any) -> Any:
         return repr(value)
 
 
+Called = tuple[str | None, Any, BaseException | None]
+"""How a call ended: why it was stopped (None: it was not), its return value, its exception."""
+
+
 class PythonFormatter(Formatter):
     """Run each job as ``func(**parameters)`` in the worker process.
 
@@ -71,10 +75,66 @@ class PythonFormatter(Formatter):
         if self.pass_job:
             kwargs["job"] = job
         started = time.monotonic()
+        call = self._call_here if self._is_async else self._call_in_thread
+        stopped, value, exc = await call(kwargs, ctx)
+        duration = time.monotonic() - started
+        if stopped is not None:
+            return Outcome(
+                status="FAILED" if stopped == "timeout" else "CANCELLED", error=stopped, duration=duration
+            )
+        if exc is not None:
+            tb = "".join(traceback.format_exception(exc))
+            if isinstance(exc, TypeError) and "argument" in str(exc):
+                msg = f"cannot call {self.name} with parameters {sorted(job.parameters)}: {exc}"
+            else:
+                msg = f"{type(exc).__name__}: {exc}"
+            return Outcome(
+                status="FAILED", exit_code=1, error=msg, log_tail=tb[-ctx.tail_bytes :], duration=duration
+            )
+        return Outcome(status="COMPLETED", exit_code=0, result=jsonable(value), duration=duration)
+
+    async def _call_here(self, kwargs: dict[str, Any], ctx: RunContext) -> Called:
+        """Await a coroutine function in the job's own task (jobs are many: no task each). A stop
+        (cancel, timeout) cancels this task while the function runs, and is taken back after."""
+        task = asyncio.current_task()
+        assert task is not None
+        stopped: list[str] = []
+        running = [True]
+
+        def stop(reason: str) -> None:
+            if running[0] and not stopped:
+                stopped.append(reason)
+                task.cancel()
+
+        ctx.add_cancel_callback(lambda: stop(ctx.cancel_reason))
+        timer = None
+        if ctx.timeout is not None:
+            timer = asyncio.get_running_loop().call_later(ctx.timeout, stop, "timeout")
+        value: Any = None
+        exc: BaseException | None = None
+        try:
+            value = await self.func(**kwargs)
+        except asyncio.CancelledError:
+            if not stopped and task.cancelling():
+                raise  # the worker itself is being torn down
+            if not stopped:
+                stopped.append("cancelled")  # the function cancelled itself
+        except Exception as error:
+            exc = error
+        finally:
+            running[0] = False
+            if timer is not None:
+                timer.cancel()
+            if stopped and task.cancelling():
+                task.uncancel()
+        if not stopped and task.cancelling():
+            raise asyncio.CancelledError  # torn down while the function ran (and it ignored that)
+        return (stopped[0] if stopped else None), value, exc
+
+    async def _call_in_thread(self, kwargs: dict[str, Any], ctx: RunContext) -> Called:
+        """Run a plain function in a thread, in a task of its own that a stop cancels."""
 
         async def call() -> Any:
-            if self._is_async:
-                return await self.func(**kwargs)
             result = await anyio.to_thread.run_sync(lambda: self.func(**kwargs), abandon_on_cancel=True)
             if inspect.isawaitable(result):
                 result = await result
@@ -103,20 +163,6 @@ class PythonFormatter(Formatter):
         finally:
             if timer is not None:
                 timer.cancel()
-        duration = time.monotonic() - started
         if stopped or task.cancelled():
-            reason = stopped[0] if stopped else "cancelled"
-            return Outcome(
-                status="FAILED" if reason == "timeout" else "CANCELLED", error=reason, duration=duration
-            )
-        exc = task.exception()
-        if exc is not None:
-            tb = "".join(traceback.format_exception(exc))
-            if isinstance(exc, TypeError) and "argument" in str(exc):
-                msg = f"cannot call {self.name} with parameters {sorted(job.parameters)}: {exc}"
-            else:
-                msg = f"{type(exc).__name__}: {exc}"
-            return Outcome(
-                status="FAILED", exit_code=1, error=msg, log_tail=tb[-ctx.tail_bytes :], duration=duration
-            )
-        return Outcome(status="COMPLETED", exit_code=0, result=jsonable(task.result()), duration=duration)
+            return (stopped[0] if stopped else "cancelled"), None, None
+        return None, (None if task.exception() else task.result()), task.exception()
