@@ -631,8 +631,9 @@ class Client:
                     self._say_unfit(out.get("idle"))
                 long_poll = forever
                 continue
-            if any(job_id not in self._running for job_id, _ in reporter.unacknowledged):
-                # Our own reports are still on their way: what the server says is left would be stale.
+            if not claimed and any(job_id not in self._running for job_id, _ in reporter.unacknowledged):
+                # Nothing handed out, and our own reports are still on their way: what the server
+                # says is left would be stale. (With jobs handed out, the next claim comes anyway.)
                 await _first(reporter.idle.wait(), self._stop.wait())
                 long_poll = False
                 continue
