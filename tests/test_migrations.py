@@ -9,6 +9,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -146,6 +147,19 @@ async def test_a_newer_database_is_refused(upgraded: tuple[str, asyncpg.Connecti
     with pytest.raises(RuntimeError, match="9999_from_the_future"):
         await srv.start(timeout=30)
     assert srv.proc is not None and srv.proc.wait(10) != 0
+
+
+async def test_the_upgrade_runs_apart_from_the_server(upgraded: tuple[str, asyncpg.Connection]) -> None:
+    """A server upgrades its database in a child process: the same result as in-process, and the
+    driver of the migration tool is not loaded into the caller."""
+    url, _ = upgraded
+    result = await schema.upgrade_apart(url)
+    assert (result.level, result.migrations, result.functions_installed) == (schema.schema_level(), [], False)
+    probe = "import sys, asyncio; from whatsnext.api.server import schema; "
+    probe += f"asyncio.run(schema.upgrade_apart({url!r})); print('psycopg' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "False"
 
 
 async def test_every_named_query_prepares(database_url: str, server: Any) -> None:

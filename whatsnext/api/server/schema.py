@@ -259,8 +259,13 @@ async def upgrade_apart(url: str) -> UpgradeResult:
 
 
 def _main() -> int:
+    url = sys.stdin.read().strip()
+    if not url:
+        # An empty URL would mean libpq's defaults: some database nobody named.
+        print("give the database URL on stdin", file=sys.stderr)
+        return 2
     try:
-        result = _upgrade(sys.stdin.read().strip())
+        result = _upgrade(url)
     except SchemaError as exc:
         print(str(exc).replace("\n", " "), file=sys.stderr)
         return SCHEMA_ERROR_EXIT
