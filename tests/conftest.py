@@ -245,3 +245,19 @@ async def wait_until(
         if loop.time() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def client(database_url: str) -> AsyncIterator[Any]:
+    """The application in this process (an aiohttp ``TestClient``, no server process), on the
+    migrated test database."""
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from whatsnext.api.server import schema
+    from whatsnext.api.server.app import create_app
+    from whatsnext.api.server.config import Settings
+
+    await asyncio.to_thread(schema.upgrade, database_url)
+    app = create_app(Settings(database_url=database_url), database_url)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
+        yield c

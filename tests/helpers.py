@@ -100,3 +100,9 @@ async def running_job(api: Any, project: dict[str, Any], name: str = "j") -> dic
     out = await api.ok("POST", f"/projects/{p}/claim", {"worker_name": "test"})
     assert [j["id"] for j in out["jobs"]] == [job["id"]]
     return dict(out["jobs"][0])
+
+
+async def call(client: Any, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """A request to an in-process application (the ``client`` fixture): status and JSON body."""
+    async with client.request(method, path, json=body) as resp:
+        return resp.status, await resp.json()

@@ -3,30 +3,13 @@ aiohttp's test server in this process (no subprocess adds anything to these chec
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
+from helpers import call
 
 from whatsnext.api.server import schema
-from whatsnext.api.server.app import create_app
-from whatsnext.api.server.config import Settings
-
-
-@pytest.fixture
-async def client(database_url: str) -> AsyncIterator[TestClient]:
-    await asyncio.to_thread(schema.upgrade, database_url)
-    app = create_app(Settings(database_url=database_url), database_url)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
-        yield c
-
-
-async def call(client: TestClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with client.request(method, path, json=body) as resp:
-        return resp.status, await resp.json()
 
 
 async def project_with_running_job(client: TestClient) -> tuple[str, dict[str, Any]]:

@@ -14,37 +14,22 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import orjson
 import pydantic
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from conftest import wait_until
+from helpers import call
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from whatsnext.api.server import schema
-from whatsnext.api.server.app import create_app
-from whatsnext.api.server.config import Settings
 from whatsnext.api.server.keys import hub_key, store_key
 from whatsnext.api.server.notify import Handed
 from whatsnext.api.server.schemas import JOB_ENTRIES, JobBatch, plain_entries, suspicious
-
-
-@pytest.fixture
-async def client(database_url: str) -> AsyncIterator[TestClient]:
-    await asyncio.to_thread(schema.upgrade, database_url)
-    app = create_app(Settings(database_url=database_url), database_url)
-    async with TestClient(TestServer(app, host="127.0.0.1")) as c:
-        yield c
-
-
-async def call(client: TestClient, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with client.request(method, path, json=body) as resp:
-        return resp.status, await resp.json()
 
 
 async def new_project(client: TestClient) -> str:

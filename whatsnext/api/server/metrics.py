@@ -53,12 +53,15 @@ OTHER = "other"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 MAX_CACHED_NAMES = 10_000
 _PROJECT_ID = re.compile(r"[0-9]{1,18}")  # as wn_project_id tells an id from a name
-_CLAIMED: Any = (
-    web.RequestKey("whatsnext.metrics.claimed", bool)
-    if hasattr(web, "RequestKey")  # aiohttp >= 3.12
-    else "whatsnext.metrics.claimed"
-)
-_WAITED = "whatsnext.metrics.waited"
+
+
+def _request_key(name: str) -> Any:
+    """A typed key of a request's storage where aiohttp has them (3.12 and later), else the name."""
+    return web.RequestKey(name, bool) if hasattr(web, "RequestKey") else name
+
+
+_CLAIMED = _request_key("whatsnext.metrics.claimed")
+_WAITED = _request_key("whatsnext.metrics.waited")
 
 
 @dataclass
