@@ -15,9 +15,12 @@
 -- A cancel request wins over every outcome but COMPLETED. Only the job's current RUNNING attempt
 -- changes state. A repeated report of an attempt's recorded outcome answers 200 with the job's
 -- status and changes nothing; any other report for an ended or older attempt answers 409.
+-- With p_token (a worker token's id), only the jobs that workers registered with that token hold
+-- change; the others answer 403, checked under the same locks as the changes.
 -- Returns one row per entry, in input order: (ord, id, code, status, message, project_name,
 -- task_name, changed); changed says this call ended the attempt (for the server's metrics).
-CREATE OR REPLACE FUNCTION wn_end_attempts(p_changes jsonb, p_actor text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION wn_end_attempts(p_changes jsonb, p_actor text DEFAULT NULL,
+                                           p_token bigint DEFAULT NULL)
 RETURNS TABLE (ord bigint, id bigint, code integer, status text, message text, project_name text,
                task_name text, changed boolean)
 LANGUAGE plpgsql AS $$
@@ -28,12 +31,19 @@ DECLARE
     v_status text[];
     v_done bigint[];
     v_released bigint[];
+    v_refused bigint[] := '{}';
     r record;
 BEGIN
     -- Lock the jobs in id order: concurrent batches cannot deadlock.
     PERFORM 1 FROM jobs j
      WHERE j.id IN (SELECT (e->>'id')::bigint FROM jsonb_array_elements(p_changes) e)
      ORDER BY j.id FOR UPDATE;
+    IF p_token IS NOT NULL THEN
+        v_refused := ARRAY(
+            SELECT (e->>'id')::bigint FROM jsonb_array_elements(p_changes) e
+             WHERE NOT EXISTS (SELECT 1 FROM jobs j JOIN workers w ON w.id = j.worker_id
+                                WHERE j.id = (e->>'id')::bigint AND w.token_id = p_token));
+    END IF;
 
     WITH src AS (
         SELECT DISTINCT ON (x.id) x.*
@@ -60,6 +70,7 @@ BEGIN
                  ELSE 'FAILED' END AS new_status) t
          WHERE j.status = 'RUNNING' AND j.attempt = s.attempt
            AND s.outcome IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'LOST')
+           AND NOT s.id = ANY (v_refused)
     ), upd AS (
         UPDATE jobs j
            SET status = d.new_status,
@@ -163,12 +174,15 @@ BEGIN
 
     RETURN QUERY
     SELECT e.n, x.id,
-           CASE WHEN j.id IS NULL THEN 404
+           CASE WHEN x.id = ANY (v_refused) THEN 403
+                WHEN j.id IS NULL THEN 404
                 WHEN x.outcome NOT IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'LOST') THEN 422
                 WHEN j.attempt = x.attempt AND j.status <> 'RUNNING' AND j.last_outcome = x.outcome THEN 200
                 ELSE 409 END,
-           j.status,
-           CASE WHEN j.id IS NULL THEN format('job %s not found', x.id)
+           CASE WHEN x.id = ANY (v_refused) THEN NULL ELSE j.status END,
+           CASE WHEN x.id = ANY (v_refused)
+                  THEN format('job %s is not held by a worker registered with this token', x.id)
+                WHEN j.id IS NULL THEN format('job %s not found', x.id)
                 WHEN x.outcome NOT IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'LOST')
                   THEN format('unknown outcome %s', x.outcome)
                 WHEN j.attempt = x.attempt AND j.status <> 'RUNNING' AND j.last_outcome = x.outcome THEN NULL

@@ -76,9 +76,10 @@ SELECT * FROM wn_claim(:project, :worker_id, :worker_name, :free_cpu, :free_acce
 
 -- name: job_end_attempts
 -- End attempts (reports of workers): one (ord, id, code, status, message) row per entry, in order,
--- with the job's project and task names and whether this call ended the attempt (for metrics).
+-- with the job's project and task names and whether this call ended the attempt (for metrics);
+-- :token, a worker token's id, refuses (403) the jobs its workers do not hold.
 SELECT ord, id, code, status, message, project_name, task_name, changed
-  FROM wn_end_attempts(:changes::jsonb, :actor);
+  FROM wn_end_attempts(:changes::jsonb, :actor, :token::bigint);
 
 -- name: job_started
 SELECT code, status, message FROM wn_job_started(:job_id, :attempt, :external_id, :gpus);

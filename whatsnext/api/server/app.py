@@ -24,7 +24,7 @@ from .db import (
 )
 from .errors import error_middleware
 from .http import input_middleware
-from .keys import database_key, hub_key, pool_key, settings_key, store_key
+from .keys import database_key, hub_key, pool_key, settings_key, store_key, worker_tokens_key
 from .metrics import install_metrics
 from .notify import NotifyHub
 from .reaper import reaper_context
@@ -69,6 +69,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app.on_response_prepare.append(cors_on_prepare)
     app[settings_key] = settings
     app[database_key] = database_url
+    app[worker_tokens_key] = {}
     app.cleanup_ctx.append(_database_context)
     app.cleanup_ctx.append(reaper_context)
     install_metrics(app)

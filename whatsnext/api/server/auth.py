@@ -29,7 +29,7 @@ from aiohttp import web
 from .config import Settings, is_loopback
 from .errors import ApiError, Handler
 from .http import ACTOR_HEADER, PRINCIPAL_KEY, path_id
-from .keys import settings_key, store_key
+from .keys import settings_key, store_key, worker_tokens_key
 
 TOKEN_PREFIX = "wnt_"
 Permission = Literal["read", "submit", "manage", "work", "projects", "tokens", "secrets"]
@@ -201,12 +201,19 @@ def project_filter(request: web.Request) -> list[int] | None:
     return None if p is None or p.projects is None else sorted(p.projects)
 
 
+def worker_token(request: web.Request) -> int | None:
+    """The id of the request's token when it is a (stored) worker token: it acts only on the jobs
+    its own workers hold."""
+    p = principal(request)
+    return p.id if p is not None and p.role == "worker" else None
+
+
 async def refused_jobs(request: web.Request, job_ids: list[int]) -> set[int]:
     """Of these jobs, those a worker token may not report on: no worker of its own holds them."""
-    p = principal(request)
-    if p is None or p.role != "worker" or p.id is None or not job_ids:
+    token_id = worker_token(request)
+    if token_id is None or not job_ids:
         return set()
-    return await request.app[store_key].tokens.foreign_jobs(token_id=p.id, job_ids=job_ids)
+    return await request.app[store_key].tokens.foreign_jobs(token_id=token_id, job_ids=job_ids)
 
 
 # ---------------------------------------------------------------- secrets
@@ -549,9 +556,23 @@ async def _check_scope(request: web.Request, who: Principal, rule: Rule) -> None
             )
 
 
+MAX_WORKER_TOKENS = 100_000
+"""Workers whose token the server remembers (then it forgets them all and looks them up again)."""
+
+
 async def _own_worker(request: web.Request, who: Principal, worker_id: int) -> None:
-    row = await request.app[store_key].tokens.worker(worker_id=worker_id)
-    if row is None or row["token_id"] != who.id:
+    known = request.app[worker_tokens_key]
+    if worker_id in known:
+        token_id = known[worker_id]
+    else:
+        row = await request.app[store_key].tokens.worker(worker_id=worker_id)
+        if row is None:
+            raise forbidden(f"worker {worker_id} was not registered with token {who.name!r}", "worker_id")
+        token_id = row["token_id"]
+        if len(known) >= MAX_WORKER_TOKENS:
+            known.clear()
+        known[worker_id] = token_id  # a worker keeps its token: every claim of it asks
+    if token_id != who.id:
         raise forbidden(f"worker {worker_id} was not registered with token {who.name!r}", "worker_id")
 
 

@@ -11,7 +11,7 @@ import pydantic
 from aiohttp import web
 
 from ....models import outcome_of
-from ..auth import refused_jobs
+from ..auth import worker_token
 from ..config import Settings
 from ..errors import bad_request, check_attempt_outcome, invalid, validation_details
 from ..http import MAX_ID, actor, client_gone, json_response, parse_body, path_id
@@ -319,17 +319,12 @@ async def _apply_reports(
     positions: list[int],
     results: list[dict[str, Any] | None],
 ) -> web.Response:
-    """Apply valid reports (``changes``, at ``positions`` of the batch) and answer every entry."""
-    refused = await refused_jobs(request, [c["id"] for c in changes])
-    if refused:
-        kept = [(c, i) for c, i in zip(changes, positions, strict=True) if c["id"] not in refused]
-        for c, i in zip(changes, positions, strict=True):
-            if c["id"] in refused:
-                message = f"job {c['id']} is not held by a worker registered with this token"
-                results[i] = {"id": c["id"], "code": 403, "status": None, "message": message}
-        changes, positions = [c for c, _ in kept], [i for _, i in kept]
+    """Apply valid reports (``changes``, at ``positions`` of the batch) and answer every entry (a
+    worker token's reports on jobs its workers do not hold: 403, decided in the same statement)."""
     if changes:
-        rows = await request.app[store_key].jobs.end_attempts(changes, actor=actor(request))
+        rows = await request.app[store_key].jobs.end_attempts(
+            changes, actor=actor(request), token=worker_token(request)
+        )
         request.app[metrics_key].attempts_ended(changes, rows)
         for row in rows:
             results[positions[row["ord"] - 1]] = {

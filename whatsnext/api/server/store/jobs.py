@@ -128,9 +128,14 @@ class JobStore(Table):
             with_command=with_command,
         )
 
-    async def end_attempts(self, changes: list[AttemptEnd], *, actor: str | None) -> list[Row]:
-        """Apply the state machine; one (ord, id, code, status, message) row per change, in order."""
-        return await self.rows(S.job_end_attempts, changes=orjson.dumps(changes).decode(), actor=actor)
+    async def end_attempts(
+        self, changes: list[AttemptEnd], *, actor: str | None, token: int | None = None
+    ) -> list[Row]:
+        """Apply the state machine; one (ord, id, code, status, message) row per change, in order.
+        With ``token`` (a worker token's id), the jobs its workers do not hold answer 403."""
+        return await self.rows(
+            S.job_end_attempts, changes=orjson.dumps(changes).decode(), actor=actor, token=token
+        )
 
     async def release_unread(self, rows: list[Row]) -> None:
         """Jobs claimed for a request that went away before it read them: back to the queue now
