@@ -26,12 +26,24 @@ async def test_a_refused_report_batch_is_split_and_no_job_runs_twice(
     srv = await server_factory("--max-body-bytes", "65536")
     api = Api(srv.url, http)
     p = project["name"]
-    script = tmp_path / "chatty.py"
-    script.write_text("import sys\nsys.stdout.write('x' * 40000 + '\\n')\n")
     n = 40
+    # The jobs all run at once and end together (each waits until all have started), so their
+    # reports are pending together: the worker's batch is far above the limit.
+    started = tmp_path / "started"
+    started.mkdir()
+    script = tmp_path / "chatty.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"d = {str(started)!r}\n"
+        "open(os.path.join(d, str(os.getpid())), 'w').close()\n"
+        "deadline = time.monotonic() + 60\n"
+        f"while len(os.listdir(d)) < {n} and time.monotonic() < deadline:\n"
+        "    time.sleep(0.01)\n"
+        "sys.stdout.write('x' * 40000 + '\\n')\n"
+    )
     await api.ok("POST", f"/projects/{p}/jobs/batch", [{"name": f"j{i}", "task": "t"} for i in range(n)])
     fmt = CLIFormatter(executable=PYTHON, script=str(script))
-    worker = Client("t", "chatty", await AsyncServer(srv.url).get_project(p), fmt, available_cpu=8)
+    worker = Client("t", "chatty", await AsyncServer(srv.url).get_project(p), fmt, available_cpu=n)
     summary = await asyncio.wait_for(worker.work_async(), 120)
     assert summary.completed == n
     assert "sending it in halves" in capfd.readouterr().out, "the server refused a batch as too large"
