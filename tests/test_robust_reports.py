@@ -4,6 +4,8 @@ many waiting claims as it takes sends workers away politely."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 from pathlib import Path
 from typing import Any
 
@@ -27,24 +29,32 @@ async def test_a_refused_report_batch_is_split_and_no_job_runs_twice(
     api = Api(srv.url, http)
     p = project["name"]
     n = 40
-    # The jobs all run at once and end together (each waits until all have started), so their
-    # reports are pending together: the worker's batch is far above the limit.
+    # The jobs all run at once and end together (each blocks on a lock the test holds until all
+    # have started), so their reports are pending together: the worker's batch is far above the limit.
     started = tmp_path / "started"
     started.mkdir()
+    gate = tmp_path / "gate"
+    gate.touch()
     script = tmp_path / "chatty.py"
     script.write_text(
-        "import os, sys, time\n"
-        f"d = {str(started)!r}\n"
-        "open(os.path.join(d, str(os.getpid())), 'w').close()\n"
-        "deadline = time.monotonic() + 60\n"
-        f"while len(os.listdir(d)) < {n} and time.monotonic() < deadline:\n"
-        "    time.sleep(0.01)\n"
+        "import fcntl, os, sys\n"
+        f"open(os.path.join({str(started)!r}, str(os.getpid())), 'w').close()\n"
+        f"with open({str(gate)!r}) as gate:\n"
+        "    fcntl.flock(gate, fcntl.LOCK_SH)\n"
         "sys.stdout.write('x' * 40000 + '\\n')\n"
     )
     await api.ok("POST", f"/projects/{p}/jobs/batch", [{"name": f"j{i}", "task": "t"} for i in range(n)])
     fmt = CLIFormatter(executable=PYTHON, script=str(script))
     worker = Client("t", "chatty", await AsyncServer(srv.url).get_project(p), fmt, available_cpu=n)
-    summary = await asyncio.wait_for(worker.work_async(), 120)
+
+    async def all_started() -> bool:
+        return len(os.listdir(started)) == n
+
+    with open(gate) as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        run = asyncio.create_task(worker.work_async())
+        await wait_until(all_started, timeout=60, what="every job to start")
+    summary = await asyncio.wait_for(run, 120)
     assert summary.completed == n
     assert "sending it in halves" in capfd.readouterr().out, "the server refused a batch as too large"
     jobs = (await api.ok("GET", f"/projects/{p}/jobs?limit=1000"))["jobs"]
