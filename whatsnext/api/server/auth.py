@@ -163,6 +163,12 @@ class Principal:
     def covers(self, project_id: int | None) -> bool:
         return self.projects is None or (project_id is not None and project_id in self.projects)
 
+    @property
+    def worker_token(self) -> int | None:
+        """The token's id when it is a stored worker token: it acts only on the jobs its own
+        workers hold."""
+        return self.id if self.role == "worker" else None
+
 
 BOOTSTRAP_NAME = "admin"
 
@@ -202,10 +208,9 @@ def project_filter(request: web.Request) -> list[int] | None:
 
 
 def worker_token(request: web.Request) -> int | None:
-    """The id of the request's token when it is a (stored) worker token: it acts only on the jobs
-    its own workers hold."""
+    """The id of the request's token when it is a stored worker token (:attr:`Principal.worker_token`)."""
     p = principal(request)
-    return p.id if p is not None and p.role == "worker" else None
+    return None if p is None else p.worker_token
 
 
 async def refused_jobs(request: web.Request, job_ids: list[int]) -> set[int]:
@@ -511,7 +516,7 @@ async def _project_covered(request: web.Request, who: Principal, key: str) -> No
 
 async def _check_scope(request: web.Request, who: Principal, rule: Rule) -> None:
     tokens = request.app[store_key].tokens
-    worker_token = who.role == "worker" and who.id is not None
+    worker_token = who.worker_token is not None
     if rule.scope in ("project", "claim"):
         await _project_covered(request, who, request.match_info["project"])
     if rule.scope == "job" and (who.projects is not None or (rule.own and worker_token)):

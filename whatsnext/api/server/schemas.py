@@ -338,7 +338,9 @@ class JobCreate(Strict):
     )
 
 
-JobEntries = Annotated[list[JobCreate], Field(min_length=1, max_length=10_000)]
+MAX_BATCH = 10_000
+"""The most jobs one batch may hold."""
+JobEntries = Annotated[list[JobCreate], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 class NamedBatch(Strict):
@@ -376,7 +378,7 @@ them without building a model (twice as fast for a batch of jobs). For a body th
 unstorable (see :func:`suspicious`); the others go through :class:`JobCreate` and its walk."""
 JOB_ENTRY: TypeAdapter[dict[str, Any]] = TypeAdapter(JobEntry)
 JOB_ENTRIES: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(
-    Annotated[list[JobEntry], Field(min_length=1, max_length=10_000)]  # type: ignore[valid-type]
+    Annotated[list[JobEntry], Field(min_length=1, max_length=MAX_BATCH)]  # type: ignore[valid-type]
 )
 
 
@@ -404,7 +406,7 @@ def plain_entries(raw: bytes) -> list[dict[str, Any]] | None:
         jobs = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    if type(jobs) is not list or not 1 <= len(jobs) <= 10_000:
+    if type(jobs) is not list or not 1 <= len(jobs) <= MAX_BATCH:
         return None
     name_min, name_max = _NAME_LEN
     task_min, task_max = _TASK_LEN

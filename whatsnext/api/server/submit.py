@@ -87,16 +87,13 @@ async def enqueue(
         ids, created, claimed = await store.jobs.enqueue(
             project=project, jobs_json=jobs_json, actor=actor(request), claim=claim
         )
-    except asyncpg.PostgresError as exc:
+    except BaseException as exc:
         if waiter is not None:
             hub.take_back(waiter)
-        explained = await _explain(store, project, entries, exc)
-        if explained is not None:
-            raise explained from None
-        raise
-    except BaseException:
-        if waiter is not None:
-            hub.take_back(waiter)
+        if isinstance(exc, asyncpg.PostgresError):
+            explained = await _explain(store, project, entries, exc)
+            if explained is not None:
+                raise explained from None
         raise
     if waiter is not None:
         if not claimed:

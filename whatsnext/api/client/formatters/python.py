@@ -165,4 +165,5 @@ class PythonFormatter(Formatter):
                 timer.cancel()
         if stopped or task.cancelled():
             return (stopped[0] if stopped else "cancelled"), None, None
-        return None, (None if task.exception() else task.result()), task.exception()
+        exc = task.exception()
+        return None, (None if exc else task.result()), exc

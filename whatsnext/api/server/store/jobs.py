@@ -48,7 +48,7 @@ class JobStore(Table):
     ) -> tuple[list[int], list[str], list[Row]]:
         """Queue a batch (a JSON array of ``wn_job_entry`` objects, ``batch.entries_json``): the new
         ids in batch order, the tasks it created, and the jobs ``claim`` (a waiting claim's
-        arguments, ``notify.Waiter.claim_args``) took in the same transaction."""
+        ``wn_claim`` arguments, ``notify.Waiter.claim``) took in the same transaction."""
         row = await self.row(S.job_enqueue, project=project, jobs=jobs_json, actor=actor, claim=claim)
         assert row is not None
         return list(row["ids"]), list(row["created_tasks"] or ()), claimed_rows(row["claimed"])
