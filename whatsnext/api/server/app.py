@@ -12,7 +12,8 @@ import structlog
 from aiohttp import web
 
 from ... import __version__
-from .auth import auth_middleware, browser_middleware, cors_on_prepare
+from .auth import auth_middleware
+from .browser import browser_middleware, cors_on_prepare
 from .config import Settings, default_data_dir
 from .dashboard import install_dashboard
 from .db import (
@@ -28,6 +29,7 @@ from .keys import database_key, hub_key, pool_key, settings_key, store_key, work
 from .metrics import install_metrics
 from .notify import NotifyHub
 from .reaper import reaper_context
+from .registry import check_served
 from .routes import routes
 from .schema import upgrade_apart
 from .store import Store
@@ -76,6 +78,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app.on_shutdown.append(_answer_long_polls)
     routes.install(app)
     install_dashboard(app)
+    check_served(app)
     return app
 
 

@@ -42,17 +42,24 @@ def parsing_context(request: web.Request, raw: bytes, plain: bool | None = None)
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:
+    """The request's body as ``model``, validated once; then the route's rule decides what the
+    body names (with ``--auth``: the project of a task, the worker of a claim ...) on this same
+    parsed body (:data:`BODY_GUARD`)."""
     raw = await request.read()
     if not raw.strip():
         raise bad_request("a JSON body is required", "body")
     try:
-        return model.model_validate_json(raw, context=parsing_context(request, raw))
+        body = model.model_validate_json(raw, context=parsing_context(request, raw))
     except pydantic.ValidationError as exc:
         details = validation_details(exc)
         if any(d["type"] == "json_invalid" for d in details):
             raise bad_request("the body is not valid JSON", "body") from None
         first = details[0]
         raise ApiError(422, "invalid", f"{first['field']}: {first['message']}", details) from None
+    guard = request.get(BODY_GUARD)
+    if guard is not None:
+        await guard(body)
+    return body
 
 
 def client_gone(request: web.Request) -> bool:
@@ -140,7 +147,11 @@ async def input_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 ACTOR_HEADER = "X-WhatsNext-Actor"
 PRINCIPAL_KEY = "whatsnext.principal"
-"""Where the auth middleware leaves the token behind a request (``auth.Principal``)."""
+"""Where the auth middleware leaves the token behind a request (``roles.Principal``)."""
+BODY_GUARD = "whatsnext.body_guard"
+"""Where the auth middleware leaves the check of a route whose rule depends on its body: an async
+callable that :func:`parse_body` awaits with the parsed body (403 when the body names what the
+token does not cover)."""
 
 
 def actor(request: web.Request) -> str | None:

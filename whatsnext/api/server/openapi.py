@@ -1,73 +1,33 @@
-"""Route metadata and the OpenAPI 3 document built from it and the pydantic models."""
+"""The OpenAPI 3 document, built from the route registry and the pydantic models."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from .auth import SECURITY_SCHEMES, security
+from .registry import RouteSpec, RouteTable
 from .schemas import Error
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A WhatsNext token (`whatsnext tokens create`), required when the server runs with "
+        "--auth; the role and projects of the token decide what it may do.",
+    }
+}
 
 
-@dataclass(frozen=True)
-class RouteSpec:
-    method: str
-    path: str
-    summary: str
-    tag: str
-    body: type[BaseModel] | None = None
-    response: type[BaseModel] | None = None
-    status: int = 200
-    query: dict[str, str] = field(default_factory=dict)
-    errors: tuple[int, ...] = (400, 404, 422)
-    streams: dict[str, str] = field(default_factory=dict)
-    """Other media types the success answer may take (a stream), with what they carry."""
-    published: bool = True
-    """False for an alias served beside the published path (``/tasks`` beside ``/tasks/``)."""
-
-
-class RouteTable:
-    """Collects handlers with their specs; `install` adds them to an aiohttp router."""
-
-    def __init__(self) -> None:
-        self.specs: list[tuple[RouteSpec, Handler]] = []
-
-    def route(
-        self,
-        method: str,
-        path: str,
-        summary: str,
-        *,
-        tag: str,
-        body: type[BaseModel] | None = None,
-        response: type[BaseModel] | None = None,
-        status: int = 200,
-        query: dict[str, str] | None = None,
-        errors: tuple[int, ...] = (400, 404, 422),
-        streams: dict[str, str] | None = None,
-        published: bool = True,
-    ) -> Callable[[Handler], Handler]:
-        spec = RouteSpec(
-            method, path, summary, tag, body, response, status, query or {}, errors, streams or {}, published
-        )
-
-        def register(handler: Handler) -> Handler:
-            self.specs.append((spec, handler))
-            return handler
-
-        return register
-
-    def install(self, app: web.Application) -> None:
-        for spec, handler in self.specs:
-            app.router.add_route(spec.method, spec.path, handler)
+def security(spec: RouteSpec) -> list[dict[str, list[str]]]:
+    """The route's OpenAPI security requirement: a bearer token (optional for a public route,
+    ``/health``; with ``--auth`` off, no route needs one)."""
+    if spec.rule.scope == "public":
+        return [{}, {"bearer": []}]
+    return [{"bearer": []}]
 
 
 INTEGER_QUERY = frozenset({"after", "attempt", "before", "limit", "offset", "tail"})
@@ -122,7 +82,7 @@ def statuses(spec: RouteSpec) -> list[int]:
         codes.add(404)
     if spec.path != "/openapi.json":
         codes.add(503)
-    if spec.path != "/health":
+    if spec.rule.scope != "public":
         codes |= {401, 403}  # with --auth: no valid token; a role or project that does not allow it
     return sorted(codes)
 
@@ -151,7 +111,7 @@ def build_openapi(app: web.Application, table: RouteTable, version: str) -> dict
             "tags": [spec.tag],
             "operationId": re.sub(r"[^a-zA-Z0-9]+", "_", f"{spec.method}_{spec.path}").strip("_"),
             "responses": {},
-            "security": security(spec.method, spec.path),
+            "security": security(spec),
         }
         params = [_path_param(name) for name in re.findall(r"\{(\w+)\}", spec.path)]
         params += [_query_param(n, d) for n, d in spec.query.items()]

@@ -19,6 +19,7 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+from pydantic import Strict as StrictValue
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
@@ -89,7 +90,9 @@ Printed = Annotated[str, AfterValidator(printable)]
 """Output text (logs, error messages): stored with NUL replaced rather than refused."""
 Produced = Annotated[Any, AfterValidator(storable)]
 """A JSON value a job produced (its result): stored as far as PostgreSQL can hold it."""
-Id = Annotated[int, Field(ge=1, le=INT64)]
+Id = Annotated[int, StrictValue(), Field(ge=1, le=INT64)]
+"""A job, worker or token named by id in a body: a JSON integer, nothing that converts to one
+("1" and 1.0 are refused naming the field), from 1 to 2^63-1."""
 Attempt = Annotated[int, Field(ge=1, le=INT32)]
 Int32 = Annotated[int, Field(ge=-INT32 - 1, le=INT32)]
 
@@ -124,7 +127,10 @@ MaxLost = Annotated[int, Field(ge=0, le=1000)]
 PathTemplate = Annotated[str, Field(min_length=1, max_length=4096)]
 """A path or URI a job reads or writes, with {parameter} fields the worker fills in."""
 ProjectStatus = Literal["ACTIVE", "ARCHIVED"]
-DependsOn = list[Id | Annotated[str, Field(min_length=1, max_length=500)]] | dict[str, Any]
+DependsOn = (
+    list[Annotated[int, Field(ge=1, le=INT64)] | Annotated[str, Field(min_length=1, max_length=500)]]
+    | dict[str, Any]
+)
 
 
 class Strict(BaseModel):

@@ -9,10 +9,14 @@ from pathlib import Path
 
 from aiohttp import web
 
+from ..roles import PAGE_OPEN
 from .views import PREFIX, routes, stop_key
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
+
+
+routes.static(PREFIX + "/static", STATIC, "The dashboard's style sheet and scripts", rule=PAGE_OPEN)
 
 
 async def _stop_streams(app: web.Application) -> None:
@@ -23,8 +27,7 @@ def install_dashboard(app: web.Application) -> None:
     """Mount the dashboard on the application."""
     app[stop_key] = asyncio.Event()
     app.on_shutdown.append(_stop_streams)
-    app.router.add_routes(routes)
-    app.router.add_static(PREFIX + "/static", STATIC, name="dashboard_static")
+    routes.install(app)
 
 
 __all__ = ["PREFIX", "install_dashboard"]

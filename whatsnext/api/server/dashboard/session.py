@@ -24,9 +24,10 @@ import time
 import orjson
 from aiohttp import web
 
-from ..auth import BOOTSTRAP_NAME, Principal, admin_digest, authenticate, hash_token
 from ..errors import ApiError
-from ..keys import settings_key, store_key
+from ..keys import settings_key
+from ..roles import Principal
+from ..tokens import authenticate, hash_token, lookup
 
 SESSION_COOKIE = "wn_session"
 CSRF_COOKIE = "wn_csrf"
@@ -89,14 +90,7 @@ def read_session(value: str, secret: bytes, now: float | None = None) -> bytes |
 
 async def principal_for_hash(request: web.Request, digest: bytes) -> Principal | None:
     """The principal of a token hash (None: unknown, revoked or expired)."""
-    admin = request.app[settings_key].admin_token
-    if admin and hmac.compare_digest(digest, admin_digest(admin)):
-        return Principal(None, BOOTSTRAP_NAME, "admin", None)
-    row = await request.app[store_key].tokens.authenticate(hash=digest)
-    if row is None or row["revoked"] or row["expired"]:
-        return None
-    projects = None if row["projects"] is None else frozenset(row["projects"])
-    return Principal(row["id"], row["name"], row["role"], projects)
+    return (await lookup(request.app, digest))[0]
 
 
 async def viewer(request: web.Request) -> Principal:

@@ -21,11 +21,14 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from ....models import STATUSES
-from ..auth import Principal, hash_token, mask_secrets, secret_matcher
 from ..errors import ApiError
 from ..http import path_id
 from ..keys import settings_key, store_key
+from ..masking import mask_secrets, secret_matcher
+from ..registry import RouteTable
+from ..roles import PAGE, PAGE_OPEN, Principal, Rule
 from ..store.dashboard import JobFilter
+from ..tokens import hash_token
 from . import dag
 from .render import render
 from .session import (
@@ -58,7 +61,8 @@ DONE = {"cancel": "cancelled", "retry": "retried", "delete": "deleted"}
 MAX_BULK = 100_000
 
 stop_key = web.AppKey("dashboard_stop", asyncio.Event)
-routes = web.RouteTableDef()
+routes = RouteTable()
+"""The dashboard's routes, in the server's registry (each with its rule), left out of OpenAPI."""
 Page = Callable[[web.Request, Principal], Awaitable[dict[str, Any]]]
 
 
@@ -190,12 +194,12 @@ def common(request: web.Request, who: Principal) -> dict[str, Any]:
 # ---------------------------------------------------------------- pages
 
 
-@routes.get("/")
+@routes.route("GET", "/", "To the dashboard", tag="dashboard", rule=PAGE, published=False)
 async def root(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(PREFIX + "/")
 
 
-@routes.get(PREFIX + "/")
+@routes.route("GET", PREFIX + "/", "Overview page", tag="dashboard", rule=PAGE, published=False)
 @page("overview.html")
 async def overview(request: web.Request, who: Principal) -> dict[str, Any]:
     store = request.app[store_key].dashboard
@@ -215,7 +219,9 @@ async def _project(request: web.Request, who: Principal) -> dict[str, Any]:
     return project
 
 
-@routes.get(PREFIX + "/projects/{project}")
+@routes.route(
+    "GET", PREFIX + "/projects/{project}", "A project's board", tag="dashboard", rule=PAGE, published=False
+)
 @page("board.html")
 async def board(request: web.Request, who: Principal) -> dict[str, Any]:
     store = request.app[store_key].dashboard
@@ -260,7 +266,14 @@ async def board(request: web.Request, who: Principal) -> dict[str, Any]:
     }
 
 
-@routes.get(PREFIX + "/projects/{project}/groups")
+@routes.route(
+    "GET",
+    PREFIX + "/projects/{project}/groups",
+    "A project's groups",
+    tag="dashboard",
+    rule=PAGE,
+    published=False,
+)
 @page("groups.html")
 async def groups(request: web.Request, who: Principal) -> dict[str, Any]:
     project = await _project(request, who)
@@ -275,7 +288,14 @@ async def groups(request: web.Request, who: Principal) -> dict[str, Any]:
     }
 
 
-@routes.get(PREFIX + "/projects/{project}/graph")
+@routes.route(
+    "GET",
+    PREFIX + "/projects/{project}/graph",
+    "A project's graph",
+    tag="dashboard",
+    rule=PAGE,
+    published=False,
+)
 @page("graph.html")
 async def graph(request: web.Request, who: Principal) -> dict[str, Any]:
     project = await _project(request, who)
@@ -295,7 +315,7 @@ async def graph(request: web.Request, who: Principal) -> dict[str, Any]:
     }
 
 
-@routes.get(PREFIX + "/jobs/{job_id}")
+@routes.route("GET", PREFIX + "/jobs/{job_id}", "A job", tag="dashboard", rule=PAGE, published=False)
 @page("job.html")
 async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
     app_store = request.app[store_key]
@@ -342,7 +362,7 @@ async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
     }
 
 
-@routes.get(PREFIX + "/workers")
+@routes.route("GET", PREFIX + "/workers", "Workers", tag="dashboard", rule=PAGE, published=False)
 @page("workers.html")
 async def workers(request: web.Request, who: Principal) -> dict[str, Any]:
     rows = await request.app[store_key].dashboard.workers(
@@ -365,7 +385,14 @@ async def _form(request: web.Request) -> MultiMapping[str]:
     return form  # type: ignore[return-value]
 
 
-@routes.post(PREFIX + "/projects/{project}/actions")
+@routes.route(
+    "POST",
+    PREFIX + "/projects/{project}/actions",
+    "Cancel, retry or delete jobs (a form)",
+    tag="dashboard",
+    rule=Rule("manage", "dashboard"),
+    published=False,
+)
 @page("confirm.html", permission="manage")
 async def actions(request: web.Request, who: Principal) -> dict[str, Any]:
     """Cancel, retry or delete the selected jobs or all jobs matching the filter: the first post
@@ -438,7 +465,7 @@ async def _apply(
 # ---------------------------------------------------------------- login
 
 
-@routes.get(PREFIX + "/login")
+@routes.route("GET", PREFIX + "/login", "Sign in", tag="dashboard", rule=PAGE_OPEN, published=False)
 async def login_form(request: web.Request) -> web.StreamResponse:
     if not request.app[settings_key].auth:
         raise web.HTTPFound(PREFIX + "/")
@@ -464,7 +491,14 @@ def _login_page(
     return response
 
 
-@routes.post(PREFIX + "/login")
+@routes.route(
+    "POST",
+    PREFIX + "/login",
+    "Sign in with a token (a form)",
+    tag="dashboard",
+    rule=PAGE_OPEN,
+    published=False,
+)
 async def login(request: web.Request) -> web.StreamResponse:
     form = await _form(request)
     token = str(form.get("token", "")).strip()
@@ -478,7 +512,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     raise response
 
 
-@routes.post(PREFIX + "/logout")
+@routes.route("POST", PREFIX + "/logout", "Sign out", tag="dashboard", rule=PAGE_OPEN, published=False)
 async def logout(request: web.Request) -> web.StreamResponse:
     await _form(request)
     response = web.HTTPSeeOther(PREFIX + "/login")
@@ -489,7 +523,14 @@ async def logout(request: web.Request) -> web.StreamResponse:
 # ---------------------------------------------------------------- live updates
 
 
-@routes.get(PREFIX + "/events")
+@routes.route(
+    "GET",
+    PREFIX + "/events",
+    "Live updates (server-sent events)",
+    tag="dashboard",
+    rule=PAGE,
+    published=False,
+)
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``change`` (with the job ids) at most every 250 ms while the project
     or job watched (or, without either, anything visible) changes."""

@@ -1,6 +1,6 @@
 """HTTP routes: each parses its input, runs one query, and answers JSON."""
 
-from ..openapi import RouteTable
+from ..registry import RouteTable
 
 routes = RouteTable()
 

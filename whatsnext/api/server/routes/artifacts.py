@@ -14,6 +14,7 @@ from aiohttp import web
 from ..errors import ApiError, check_attempt_outcome, not_found
 from ..http import json_response, parse_body, path_id, query_int
 from ..keys import store_key
+from ..roles import READ_JOB, READ_PROJECT, WORK_OWN_JOB
 from ..schemas_logs import ArtifactBatch, ArtifactList, ArtifactMatches, ArtifactsRecorded
 from . import routes
 
@@ -44,6 +45,7 @@ def _direction(request: web.Request, default: str | None) -> str | None:
     "POST",
     "/jobs/{job_id}/artifacts",
     "Record what a job read and wrote (size, sha256, modification time, or missing)",
+    rule=WORK_OWN_JOB,
     tag="artifacts",
     body=ArtifactBatch,
     response=ArtifactsRecorded,
@@ -64,6 +66,7 @@ async def record_artifacts(request: web.Request) -> web.Response:
     "GET",
     "/jobs/{job_id}/artifacts",
     "A job's recorded inputs and outputs",
+    rule=READ_JOB,
     tag="artifacts",
     response=ArtifactList,
 )
@@ -79,6 +82,7 @@ async def job_artifacts(request: web.Request) -> web.Response:
     "GET",
     "/projects/{project}/artifacts",
     "Which jobs produced (or read) a file, newest first; without ?uri=, the latest artifacts",
+    rule=READ_PROJECT,
     tag="artifacts",
     response=ArtifactMatches,
     query={

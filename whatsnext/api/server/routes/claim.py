@@ -11,13 +11,13 @@ import pydantic
 from aiohttp import web
 
 from ....models import outcome_of
-from ..auth import worker_token
 from ..config import Settings
 from ..errors import bad_request, check_attempt_outcome, invalid, validation_details
 from ..http import MAX_ID, actor, client_gone, json_response, parse_body, path_id
 from ..keys import hub_key, settings_key, store_key
 from ..metrics import Metrics, metrics_key
 from ..notify import CLOSED, FINISHED, Handed, Wakeup
+from ..roles import WORK_OWN_JOB, Rule
 from ..schemas import (
     ClaimRequest,
     ClaimResponse,
@@ -32,6 +32,7 @@ from ..schemas import (
 )
 from ..store import Store
 from ..store.jobs import AttemptEnd
+from ..tokens import worker_token
 from . import routes
 
 EMPTY = b'{"jobs":[]}'
@@ -94,6 +95,7 @@ def _total_accelerators(body: ClaimRequest) -> int:
     "POST",
     "/projects/{project}/claim",
     "Claim eligible jobs that fit the worker's free capacity; long-polls up to `wait` seconds",
+    rule=Rule("work", "claim", unmasked=True),
     tag="workers",
     body=ClaimRequest,
     response=ClaimResponse,
@@ -204,6 +206,7 @@ async def _end_one(request: web.Request, change: AttemptEnd) -> web.Response:
     "POST",
     "/jobs/{job_id}/complete",
     "Report an attempt's success (reporting it again answers the recorded status)",
+    rule=WORK_OWN_JOB,
     tag="workers",
     body=CompleteRequest,
     response=ReportOut,
@@ -228,6 +231,7 @@ async def complete(request: web.Request) -> web.Response:
     "POST",
     "/jobs/{job_id}/fail",
     "Report an attempt's failure (retried while attempts remain, else FAILED)",
+    rule=WORK_OWN_JOB,
     tag="workers",
     body=FailRequest,
     response=ReportOut,
@@ -267,6 +271,7 @@ def _change(report: Report) -> AttemptEnd:
     "POST",
     "/jobs/reports",
     "Report several attempts in one round trip; each entry gets its own answer",
+    rule=Rule("work", "reports"),
     tag="workers",
     body=ReportBatch,
     response=ReportBatchOut,
@@ -341,6 +346,7 @@ async def _apply_reports(
     "/jobs/{job_id}/started",
     "Say how an attempt started: its handle outside the worker (a SLURM job, a RUN:AI workload) "
     "and its GPU ids",
+    rule=WORK_OWN_JOB,
     tag="workers",
     body=StartedRequest,
     response=ReportOut,

@@ -7,6 +7,7 @@ from aiohttp import web
 from ..errors import not_found
 from ..http import actor, json_response, query_int
 from ..keys import store_key
+from ..roles import MANAGE_PROJECT, READ_PROJECT
 from ..schemas import GroupAction, GroupList, GroupOut
 from ..store.base import Row
 from . import routes
@@ -24,6 +25,7 @@ async def _group(request: web.Request) -> Row:
     "GET",
     "/projects/{project}/groups",
     "List a project's groups (sweeps, named batches), newest first, with job counts by status",
+    rule=READ_PROJECT,
     tag="groups",
     response=GroupList,
     query={"limit": "at most this many (default 100)"},
@@ -38,6 +40,7 @@ async def list_groups(request: web.Request) -> web.Response:
     "GET",
     "/projects/{project}/groups/{group}",
     "Show a group (by name or id) and its progress",
+    rule=READ_PROJECT,
     tag="groups",
     response=GroupOut,
 )
@@ -49,6 +52,7 @@ async def get_group(request: web.Request) -> web.Response:
     "POST",
     "/projects/{project}/groups/{group}/cancel",
     "Cancel a group's unfinished jobs (running ones are stopped by their workers)",
+    rule=MANAGE_PROJECT,
     tag="groups",
     response=GroupAction,
 )
@@ -62,6 +66,7 @@ async def cancel_group(request: web.Request) -> web.Response:
     "POST",
     "/projects/{project}/groups/{group}/retry",
     "Put a group's failed and cancelled jobs back in the queue (with what they blocked)",
+    rule=MANAGE_PROJECT,
     tag="groups",
     response=GroupAction,
 )

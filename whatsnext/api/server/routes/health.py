@@ -7,12 +7,15 @@ from ..db import server_version
 from ..http import json_response
 from ..keys import hub_key, pool_key, settings_key
 from ..openapi import build_openapi
+from ..roles import PUBLIC, READ
 from ..schema import schema_level
 from ..schemas import Health
 from . import routes
 
 
-@routes.route("GET", "/health", "Server and database status", tag="meta", response=Health, errors=())
+@routes.route(
+    "GET", "/health", "Server and database status", rule=PUBLIC, tag="meta", response=Health, errors=()
+)
 async def health(request: web.Request) -> web.Response:
     pool = request.app[pool_key]
     try:
@@ -43,6 +46,6 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-@routes.route("GET", "/openapi.json", "This OpenAPI document", tag="meta", errors=())
+@routes.route("GET", "/openapi.json", "This OpenAPI document", rule=READ, tag="meta", errors=())
 async def openapi(request: web.Request) -> web.Response:
     return json_response(build_openapi(request.app, routes, __version__))

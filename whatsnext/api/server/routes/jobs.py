@@ -10,6 +10,7 @@ from ..errors import ApiError, invalid, not_found
 from ..http import actor, json_response, path_id, query_flag, query_int
 from ..keys import store_key
 from ..metrics import metrics_key
+from ..roles import MANAGE_JOB, MANAGE_PROJECT, READ_JOB, READ_PROJECT, SUBMIT_PROJECT
 from ..schemas import (
     BatchCreated,
     CancelOut,
@@ -32,6 +33,7 @@ from . import routes
     "POST",
     "/projects/{project}/jobs",
     "Queue a job",
+    rule=SUBMIT_PROJECT,
     tag="jobs",
     body=JobCreate,
     response=JobOut,
@@ -51,6 +53,7 @@ async def create_job(request: web.Request) -> web.Response:
     "POST",
     "/projects/{project}/jobs/batch",
     "Queue many jobs in one transaction (entries may depend on each other by name)",
+    rule=SUBMIT_PROJECT,
     tag="jobs",
     body=JobBatch,
     response=BatchCreated,
@@ -78,6 +81,7 @@ async def create_jobs(request: web.Request) -> web.Response:
     "GET",
     "/projects/{project}/jobs",
     "List a project's jobs, newest first",
+    rule=READ_PROJECT,
     tag="jobs",
     response=JobList,
     query={
@@ -139,7 +143,7 @@ def _where(raw: str) -> dict[str, Any] | None:
     return value
 
 
-@routes.route("GET", "/jobs/{job_id}", "Show a job", tag="jobs", response=JobOut)
+@routes.route("GET", "/jobs/{job_id}", "Show a job", rule=READ_JOB, tag="jobs", response=JobOut)
 async def get_job(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     row = await request.app[store_key].jobs.get(job_id=job_id)
@@ -149,7 +153,12 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 @routes.route(
-    "GET", "/jobs/{job_id}/events", "A job's history: every status change", tag="jobs", response=JobHistory
+    "GET",
+    "/jobs/{job_id}/events",
+    "A job's history: every status change",
+    rule=READ_JOB,
+    tag="jobs",
+    response=JobHistory,
 )
 async def job_events(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
@@ -164,6 +173,7 @@ async def job_events(request: web.Request) -> web.Response:
     "DELETE",
     "/projects/{project}/jobs/{job_id}",
     "Remove a job that is not running and that no unfinished job depends on",
+    rule=MANAGE_PROJECT,
     tag="jobs",
     response=Deleted,
     errors=(404, 409, 422),
@@ -186,6 +196,7 @@ async def delete_job(request: web.Request) -> web.Response:
     "GET",
     "/projects/{project}/queue",
     "Pending jobs in the order they will be handed out",
+    rule=READ_PROJECT,
     tag="jobs",
     response=QueueList,
     query={"limit": "at most this many (default 100)", "offset": "skip this many"},
@@ -203,6 +214,7 @@ async def get_queue(request: web.Request) -> web.Response:
     "DELETE",
     "/projects/{project}/queue",
     "Cancel every pending job of a project",
+    rule=MANAGE_PROJECT,
     tag="jobs",
     response=Deleted,
 )
@@ -217,6 +229,7 @@ async def clear_queue(request: web.Request) -> web.Response:
     "POST",
     "/jobs/{job_id}/cancel",
     "Cancel a job: pending at once, running through its worker's next heartbeat",
+    rule=MANAGE_JOB,
     tag="jobs",
     response=CancelOut,
     errors=(404, 409, 422),
@@ -231,6 +244,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     "POST",
     "/jobs/{job_id}/retry",
     "Put a FAILED/CANCELLED job (or the failed jobs upstream of a BLOCKED one) back in the queue",
+    rule=MANAGE_JOB,
     tag="jobs",
     response=RetryOut,
     errors=(404, 409, 422),
@@ -245,6 +259,7 @@ async def retry_job(request: web.Request) -> web.Response:
     "GET",
     "/jobs/{job_id}/dependencies",
     "A job's upstream and downstream jobs",
+    rule=READ_JOB,
     tag="jobs",
     response=JobDependencies,
 )
@@ -264,6 +279,7 @@ async def job_dependencies(request: web.Request) -> web.Response:
     "GET",
     "/projects/{project}/graph",
     "The project's jobs and dependency edges (a DAG)",
+    rule=READ_PROJECT,
     tag="jobs",
     response=Graph,
     query={"limit": "at most this many nodes and edges (default 10000)"},

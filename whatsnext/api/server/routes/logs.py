@@ -37,6 +37,7 @@ from ..errors import check_attempt_outcome, not_found
 from ..http import client_gone, json_response, parse_body, path_id, query_choice, query_flag, query_int
 from ..keys import hub_key, settings_key, store_key
 from ..notify import NotifyHub
+from ..roles import READ_JOB, WORK_OWN_JOB, Rule
 from ..schemas_logs import LogAppend, LogAppendBatch, LogAppended, LogAppendResults, LogPage
 from . import routes
 
@@ -164,6 +165,7 @@ def _lines(rows: Sequence[asyncpg.Record]) -> list[dict[str, Any]]:
     "POST",
     "/jobs/{job_id}/logs",
     "Append output lines of a job's running attempt (refused for another attempt, like a stale report)",
+    rule=WORK_OWN_JOB,
     tag="logs",
     body=LogAppend,
     response=LogAppended,
@@ -185,6 +187,7 @@ async def append_logs(request: web.Request) -> web.Response:
     "POST",
     "/jobs/logs",
     "Append output lines of several jobs in one round trip (what workers use)",
+    rule=Rule("work", "logs"),
     tag="logs",
     body=LogAppendBatch,
     response=LogAppendResults,
@@ -202,6 +205,7 @@ async def append_logs_many(request: web.Request) -> web.Response:
     "GET",
     "/jobs/{job_id}/logs",
     "A job's output lines, oldest first; ?follow=1 streams them (NDJSON) until the job finishes",
+    rule=READ_JOB,
     tag="logs",
     response=LogPage,
     query={

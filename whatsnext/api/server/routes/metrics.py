@@ -6,6 +6,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..metrics import metrics_key
+from ..roles import READ
 from . import routes
 
 
@@ -13,6 +14,7 @@ from . import routes
     "GET",
     "/metrics",
     "Prometheus metrics of this server (scrape every server directly, not through a balancer)",
+    rule=READ,
     tag="meta",
     errors=(),
     streams={"text/plain": "the Prometheus text exposition format"},

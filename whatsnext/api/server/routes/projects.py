@@ -2,11 +2,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..auth import project_filter
 from ..errors import ApiError
 from ..http import json_response, parse_body, query_choice
 from ..keys import store_key
+from ..roles import READ_LIST, READ_PROJECT, Rule
 from ..schemas import Deleted, ProjectCreate, ProjectList, ProjectOut, ProjectUpdate
+from ..tokens import project_filter
 from . import routes
 
 
@@ -14,6 +15,7 @@ from . import routes
     "POST",
     "/projects",
     "Create a project",
+    rule=Rule("projects"),
     tag="projects",
     body=ProjectCreate,
     response=ProjectOut,
@@ -32,6 +34,7 @@ async def create_project(request: web.Request) -> web.Response:
     "GET",
     "/projects",
     "List projects",
+    rule=READ_LIST,
     tag="projects",
     response=ProjectList,
     query={"status": "ACTIVE or ARCHIVED"},
@@ -47,6 +50,7 @@ async def list_projects(request: web.Request) -> web.Response:
     "GET",
     "/projects/{project}",
     "Show a project (by id or name) with job counts",
+    rule=READ_PROJECT,
     tag="projects",
     response=ProjectOut,
 )
@@ -59,6 +63,7 @@ async def get_project(request: web.Request) -> web.Response:
     "PATCH",
     "/projects/{project}",
     "Rename, describe, archive or re-activate a project",
+    rule=Rule("projects", "project"),
     tag="projects",
     body=ProjectUpdate,
     response=ProjectOut,
@@ -84,6 +89,7 @@ async def update_project(request: web.Request) -> web.Response:
     "DELETE",
     "/projects/{project}",
     "Delete a project with all its tasks and jobs",
+    rule=Rule("projects", "project"),
     tag="projects",
     response=Deleted,
 )

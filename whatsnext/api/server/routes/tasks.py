@@ -6,6 +6,7 @@ from ....template import TemplateError, check_template, placeholders
 from ..errors import invalid
 from ..http import json_response, parse_body
 from ..keys import store_key
+from ..roles import READ_PROJECT, Rule
 from ..schemas import TaskCreate, TaskList, TaskOut
 from . import routes
 
@@ -14,6 +15,7 @@ from . import routes
     "POST",
     "/tasks",
     "Create a task (same as POST /tasks/)",
+    rule=Rule("manage", "body_project"),
     tag="tasks",
     body=TaskCreate,
     response=TaskOut,
@@ -25,6 +27,7 @@ from . import routes
     "POST",
     "/tasks/",
     "Create a task: resource needs, retries and timeout of its jobs",
+    rule=Rule("manage", "body_project"),
     tag="tasks",
     body=TaskCreate,
     response=TaskOut,
@@ -60,7 +63,14 @@ async def create_task(request: web.Request) -> web.Response:
     return json_response(row, 201)
 
 
-@routes.route("GET", "/projects/{project}/tasks", "List a project's tasks", tag="tasks", response=TaskList)
+@routes.route(
+    "GET",
+    "/projects/{project}/tasks",
+    "List a project's tasks",
+    rule=READ_PROJECT,
+    tag="tasks",
+    response=TaskList,
+)
 async def list_tasks(request: web.Request) -> web.Response:
     rows = await request.app[store_key].tasks.list(project=request.match_info["project"])
     return json_response({"tasks": rows})

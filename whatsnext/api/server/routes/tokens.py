@@ -9,11 +9,12 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from ....models import Role
-from ..auth import hash_token, new_token, principal
 from ..errors import invalid, not_found
 from ..http import json_response, parse_body, path_id
 from ..keys import store_key
+from ..roles import TOKENS
 from ..schemas import Id, Name, Strict
+from ..tokens import hash_token, new_token, principal
 from . import routes
 
 ProjectKey = Id | Annotated[str, Field(min_length=1, max_length=200)]
@@ -58,6 +59,7 @@ class TokenList(BaseModel):
     "POST",
     "/tokens",
     "Create a token (admin); the answer shows the token this once",
+    rule=TOKENS,
     tag="tokens",
     body=TokenCreate,
     response=TokenCreated,
@@ -93,6 +95,7 @@ async def create_token(request: web.Request) -> web.Response:
     "GET",
     "/tokens",
     "List tokens (admin), never the tokens themselves",
+    rule=TOKENS,
     tag="tokens",
     response=TokenList,
     errors=(),
@@ -105,6 +108,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     "DELETE",
     "/tokens/{token_id}",
     "Revoke a token (admin): it stops working at once",
+    rule=TOKENS,
     tag="tokens",
     response=TokenOut,
     errors=(404, 422),

@@ -2,10 +2,11 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..auth import project_filter, token_id
 from ..http import json_response, parse_body, path_id, query_choice
 from ..keys import settings_key, store_key
+from ..roles import READ_LIST, WORK_OWN_WORKER, Rule
 from ..schemas import Deregistered, Heartbeat, HeartbeatOut, WorkerList, WorkerRegister, WorkerRegistered
+from ..tokens import project_filter, token_id
 from . import routes
 
 
@@ -13,6 +14,7 @@ from . import routes
     "POST",
     "/workers",
     "Register a worker: its capacity and tags",
+    rule=Rule("work", "register"),
     tag="workers",
     body=WorkerRegister,
     response=WorkerRegistered,
@@ -50,6 +52,7 @@ async def register(request: web.Request) -> web.Response:
     "POST",
     "/workers/{worker_id}/heartbeat",
     "Extend the leases of the worker's running jobs; answers the ids to cancel",
+    rule=WORK_OWN_WORKER,
     tag="workers",
     body=Heartbeat,
     response=HeartbeatOut,
@@ -70,6 +73,7 @@ async def heartbeat(request: web.Request) -> web.Response:
     "DELETE",
     "/workers/{worker_id}",
     "Deregister a worker that stops; jobs it still holds go back to the queue (as lost: no attempt used)",
+    rule=WORK_OWN_WORKER,
     tag="workers",
     response=Deregistered,
     errors=(404, 422),
@@ -84,6 +88,7 @@ async def deregister(request: web.Request) -> web.Response:
     "GET",
     "/workers",
     "Workers: capacity, what each holds now, when last seen",
+    rule=READ_LIST,
     tag="workers",
     response=WorkerList,
     query={"project": "only this project's (id or name)", "status": "ONLINE or OFFLINE"},
