@@ -46,3 +46,7 @@ SELECT p.name AS project, sum(j.required_cpu)::bigint AS cpus,
 -- name: metrics_project_name
 -- A project's name from its id (labels name projects, whichever key a request used).
 SELECT name FROM projects WHERE id = :project_id;
+
+-- name: metrics_project_names
+-- The names of projects from their ids (what a token of some projects may see of /metrics).
+SELECT name FROM projects WHERE id = ANY (:project_ids::bigint[]);

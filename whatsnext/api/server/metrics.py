@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import re
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -341,6 +342,27 @@ def route_label(request: web.Request) -> str:
     if resource is None or match.http_exception is not None:
         return OTHER
     return resource.canonical
+
+
+class ProjectScope(Collector):
+    """What a token of some projects sees of a registry: the series of its projects (by their
+    ``project`` label, so with their tasks) and the server-wide ones, which carry no ``project``
+    label (HTTP requests by route template, claims by result, workers by state, total capacity).
+    A family whose samples all belong to other projects stays, empty."""
+
+    def __init__(self, registry: Collector, projects: frozenset[str]) -> None:
+        self.registry = registry
+        self.projects = projects
+
+    def collect(self) -> Iterable[Metric]:
+        for family in self.registry.collect():
+            samples = [
+                s for s in family.samples if "project" not in s.labels or s.labels["project"] in self.projects
+            ]
+            if len(samples) != len(family.samples):
+                family = copy.copy(family)
+                family.samples = samples
+            yield family
 
 
 metrics_key = web.AppKey("metrics", Metrics)

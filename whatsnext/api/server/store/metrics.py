@@ -40,3 +40,6 @@ class MetricsStore(Table):
     async def project_name(self, *, project_id: int) -> str | None:
         name: Any = await self.value(S.metrics_project_name, project_id=project_id)
         return None if name is None else str(name)
+
+    async def project_names(self, *, project_ids: list[int]) -> list[str]:
+        return [r["name"] for r in await self.rows(S.metrics_project_names, project_ids=project_ids)]
