@@ -9,11 +9,14 @@
 -- token every report, log line and artifact of that attempt must carry.
 -- p_tasks limits the claim to jobs of those tasks (NULL: any task); p_with_command to jobs whose
 -- task has a command template (a worker that runs each job with its task's template).
+-- The RUNNING event names the worker (worker_id, and its name as the reason) and, as its actor,
+-- p_actor: the token that claimed under --auth (a worker cannot name the actor); without a token,
+-- the worker's name as before.
 CREATE OR REPLACE FUNCTION wn_claim(
     p_project text, p_worker_id bigint, p_worker_name text,
     p_free_cpu integer, p_free_acc integer, p_total_cpu integer, p_total_acc integer,
     p_tags text[], p_max_jobs integer, p_lease double precision, p_starve double precision,
-    p_tasks text[] DEFAULT NULL, p_with_command boolean DEFAULT false
+    p_tasks text[] DEFAULT NULL, p_with_command boolean DEFAULT false, p_actor text DEFAULT NULL
 ) RETURNS TABLE (
     id bigint, name text, task text, parameters jsonb, priority integer, attempt integer,
     required_cpu integer, required_accelerators integer, timeout double precision,
@@ -105,7 +108,9 @@ BEGIN
                   j.inputs, j.outputs, j.eligible_at, j.lost_external_ids
     ), ev AS (
         INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason, actor)
-        SELECT u.id, v_project, 'RUNNING', u.attempt, p_worker_id, p_worker_name, p_worker_name FROM upd u
+        SELECT u.id, v_project, 'RUNNING', u.attempt, p_worker_id, p_worker_name,
+               coalesce(p_actor, p_worker_name)
+          FROM upd u
     )
     SELECT u.id, u.name, t.name, u.parameters, u.priority, u.attempt, u.required_cpu,
            u.required_accelerators, u.timeout, u.max_attempts, u.max_lost, u.lease_expires_at,

@@ -1,6 +1,6 @@
 -- The claim wn_enqueue runs for a claim waiting on the submitting server: wn_claim with its
 -- arguments from a JSON object (project_id, worker_id, worker_name, free_cpu, free_acc, total_cpu,
--- total_acc, tags, max_jobs, lease, starve, tasks, with_command), its rows as a JSON array in
+-- total_acc, tags, max_jobs, lease, starve, tasks, with_command, actor), its rows as a JSON array in
 -- hand-out order; NULL when there is no such claim, it waits for another project than p_project,
 -- or it took nothing.
 CREATE OR REPLACE FUNCTION wn_enqueue_claim(p_project bigint, p_claim jsonb) RETURNS jsonb
@@ -20,6 +20,6 @@ BEGIN
                     (p_claim->>'starve')::double precision,
                     CASE WHEN jsonb_typeof(p_claim->'tasks') = 'array'
                          THEN ARRAY(SELECT jsonb_array_elements_text(p_claim->'tasks')) END,
-                    coalesce((p_claim->>'with_command')::boolean, false)) c;
+                    coalesce((p_claim->>'with_command')::boolean, false), p_claim->>'actor') c;
     RETURN v_rows;
 END $$;

@@ -72,7 +72,7 @@ SELECT ids, created_tasks, claimed FROM wn_enqueue(:project, :jobs::jsonb, :acto
 -- name: job_claim
 SELECT * FROM wn_claim(:project, :worker_id, :worker_name, :free_cpu, :free_accelerators,
                        :total_cpu, :total_accelerators, :tags, :max_jobs, :lease_seconds,
-                       :starvation_seconds, :tasks::text[], :with_command);
+                       :starvation_seconds, :tasks::text[], :with_command, :actor::text);
 
 -- name: job_end_attempts
 -- End attempts (reports of workers): one (ord, id, code, status, message) row per entry, in order,
@@ -92,14 +92,15 @@ SELECT wn_retry(:job_id, :actor);
 
 -- name: job_events
 -- A job's history, oldest first: its creation (recorded on its row: when, who), then every
--- status change.
-SELECT h.status, h.attempt, h.worker_id, h.reason, h.actor, h.at
+-- status change; the worker that took part (its id and registered name) apart from the actor.
+SELECT h.status, h.attempt, h.worker_id, w.name AS worker, h.reason, h.actor, h.at
   FROM (SELECT 0 AS part, 0::bigint AS id, 'PENDING'::text AS status, 0 AS attempt, NULL::bigint AS worker_id,
                'created'::text AS reason, j.created_by AS actor, j.created_at AS at
           FROM jobs j WHERE j.id = :job_id
         UNION ALL
         SELECT 1, e.id, e.status, e.attempt, e.worker_id, e.reason, e.actor, e.at
           FROM job_events e WHERE e.job_id = :job_id) h
+  LEFT JOIN workers w ON w.id = h.worker_id
  ORDER BY h.part, h.id;
 
 -- name: job_dependencies

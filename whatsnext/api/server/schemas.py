@@ -551,8 +551,15 @@ class JobEvent(BaseModel):
     status: JobStatus
     attempt: int
     worker_id: int | None
+    worker: str | None = Field(
+        None, description="The registered worker (worker_id) that took part, by name; not the actor."
+    )
     reason: str | None
-    actor: str | None = Field(None, description="Who made the change: a worker, the reaper, a token's name.")
+    actor: str | None = Field(
+        None,
+        description="Who made the change: under --auth the token's name (a worker's claims and reports "
+        "included), else the client's name for itself, the worker's name, or the reaper.",
+    )
     at: datetime
 
 

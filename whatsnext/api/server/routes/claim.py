@@ -32,7 +32,7 @@ from ..schemas import (
 )
 from ..store import Store
 from ..store.jobs import AttemptEnd
-from ..tokens import worker_token
+from ..tokens import principal, worker_token
 from . import routes
 
 EMPTY = b'{"jobs":[]}'
@@ -64,7 +64,16 @@ async def _idle(store: Store, project_id: int, body: ClaimRequest) -> dict[str, 
     )
 
 
-def _claim_args(body: ClaimRequest, settings: Settings, project_id: int) -> dict[str, Any]:
+def claim_actor(request: web.Request) -> str | None:
+    """Who a claim's RUNNING events name: under --auth the token that claimed (never a name the
+    worker chose: that is the event's worker); without auth None, the worker's name."""
+    who = principal(request)
+    return None if who is None else who.name
+
+
+def _claim_args(
+    body: ClaimRequest, settings: Settings, project_id: int, actor: str | None = None
+) -> dict[str, Any]:
     """The claim's ``wn_claim`` arguments, for a submission to run on its behalf (``wn_enqueue``)."""
     return {
         "project_id": project_id,
@@ -80,6 +89,7 @@ def _claim_args(body: ClaimRequest, settings: Settings, project_id: int) -> dict
         "starve": settings.starvation_seconds,
         "tasks": body.tasks,
         "with_command": body.with_command,
+        "actor": actor,
     }
 
 
@@ -109,6 +119,7 @@ async def claim(request: web.Request) -> web.Response:
     deadline = loop.time() + min(body.wait, settings.max_wait)
     project_id: int | None = None
     tags = frozenset(body.tags)
+    by = claim_actor(request)
     woken: Wakeup = None
     while True:
         if woken is not None and client_gone(request):
@@ -131,6 +142,7 @@ async def claim(request: web.Request) -> web.Response:
             starvation_seconds=settings.starvation_seconds,
             tasks=body.tasks,
             with_command=body.with_command,
+            actor=by,
         )
         if rows:
             await app[metrics_key].jobs_claimed(request, key, rows, settings.lease_seconds)
@@ -173,7 +185,7 @@ async def claim(request: web.Request) -> web.Response:
             tags=tags,
             idle=body.idle_summary,
             key=key,
-            claim=partial(_claim_args, body, settings, project_id),
+            claim=partial(_claim_args, body, settings, project_id, by),
             gone=partial(client_gone, request),
         )
         if isinstance(woken, Handed):

@@ -110,7 +110,10 @@ class JobStore(Table):
         starvation_seconds: float,
         tasks: list[str] | None = None,
         with_command: bool = False,
+        actor: str | None = None,
     ) -> list[Row]:
+        """Hand out eligible jobs (``wn_claim``); ``actor`` is who the RUNNING events name (the
+        claiming token's name under --auth; None: the worker's name)."""
         return await self.rows(
             S.job_claim,
             project=project,
@@ -126,6 +129,7 @@ class JobStore(Table):
             starvation_seconds=starvation_seconds,
             tasks=tasks,
             with_command=with_command,
+            actor=actor,
         )
 
     async def end_attempts(
