@@ -8,7 +8,8 @@ from aiohttp import web
 from ....models import STATUSES
 from ..errors import ApiError, invalid, not_found
 from ..http import actor, json_response, path_id, query_flag, query_int
-from ..keys import store_key
+from ..keys import settings_key, store_key
+from ..masking import refuse_secret_filter
 from ..metrics import metrics_key
 from ..roles import MANAGE_JOB, MANAGE_PROJECT, READ_JOB, READ_PROJECT, SUBMIT_PROJECT
 from ..schemas import (
@@ -26,6 +27,7 @@ from ..schemas import (
     RetryOut,
 )
 from ..submit import enqueue, read_jobs
+from ..tokens import principal
 from . import routes
 
 
@@ -106,7 +108,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         task=request.query.get("task") or None,
         group=request.query.get("group") or None,
         name_like=_like(request.query.get("name") or ""),
-        where=_where(request.query.get("where") or ""),
+        where=_where(request),
         before=before,
         limit=limit,
         full=query_flag(request, "full", default=True),
@@ -131,7 +133,10 @@ def _like(pattern: str) -> str | None:
     return escaped.replace("*", "%")
 
 
-def _where(raw: str) -> dict[str, Any] | None:
+def _where(request: web.Request) -> dict[str, Any] | None:
+    """The ``where`` filter on parameters; 422 when it tests a secret parameter (at any depth) and
+    the token's role sees secrets masked."""
+    raw = request.query.get("where") or ""
     if not raw:
         return None
     try:
@@ -140,6 +145,9 @@ def _where(raw: str) -> dict[str, Any] | None:
         value = None
     if not isinstance(value, dict):
         raise invalid('where must be a JSON object, e.g. {"lr": 0.1}', "where")
+    who = principal(request)
+    if who is not None and not who.can("secrets"):
+        refuse_secret_filter(value, request.app[settings_key].secret_parameters, "where")
     return value
 
 
