@@ -24,7 +24,7 @@ from ....models import STATUSES
 from ..errors import ApiError
 from ..http import path_id
 from ..keys import settings_key, store_key
-from ..masking import mask_secrets, secret_matcher
+from ..masking import mask_secrets, refuse_secret_filter, secret_matcher
 from ..registry import RouteTable
 from ..roles import PAGE, PAGE_OPEN, Principal, Rule
 from ..store.dashboard import JobFilter
@@ -94,6 +94,14 @@ def mask(value: Any, show: bool, patterns: tuple[str, ...]) -> Any:
 def shows_secrets(request: web.Request, who: Principal) -> bool:
     """Secret parameters are shown only to a signed-in role that may see them."""
     return request.app[settings_key].auth and who.can("secrets")
+
+
+def refuse_masked_filter(request: web.Request, who: Principal, where: JobFilter) -> None:
+    """422 (field ``param``) for a parameter filter on a secret parameter, at any depth, by a signed-in
+    role that sees it masked: the answer would tell a right guess from a wrong one."""
+    settings = request.app[settings_key]
+    if settings.auth and where.params and not who.can("secrets"):
+        refuse_secret_filter(where.params, settings.secret_parameters, "param")
 
 
 def _param_value(raw: str) -> Any:
@@ -228,6 +236,7 @@ async def board(request: web.Request, who: Principal) -> dict[str, Any]:
     settings = request.app[settings_key]
     project = await _project(request, who)
     where = job_filter(request.query)
+    refuse_masked_filter(request, who, where)
     before = request.query.get("before")
     before_id = int(before) if before and before.isdigit() and len(before) < 19 else None
     kanban: dict[str, list[dict[str, Any]]] = {s: [] for s in STATUSES}
@@ -404,6 +413,7 @@ async def actions(request: web.Request, who: Principal) -> dict[str, Any]:
         raise ApiError(422, "invalid", f"action must be one of {', '.join(ACTIONS)}", {"field": "action"})
     label, statuses = ACTIONS[action]
     where = job_filter(form) if scope == "filter" else JobFilter()
+    refuse_masked_filter(request, who, where)
     ids: list[int] | None = None
     if scope != "filter":
         ids = [int(x) for x in form.getall("ids", []) if str(x).isdigit() and len(str(x)) < 19]
