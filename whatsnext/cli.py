@@ -601,6 +601,9 @@ def cmd_server(args: argparse.Namespace) -> int:
         settings.max_body_bytes = args.max_body_bytes
     if args.metrics_interval is not None:
         settings.metrics_interval = args.metrics_interval
+    for limit in ("auth_failures_per_minute", "max_streams_per_client", "max_streams"):
+        if getattr(args, limit) is not None:
+            setattr(settings, limit, getattr(args, limit))
     try:
         from .cli_tokens import apply_server_options
 
@@ -761,6 +764,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds between computations of the database gauges of /metrics, done by one server "
         "at a time (default: $WHATSNEXT_METRICS_INTERVAL or 15)",
+    )
+    p.add_argument(
+        "--auth-failures-per-minute",
+        type=int,
+        default=None,
+        metavar="N",
+        help="failed authentications one client address may make in a minute before it is answered "
+        "429 (default: $WHATSNEXT_AUTH_FAILURES_PER_MINUTE or 30; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open streams (dashboard live updates, log follows) of one client address; past it, 429 "
+        "(default: $WHATSNEXT_MAX_STREAMS_PER_CLIENT or 20)",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open streams of this server, all clients together; past it, 429 "
+        "(default: $WHATSNEXT_MAX_STREAMS or 1000)",
     )
     p.add_argument("--log-level", default="INFO")
     from .cli_tokens import add_server_options

@@ -26,6 +26,7 @@ from .db import (
 from .errors import error_middleware
 from .http import input_middleware
 from .keys import database_key, hub_key, pool_key, settings_key, store_key, worker_tokens_key
+from .limits import install_limits
 from .metrics import install_metrics
 from .notify import NotifyHub
 from .reaper import reaper_context
@@ -72,6 +73,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     app[settings_key] = settings
     app[database_key] = database_url
     app[worker_tokens_key] = {}
+    install_limits(app, settings)
     app.cleanup_ctx.append(_database_context)
     app.cleanup_ctx.append(reaper_context)
     install_metrics(app)

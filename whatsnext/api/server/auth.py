@@ -52,7 +52,9 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if rule is not None and rule.scope == "public":
         try:
             request[PRINCIPAL_KEY] = await authenticate(request)
-        except ApiError:
+        except ApiError as exc:
+            if exc.status == 429:
+                raise  # a bad token past the limit: no answer that tells a good token from a bad one
             return _public_health(await handler(request))
         return await handler(request)
     who = await authenticate(request)

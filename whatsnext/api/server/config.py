@@ -11,6 +11,8 @@ from typing import Literal, cast
 import platformdirs
 
 Pooler = Literal["session", "transaction"]
+MIN_ADMIN_TOKEN = 32
+"""The shortest admin token the server starts with (``wnt_`` and 43 random characters is 47)."""
 POOLERS: tuple[Pooler, ...] = ("session", "transaction")
 
 
@@ -75,6 +77,12 @@ class Settings:
     """Allow a non-loopback address without --auth."""
     secret_parameters: tuple[str, ...] = ("*token*", "*secret*", "*password*", "*key*")
     """Parameter names (glob patterns, any case) whose values viewers see masked."""
+    auth_failures_per_minute: int = 30
+    """Failed authentications one client address may make in a minute; past it, 429 (0: no limit)."""
+    max_streams_per_client: int = 20
+    """Open streams (dashboard live updates, log follows) of one client address; past it, 429."""
+    max_streams: int = 1000
+    """Open streams of this server process, all clients together; past it, 429."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -111,6 +119,16 @@ class Settings:
         s.cors_origins = _words(os.environ.get("WHATSNEXT_CORS_ORIGINS"))
         if os.environ.get("WHATSNEXT_SECRET_PARAMETERS"):
             s.secret_parameters = tuple(_words(os.environ["WHATSNEXT_SECRET_PARAMETERS"]))
+        for env, attr in (
+            ("WHATSNEXT_AUTH_FAILURES_PER_MINUTE", "auth_failures_per_minute"),
+            ("WHATSNEXT_MAX_STREAMS_PER_CLIENT", "max_streams_per_client"),
+            ("WHATSNEXT_MAX_STREAMS", "max_streams"),
+        ):
+            if os.environ.get(env):
+                try:
+                    setattr(s, attr, int(os.environ[env]))
+                except ValueError:
+                    raise SettingsError(f"${env} must be a whole number, got {os.environ[env]!r}") from None
         return s
 
     def read_admin_token_file(self, path: Path) -> None:
@@ -134,8 +152,21 @@ class Settings:
                     f"--host {self.host} needs --allowed-host NAME (repeatable): the names clients use "
                     "to reach this server (or '*' for any, e.g. behind a proxy that checks it)"
                 )
-        if self.admin_token is not None and len(self.admin_token) < 16:
-            raise SettingsError("the admin token must have at least 16 characters")
+        if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN:
+            raise SettingsError(
+                f"the admin token must have at least {MIN_ADMIN_TOKEN} characters, it has "
+                f"{len(self.admin_token)}: make one with python -c \"import secrets; "
+                "print('wnt_' + secrets.token_urlsafe(32))\""
+            )
+        if self.auth_failures_per_minute < 0:
+            raise SettingsError(
+                f"--auth-failures-per-minute must be 0 (no limit) or more, got {self.auth_failures_per_minute}"
+            )
+        if self.max_streams_per_client < 1 or self.max_streams < 1:
+            raise SettingsError(
+                "--max-streams-per-client and --max-streams must be at least 1, got "
+                f"{self.max_streams_per_client} and {self.max_streams}"
+            )
         if self.max_wait <= 0:
             raise SettingsError(f"--max-wait must be positive, got {self.max_wait}")
         if self.max_parameters_bytes <= 0 or self.max_body_bytes <= 0:

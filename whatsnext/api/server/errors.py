@@ -19,12 +19,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 class ApiError(Exception):
     """An error with an HTTP status, a stable code, a message and optional details."""
 
-    def __init__(self, status: int, code: str, message: str, details: Any = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        details: Any = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers
+        """Headers the answer carries (``Retry-After`` on a 429)."""
 
 
 def not_found(what: str, key: object, field: str | None = None) -> ApiError:
@@ -151,7 +160,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
     except pydantic.ValidationError as exc:
         details = validation_details(exc)
         first = details[0] if details else {"field": "body", "message": "invalid"}

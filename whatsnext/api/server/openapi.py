@@ -44,6 +44,8 @@ ERROR_DESCRIPTIONS = {
     413: "Request body too large",
     415: "The body is not application/json",
     422: "Invalid input: details name the field",
+    429: "Too many failed authentications from this address, or too many open streams: retry after "
+    "Retry-After seconds",
     503: "The database is unavailable right now: retry after Retry-After seconds",
 }
 _WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -84,6 +86,7 @@ def statuses(spec: RouteSpec) -> list[int]:
         codes.add(503)
     if spec.rule.scope != "public":
         codes |= {401, 403}  # with --auth: no valid token; a role or project that does not allow it
+        codes.add(429)  # with --auth: too many bad tokens from the address (or too many open streams)
     return sorted(codes)
 
 
@@ -133,7 +136,7 @@ def build_openapi(app: web.Application, table: RouteTable, version: str) -> dict
                 "description": ERROR_DESCRIPTIONS.get(code, "Error"),
                 "content": {"application/json": {"schema": ref(Error)}},
             }
-            if code == 503:
+            if code in (429, 503):
                 answer["headers"] = {"Retry-After": {"schema": {"type": "integer"}}}
             elif code == 405:
                 answer["headers"] = {"Allow": {"schema": {"type": "string"}}}

@@ -15,6 +15,7 @@ from aiohttp import web
 from .errors import ApiError
 from .http import PRINCIPAL_KEY
 from .keys import settings_key, store_key
+from .limits import auth_failed
 from .roles import BOOTSTRAP_NAME, Principal
 
 TOKEN_PREFIX = "wnt_"
@@ -53,14 +54,21 @@ def bearer(request: web.Request) -> str | None:
 
 
 async def authenticate(request: web.Request) -> Principal:
-    """The token's principal; 401 when it is missing, unknown, expired or revoked."""
-    token = bearer(request)
+    """The token's principal; 401 when it is missing, unknown, expired or revoked, and 429 when the
+    client's address presented too many bad tokens (``limits``; a valid token is never limited)."""
+    try:
+        token = bearer(request)
+    except ApiError:
+        auth_failed(request)
+        raise
     if token is None:
         raise unauthorized("this server requires a token: Authorization: Bearer <token> ($WHATSNEXT_TOKEN)")
     if len(token) > MAX_TOKEN_LENGTH:
+        auth_failed(request)
         raise unauthorized("the token is not valid")
     found, why = await lookup(request.app, hash_token(token))
     if found is None:
+        auth_failed(request)
         raise unauthorized(why)
     return found
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..roles import PAGE_OPEN
+from .live import install_live
 from .views import PREFIX, routes, stop_key
 
 HERE = Path(__file__).parent
@@ -27,6 +28,7 @@ def install_dashboard(app: web.Application) -> None:
     """Mount the dashboard on the application."""
     app[stop_key] = asyncio.Event()
     app.on_shutdown.append(_stop_streams)
+    install_live(app)
     routes.install(app)
 
 

@@ -102,7 +102,9 @@ async def viewer(request: web.Request) -> Principal:
     if "Authorization" in request.headers:
         try:
             return await authenticate(request)
-        except ApiError:
+        except ApiError as exc:
+            if exc.status == 429:
+                raise  # too many bad tokens from this address (limits)
             raise LoginRequired from None
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:

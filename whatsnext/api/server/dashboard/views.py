@@ -1,14 +1,13 @@
 """The dashboard's pages, its form posts and its live-update stream.
 
 Pages are rendered on the server and readable without JavaScript; with it, htmx swaps the
-``#live`` part of a page when the stream (server-sent events, read from the job history every
-250 ms) says something changed. Actions are plain forms: a first post answers a confirmation
-page stating how many jobs the action touches, the confirmed post does it."""
+``#live`` part of a page when the stream (server-sent events, fed by one poller of the job
+history per server, see ``live``) says something changed. Actions are plain forms: a first post
+answers a confirmation page stating how many jobs the action touches, the confirmed post does it."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -24,12 +23,13 @@ from ....models import STATUSES
 from ..errors import ApiError
 from ..http import path_id
 from ..keys import settings_key, store_key
+from ..limits import auth_failed
 from ..masking import mask_secrets, refuse_secret_filter, secret_matcher
 from ..registry import RouteTable
 from ..roles import PAGE, PAGE_OPEN, Principal, Rule
 from ..store.dashboard import JobFilter
 from ..tokens import hash_token
-from . import dag
+from . import dag, live
 from .render import render
 from .session import (
     CSRF_FIELD,
@@ -48,9 +48,6 @@ PREFIX = "/ui"
 PAGE_SIZE = 50
 KANBAN_CARDS = 8
 GRAPH_LIMIT = 400
-BATCH_SECONDS = 0.25
-"""How often the live stream reads the job history (one read per stream, whatever happened)."""
-KEEPALIVE_SECONDS = 15.0
 ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "cancel": ("Cancel", ("PENDING", "BLOCKED", "RUNNING")),
     "retry": ("Retry", ("FAILED", "CANCELLED", "BLOCKED")),
@@ -514,12 +511,26 @@ async def login(request: web.Request) -> web.StreamResponse:
     token = str(form.get("token", "")).strip()
     who = await principal_for_hash(request, hash_token(token)) if 0 < len(token) <= 200 else None
     if who is None:
+        limited = _limited(request) if token else None
+        if limited is not None:
+            response = _login_page(request, str(form.get("next", "")), limited.message, 429)
+            response.headers.update(limited.headers or {})
+            return response
         return _login_page(
             request, str(form.get("next", "")), "This token is not valid (unknown, expired or revoked).", 401
         )
     response = web.HTTPSeeOther(safe_next(str(form.get("next", "")) or None))
     start_session(request, response, token)
     raise response
+
+
+def _limited(request: web.Request) -> ApiError | None:
+    """Count a failed sign-in; the 429 to answer instead when the address made too many."""
+    try:
+        auth_failed(request)
+    except ApiError as exc:
+        return exc
+    return None
 
 
 @routes.route("POST", PREFIX + "/logout", "Sign out", tag="dashboard", rule=PAGE_OPEN, published=False)
@@ -543,54 +554,5 @@ async def logout(request: web.Request) -> web.StreamResponse:
 )
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``change`` (with the job ids) at most every 250 ms while the project
-    or job watched (or, without either, anything visible) changes."""
-    try:
-        who = await viewer(request)
-    except LoginRequired:
-        raise ApiError(401, "unauthorized", "sign in first", {"field": "session"}) from None
-    if not who.can("read"):
-        raise ApiError(403, "forbidden", f"the role {who.role} may not see this", {"field": "role"})
-    project = request.query.get("project")
-    job = request.query.get("job")
-    project_id = int(project) if project and project.isdigit() and len(project) < 19 else None
-    job_id = int(job) if job and job.isdigit() and len(job) < 19 else None
-    store = request.app[store_key].dashboard
-    stop = request.app[stop_key]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    )
-    await response.prepare(request)
-    last, last_job = await store.events_head()
-    await response.write(b"event: hello\ndata: {}\n\n")
-    quiet = 0.0
-    loop = asyncio.get_running_loop()
-    since_write = loop.time()
-    with contextlib.suppress(ConnectionResetError, asyncio.CancelledError):
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), BATCH_SECONDS)
-            rows = await store.events_since(after=last, after_job=last_job, limit=1000)
-            for r in rows:
-                if r["kind"] == "event":
-                    last = max(last, r["id"])
-                else:
-                    last_job = max(last_job, r["id"])
-            changed = sorted(
-                {
-                    r["job_id"]
-                    for r in rows
-                    if (project_id is None or r["project_id"] == project_id)
-                    and (job_id is None or r["job_id"] == job_id)
-                    and who.covers(r["project_id"])
-                }
-            )
-            quiet = loop.time() - since_write
-            if changed:
-                await response.write(
-                    b"event: change\ndata: " + orjson.dumps({"jobs": changed[:200]}) + b"\n\n"
-                )
-                since_write = loop.time()
-            elif quiet > KEEPALIVE_SECONDS:
-                await response.write(b": keep-alive\n\n")
-                since_write = loop.time()
-    return response
+    or job watched (or, without either, anything visible) changes (fed by ``live``)."""
+    return await live.events(request)

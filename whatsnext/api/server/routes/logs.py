@@ -13,6 +13,8 @@ request lasts at most the server's ``--max-wait``: it then ends with ``{"finishe
 "status": ..., "reason": "max_wait"}`` (without ``reason`` when the server stops first), and the
 reader resumes with ``?after=<last id>``. ``&format=text`` streams the bare lines instead, for
 ``curl`` (a keep-alive is an empty line there, and the stream just ends at the cap).
+A follow holds one of its client's stream slots while it lasts (``limits``): past
+``--max-streams-per-client`` or ``--max-streams`` it is answered 429 with ``Retry-After``.
 Followers are woken by ``NOTIFY whatsnext_logs, '<job_id>'`` (sent by every append) through the
 server's LISTEN connection, and look again every ``RECHECK`` seconds regardless, which is how they
 notice that the job finished.
@@ -36,6 +38,7 @@ from ....models import FINISHED
 from ..errors import check_attempt_outcome, not_found
 from ..http import client_gone, json_response, parse_body, path_id, query_choice, query_flag, query_int
 from ..keys import hub_key, settings_key, store_key
+from ..limits import stream_slot
 from ..notify import NotifyHub
 from ..roles import READ_JOB, WORK_OWN_JOB, Rule
 from ..schemas_logs import LogAppend, LogAppendBatch, LogAppended, LogAppendResults, LogPage
@@ -230,7 +233,8 @@ async def read_logs(request: web.Request) -> web.StreamResponse:
     tail = query_int(request, "tail", None, 1, 100_000)
     if query_flag(request, "follow"):
         text = query_choice(request, "format", ("NDJSON", "TEXT")) == "TEXT"
-        return await _follow(request, job_id, after, tail, text)
+        with stream_slot(request):  # 429 past --max-streams-per-client or --max-streams
+            return await _follow(request, job_id, after, tail, text)
     rows = await request.app[store_key].logs.read(
         job_id=job_id, after=after, limit=tail if tail is not None else limit, tail=tail is not None
     )
