@@ -71,6 +71,11 @@ def _render_page(data: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _waiting(seconds: float, error: Exception) -> None:
+    """Say on stderr that the server asked the follow to come back later (429)."""
+    print(f"the server refused the follow for now ({error}); retrying in {seconds:g} s", file=sys.stderr)
+
+
 def _follow(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -82,7 +87,7 @@ def _follow(args: argparse.Namespace) -> int:
     async def go() -> str | None:
         status = None
         try:
-            async for event in follow_logs(http, args.job_id, tail=args.tail):
+            async for event in follow_logs(http, args.job_id, tail=args.tail, on_wait=_waiting):
                 if args.json:
                     print(json.dumps(event, default=str), flush=True)
                     continue

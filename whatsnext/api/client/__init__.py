@@ -6,6 +6,7 @@ from .errors import (
     ConnectionError,
     NotFound,
     ServerError,
+    TooManyRequests,
     ValidationError,
     WhatsNextError,
 )
@@ -46,6 +47,7 @@ __all__ = [
     "Server",
     "ServerError",
     "TaskFormatter",
+    "TooManyRequests",
     "ValidationError",
     "WhatsNextError",
     "WorkSummary",

@@ -44,6 +44,11 @@ class ValidationError(WhatsNextError):
     """The server refused a field's value (422); ``details`` names the field."""
 
 
+class TooManyRequests(WhatsNextError):
+    """The server asks to come back later (429): too many open streams from this address, or too
+    many failed authentications; ``retry_after`` says in how many seconds."""
+
+
 class ServerError(WhatsNextError):
     """The server failed (5xx)."""
 
@@ -61,6 +66,8 @@ def for_status(status: int) -> type[WhatsNextError]:
         return Conflict
     if status == 422:
         return ValidationError
+    if status == 429:
+        return TooManyRequests
     if status >= 500:
         return ServerError
     return WhatsNextError

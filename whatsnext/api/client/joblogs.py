@@ -12,13 +12,13 @@ connection drops (a server restart), it reconnects and goes on after the last li
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
 import orjson
 
-from .errors import ConnectionError, WhatsNextError, for_status
+from .errors import ConnectionError, TooManyRequests, WhatsNextError, for_status
 from .http import Http
 from .project import project_path
 
@@ -51,13 +51,15 @@ async def follow_logs(
     after: int = 0,
     tail: int | None = None,
     reconnect: float = 60.0,
+    on_wait: Callable[[float, WhatsNextError], None] | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
     """Yield the job's lines (``{id, seq, attempt, line, at}``) and gaps (``{dropped: N}``) as they come.
 
     Returns after the job is finished; the last event is ``{finished: True, status}``. Keep-alive
     lines are skipped, and a stream that ends at the server's max wait is resumed at once after the
     last line; a dropped connection is retried (with backoff) for up to ``reconnect`` seconds of
-    failure in a row.
+    failure in a row. A follow the server refuses for now (429: too many open streams) waits the
+    ``Retry-After`` it was given and tries again, after telling ``on_wait(seconds, error)``.
     """
     url = f"{http.base_url}/jobs/{int(job_id)}/logs"
     session = http._get_session()
@@ -78,13 +80,17 @@ async def follow_logs(
                         except orjson.JSONDecodeError:
                             data = None
                     err = data.get("error", {}) if isinstance(data, dict) else {}
-                    raise for_status(resp.status)(
+                    error = for_status(resp.status)(
                         err.get("message") or f"GET {url} failed with HTTP {resp.status}",
                         status=resp.status,
                         code=err.get("code"),
                         details=err.get("details"),
                         url=url,
                     )
+                    retry_after = resp.headers.get("Retry-After", "")
+                    if retry_after.isascii() and retry_after.isdigit():
+                        error.retry_after = float(retry_after)
+                    raise error
                 delay, failing_since, tail = 0.1, None, None
                 capped = False
                 async for raw_line in resp.content:
@@ -105,6 +111,13 @@ async def follow_logs(
                         return
                 if capped:
                     continue
+        except TooManyRequests as exc:
+            if exc.retry_after is None:
+                raise
+            if on_wait is not None:
+                on_wait(exc.retry_after, exc)
+            await asyncio.sleep(exc.retry_after)
+            continue
         except WhatsNextError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError, orjson.JSONDecodeError) as exc:
