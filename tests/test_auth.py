@@ -109,7 +109,14 @@ async def auth_server(
     token_file = tmp_path_factory.mktemp("auth") / "admin-token"
     token_file.write_text(ADMIN + "\n")
     srv = await ServerProcess(
-        database_url, "--auth", "--admin-token-file", str(token_file), "--cors-origin", LAB
+        database_url,
+        "--auth",
+        "--admin-token-file",
+        str(token_file),
+        "--cors-origin",
+        LAB,
+        "--auth-failures-per-minute",
+        "0",  # these tests present many bad tokens on purpose (test_limits tests the limit)
     ).start()
     yield srv
     await srv.stop()
