@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import time
@@ -30,6 +31,8 @@ CHAIN = 3
 MAX_WAIT = 4.0
 """The servers' --max-wait here, short so that the cap is reached within the test."""
 KEEPALIVE = 0.5
+TRUSTED = "127.0.0.1/32"
+"""nginx's address, given to the servers with --trusted-proxy (as docs/nginx-whatsnext.conf says)."""
 
 
 @pytest.fixture
@@ -38,8 +41,9 @@ async def cluster(pg_root_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
     require_proxies()
     monkeypatch.setenv("WHATSNEXT_KEEPALIVE_SECONDS", str(KEEPALIVE))
     url = await create_database(pg_root_url, "wn_nginx")
-    first = await ServerProcess(url, "--lease-seconds", "6", "--max-wait", str(MAX_WAIT)).start()
-    second = await ServerProcess(url, "--lease-seconds", "6", "--max-wait", str(MAX_WAIT)).start()
+    flags = ("--lease-seconds", "6", "--max-wait", str(MAX_WAIT), "--trusted-proxy", TRUSTED)
+    first = await ServerProcess(url, *flags).start()
+    second = await ServerProcess(url, *flags).start()
     nginx = await Nginx([first.port, second.port]).start()
     try:
         async with aiohttp.ClientSession() as session:
@@ -84,6 +88,56 @@ def test_documented_config_never_resends_a_post() -> None:
     assert "proxy_next_upstream error timeout;" in conf
     assert "non_idempotent" not in conf.split("proxy_next_upstream error timeout;")[1].split("\n")[0]
     assert "proxy_buffering off;" in conf and "keepalive " in conf
+    # The browser's Host with its port reaches the servers (their Origin check compares ports).
+    assert "proxy_set_header Host $http_host;" in conf and "--trusted-proxy" in conf
+
+
+async def test_web_pages_through_nginx_need_nginx_s_own_origin(cluster: dict[str, Any]) -> None:
+    """Behind nginx, a page of nginx's own origin (scheme, host and port) may use the API and post
+    the dashboard's forms; a page on another port of the same host (a server's own port included)
+    may not, and a forged X-Forwarded-Host from a client is not believed."""
+    nginx: Nginx = cluster["nginx"]
+    first, _ = cluster["servers"]
+    http: aiohttp.ClientSession = cluster["session"]
+    own = nginx.url
+    name = f"ngx-{uuid.uuid4().hex[:8]}"
+    async with http.post(own + "/projects", json={"name": name}, headers={"Origin": own}) as resp:
+        assert resp.status == 201, await resp.text()
+    async with http.post(
+        f"{own}/projects/{name}/jobs", json={"name": "j", "task": "t"}, headers={"Origin": own}
+    ) as resp:
+        assert resp.status == 201, await resp.text()
+    for other in (first.url, f"http://127.0.0.1:{nginx.port + 1}", f"https://127.0.0.1:{nginx.port}"):
+        async with http.post(
+            f"{own}/projects/{name}/jobs", json={"name": "x", "task": "t"}, headers={"Origin": other}
+        ) as resp:
+            assert resp.status == 403, other
+            assert (await resp.json())["error"]["code"] == "forbidden_origin"
+        preflight = {"Origin": other, "Access-Control-Request-Method": "POST"}
+        async with http.options(f"{own}/projects/{name}/jobs", headers=preflight) as resp:
+            assert resp.status == 403, other
+    # A client cannot make another origin nginx's by sending X-Forwarded-Host (nginx drops it).
+    async with http.post(
+        f"{own}/projects/{name}/jobs",
+        json={"name": "x", "task": "t"},
+        headers={"Origin": "http://evil.example", "X-Forwarded-Host": "evil.example"},
+    ) as resp:
+        assert resp.status == 403
+
+    # The dashboard's forms, through nginx, from nginx's own origin: the confirmation page.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+        async with browser.get(f"{own}/ui/projects/{name}") as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page)
+        assert csrf is not None
+        form = {"csrf": csrf.group(1), "do": "cancel:filter"}
+        async with browser.post(f"{own}/ui/projects/{name}/actions", data=form, headers={"Origin": own}) as resp:
+            assert resp.status == 200 and 'id="confirm-count">1<' in await resp.text()
+        async with browser.post(
+            f"{own}/ui/projects/{name}/actions", data=form, headers={"Origin": first.url}
+        ) as resp:
+            assert resp.status == 403
 
 
 async def _jobs(api: Api, project: str) -> list[dict[str, Any]]:

@@ -117,6 +117,14 @@ def add_server_options(p: argparse.ArgumentParser) -> None:
         "$WHATSNEXT_CORS_ORIGINS)",
     )
     p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="a reverse proxy's address or network, e.g. 127.0.0.1/32: only from it are "
+        "X-Forwarded-Proto/-Host/-For believed (repeatable; $WHATSNEXT_TRUSTED_PROXIES)",
+    )
+    p.add_argument(
         "--insecure-no-auth",
         action="store_true",
         help="serve a non-loopback address without --auth (anyone who reaches it may do anything)",
@@ -141,6 +149,8 @@ def apply_server_options(args: argparse.Namespace, settings: Any) -> None:
         settings.allowed_hosts = list(args.allowed_host)
     if args.cors_origin:
         settings.cors_origins = [o.rstrip("/") for o in args.cors_origin]
+    if args.trusted_proxy:
+        settings.trusted_proxies = list(args.trusted_proxy)
     if args.insecure_no_auth:
         settings.insecure_no_auth = True
     if args.secret_parameter:

@@ -1,15 +1,32 @@
 """What keeps web pages out, with or without ``--auth``: the ``Host`` header must name the server
-(DNS rebinding), a request from a web page (``Origin``) must come from the server's own origin or
-one listed with ``--cors-origin``, and listed origins get CORS preflight answers."""
+(DNS rebinding), a request from a web page (``Origin``) must come from the server's own origin
+(scheme, host and port all equal to those the request was made to) or one listed with
+``--cors-origin``, and listed origins get CORS preflight answers.
+
+Behind a reverse proxy, the request's own origin and the client's address are those the proxy
+saw: ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and ``X-Forwarded-For`` are believed only when
+the TCP peer is inside a ``--trusted-proxy`` network, and ignored from anyone else."""
 
 from __future__ import annotations
 
+import ipaddress
+from functools import cache
+from typing import Any
+
 from aiohttp import web
 
-from .config import Settings, is_loopback
+from .config import DEFAULT_PORTS, Settings, is_loopback, parse_origin
 from .errors import ApiError, Handler
 from .http import ACTOR_HEADER
 from .keys import settings_key
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+Origin = tuple[str, str, int]
+"""A web origin: scheme, lower-case host name, port (the scheme's default filled in)."""
+_TRUSTED_PEER: Any = (
+    web.RequestKey("whatsnext.trusted_peer", bool) if hasattr(web, "RequestKey") else "wn_trusted_peer"
+)
+"""Whether the request's peer is a trusted proxy, worked out once per request."""
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -68,18 +85,109 @@ def host_allowed(header: str, hosts: list[str]) -> bool:
     return False
 
 
-def origin_allowed(origin: str, host_header: str, settings: Settings) -> bool:
-    """The server's own origin (the host it was reached at, or one of its named hosts), or listed."""
-    if origin in settings.cors_origins:
-        return True
-    scheme, sep, rest = origin.partition("://")
-    if not sep or scheme not in ("http", "https") or not rest or "/" in rest:
+# ---------------------------------------------------------------- proxies and origins
+
+
+@cache
+def _networks(proxies: tuple[str, ...]) -> tuple[IpNetwork, ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def _in(address: str, networks: tuple[IpNetwork, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address.strip().strip("[]"))
+    except ValueError:
         return False
-    name, port = split_host(rest)
-    if (name, port) == split_host(host_header) or name == split_host(host_header)[0]:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in n for n in networks)
+
+
+def peer_address(request: web.Request) -> str:
+    """The TCP peer's address (before any forwarding header); "" when unknown (a Unix socket)."""
+    transport = request.transport
+    peer = transport.get_extra_info("peername") if transport is not None else None
+    if isinstance(peer, tuple | list) and peer:
+        return str(peer[0])
+    return request.remote or ""
+
+
+def from_trusted_proxy(request: web.Request) -> bool:
+    """Whether the TCP peer is a ``--trusted-proxy`` (whose forwarding headers are believed)."""
+    found = request.get(_TRUSTED_PEER)
+    if found is None:
+        proxies = request.app[settings_key].trusted_proxies
+        found = bool(proxies) and _in(peer_address(request), _networks(tuple(proxies)))
+        request[_TRUSTED_PEER] = found
+    return bool(found)
+
+
+def _forwarded(request: web.Request, name: str) -> str | None:
+    """The value the nearest (trusted) proxy gave a forwarding header: the last of a list."""
+    raw = request.headers.get(name)
+    if not raw:
+        return None
+    value = raw.split(",")[-1].strip()
+    return value or None
+
+
+def client_address(request: web.Request) -> str:
+    """The client's address: the TCP peer's, or behind a trusted proxy the last address in
+    ``X-Forwarded-For`` that is not itself a trusted proxy (what the client could not forge)."""
+    peer = peer_address(request)
+    if not from_trusted_proxy(request):
+        return peer
+    networks = _networks(tuple(request.app[settings_key].trusted_proxies))
+    hops = [h.strip().strip("[]") for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+    client = peer
+    for hop in reversed([h for h in hops if h]):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            break  # not an address: what lies beyond it cannot be trusted either
+        client = hop
+        if not _in(hop, networks):
+            break
+    return client
+
+
+def is_https(request: web.Request) -> bool:
+    """Whether the browser's connection is HTTPS: TLS on this socket, or ``X-Forwarded-Proto:
+    https`` from a trusted proxy."""
+    if request.secure:
         return True
-    named = [h for h in allowed_hosts(settings) if h != "*"]
-    return host_allowed(rest, named)
+    return from_trusted_proxy(request) and (_forwarded(request, "X-Forwarded-Proto") or "").lower() == "https"
+
+
+def request_host(request: web.Request) -> str:
+    """The ``Host`` the browser asked for: ``X-Forwarded-Host`` from a trusted proxy, else ``Host``."""
+    if from_trusted_proxy(request):
+        forwarded = _forwarded(request, "X-Forwarded-Host")
+        if forwarded:
+            return forwarded
+    return request.headers.get("Host", "")
+
+
+def request_origin(request: web.Request) -> Origin:
+    """The origin the request was made to (scheme, host, port), as the browser sees it."""
+    scheme = "https" if is_https(request) else "http"
+    name, port = split_host(request_host(request))
+    return scheme, name, int(port) if port and port.isdigit() else DEFAULT_PORTS[scheme]
+
+
+def origin_allowed(origin: str, request: web.Request, settings: Settings) -> bool:
+    """The request's own origin (scheme, host and port alike), or one listed with --cors-origin."""
+    parsed = parse_origin(origin)
+    if parsed is None:
+        return False
+    if parsed == request_origin(request):
+        return True
+    return parsed in _listed(tuple(settings.cors_origins))
+
+
+@cache
+def _listed(origins: tuple[str, ...]) -> frozenset[Origin]:
+    return frozenset(o for o in map(parse_origin, origins) if o is not None)
 
 
 CORS_HEADERS = "Authorization, Content-Type, " + ACTOR_HEADER
@@ -90,7 +198,7 @@ async def browser_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Refuse requests a web page could forge: a ``Host`` the server does not serve (DNS
     rebinding), an ``Origin`` that is neither the server's own nor listed; answer CORS preflights."""
     settings = request.app[settings_key]
-    host = request.headers.get("Host", "")
+    host = request_host(request) if settings.trusted_proxies else request.headers.get("Host", "")
     if not _host_ok(host, settings):
         raise ApiError(
             403,
@@ -100,7 +208,7 @@ async def browser_middleware(request: web.Request, handler: Handler) -> web.Stre
         )
     origin = request.headers.get("Origin")
     if origin is not None:
-        if not origin_allowed(origin, host, settings):
+        if not origin_allowed(origin, request, settings):
             raise ApiError(
                 403,
                 "forbidden_origin",
@@ -126,6 +234,14 @@ def _cors_headers(origin: str, preflight: bool = False) -> dict[str, str]:
 async def cors_on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Let the pages of a listed origin read the answers (streams included)."""
     origin = request.headers.get("Origin")
-    if origin is not None and origin in request.app[settings_key].cors_origins:
+    if origin is not None and origin_listed(origin, request.app[settings_key]):
         for name, value in _cors_headers(origin).items():
             response.headers.setdefault(name, value)
+
+
+def origin_listed(origin: str, settings: Settings) -> bool:
+    """Whether ``origin`` is one given with --cors-origin (compared as scheme, host and port)."""
+    if not settings.cors_origins:
+        return False
+    parsed = parse_origin(origin)
+    return parsed is not None and parsed in _listed(tuple(settings.cors_origins))

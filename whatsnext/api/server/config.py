@@ -73,6 +73,9 @@ class Settings:
     when bound to loopback."""
     cors_origins: list[str] = field(default_factory=list)
     """Web origins (``https://app.example.org``) whose pages may call the API."""
+    trusted_proxies: list[str] = field(default_factory=list)
+    """Networks (CIDR) of reverse proxies whose ``X-Forwarded-Proto/-Host/-For`` headers are believed
+    (``--trusted-proxy``, ``$WHATSNEXT_TRUSTED_PROXIES``); from other peers they are ignored."""
     insecure_no_auth: bool = False
     """Allow a non-loopback address without --auth."""
     secret_parameters: tuple[str, ...] = ("*token*", "*secret*", "*password*", "*key*")
@@ -117,6 +120,7 @@ class Settings:
         s.admin_token = os.environ.get("WHATSNEXT_ADMIN_TOKEN", "").strip() or None
         s.allowed_hosts = _words(os.environ.get("WHATSNEXT_ALLOWED_HOSTS"))
         s.cors_origins = _words(os.environ.get("WHATSNEXT_CORS_ORIGINS"))
+        s.trusted_proxies = _words(os.environ.get("WHATSNEXT_TRUSTED_PROXIES"))
         if os.environ.get("WHATSNEXT_SECRET_PARAMETERS"):
             s.secret_parameters = tuple(_words(os.environ["WHATSNEXT_SECRET_PARAMETERS"]))
         for env, attr in (
@@ -152,6 +156,20 @@ class Settings:
                     f"--host {self.host} needs --allowed-host NAME (repeatable): the names clients use "
                     "to reach this server (or '*' for any, e.g. behind a proxy that checks it)"
                 )
+        for origin in self.cors_origins:
+            if parse_origin(origin) is None:
+                raise SettingsError(
+                    f"--cors-origin {origin!r} is not a web origin: give each one as scheme://host[:port] "
+                    "(http or https, no path, no wildcard), e.g. https://lab.example.org"
+                )
+        for network in self.trusted_proxies:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise SettingsError(
+                    f"--trusted-proxy {network!r} is not an address or network: give it as CIDR, "
+                    "e.g. 127.0.0.1/32 or 10.0.0.0/8"
+                ) from None
         if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN:
             raise SettingsError(
                 f"the admin token must have at least {MIN_ADMIN_TOKEN} characters, it has "
@@ -200,6 +218,36 @@ class Settings:
 
 def _words(value: str | None) -> list[str]:
     return [w.strip() for w in (value or "").split(",") if w.strip()]
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_origin(origin: str) -> tuple[str, str, int] | None:
+    """``scheme://host[:port]`` as (scheme, lower-case host, port with the scheme's default filled
+    in); None for anything else (a path, a wildcard, another scheme, ``null``)."""
+    scheme, sep, rest = origin.strip().partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in DEFAULT_PORTS or not rest or any(c in rest for c in "/?#@*\\ "):
+        return None
+    rest = rest.lower()
+    if rest.startswith("["):
+        name, close, tail = rest[1:].partition("]")
+        if not close or (tail and not tail.startswith(":")):
+            return None
+        port_text = tail[1:]
+    else:
+        name, _, port_text = rest.partition(":")
+        if ":" in port_text:
+            return None
+    name = name.rstrip(".")
+    if not name:
+        return None
+    if not port_text:
+        return scheme, name, DEFAULT_PORTS[scheme]
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        return None
+    return scheme, name, int(port_text)
 
 
 def is_loopback(host: str) -> bool:
