@@ -1,10 +1,11 @@
 """The web dashboard: pages rendered by a real server over real jobs and workers, read without
 JavaScript (plain HTTP) and driven in a real browser (Debian's chromium, headless, through
-Playwright), plus its pure parts (why a job waits, the graph layout, session cookies)."""
+Playwright), plus its pure parts (why a job waits, the graph layout). Sessions live in the database."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import html
 import os
 import re
@@ -25,7 +26,6 @@ from conftest import ROOT, Api, ServerProcess, create_database, drop_database, w
 
 from whatsnext.api.client import AsyncServer, Client, Job, PythonFormatter
 from whatsnext.api.server.dashboard import dag
-from whatsnext.api.server.dashboard.session import read_session, sign_session
 from whatsnext.api.server.dashboard.why import explain
 
 CHROMIUM = "/usr/bin/chromium"
@@ -127,17 +127,6 @@ def test_graph_levels_and_svg() -> None:
     svg = dag.svg(nodes, edges)
     assert svg.startswith("<svg") and svg.count("<path") == 4 and 'href="/ui/jobs/3"' in svg
     assert dag.COLOURS["RUNNING"] in svg
-
-
-def test_session_cookie_is_signed_and_expires() -> None:
-    secret = b"k" * 32
-    value = sign_session("wnt_token", secret, now=1000.0)
-    assert read_session(value, secret, now=1001.0) is not None
-    assert read_session(value, b"x" * 32, now=1001.0) is None
-    payload, mac = value.split(".")
-    assert read_session(payload[:-2] + "AA." + mac, secret, now=1001.0) is None
-    assert read_session(value, secret, now=1000.0 + 13 * 3600) is None
-    assert read_session("garbage", secret) is None
 
 
 # ---------------------------------------------------------------- over HTTP, without JavaScript
@@ -266,6 +255,13 @@ async def test_forms_need_the_csrf_value_and_the_api_still_needs_json(
         url, data={"do": "cancel:filter", "csrf": "x" * 30}, headers={"Cookie": "wn_csrf=" + "y" * 30}
     ) as resp:
         assert resp.status == 403
+    # A cookie equal to the field (the double submit of old) is no proof: the value is an HMAC of
+    # the browser's cookie under the servers' key.
+    for cookie in ("wn_csrf", "wn_pre"):
+        async with http.post(
+            url, data={"do": "cancel:filter", "csrf": "x" * 30}, headers={"Cookie": f"{cookie}={'x' * 30}"}
+        ) as resp:
+            assert resp.status == 403 and (await resp.json())["error"]["details"]["field"] == "csrf"
     # A form body anywhere else is still refused.
     async with http.post(f"{server.url}/projects/{seeded['name']}/jobs", data={"name": "x"}) as resp:
         assert resp.status == 415
@@ -274,6 +270,48 @@ async def test_forms_need_the_csrf_value_and_the_api_still_needs_json(
         url, data={"do": "cancel:filter"}, headers={"Origin": "http://evil.example"}
     ) as resp:
         assert resp.status == 403
+
+
+async def test_a_session_is_a_random_id_looked_up_in_the_database(
+    server_factory: Any, http: aiohttp.ClientSession, database_url: str, tmp_path: Path
+) -> None:
+    """The cookie holds a random id (not the token, nothing signed): a made-up one, one whose
+    record has expired, and one of an earlier release (a signed payload) all lead to the login."""
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN + "\n")
+    srv = await server_factory("--auth", "--admin-token-file", str(token_file))
+    async with http.get(srv.url + "/ui/login") as resp:
+        pre = resp.cookies["wn_pre"].value
+        csrf = re.search(r'name="csrf" value="([^"]+)"', await resp.text())
+    assert csrf is not None
+    async with http.post(
+        srv.url + "/ui/login",
+        data={"csrf": csrf.group(1), "token": ADMIN, "next": "/ui/workers"},
+        headers={"Cookie": f"wn_pre={pre}"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 303 and resp.headers["Location"] == "/ui/workers"
+        session_id = resp.cookies["wn_session"].value
+    assert ADMIN not in session_id and "." not in session_id and len(session_id) >= 40
+
+    async def status(cookie: str) -> int:
+        async with http.get(srv.url + "/ui/workers", headers={"Cookie": cookie}, allow_redirects=False) as r:
+            return r.status
+
+    assert await status(f"wn_session={session_id}") == 200
+    assert await status(f"wn_session={session_id[:-2]}AA") == 303
+    old_style = "eyJoIjoiMDAiLCJleHAiOjk5OTk5OTk5OTl9.c2lnbmF0dXJlLW9mLWFuLWVhcmxpZXItcmVsZWFzZQ"
+    assert await status(f"wn_session={old_style}") == 303
+    conn = await asyncpg.connect(database_url)
+    try:
+        digest = hashlib.sha256(session_id.encode()).digest()
+        assert await conn.fetchval("SELECT admin_hash IS NOT NULL FROM ui_sessions WHERE hash = $1", digest)
+        await conn.execute(
+            "UPDATE ui_sessions SET expires_at = now() - interval '1 second' WHERE hash = $1", digest
+        )
+    finally:
+        await conn.close()
+    assert await status(f"wn_session={session_id}") == 303
 
 
 async def test_live_stream_reports_changes(
@@ -557,7 +595,7 @@ async def test_browser_login_under_auth(
     await page.wait_for_url(f"**/ui/projects/{pname}")
     await page.wait_for_selector("#kanban")
     assert await page.locator("#cancel-all").count() == 0  # a viewer may not act
-    csrf = next(c["value"] for c in await page.context.cookies() if c["name"] == "wn_csrf")
+    csrf = await page.locator("input[name=csrf]").first.input_value()  # the sign-out form's
     refused = await page.request.post(
         f"{srv.url}/ui/projects/{pname}/actions", form={"csrf": csrf, "do": "cancel:filter"}
     )
@@ -570,7 +608,7 @@ async def test_browser_login_under_auth(
     await page.wait_for_selector("#token")
     await page.context.close()
 
-    # Operators see the actions; the session works on another server sharing the admin token.
+    # Operators see the actions; the session (in the database) works on another server too.
     async with http.post(srv.url + "/tokens", json={"name": "op", "role": "operator"}, headers=admin) as resp:
         op_token = (await resp.json())["token"]
     other = await server_factory("--auth", "--admin-token-file", str(token_file))

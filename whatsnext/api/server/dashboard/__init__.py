@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..roles import PAGE_OPEN
 from .live import install_live
+from .session import SecretHolder, page_headers, secret_key
 from .views import PREFIX, routes, stop_key
 
 HERE = Path(__file__).parent
@@ -27,7 +28,9 @@ async def _stop_streams(app: web.Application) -> None:
 def install_dashboard(app: web.Application) -> None:
     """Mount the dashboard on the application."""
     app[stop_key] = asyncio.Event()
+    app[secret_key] = SecretHolder()
     app.on_shutdown.append(_stop_streams)
+    app.on_response_prepare.append(page_headers)
     install_live(app)
     routes.install(app)
 

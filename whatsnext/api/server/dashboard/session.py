@@ -1,15 +1,19 @@
-"""Who is looking at the dashboard: a signed session cookie (after a login with a token) or a
-bearer token; and the CSRF token every form carries.
+"""Who is looking at the dashboard: a session (after a login with a token) or a bearer token; the
+CSRF value every form carries; the headers every dashboard answer carries.
 
-The session cookie holds the SHA-256 of the token and an expiry, signed with HMAC-SHA256. The
-signing secret is ``$WHATSNEXT_SESSION_SECRET`` where set (give every server of a deployment the
-same one), else derived from the admin token (the same on every server that shares it), else a
-random one of this process (sessions then last as long as the process). Each request looks the
-token up again, so revoking it ends its sessions.
+A login records a session in the database (``ui_sessions``: the SHA-256 of a random session id,
+the token, an expiry 12 hours on) and gives the browser the id in the ``wn_session`` cookie. Each
+request looks the session and its token up in one query, so signing out (which deletes the row)
+and revoking the token end the session on every server at once.
 
-Forms are protected twice: the cookies are ``SameSite=Strict`` (a page elsewhere cannot send
-them), and every form carries the value of the ``wn_csrf`` cookie, compared on each post
-(double submit). The server's Origin check applies too.
+Forms are protected three times: the cookies are ``SameSite=Strict``; the server's Origin check
+refuses a post from any other origin (another port of the same host included); and every form
+carries a CSRF value that is an HMAC, under a key only the servers know, of the browser's
+session id (before a login, or without ``--auth``: of a random value in the ``wn_pre`` cookie).
+A page elsewhere may plant cookies for the host (cookies do not separate ports) but cannot read
+the session cookie nor compute the HMAC, so a value it makes up never passes. The key is
+``$WHATSNEXT_SESSION_SECRET`` where set, else a random one kept in the database (``ui_secret``)
+and shared by every server on it.
 """
 
 from __future__ import annotations
@@ -19,128 +23,164 @@ import hashlib
 import hmac
 import os
 import secrets
-import time
+from dataclasses import dataclass
+from typing import Any
 
-import orjson
 from aiohttp import web
 
+from ..browser import is_https
 from ..errors import ApiError
-from ..keys import settings_key
-from ..roles import Principal
-from ..tokens import authenticate, hash_token, lookup
+from ..keys import settings_key, store_key
+from ..roles import BOOTSTRAP_NAME, Principal
+from ..tokens import admin_digest, authenticate
 
 SESSION_COOKIE = "wn_session"
-CSRF_COOKIE = "wn_csrf"
+BROWSER_COOKIE = "wn_pre"
+"""A random value naming a browser that has no session: the CSRF value of its forms derives from it."""
 CSRF_FIELD = "csrf"
 SESSION_SECONDS = 12 * 3600
 SECRET_ENV = "WHATSNEXT_SESSION_SECRET"
-_PROCESS_SECRET = secrets.token_bytes(32)
 _ANONYMOUS = Principal(None, "dashboard", "admin", None)
 """Without --auth, whoever reaches the server may do everything (as with the API)."""
+
+
+def _request_key(name: str) -> Any:
+    """A typed key of a request's storage where aiohttp has them (3.12 and later), else the name."""
+    return web.RequestKey(name, str) if hasattr(web, "RequestKey") else name
+
+
+_CSRF_KEY = _request_key("whatsnext.dashboard.csrf")
+"""The CSRF value of the request's session or browser."""
+_NEW_BROWSER_KEY = _request_key("whatsnext.dashboard.new_browser")
+"""A ``wn_pre`` value made while answering, for :func:`send_cookies`."""
+
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+"""Scripts and styles from the server's own files only (no inline ones: the templates carry none,
+and htmx is told not to inject its indicator style); no framing."""
+PAGE_HEADERS = {
+    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
 
 
 class LoginRequired(Exception):
     """No valid session: the page sends the browser to the login form."""
 
 
-def session_secret(admin_token: str | None) -> bytes:
-    """The key that signs session cookies (see the module's description)."""
-    configured = os.environ.get(SECRET_ENV, "").strip()
-    if configured:
-        return hashlib.sha256(b"whatsnext-session:" + configured.encode()).digest()
-    if admin_token:
-        return hmac.new(admin_token.encode(), b"whatsnext-session", hashlib.sha256).digest()
-    return _PROCESS_SECRET
+@dataclass
+class SecretHolder:
+    """The dashboard's key once read (from the environment or the database)."""
+
+    value: bytes | None = None
 
 
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+secret_key = web.AppKey("dashboard_secret", SecretHolder)
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
 
 
-def sign_session(token: str, secret: bytes, now: float | None = None) -> str:
-    """The cookie value for a session of ``token``."""
-    payload = orjson.dumps({"h": hash_token(token).hex(), "exp": int((now or time.time()) + SESSION_SECONDS)})
-    mac = hmac.new(secret, payload, hashlib.sha256).digest()
-    return f"{_b64(payload)}.{_b64(mac)}"
+def _plausible(value: str | None) -> bool:
+    """A cookie value of the shape this server makes (random, URL-safe) before anything is asked."""
+    return bool(value) and 20 <= len(value or "") <= 100  # type: ignore[operator]
 
 
-def read_session(value: str, secret: bytes, now: float | None = None) -> bytes | None:
-    """The token hash of a valid, unexpired session cookie, else None."""
-    try:
-        raw_payload, raw_mac = value.split(".", 1)
-        payload, mac = _unb64(raw_payload), _unb64(raw_mac)
-    except ValueError:
+async def dashboard_secret(request: web.Request) -> bytes:
+    """The key of the CSRF values (see the module's description), read once per process."""
+    holder = request.app[secret_key]
+    if holder.value is None:
+        configured = os.environ.get(SECRET_ENV, "").strip()
+        if configured:
+            holder.value = hashlib.sha256(b"whatsnext-session:" + configured.encode()).digest()
+        else:
+            store = request.app[store_key].ui_sessions
+            found = await store.secret(candidate=secrets.token_bytes(32))
+            if found is None:  # another server stored its own at the same moment: read that one
+                found = await store.secret(candidate=secrets.token_bytes(32))
+            if found is None:
+                raise ApiError(503, "unavailable", "the dashboard's key could not be read: try again")
+            holder.value = found
+    return holder.value
+
+
+async def _set_csrf(request: web.Request, basis: bytes) -> None:
+    mac = hmac.new(await dashboard_secret(request), b"whatsnext-csrf:" + basis, hashlib.sha256).digest()
+    request[_CSRF_KEY] = base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+async def browser_csrf(request: web.Request) -> str:
+    """Make the CSRF value of a browser without a session (from its ``wn_pre`` cookie, a new one
+    when it has none: sent by :func:`send_cookies`) the request's."""
+    value = request.cookies.get(BROWSER_COOKIE)
+    if not _plausible(value):
+        value = secrets.token_urlsafe(24)
+        request[_NEW_BROWSER_KEY] = value
+    await _set_csrf(request, b"browser:" + str(value).encode())
+    return csrf_token(request)
+
+
+async def session_principal(request: web.Request, session_id: str) -> Principal | None:
+    """The principal of a live session (None: unknown, expired, signed out, or its token revoked
+    or expired)."""
+    if not _plausible(session_id):
         return None
-    if not hmac.compare_digest(mac, hmac.new(secret, payload, hashlib.sha256).digest()):
+    row = await request.app[store_key].ui_sessions.lookup(hash=_digest(session_id))
+    if row is None:
         return None
-    try:
-        data = orjson.loads(payload)
-        digest = bytes.fromhex(data["h"])
-        expires = float(data["exp"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+    if row["token_id"] is None:
+        admin = request.app[settings_key].admin_token
+        stored = row["admin_hash"]
+        if admin and stored is not None and hmac.compare_digest(bytes(stored), admin_digest(admin)):
+            return Principal(None, BOOTSTRAP_NAME, "admin", None)
         return None
-    if expires < (now or time.time()):
+    if row["name"] is None or row["revoked"] or row["expired"]:
         return None
-    return digest
-
-
-async def principal_for_hash(request: web.Request, digest: bytes) -> Principal | None:
-    """The principal of a token hash (None: unknown, revoked or expired)."""
-    return (await lookup(request.app, digest))[0]
+    projects = None if row["projects"] is None else frozenset(row["projects"])
+    return Principal(row["token_id"], row["name"], row["role"], projects)
 
 
 async def viewer(request: web.Request) -> Principal:
     """Who is looking: anyone without --auth; else the bearer token or the session's token.
-    Raises :class:`LoginRequired` when there is neither."""
+    Makes the request's CSRF value (:func:`csrf_token`). Raises :class:`LoginRequired` when there
+    is neither a valid token nor a live session."""
     settings = request.app[settings_key]
     if not settings.auth:
+        await browser_csrf(request)
         return _ANONYMOUS
     if "Authorization" in request.headers:
         try:
-            return await authenticate(request)
+            who = await authenticate(request)
         except ApiError as exc:
             if exc.status == 429:
                 raise  # too many bad tokens from this address (limits)
             raise LoginRequired from None
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        digest = read_session(cookie, session_secret(settings.admin_token))
-        if digest is not None:
-            who = await principal_for_hash(request, digest)
-            if who is not None:
-                return who
+        await browser_csrf(request)
+        return who
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id:
+        found = await session_principal(request, session_id)
+        if found is not None:
+            await _set_csrf(request, b"session:" + session_id.encode())
+            return found
     raise LoginRequired
 
 
 def csrf_token(request: web.Request) -> str:
-    """The CSRF value of this browser (a new one when it has none yet; see :func:`set_csrf`)."""
-    existing = request.cookies.get(CSRF_COOKIE)
-    if existing and 20 <= len(existing) <= 100:
-        return existing
-    token = request.get("wn_new_csrf")
-    if token is None:
-        token = secrets.token_urlsafe(24)
-        request["wn_new_csrf"] = token
-    return str(token)
-
-
-def set_csrf(request: web.Request, response: web.StreamResponse) -> None:
-    """Send the CSRF cookie made while rendering the page, if one was."""
-    token = request.get("wn_new_csrf")
-    if token is not None:
-        response.set_cookie(
-            CSRF_COOKIE, str(token), httponly=True, samesite="Strict", path="/", secure=request.secure
-        )
+    """The CSRF value of this request's session or browser (made by :func:`viewer` or
+    :func:`browser_csrf`)."""
+    return str(request[_CSRF_KEY])
 
 
 def check_csrf(request: web.Request, sent: str | None) -> None:
-    """Refuse a form post whose CSRF value is not this browser's."""
-    cookie = request.cookies.get(CSRF_COOKIE)
-    if not cookie or not sent or not hmac.compare_digest(cookie, sent):
+    """Refuse a form post whose CSRF value is not the one of this session (or browser)."""
+    expected = request.get(_CSRF_KEY)
+    if not expected or not sent or not hmac.compare_digest(str(expected), sent):
         raise ApiError(
             403,
             "forbidden",
@@ -149,18 +189,49 @@ def check_csrf(request: web.Request, sent: str | None) -> None:
         )
 
 
-def start_session(request: web.Request, response: web.StreamResponse, token: str) -> None:
-    secret = session_secret(request.app[settings_key].admin_token)
+def send_cookies(request: web.Request, response: web.StreamResponse) -> None:
+    """Send the ``wn_pre`` cookie made while answering, if one was."""
+    value = request.get(_NEW_BROWSER_KEY)
+    if value is not None:
+        response.set_cookie(
+            BROWSER_COOKIE, str(value), httponly=True, samesite="Strict", path="/", secure=is_https(request)
+        )
+
+
+async def start_session(
+    request: web.Request, response: web.StreamResponse, who: Principal, token: str
+) -> None:
+    """Record a new session of ``who`` (signed in with ``token``) and give the browser its id."""
+    session_id = secrets.token_urlsafe(32)
+    await request.app[store_key].ui_sessions.create(
+        hash=_digest(session_id),
+        token_id=who.id,
+        admin_hash=admin_digest(token) if who.id is None else None,
+        seconds=SESSION_SECONDS,
+    )
     response.set_cookie(
         SESSION_COOKIE,
-        sign_session(token, secret),
+        session_id,
         httponly=True,
         samesite="Strict",
         path="/",
         max_age=SESSION_SECONDS,
-        secure=request.secure,
+        secure=is_https(request),
     )
 
 
-def end_session(response: web.StreamResponse) -> None:
+async def end_session(request: web.Request, response: web.StreamResponse) -> None:
+    """Delete the browser's session (on every server: it is in the database) and its cookie."""
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if _plausible(session_id):
+        await request.app[store_key].ui_sessions.delete(hash=_digest(str(session_id)))
     response.del_cookie(SESSION_COOKIE, path="/")
+
+
+async def page_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Every answer under the dashboard (pages, the login form, redirects, errors, static files):
+    no framing, no inline script or style, no type sniffing, no referrer to other sites."""
+    path = request.path
+    if path == "/" or path.startswith("/ui/") or path == "/ui":
+        for name, value in PAGE_HEADERS.items():
+            response.headers.setdefault(name, value)

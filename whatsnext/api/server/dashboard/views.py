@@ -28,17 +28,19 @@ from ..masking import mask_secrets, refuse_secret_filter, secret_matcher
 from ..registry import RouteTable
 from ..roles import PAGE, PAGE_OPEN, Principal, Rule
 from ..store.dashboard import JobFilter
-from ..tokens import hash_token
+from ..tokens import hash_token, lookup
 from . import dag, live
 from .render import render
 from .session import (
     CSRF_FIELD,
+    SESSION_COOKIE,
     LoginRequired,
+    browser_csrf,
     check_csrf,
     csrf_token,
     end_session,
-    principal_for_hash,
-    set_csrf,
+    send_cookies,
+    session_principal,
     start_session,
     viewer,
 )
@@ -171,9 +173,8 @@ def page(
             context |= common(request, who)
             response = render(template, context)
             response.headers["Cache-Control"] = "no-store"
-            response.headers["X-Frame-Options"] = "DENY"
             response.headers["Server-Timing"] = f"render;dur={1000 * (time.perf_counter() - started):.1f}"
-            set_csrf(request, response)
+            send_cookies(request, response)
             return response
 
         return view
@@ -476,12 +477,14 @@ async def _apply(
 async def login_form(request: web.Request) -> web.StreamResponse:
     if not request.app[settings_key].auth:
         raise web.HTTPFound(PREFIX + "/")
+    await browser_csrf(request)
     return _login_page(request, request.query.get("next"), None, 200)
 
 
 def _login_page(
     request: web.Request, next_path: str | None, error: str | None, status: int
 ) -> web.StreamResponse:
+    """The login form (the request's CSRF value is made first: :func:`browser_csrf`)."""
     context = {
         "next": safe_next(next_path),
         "error": error,
@@ -494,7 +497,7 @@ def _login_page(
     }
     response = render("login.html", context, status=status)
     response.headers["Cache-Control"] = "no-store"
-    set_csrf(request, response)
+    send_cookies(request, response)
     return response
 
 
@@ -507,9 +510,11 @@ def _login_page(
     published=False,
 )
 async def login(request: web.Request) -> web.StreamResponse:
+    """Check the token and start a session (recorded in the database; the cookie holds its id)."""
+    await browser_csrf(request)
     form = await _form(request)
     token = str(form.get("token", "")).strip()
-    who = await principal_for_hash(request, hash_token(token)) if 0 < len(token) <= 200 else None
+    who = (await lookup(request.app, hash_token(token)))[0] if 0 < len(token) <= 200 else None
     if who is None:
         limited = _limited(request) if token else None
         if limited is not None:
@@ -520,7 +525,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             request, str(form.get("next", "")), "This token is not valid (unknown, expired or revoked).", 401
         )
     response = web.HTTPSeeOther(safe_next(str(form.get("next", "")) or None))
-    start_session(request, response, token)
+    await start_session(request, response, who, token)
     raise response
 
 
@@ -535,9 +540,14 @@ def _limited(request: web.Request) -> ApiError | None:
 
 @routes.route("POST", PREFIX + "/logout", "Sign out", tag="dashboard", rule=PAGE_OPEN, published=False)
 async def logout(request: web.Request) -> web.StreamResponse:
-    await _form(request)
+    """End the session: its record is deleted, so its cookie works nowhere any more. A browser
+    whose session already ended is just sent to the login form."""
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if session_id and await session_principal(request, session_id) is not None:
+        await viewer(request)  # the CSRF value of this session: another page cannot sign anyone out
+        await _form(request)
     response = web.HTTPSeeOther(PREFIX + "/login")
-    end_session(response)
+    await end_session(request, response)
     raise response
 
 

@@ -15,6 +15,7 @@ from .metrics import MetricsStore
 from .projects import ProjectStore
 from .tasks import TaskStore
 from .tokens import TokenStore
+from .ui_sessions import UiSessionStore
 from .workers import WorkerStore
 
 
@@ -31,6 +32,7 @@ class Store:
         self.metrics = MetricsStore(pool)
         self.groups = GroupStore(pool)
         self.dashboard = DashboardStore(pool)
+        self.ui_sessions = UiSessionStore(pool)
 
 
 __all__ = [
@@ -44,5 +46,6 @@ __all__ = [
     "Store",
     "TaskStore",
     "TokenStore",
+    "UiSessionStore",
     "WorkerStore",
 ]
