@@ -38,6 +38,14 @@ def _pretty(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
 
 
+def _width(part: float | None, whole: float | None) -> str:
+    """The style sheet's class for a bar ``part`` of ``whole`` long (``w-0`` to ``w-100``; a part
+    that is not nothing shows at least 1%): pages carry no inline style (Content-Security-Policy)."""
+    if not part or not whole or part <= 0 or whole <= 0:
+        return "w-0"
+    return f"w-{min(100, max(1, round(100 * part / whole)))}"
+
+
 def _when(value: Any) -> str:
     return "" if value is None else value.strftime("%Y-%m-%d %H:%M:%S")
 
@@ -50,7 +58,13 @@ def environment() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=jinja2.select_autoescape(default=True)
     )
-    env.filters |= {"duration": _duration, "compact": _compact, "pretty": _pretty, "when": _when}
+    env.filters |= {
+        "duration": _duration,
+        "compact": _compact,
+        "pretty": _pretty,
+        "when": _when,
+        "width": _width,
+    }
     return env
 
 
