@@ -2,8 +2,10 @@
 
 Failed authentications: an address that presented ``--auth-failures-per-minute`` bad tokens (at the
 API, or at the dashboard's sign-in form) within the last minute is answered 429 with ``Retry-After``
-for every further bad token until the oldest of them is a minute old. A valid token is never
-limited: the count is looked at only once a token has failed, so the success path costs nothing.
+for every further token until the oldest of them is a minute old. While it is limited, a token
+is not even looked up unless it authenticated from that address before (in this process): guessing
+goes on no faster by ignoring the 429s, and the clients that were working from that address (a
+worker, a colleague behind the same NAT) keep working.
 
 Streams: a route that holds a request open (the dashboard's live updates, a log follow) opts in with
 :func:`stream_slot`; one address holds at most ``--max-streams-per-client`` of them and the server
@@ -61,9 +63,42 @@ class AuthFailures:
         self.max_addresses = max_addresses
         self.clock = clock
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._proven: OrderedDict[tuple[str, bytes], None] = OrderedDict()
+        """(address, token hash) pairs that authenticated: a limited address may still use them."""
 
     def __len__(self) -> int:
         return len(self._failures)
+
+    def proven(self, address: str, digest: bytes) -> None:
+        """``digest`` authenticated from ``address`` (remembered for at most ``max_addresses`` pairs)."""
+        if self.limit <= 0:
+            return
+        key = (address, digest)
+        if key in self._proven:
+            return
+        if len(self._proven) >= self.max_addresses:
+            self._proven.popitem(last=False)
+        self._proven[key] = None
+
+    def check(self, address: str, digest: bytes) -> None:
+        """Before a token is looked up: 429 when ``address`` is limited and the token never
+        authenticated from it."""
+        if self.limit <= 0 or address not in self._failures or (address, digest) in self._proven:
+            return
+        times = self._failures[address]
+        now = self.clock()
+        while times and now - times[0] >= self.window:
+            times.popleft()
+        if len(times) >= self.limit:
+            self._refuse(math.ceil(times[0] + self.window - now))
+
+    def _refuse(self, wait: int) -> None:
+        raise too_many(
+            f"too many failed authentications from this address ({self.limit} a minute, "
+            f"--auth-failures-per-minute): try again in {max(1, wait)} s",
+            wait,
+            "Authorization",
+        )
 
     def failed(self, address: str) -> None:
         """Count one failed authentication of ``address``; raise 429 instead when it already had
@@ -81,13 +116,7 @@ class AuthFailures:
         while times and now - times[0] >= self.window:
             times.popleft()
         if len(times) >= self.limit:
-            wait = math.ceil(times[0] + self.window - now)
-            raise too_many(
-                f"too many failed authentications from this address ({self.limit} a minute, "
-                f"--auth-failures-per-minute): try again in {max(1, wait)} s",
-                wait,
-                "Authorization",
-            )
+            self._refuse(math.ceil(times[0] + self.window - now))
         times.append(now)
 
 
@@ -139,6 +168,21 @@ def install_limits(app: web.Application, settings: Settings) -> None:
     """The application's counters, sized by its settings."""
     app[auth_failures_key] = AuthFailures(settings.auth_failures_per_minute)
     app[stream_slots_key] = StreamSlots(settings.max_streams_per_client, settings.max_streams)
+
+
+def auth_check(request: web.Request, digest: bytes) -> None:
+    """Before a token is looked up: 429 when the request's address is limited and the token never
+    authenticated from it."""
+    failures = request.app.get(auth_failures_key)
+    if failures is not None and failures.limit > 0:
+        failures.check(client_address(request), digest)
+
+
+def auth_succeeded(request: web.Request, digest: bytes) -> None:
+    """The token authenticated: its address may keep using it while limited."""
+    failures = request.app.get(auth_failures_key)
+    if failures is not None and failures.limit > 0:
+        failures.proven(client_address(request), digest)
 
 
 def auth_failed(request: web.Request) -> None:

@@ -15,7 +15,7 @@ from aiohttp import web
 from .errors import ApiError
 from .http import PRINCIPAL_KEY
 from .keys import settings_key, store_key
-from .limits import auth_failed
+from .limits import auth_check, auth_failed, auth_succeeded
 from .roles import BOOTSTRAP_NAME, Principal
 
 TOKEN_PREFIX = "wnt_"
@@ -55,7 +55,8 @@ def bearer(request: web.Request) -> str | None:
 
 async def authenticate(request: web.Request) -> Principal:
     """The token's principal; 401 when it is missing, unknown, expired or revoked, and 429 when the
-    client's address presented too many bad tokens (``limits``; a valid token is never limited)."""
+    client's address presented too many bad tokens (``limits``: then only a token that worked from
+that address before is looked up)."""
     try:
         token = bearer(request)
     except ApiError:
@@ -66,10 +67,13 @@ async def authenticate(request: web.Request) -> Principal:
     if len(token) > MAX_TOKEN_LENGTH:
         auth_failed(request)
         raise unauthorized("the token is not valid")
-    found, why = await lookup(request.app, hash_token(token))
+    digest = hash_token(token)
+    auth_check(request, digest)
+    found, why = await lookup(request.app, digest)
     if found is None:
         auth_failed(request)
         raise unauthorized(why)
+    auth_succeeded(request, digest)
     return found
 
 
