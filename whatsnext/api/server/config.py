@@ -119,7 +119,7 @@ class Settings:
         s.auth = os.environ.get("WHATSNEXT_AUTH", "").strip().lower() in ("1", "true", "yes", "on")
         s.admin_token = os.environ.get("WHATSNEXT_ADMIN_TOKEN", "").strip() or None
         s.allowed_hosts = _words(os.environ.get("WHATSNEXT_ALLOWED_HOSTS"))
-        s.cors_origins = _words(os.environ.get("WHATSNEXT_CORS_ORIGINS"))
+        s.cors_origins = [o.rstrip("/") for o in _words(os.environ.get("WHATSNEXT_CORS_ORIGINS"))]
         s.trusted_proxies = _words(os.environ.get("WHATSNEXT_TRUSTED_PROXIES"))
         if os.environ.get("WHATSNEXT_SECRET_PARAMETERS"):
             s.secret_parameters = tuple(_words(os.environ["WHATSNEXT_SECRET_PARAMETERS"]))
