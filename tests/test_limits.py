@@ -54,7 +54,9 @@ async def test_bad_tokens_are_limited_and_a_valid_token_is_not(
 ) -> None:
     srv = await auth_server(server_factory, tmp_path)
     admin = {"Authorization": f"Bearer {ADMIN}"}
-    async with http.post(srv.url + "/tokens", json={"name": "unused", "role": "viewer"}, headers=admin) as resp:
+    async with http.post(
+        srv.url + "/tokens", json={"name": "unused", "role": "viewer"}, headers=admin
+    ) as resp:
         unused = {"Authorization": f"Bearer {(await resp.json())['token']}"}
     statuses = []
     for i in range(40):

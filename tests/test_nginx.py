@@ -132,7 +132,9 @@ async def test_web_pages_through_nginx_need_nginx_s_own_origin(cluster: dict[str
         csrf = re.search(r'name="csrf" value="([^"]+)"', page)
         assert csrf is not None
         form = {"csrf": csrf.group(1), "do": "cancel:filter"}
-        async with browser.post(f"{own}/ui/projects/{name}/actions", data=form, headers={"Origin": own}) as resp:
+        async with browser.post(
+            f"{own}/ui/projects/{name}/actions", data=form, headers={"Origin": own}
+        ) as resp:
             assert resp.status == 200 and 'id="confirm-count">1<' in await resp.text()
         async with browser.post(
             f"{own}/ui/projects/{name}/actions", data=form, headers={"Origin": first.url}

@@ -173,7 +173,7 @@ class Settings:
         if self.admin_token is not None and len(self.admin_token) < MIN_ADMIN_TOKEN:
             raise SettingsError(
                 f"the admin token must have at least {MIN_ADMIN_TOKEN} characters, it has "
-                f"{len(self.admin_token)}: make one with python -c \"import secrets; "
+                f'{len(self.admin_token)}: make one with python -c "import secrets; '
                 "print('wnt_' + secrets.token_urlsafe(32))\""
             )
         if self.auth_failures_per_minute < 0:

@@ -56,7 +56,7 @@ def bearer(request: web.Request) -> str | None:
 async def authenticate(request: web.Request) -> Principal:
     """The token's principal; 401 when it is missing, unknown, expired or revoked, and 429 when the
     client's address presented too many bad tokens (``limits``: then only a token that worked from
-that address before is looked up)."""
+    that address before is looked up)."""
     try:
         token = bearer(request)
     except ApiError:

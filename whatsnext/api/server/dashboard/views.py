@@ -23,12 +23,12 @@ from ....models import STATUSES
 from ..errors import ApiError
 from ..http import path_id
 from ..keys import settings_key, store_key
-from ..limits import auth_failed
+from ..limits import auth_check, auth_failed, auth_succeeded
 from ..masking import mask_secrets, refuse_secret_filter, secret_matcher
 from ..registry import RouteTable
 from ..roles import PAGE, PAGE_OPEN, Principal, Rule
 from ..store.dashboard import JobFilter
-from ..tokens import hash_token, lookup
+from ..tokens import MAX_TOKEN_LENGTH, hash_token, lookup
 from . import dag, live
 from .render import render
 from .session import (
@@ -514,28 +514,25 @@ async def login(request: web.Request) -> web.StreamResponse:
     await browser_csrf(request)
     form = await _form(request)
     token = str(form.get("token", "")).strip()
-    who = (await lookup(request.app, hash_token(token)))[0] if 0 < len(token) <= 200 else None
+    next_path = str(form.get("next", ""))
+    if not token:
+        return _login_page(request, next_path, "Paste a token to sign in.", 401)
+    digest = hash_token(token)
+    try:
+        auth_check(request, digest)  # a limited address: only a token that worked from it is tried
+        who = (await lookup(request.app, digest))[0] if len(token) <= MAX_TOKEN_LENGTH else None
+        if who is None:
+            auth_failed(request)
+    except ApiError as limited:
+        response = _login_page(request, next_path, limited.message, limited.status)
+        response.headers.update(limited.headers or {})
+        return response
     if who is None:
-        limited = _limited(request) if token else None
-        if limited is not None:
-            response = _login_page(request, str(form.get("next", "")), limited.message, 429)
-            response.headers.update(limited.headers or {})
-            return response
-        return _login_page(
-            request, str(form.get("next", "")), "This token is not valid (unknown, expired or revoked).", 401
-        )
-    response = web.HTTPSeeOther(safe_next(str(form.get("next", "")) or None))
+        return _login_page(request, next_path, "This token is not valid (unknown, expired or revoked).", 401)
+    auth_succeeded(request, digest)
+    response = web.HTTPSeeOther(safe_next(next_path or None))
     await start_session(request, response, who, token)
     raise response
-
-
-def _limited(request: web.Request) -> ApiError | None:
-    """Count a failed sign-in; the 429 to answer instead when the address made too many."""
-    try:
-        auth_failed(request)
-    except ApiError as exc:
-        return exc
-    return None
 
 
 @routes.route("POST", PREFIX + "/logout", "Sign out", tag="dashboard", rule=PAGE_OPEN, published=False)

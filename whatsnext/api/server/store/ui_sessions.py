@@ -12,7 +12,9 @@ class UiSessionStore(Table):
     ) -> None:
         """Record a session (its id's hash) of a stored token or of the bootstrap admin token; expired
         sessions and those of revoked tokens are deleted on the way."""
-        await self.row(S.ui_session_create, hash=hash, token_id=token_id, admin_hash=admin_hash, seconds=seconds)
+        await self.row(
+            S.ui_session_create, hash=hash, token_id=token_id, admin_hash=admin_hash, seconds=seconds
+        )
 
     async def lookup(self, *, hash: bytes) -> Row | None:
         """The unexpired session with this hash, with its token's name, role, projects, ``revoked``
