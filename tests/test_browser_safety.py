@@ -7,7 +7,6 @@ behind a trusted proxy and only then. One test drives a real browser (Debian's c
 
 from __future__ import annotations
 
-import asyncio
 import html
 import json
 import os
@@ -26,6 +25,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from conftest import ROOT, ServerProcess
+from test_dashboard import headless_chromium
 
 from whatsnext.api.server.browser import client_address, is_https, request_origin
 from whatsnext.api.server.config import Settings, SettingsError, parse_origin
@@ -505,18 +505,8 @@ async def test_every_dashboard_answer_carries_the_page_headers(
 
 @pytest.fixture(scope="module")
 async def chromium() -> AsyncIterator[Any]:
-    from test_dashboard import CHROMIUM, CHROMIUM_FLAGS, _ensure_chromium, _ensure_playwright
-
-    reason = await asyncio.to_thread(_ensure_chromium) or await asyncio.to_thread(_ensure_playwright)
-    if reason:
-        print(f"browser test skipped: {reason}")
-        pytest.skip(reason)
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as pw:
-        b = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+    async with headless_chromium() as b:
         yield b
-        await b.close()
 
 
 async def test_a_page_on_another_port_cannot_act_for_a_signed_in_browser(

@@ -5,6 +5,7 @@ Playwright), plus its pure parts (why a job waits, the graph layout). Sessions l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import html
 import os
@@ -420,8 +421,10 @@ def _ensure_playwright() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-async def browser() -> AsyncIterator[Any]:
+@contextlib.asynccontextmanager
+async def headless_chromium() -> AsyncIterator[Any]:
+    """Debian's Chromium driven by Playwright (installed on first use); the test is skipped, saying
+    why, where neither can be installed."""
     reason = await asyncio.to_thread(_ensure_chromium) or await asyncio.to_thread(_ensure_playwright)
     if reason:
         print(f"browser tests skipped: {reason}")
@@ -432,6 +435,12 @@ async def browser() -> AsyncIterator[Any]:
         b = await pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
         yield b
         await b.close()
+
+
+@pytest.fixture(scope="module")
+async def browser() -> AsyncIterator[Any]:
+    async with headless_chromium() as b:
+        yield b
 
 
 @pytest.fixture(scope="module")

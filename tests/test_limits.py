@@ -101,6 +101,13 @@ async def _login_form(session: aiohttp.ClientSession, url: str) -> str:
 
 async def test_the_login_form_is_limited_too(server_factory: Any, tmp_path: Path) -> None:
     srv = await auth_server(server_factory, tmp_path)
+    async with aiohttp.ClientSession() as session:
+        # The admin token works from this address before it is limited; the viewer's never does.
+        admin = {"Authorization": f"Bearer {ADMIN}"}
+        async with session.post(
+            srv.url + "/tokens", json={"name": "v", "role": "viewer"}, headers=admin
+        ) as resp:
+            unused = (await resp.json())["token"]
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         csrf = await _login_form(session, srv.url)
         statuses = []
@@ -113,7 +120,11 @@ async def test_the_login_form_is_limited_too(server_factory: Any, tmp_path: Path
                     retry_after(resp)
                     assert "too many failed authentications" in text
         assert statuses == [401] * LIMIT + [429] * (2 * LIMIT)
-        # The right token still signs in from the limited address.
+        # A valid token that never worked from the limited address is refused like a guess...
+        form = {"csrf": csrf, "token": unused, "next": "/ui/"}
+        async with session.post(srv.url + "/ui/login", data=form, allow_redirects=False) as resp:
+            assert resp.status == 429 and retry_after(resp)
+        # ...while one that did still signs in.
         form = {"csrf": csrf, "token": ADMIN, "next": "/ui/"}
         async with session.post(srv.url + "/ui/login", data=form, allow_redirects=False) as resp:
             assert resp.status == 303, await resp.text()

@@ -685,7 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
         "server",
         cmd_server,
         "run the API server",
-        "whatsnext server --port 8000 --database-url postgresql://localhost/whatsnext",
+        "whatsnext server --port 8000 --database-url postgresql://localhost/whatsnext\n"
+        "  # behind nginx on this machine, with tokens:\n"
+        "  whatsnext server --auth --admin-token-file ~/.whatsnext-admin --allowed-host queue.lab.example.org \\\n"
+        "      --trusted-proxy 127.0.0.1/32",
         json_out=False,
     )
     p.add_argument("--host", default=os.environ.get("WHATSNEXT_HOST", "127.0.0.1"), help="address to bind")

@@ -105,17 +105,18 @@ class Settings:
             s.keepalive_seconds = float(os.environ["WHATSNEXT_KEEPALIVE_SECONDS"])
         s.pooler = parse_pooler(os.environ.get("WHATSNEXT_DATABASE_POOLER") or "session")
         s.direct_database_url = os.environ.get("WHATSNEXT_DIRECT_DATABASE_URL") or None
-        for env, attr in (
-            ("WHATSNEXT_MAX_PARAMETERS_BYTES", "max_parameters_bytes"),
-            ("WHATSNEXT_MAX_BODY_BYTES", "max_body_bytes"),
+        for env, attr, unit in (
+            ("WHATSNEXT_MAX_PARAMETERS_BYTES", "max_parameters_bytes", "a number of bytes"),
+            ("WHATSNEXT_MAX_BODY_BYTES", "max_body_bytes", "a number of bytes"),
+            ("WHATSNEXT_AUTH_FAILURES_PER_MINUTE", "auth_failures_per_minute", "a whole number"),
+            ("WHATSNEXT_MAX_STREAMS_PER_CLIENT", "max_streams_per_client", "a whole number"),
+            ("WHATSNEXT_MAX_STREAMS", "max_streams", "a whole number"),
         ):
             if os.environ.get(env):
                 try:
                     setattr(s, attr, int(os.environ[env]))
                 except ValueError:
-                    raise SettingsError(
-                        f"${env} must be a number of bytes, got {os.environ[env]!r}"
-                    ) from None
+                    raise SettingsError(f"${env} must be {unit}, got {os.environ[env]!r}") from None
         s.auth = os.environ.get("WHATSNEXT_AUTH", "").strip().lower() in ("1", "true", "yes", "on")
         s.admin_token = os.environ.get("WHATSNEXT_ADMIN_TOKEN", "").strip() or None
         s.allowed_hosts = _words(os.environ.get("WHATSNEXT_ALLOWED_HOSTS"))
@@ -123,16 +124,6 @@ class Settings:
         s.trusted_proxies = _words(os.environ.get("WHATSNEXT_TRUSTED_PROXIES"))
         if os.environ.get("WHATSNEXT_SECRET_PARAMETERS"):
             s.secret_parameters = tuple(_words(os.environ["WHATSNEXT_SECRET_PARAMETERS"]))
-        for env, attr in (
-            ("WHATSNEXT_AUTH_FAILURES_PER_MINUTE", "auth_failures_per_minute"),
-            ("WHATSNEXT_MAX_STREAMS_PER_CLIENT", "max_streams_per_client"),
-            ("WHATSNEXT_MAX_STREAMS", "max_streams"),
-        ):
-            if os.environ.get(env):
-                try:
-                    setattr(s, attr, int(os.environ[env]))
-                except ValueError:
-                    raise SettingsError(f"${env} must be a whole number, got {os.environ[env]!r}") from None
         return s
 
     def read_admin_token_file(self, path: Path) -> None:
