@@ -7,6 +7,7 @@ import atexit
 import os
 import weakref
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -24,6 +25,21 @@ def server_url(host: str | None = None, port: int | None = None) -> str:
         base = host.rstrip("/")
         return f"{base}:{port}" if port is not None else base
     return f"http://{host}:{port if port is not None else 8000}"
+
+
+def project_path(key: str | int) -> str:
+    """``/projects/{key}`` for a project's name or id (a name is quoted)."""
+    return f"/projects/{quote(str(key), safe='')}"
+
+
+def job_path(job_id: int) -> str:
+    """``/jobs/{id}``."""
+    return f"/jobs/{int(job_id)}"
+
+
+def worker_path(worker_id: int | None) -> str:
+    """``/workers/{id}``."""
+    return f"/workers/{worker_id}"
 
 
 _instances: weakref.WeakSet[Http] = weakref.WeakSet()
@@ -134,4 +150,4 @@ class Http:
             await session.close()
 
 
-__all__ = ["Http", "WhatsNextError", "server_url"]
+__all__ = ["Http", "WhatsNextError", "job_path", "project_path", "server_url", "worker_path"]

@@ -19,8 +19,7 @@ import aiohttp
 import orjson
 
 from .errors import ConnectionError, TooManyRequests, WhatsNextError, for_status
-from .http import Http
-from .project import project_path
+from .http import Http, project_path
 
 
 def dropped_line(n: int) -> str:

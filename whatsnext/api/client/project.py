@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 from ...models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST
 from .errors import Conflict, NotFound
-from .http import Http
+from .http import Http, project_path
 from .job import Job
 from .syncio import run_sync
 
@@ -95,7 +95,7 @@ class AsyncProject:
 
     @property
     def _path(self) -> str:
-        return f"/projects/{self.id}"
+        return project_path(self.id)
 
     async def refresh(self) -> AsyncProject:
         self._update(await self._http.get(self._path))
@@ -410,7 +410,3 @@ def _ts(value: Any) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
     return datetime.fromisoformat(str(value))
-
-
-def project_path(key: str | int) -> str:
-    return f"/projects/{quote(str(key), safe='')}"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import Conflict
-from .http import Http, server_url
+from .http import Http, project_path, server_url
 from .job import Job
-from .project import AsyncProject, Project, project_path
+from .project import AsyncProject, Project
 from .syncio import run_sync
 
 
