@@ -1,0 +1,156 @@
+"""Models of the hot path: the claim request, the claimed job and the reports."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    Field,
+    RootModel,
+)
+
+from ....models import DEFAULT_MAX_LOST, JobStatus, ReportStatus
+from .base import INT32, Attempt, Count, Id, Int32, Name, Printed, Produced, Strict, Tag
+
+# ---------------------------------------------------------------- claim and reports
+
+
+class ClaimRequest(Strict):
+    worker_name: str = Field("anonymous", min_length=1, max_length=200)
+    worker_id: Id | None = Field(None, description="Registered worker id (heartbeats then keep the lease).")
+    free_cpu: Count = 1
+    free_accelerators: Count = 0
+    total_cpu: Count | None = Field(None, description="The worker's whole capacity (defaults to free_cpu).")
+    total_accelerators: Count | None = None
+    tags: list[Tag] = Field(default_factory=list)
+    max_jobs: Annotated[int, Field(ge=1, le=1000)] = 1
+    wait: Annotated[float, Field(ge=0, le=600)] = 0
+    idle_summary: bool = Field(
+        False,
+        description="With no job to hand out, say what is pending and running, and answer as soon as a "
+        "job of the project finishes (the worker's capacity or the project's state changed).",
+    )
+    tasks: list[Name] | None = Field(
+        None, max_length=1000, description="Only jobs of these tasks (default: any task)."
+    )
+    with_command: bool = Field(
+        False, description="Only jobs whose task has a command template (a worker that runs the task's)."
+    )
+
+
+class ClaimedJob(BaseModel):
+    id: int
+    name: str
+    task: str
+    parameters: dict[str, Any]
+    priority: int
+    attempt: int = Field(description="The fencing token: send it back with the report.")
+    required_cpu: int
+    required_accelerators: int
+    timeout: float | None
+    max_attempts: int
+    max_lost: int = DEFAULT_MAX_LOST
+    lease_expires_at: datetime
+    inputs: list[str] = Field(default_factory=list, description="Templates of what the job reads.")
+    outputs: list[str] = Field(default_factory=list, description="Templates of what the job writes.")
+    eligible_at: datetime | None = None
+    previous_external_ids: list[str] = Field(
+        default_factory=list,
+        description="Handles of earlier attempts whose worker vanished (slurm:ID, runai:NAME): cancel "
+        "them before running the job again.",
+    )
+    command: str | None = Field(None, description="The task's command template, if it has one.")
+    defaults: dict[str, Any] = Field(default_factory=dict, description="The task's default parameters.")
+    shell: bool = Field(False, description="The task's command is a /bin/sh command line.")
+
+
+class IdleSummary(BaseModel):
+    pending: int
+    running: int
+    delayed: int = Field(description="Pending jobs waiting out a retry delay.")
+    runnable: bool = Field(description="Some pending job with its dependencies met fits this worker.")
+    unfit: dict[str, Any] | None = Field(
+        None,
+        description="The first pending job with its dependencies met that this worker cannot take: "
+        "id, task, cpu, gpus, tags, task_taken (its task is among those the worker takes), has_command.",
+    )
+
+
+class ClaimResponse(BaseModel):
+    jobs: list[ClaimedJob]
+    idle: IdleSummary | None = None
+    retry_after: int | None = Field(
+        None,
+        description="Set when the server already holds as many waiting claims as it takes "
+        "(--max-waiting-claims): ask again after this many seconds.",
+    )
+
+
+class CompleteRequest(Strict):
+    attempt: Attempt
+    exit_code: Int32 | None = 0
+    result: Produced = None
+    log: Printed | None = Field(None, max_length=1_000_000, description="Tail of the job's output.")
+    duration: Annotated[float, Field(ge=0)] | None = None
+
+
+class FailRequest(Strict):
+    attempt: Attempt
+    exit_code: Int32 | None = None
+    error: Printed | None = Field(None, max_length=100_000)
+    log: Printed | None = Field(None, max_length=1_000_000)
+    duration: Annotated[float, Field(ge=0)] | None = None
+    cancelled: bool = Field(False, description="The job was stopped because it was cancelled.")
+    requeue: bool = Field(False, description="Put the job back without using an attempt (preempted).")
+    retryable: bool = Field(
+        True, description="False when retrying cannot help (bad template, missing script): FAILED at once."
+    )
+
+
+class ReportOut(BaseModel):
+    id: int
+    status: JobStatus
+
+
+class StartedRequest(Strict):
+    attempt: Attempt
+    external_id: str | None = Field(
+        None, max_length=1000, description="The attempt's handle outside the worker (slurm:ID, runai:NAME)."
+    )
+    gpus: list[Annotated[int, Field(ge=0, le=INT32)]] | None = Field(
+        None, max_length=1024, description="GPU ids the worker gave the attempt."
+    )
+
+
+class Report(Strict):
+    id: Id
+    attempt: Attempt
+    status: ReportStatus
+    exit_code: Int32 | None = None
+    result: Produced = None
+    error: Printed | None = Field(None, max_length=100_000)
+    log: Printed | None = Field(None, max_length=1_000_000)
+    duration: Annotated[float, Field(ge=0)] | None = None
+    requeue: bool = False
+    retryable: bool = True
+
+
+class ReportBatch(RootModel[list[Report]]):
+    root: Annotated[list[Report], Field(min_length=1, max_length=10_000)]
+
+
+class ReportResult(BaseModel):
+    id: int | None = Field(description="The entry's job id (null for an entry without a valid one).")
+    code: int = Field(
+        description="200 applied (or already recorded: the same outcome reported again), 404 unknown "
+        "job, 409 stale attempt or a different outcome for an ended attempt, 422 invalid entry "
+        "(nothing changed for 404, 409 and 422)."
+    )
+    status: JobStatus | None
+    message: str | None
+
+
+class ReportBatchOut(BaseModel):
+    results: list[ReportResult]

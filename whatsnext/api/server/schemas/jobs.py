@@ -1,0 +1,331 @@
+"""Models of jobs: submissions (one job, a batch, the fast entry check) and the job views."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Required
+
+import orjson
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    TypeAdapter,
+)
+from typing_extensions import TypedDict
+
+from ....models import DEFAULT_MAX_LOST, JobStatus
+from .base import (
+    Count,
+    DependsOn,
+    Int32,
+    JobName,
+    MaxLost,
+    Name,
+    PathTemplate,
+    Strict,
+    Tag,
+    _bounded_json,
+    _name_problem,
+)
+
+# ---------------------------------------------------------------- jobs
+
+
+class JobCreate(Strict):
+    name: JobName
+    task: Name
+    parameters: Annotated[dict[str, Any], AfterValidator(_bounded_json)] = Field(
+        default_factory=dict,
+        description="The job's parameters: at most the server's max_parameters_bytes of JSON (default 1 MiB).",
+    )
+    priority: Int32 = 0
+    depends: DependsOn | None = Field(
+        None,
+        description="Jobs that must complete first: a list of job ids (or, inside a batch, names of "
+        "other jobs of the batch), or a mapping {job_id: job_name}.",
+    )
+    required_cpu: Count | None = Field(None, description="Overrides the task's value.")
+    required_accelerators: Count | None = None
+    required_tags: list[Tag] | None = None
+    max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+        None, description="Failures of its own the job may have before it is FAILED (the task's by default)."
+    )
+    max_lost: MaxLost | None = Field(
+        None,
+        description="Times the job may go back to the queue because its worker vanished (lease expired, "
+        "worker stopped) before it fails with 'worker lost'; lost runs use no attempt (the task's by default, 3).",
+    )
+    retry_delay: Annotated[float, Field(ge=0, le=7 * 86400)] | None = None
+    timeout: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
+    inputs: list[PathTemplate] | None = Field(None, max_length=1000, description="Overrides the task's.")
+    outputs: list[PathTemplate] | None = Field(None, max_length=1000, description="Overrides the task's.")
+    group: Name | None = Field(
+        None, description="A group (a sweep, a named batch) to follow, cancel and retry the job with."
+    )
+
+
+MAX_BATCH = 10_000
+"""The most jobs one batch may hold."""
+JobEntries = Annotated[list[JobCreate], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class NamedBatch(Strict):
+    group: Name = Field(description="The group every job of the batch joins (created on first use).")
+    jobs: JobEntries
+
+
+class JobBatch(RootModel[JobEntries | NamedBatch]):
+    root: JobEntries | NamedBatch = Field(
+        description="A list of jobs, or {group, jobs} to put them all in a named group."
+    )
+
+    def jobs_and_group(self) -> tuple[list[JobCreate], str | None]:
+        if isinstance(self.root, NamedBatch):
+            return self.root.jobs, self.root.group
+        return self.root, None
+
+
+def _entry_of(model: type[BaseModel]) -> Any:
+    """A TypedDict with the fields of ``model``, each with the model's own type, bounds and
+    validators, required where the model requires it (what else was left out stays out: no
+    defaults), unknown fields refused."""
+    fields: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        kind = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[name] = Required[kind] if info.is_required() else kind
+    entry = TypedDict(f"{model.__name__}Entry", fields, total=False)  # type: ignore[operator]
+    entry.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+    return entry
+
+
+JobEntry = _entry_of(JobCreate)
+"""A submitted job as the dict of the fields it gave, validated as :class:`JobCreate` validates
+them without building a model (twice as fast for a batch of jobs). For a body that holds nothing
+unstorable (see :func:`suspicious`); the others go through :class:`JobCreate` and its walk."""
+JOB_ENTRY: TypeAdapter[dict[str, Any]] = TypeAdapter(JobEntry)
+JOB_ENTRIES: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(
+    Annotated[list[JobEntry], Field(min_length=1, max_length=MAX_BATCH)]  # type: ignore[valid-type]
+)
+
+
+def _bounds(field: str) -> tuple[int, int]:
+    """The (min, max) a field of :class:`JobCreate` allows: its length for a string, its value
+    for an integer."""
+    low, high = -(2**63), 2**63
+    for m in JobCreate.model_fields[field].metadata:
+        low = getattr(m, "min_length", getattr(m, "ge", low))
+        high = getattr(m, "max_length", getattr(m, "le", high))
+    return low, high
+
+
+_PLAIN_FIELDS = frozenset({"name", "task", "parameters", "priority"})
+_NAME_LEN, _TASK_LEN, _PRIORITY = _bounds("name"), _bounds("task"), _bounds("priority")
+
+
+def plain_entries(raw: bytes) -> list[dict[str, Any]] | None:
+    """The jobs of a batch body in the shape the SDK sends for plain jobs (name, task, parameters,
+    priority, nothing else), checked against :class:`JobCreate`'s own bounds and name rule without
+    pydantic (three times faster); None for anything else, which :data:`JOB_ENTRIES` or the
+    model then judges. For a body that :func:`suspicious` passes and that is no larger than the
+    parameters limit (so that no job's parameters can exceed it)."""
+    try:
+        jobs = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(jobs) is not list or not 1 <= len(jobs) <= MAX_BATCH:
+        return None
+    name_min, name_max = _NAME_LEN
+    task_min, task_max = _TASK_LEN
+    low, high = _PRIORITY
+    tasks: set[str] = set()
+    for job in jobs:
+        if type(job) is not dict or not _PLAIN_FIELDS.issuperset(job):
+            return None
+        name, task = job.get("name"), job.get("task")
+        if type(name) is not str or not name_min <= len(name) <= name_max:
+            return None
+        if type(task) is not str or not task_min <= len(task) <= task_max:
+            return None
+        tasks.add(task)
+        if "parameters" in job and type(job["parameters"]) is not dict:
+            return None
+        if "priority" in job and (type(job["priority"]) is not int or not low <= job["priority"] <= high):
+            return None
+    if any(_name_problem(t) is not None for t in tasks):
+        return None
+    return jobs
+
+
+class CreatedTask(BaseModel):
+    name: str
+    required_cpu: int
+    required_accelerators: int
+    did_you_mean: str | None = Field(None, description="An existing task with a similar name.")
+
+
+class BatchCreated(BaseModel):
+    ids: list[int]
+    count: int
+    created_tasks: list[CreatedTask] = Field(
+        default_factory=list, description="Tasks this submission created (the project had none by that name)."
+    )
+    group: str | None = None
+    group_id: int | None = None
+
+
+class JobOut(BaseModel):
+    id: int
+    project_id: int
+    project: str
+    name: str
+    task: str
+    parameters: dict[str, Any]
+    priority: int
+    status: JobStatus
+    unmet_deps: int
+    required_cpu: int
+    required_accelerators: int
+    required_tags: list[str]
+    attempt: int = Field(description="Hand-outs so far: the current attempt's fencing token.")
+    max_attempts: int
+    max_lost: int = DEFAULT_MAX_LOST
+    lost: int = Field(0, description="Times the job went back to the queue because its worker vanished.")
+    retry_delay: float
+    timeout: float | None
+    worker_id: int | None
+    worker_name: str | None
+    lease_expires_at: datetime | None
+    cancel_requested: bool
+    created_at: datetime
+    available_at: datetime
+    eligible_at: datetime | None = Field(None, description="When the job last became eligible to run.")
+    external_id: str | None = Field(None, description="The attempt's handle outside its worker (slurm:ID).")
+    gpus: list[int] | None = Field(None, description="GPU ids its worker gave the current attempt.")
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_code: int | None
+    error: str | None
+    result: Any
+    log_tail: str | None
+    duration: float | None
+    blocked_by: int | None
+    depends: list[int]
+    inputs: list[str] = Field(default_factory=list)
+    outputs: list[str] = Field(default_factory=list)
+    group: str | None = Field(None, description="The group the job belongs to.")
+    group_id: int | None = None
+    created_tasks: list[CreatedTask] = Field(
+        default_factory=list,
+        description="On submission: the task it created (the project had none by that name).",
+    )
+
+
+class JobSummary(BaseModel):
+    id: int
+    name: str
+    task: str
+    parameters: dict[str, Any] | None = Field(description="null when listed with ?full=0")
+    priority: int
+    status: JobStatus
+    unmet_deps: int
+    attempt: int
+    required_cpu: int
+    required_accelerators: int
+    worker_name: str | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    group: str | None = None
+    result: Any = None
+    duration: float | None = None
+
+
+class JobList(BaseModel):
+    jobs: list[JobSummary]
+    next_before: int | None = Field(None, description="Pass as ?before= to get the next page.")
+
+
+class QueueEntry(BaseModel):
+    id: int
+    name: str
+    task: str
+    parameters: dict[str, Any]
+    priority: int
+    status: JobStatus
+    unmet_deps: int
+    attempt: int
+    required_cpu: int
+    required_accelerators: int
+    created_at: datetime
+    available_at: datetime
+    eligible: bool
+
+
+class QueueList(BaseModel):
+    jobs: list[QueueEntry]
+
+
+class JobEvent(BaseModel):
+    status: JobStatus
+    attempt: int
+    worker_id: int | None
+    worker: str | None = Field(
+        None, description="The registered worker (worker_id) that took part, by name; not the actor."
+    )
+    reason: str | None
+    actor: str | None = Field(
+        None,
+        description="Who made the change: under --auth the token's name (a worker's claims and reports "
+        "included), else the client's name for itself, the worker's name, or the reaper.",
+    )
+    at: datetime
+
+
+class JobHistory(BaseModel):
+    events: list[JobEvent]
+
+
+class DependencyRef(BaseModel):
+    id: int
+    name: str
+    status: JobStatus
+
+
+class JobDependencies(BaseModel):
+    upstream: list[DependencyRef]
+    downstream: list[DependencyRef]
+
+
+class GraphNode(BaseModel):
+    id: int
+    name: str
+    task: str
+    status: JobStatus
+    priority: int
+
+
+class GraphEdge(BaseModel):
+    source: int = Field(description="The job that must complete first.")
+    target: int = Field(description="The job that waits for it.")
+
+
+class Graph(BaseModel):
+    nodes: list[GraphNode]
+    edges: list[GraphEdge]
+
+
+class CancelOut(BaseModel):
+    id: int
+    status: JobStatus = Field(description="CANCELLED, or RUNNING when the worker will stop it.")
+
+
+class RetryOut(BaseModel):
+    id: int
+    requeued: int = Field(
+        description="How many jobs went back to PENDING (the retried ones and those released)."
+    )

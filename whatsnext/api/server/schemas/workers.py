@@ -1,0 +1,77 @@
+"""Models of registered workers and their heartbeats."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    BaseModel,
+    Field,
+)
+
+from .base import INT32, Count, Id, Strict, Tag
+
+# ---------------------------------------------------------------- workers
+
+
+class WorkerRegister(Strict):
+    name: str = Field(min_length=1, max_length=200)
+    entity: str = Field("", max_length=200)
+    host: str = Field("", max_length=500)
+    pid: Annotated[int, Field(ge=0, le=INT32)] | None = None
+    project: Id | Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+        None, description="The project it works for (id or name)."
+    )
+    cpu: Count = 0
+    accelerators: Count = 0
+    tags: list[Tag] = Field(default_factory=list)
+
+
+class WorkerOut(BaseModel):
+    id: int
+    project_id: int | None
+    name: str
+    entity: str
+    host: str
+    pid: int | None
+    cpu: int
+    accelerators: int
+    tags: list[str]
+    status: Literal["ONLINE", "OFFLINE"]
+    registered_at: datetime
+    last_seen: datetime
+    running: list[int] = Field(default_factory=list)
+    used_cpu: int = 0
+    used_accelerators: int = 0
+
+
+class WorkerRegistered(WorkerOut):
+    lease_seconds: float
+    heartbeat_interval: float
+    max_wait: float | None = Field(None, description="Longest claim wait (s) the server grants.")
+
+
+class WorkerList(BaseModel):
+    workers: list[WorkerOut]
+
+
+class Heartbeat(Strict):
+    running: list[Id] | None = Field(
+        None,
+        description="Ids of the jobs the worker runs now; jobs it was handed but does not run are requeued.",
+    )
+    grace: Annotated[float, Field(ge=0, le=3600)] | None = Field(
+        None,
+        description="Requeue only jobs handed out longer ago than this (default a third of the lease); "
+        "0 when the worker knows no claim of its is in flight.",
+    )
+
+
+class HeartbeatOut(BaseModel):
+    cancel: list[int] = Field(description="Ids of this worker's jobs to stop now.")
+    lease_seconds: float
+
+
+class Deregistered(BaseModel):
+    released: int = Field(description="Running jobs handed back to the queue.")
