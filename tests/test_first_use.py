@@ -256,7 +256,8 @@ async def test_a_waiting_worker_says_why_nothing_fits(api: Any, project: dict[st
 
 
 def test_worker_gpu_options() -> None:
-    from whatsnext.cli import build_parser, worker_gpus
+    from whatsnext.cli import build_parser
+    from whatsnext.cli.worker import worker_gpus
 
     def gpus(*argv: str) -> Any:
         return worker_gpus(build_parser().parse_args(["worker", *argv]))

@@ -164,7 +164,8 @@ async def test_sdk_sweep_is_a_group(api: Any, project: dict[str, Any]) -> None:
 
 def test_runai_worker_options() -> None:
     from whatsnext.api.client.formatters.runai import RUNAIFormatter
-    from whatsnext.cli import build_formatter, build_parser
+    from whatsnext.cli import build_parser
+    from whatsnext.cli.worker import build_formatter
 
     args = build_parser().parse_args(
         ["worker", "--formatter", "runai", "--runai-project", "team", "--image", "img:1",

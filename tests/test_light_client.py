@@ -35,7 +35,7 @@ def test_sdk_cli_and_worker_import_nothing_of_the_server() -> None:
         "from whatsnext.api.client import Server, Job, Client, CLIFormatter, TaskFormatter\n"
         "from whatsnext.cli import build_parser\n"
         "build_parser().parse_args(['worker', '--project', 'p'])\n"
-        "import whatsnext.cli_groups, whatsnext.cli_logs\n"
+        "import whatsnext.cli.groups, whatsnext.cli.logs\n"
         f"bad = sorted(m for m in sys.modules if m.split('.')[0] in {SERVER_ONLY!r} or m.startswith('whatsnext.api.server'))\n"
         "print(','.join(bad))\n"
     )

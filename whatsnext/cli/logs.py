@@ -1,4 +1,5 @@
-"""CLI commands for live logs and artifacts: ``whatsnext jobs logs``, ``jobs artifacts``, ``artifacts find``."""
+"""``whatsnext jobs logs``, ``jobs artifacts`` and ``artifacts find``: a job's output, live, and the
+files jobs read and wrote."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import os
 import sys
 from typing import Any
 
-from .cli import EXIT_OK, _http, call, emit, project_path, table
+from . import toolkit as tk
 
 
 def _attempt_marker(attempt: int) -> str:
@@ -22,7 +23,7 @@ class _LinePrinter:
         self.attempt: int | None = None
 
     def render(self, event: dict[str, Any]) -> str | None:
-        from .api.client.joblogs import dropped_line
+        from ..api.client.joblogs import dropped_line
 
         if "dropped" in event and "line" not in event:
             return dropped_line(event["dropped"])
@@ -39,16 +40,16 @@ def _quiet_broken_pipe() -> int:
     # The reader went away (`... | head`): stop quietly, and keep Python from complaining at exit.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    return EXIT_OK
+    return tk.EXIT_OK
 
 
 def _read_all(args: argparse.Namespace) -> dict[str, Any]:
     path = f"/jobs/{args.job_id}/logs"
     if args.tail is not None:
-        return dict(call(args, "GET", path, tail=args.tail))
+        return dict(tk.call(args, "GET", path, tail=args.tail))
     after, lines = 0, []
     while True:
-        data = call(args, "GET", path, after=after, limit=1000)
+        data = tk.call(args, "GET", path, after=after, limit=1000)
         lines += data["lines"]
         after = data["last_id"]
         if len(data["lines"]) < 1000:
@@ -57,7 +58,7 @@ def _read_all(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _render_page(data: dict[str, Any]) -> str:
-    from .api.client.joblogs import dropped_line
+    from ..api.client.joblogs import dropped_line
 
     printer = _LinePrinter()
     out: list[str] = []
@@ -79,9 +80,9 @@ def _waiting(seconds: float, error: Exception) -> None:
 def _follow(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .api.client.joblogs import follow_logs
+    from ..api.client.joblogs import follow_logs
 
-    http = _http(args)
+    http = tk.http(args)
     printer = _LinePrinter()
 
     async def go() -> str | None:
@@ -104,7 +105,7 @@ def _follow(args: argparse.Namespace) -> int:
     status = asyncio.run(go())
     if not args.json and status is not None:
         print(f"job {args.job_id} {status}", file=sys.stderr)
-    return EXIT_OK
+    return tk.EXIT_OK
 
 
 def cmd_jobs_logs(args: argparse.Namespace) -> int:
@@ -115,8 +116,8 @@ def cmd_jobs_logs(args: argparse.Namespace) -> int:
         data = _read_all(args)
         if not data["lines"] and not args.json:
             print(f"job {args.job_id} has no output yet ({data['status']})", file=sys.stderr)
-            return EXIT_OK
-        return emit(args, data, _render_page)
+            return tk.EXIT_OK
+        return tk.emit(args, data, _render_page)
     except BrokenPipeError:
         return _quiet_broken_pipe()
 
@@ -151,11 +152,11 @@ def _artifact_rows(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def cmd_jobs_artifacts(args: argparse.Namespace) -> int:
     """List what a job read and wrote, as its worker found them after the job."""
-    data = call(args, "GET", f"/jobs/{args.job_id}/artifacts")
-    return emit(
+    data = tk.call(args, "GET", f"/jobs/{args.job_id}/artifacts")
+    return tk.emit(
         args,
         data,
-        lambda d: table(
+        lambda d: tk.table(
             _artifact_rows(d["artifacts"]),
             ["direction", "uri", "size", "sha256", "modified_at", "missing"],
             ["dir", "uri", "size", "sha256", "modified", ""],
@@ -166,18 +167,18 @@ def cmd_jobs_artifacts(args: argparse.Namespace) -> int:
 def cmd_artifacts_find(args: argparse.Namespace) -> int:
     """Which jobs of a project wrote (``--direction in``: read) a file, newest first."""
     uri = args.uri if "://" in args.uri or args.uri.startswith("file:") else os.path.abspath(args.uri)
-    data = call(
+    data = tk.call(
         args,
         "GET",
-        project_path(args.project) + "/artifacts",
+        tk.project_path(args.project) + "/artifacts",
         uri=uri,
         direction=args.direction,
         limit=args.limit,
     )
-    return emit(
+    return tk.emit(
         args,
         data,
-        lambda d: table(
+        lambda d: tk.table(
             _artifact_rows(d["artifacts"]),
             ["job_id", "job_name", "job_status", "direction", "size", "sha256", "recorded_at", "missing"],
             ["job", "name", "status", "dir", "size", "sha256", "recorded", ""],
@@ -185,4 +186,36 @@ def cmd_artifacts_find(args: argparse.Namespace) -> int:
     )
 
 
-__all__ = ["cmd_artifacts_find", "cmd_jobs_artifacts", "cmd_jobs_logs", "human_size"]
+def register(sub: Any) -> None:
+    jobs = tk.group(sub, "jobs", "submit and inspect jobs")
+    p = tk.add(
+        jobs,
+        "logs",
+        cmd_jobs_logs,
+        "print a job's output (-f: and what follows, until the job is finished)",
+        "whatsnext jobs logs 42 -f",
+    )
+    p.add_argument("job_id", type=int)
+    p.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new lines until the job is finished"
+    )
+    p.add_argument("--tail", type=int, default=None, metavar="N", help="start with the last N lines only")
+    p = tk.add(
+        jobs, "artifacts", cmd_jobs_artifacts, "list what a job read and wrote", "whatsnext jobs artifacts 42"
+    )
+    p.add_argument("job_id", type=int)
+
+    artifacts = tk.group(sub, "artifacts", "the files that jobs read and wrote")
+    p = tk.add(
+        artifacts,
+        "find",
+        cmd_artifacts_find,
+        "find the jobs that wrote a file, newest first",
+        "whatsnext artifacts find results/model.pt --project demo",
+    )
+    p.add_argument("uri", metavar="PATH_OR_URI", help="a path (relative ones are made absolute) or a URI")
+    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    p.add_argument(
+        "--direction", choices=["out", "in", "any"], default="out", help="out: writers (default), in: readers"
+    )
+    p.add_argument("--limit", type=int, default=100)

@@ -1,0 +1,80 @@
+"""``whatsnext groups ls|show|cancel|retry``: following sweeps and named batches from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from . import toolkit as tk
+
+
+def _group_row(g: dict[str, Any]) -> dict[str, Any]:
+    counts = g.get("counts") or {}
+    return {
+        **g,
+        "done": f"{g['finished']}/{g['total']}",
+        "failed": counts.get("FAILED", 0),
+        "running": counts.get("RUNNING", 0),
+        "pending": counts.get("PENDING", 0),
+    }
+
+
+def cmd_groups_ls(args: argparse.Namespace) -> int:
+    data = tk.call(args, "GET", tk.project_path(args.project) + "/groups", limit=args.limit)
+    return tk.emit(
+        args,
+        data,
+        lambda d: tk.table(
+            [_group_row(g) for g in d["groups"]],
+            ["id", "name", "done", "running", "pending", "failed", "created_at"],
+            ["id", "name", "done", "running", "pending", "failed", "created"],
+        ),
+    )
+
+
+def cmd_groups_show(args: argparse.Namespace) -> int:
+    data = tk.call(args, "GET", tk.group_path(args.project, args.group))
+
+    def render(g: dict[str, Any]) -> str:
+        return "\n".join(
+            [
+                f"id        {g['id']}",
+                f"name      {g['name']}",
+                f"created   {tk.cell(g['created_at'])}",
+                f"progress  {tk.progress_bar(g['counts'], g['total'])}",
+                f"jobs      whatsnext jobs ls --project {args.project} --group {g['name']}",
+            ]
+        )
+
+    return tk.emit(args, data, render)
+
+
+def cmd_groups_cancel(args: argparse.Namespace) -> int:
+    data = tk.call(args, "POST", tk.group_path(args.project, args.group) + "/cancel")
+    return tk.emit(args, data, lambda d: f"group {d['name']}: cancelled {d['count']} unfinished job(s)")
+
+
+def cmd_groups_retry(args: argparse.Namespace) -> int:
+    data = tk.call(args, "POST", tk.group_path(args.project, args.group) + "/retry")
+    return tk.emit(args, data, lambda d: f"group {d['name']}: {d['count']} job(s) back in the queue")
+
+
+def register(sub: Any) -> None:
+    groups = tk.group(sub, "groups", "sweeps and named batches: progress, cancel and retry as one")
+    p = tk.add(
+        groups,
+        "ls",
+        cmd_groups_ls,
+        "list a project's groups with their progress",
+        "whatsnext groups ls --project demo",
+    )
+    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    p.add_argument("--limit", type=int, default=100, help="show at most this many (default 100)")
+    for name, func, text in (
+        ("show", cmd_groups_show, "show a group's progress"),
+        ("cancel", cmd_groups_cancel, "cancel a group's unfinished jobs"),
+        ("retry", cmd_groups_retry, "put a group's failed and cancelled jobs back in the queue"),
+    ):
+        p = tk.add(groups, name, func, text, f"whatsnext groups {name} sweep-1 --project demo")
+        p.add_argument("group", help="the group's name or id")
+        p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)

@@ -1,0 +1,258 @@
+"""``whatsnext server``: run the API server (with the ``server`` extra installed)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import toolkit as tk
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    try:
+        import asyncpg  # noqa: F401
+        import yoyo  # noqa: F401
+    except ImportError as exc:
+        print(
+            f"whatsnext server: the server is not installed ({exc.name} is missing): "
+            "pip install 'whatsnext[server]'",
+            file=sys.stderr,
+        )
+        return tk.EXIT_USAGE
+    from ..api.server.app import serve
+    from ..api.server.config import Settings, SettingsError
+    from ..api.server.db import DatabaseSetupError
+    from ..api.server.schema import SchemaError
+    from ..logs import configure
+
+    configure(args.log_level)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"whatsnext server: {exc}", file=sys.stderr)
+        return tk.EXIT_USAGE
+    settings.host, settings.port = args.host, args.port
+    if args.database_url:
+        settings.database_url = args.database_url
+    if args.lease_seconds is not None:
+        settings.lease_seconds = args.lease_seconds
+    if args.starvation_seconds is not None:
+        settings.starvation_seconds = args.starvation_seconds
+    if args.data_dir:
+        settings.data_dir = Path(args.data_dir)
+    if args.max_wait is not None:
+        settings.max_wait = args.max_wait
+    if args.max_waiting_claims is not None:
+        settings.max_waiting_claims = args.max_waiting_claims
+    if args.pooler is not None:
+        settings.pooler = args.pooler
+    if args.direct_database_url:
+        settings.direct_database_url = args.direct_database_url
+    if args.max_parameters_bytes is not None:
+        settings.max_parameters_bytes = args.max_parameters_bytes
+    if args.max_body_bytes is not None:
+        settings.max_body_bytes = args.max_body_bytes
+    if args.metrics_interval is not None:
+        settings.metrics_interval = args.metrics_interval
+    for limit in ("auth_failures_per_minute", "max_streams_per_client", "max_streams"):
+        if getattr(args, limit) is not None:
+            setattr(settings, limit, getattr(args, limit))
+    try:
+        apply_server_options(args, settings)
+        serve(settings)
+    except (SettingsError, DatabaseSetupError, SchemaError) as exc:
+        print(f"whatsnext server: {exc}", file=sys.stderr)
+        return tk.EXIT_USAGE
+    return tk.EXIT_OK
+
+
+def apply_server_options(args: argparse.Namespace, settings: Any) -> None:
+    """Set what the auth and browser-safety options say on the server's Settings (SettingsError
+    when unreadable)."""
+    if args.auth:
+        settings.auth = True
+    if args.admin_token_file:
+        settings.read_admin_token_file(Path(args.admin_token_file))
+    if args.allowed_host:
+        settings.allowed_hosts = list(args.allowed_host)
+    if args.cors_origin:
+        settings.cors_origins = [o.rstrip("/") for o in args.cors_origin]
+    if args.trusted_proxy:
+        settings.trusted_proxies = list(args.trusted_proxy)
+    if args.insecure_no_auth:
+        settings.insecure_no_auth = True
+    if args.secret_parameter:
+        settings.secret_parameters = tuple(args.secret_parameter)
+
+
+def register(sub: Any) -> None:
+    p = tk.add(
+        sub,
+        "server",
+        cmd_server,
+        "run the API server",
+        "whatsnext server --port 8000 --database-url postgresql://localhost/whatsnext\n"
+        "  # behind nginx on this machine, with tokens:\n"
+        "  whatsnext server --auth --admin-token-file ~/.whatsnext-admin --allowed-host queue.lab.example.org \\\n"
+        "      --trusted-proxy 127.0.0.1/32",
+        json_out=False,
+    )
+    p.add_argument("--host", default=os.environ.get("WHATSNEXT_HOST", "127.0.0.1"), help="address to bind")
+    p.add_argument("--port", type=int, default=int(os.environ.get("WHATSNEXT_PORT", "8000")), help="port")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL URL (default: $WHATSNEXT_DATABASE_URL, else the embedded database)",
+    )
+    p.add_argument("--data-dir", default=None, help="embedded database location (default: user data dir)")
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=None,
+        metavar="N",
+        help="how long a job stays leased without a worker heartbeat (default 60)",
+    )
+    p.add_argument(
+        "--starvation-seconds",
+        type=float,
+        default=None,
+        metavar="N",
+        help="after this long eligible, a large job stops smaller ones backfilling (default 300)",
+    )
+    p.add_argument(
+        "--max-wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="longest wait of one claim or log follow (default: $WHATSNEXT_MAX_WAIT or 30); "
+        "a proxy in front must allow longer requests",
+    )
+    p.add_argument(
+        "--max-waiting-claims",
+        type=int,
+        default=None,
+        metavar="N",
+        help="long-polling claims this process holds at most; past it a claim answers at once with "
+        "retry_after (default: $WHATSNEXT_MAX_WAITING_CLAIMS or 20000)",
+    )
+    p.add_argument(
+        "--pooler",
+        choices=("session", "transaction"),
+        default=None,
+        help="what is between the server and PostgreSQL: session (default: nothing, or a session "
+        "pooler) or transaction (PgBouncer in transaction mode; needs --direct-database-url) "
+        "(default: $WHATSNEXT_DATABASE_POOLER)",
+    )
+    p.add_argument(
+        "--direct-database-url",
+        default=None,
+        metavar="URL",
+        help="PostgreSQL URL that bypasses the pooler, for LISTEN and migrations "
+        "(default: $WHATSNEXT_DIRECT_DATABASE_URL)",
+    )
+    p.add_argument(
+        "--max-parameters-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest parameters of one job, as JSON bytes (default: $WHATSNEXT_MAX_PARAMETERS_BYTES "
+        "or 1048576)",
+    )
+    p.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="largest request body (default: $WHATSNEXT_MAX_BODY_BYTES or 16777216)",
+    )
+    p.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=None,
+        metavar="S",
+        help="seconds between computations of the database gauges of /metrics, done by one server "
+        "at a time (default: $WHATSNEXT_METRICS_INTERVAL or 15)",
+    )
+    p.add_argument(
+        "--auth-failures-per-minute",
+        type=int,
+        default=None,
+        metavar="N",
+        help="failed authentications one client address may make in a minute before it is answered "
+        "429 (default: $WHATSNEXT_AUTH_FAILURES_PER_MINUTE or 30; 0: no limit)",
+    )
+    p.add_argument(
+        "--max-streams-per-client",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open streams (dashboard live updates, log follows) of one client address; past it, 429 "
+        "(default: $WHATSNEXT_MAX_STREAMS_PER_CLIENT or 20)",
+    )
+    p.add_argument(
+        "--max-streams",
+        type=int,
+        default=None,
+        metavar="N",
+        help="open streams of this server, all clients together; past it, 429 "
+        "(default: $WHATSNEXT_MAX_STREAMS or 1000)",
+    )
+    p.add_argument("--log-level", default="INFO")
+    add_safety_options(p)
+
+
+def add_safety_options(p: argparse.ArgumentParser) -> None:
+    """The server's options for tokens and browser safety."""
+    p.add_argument(
+        "--auth",
+        action="store_true",
+        default=None,
+        help="require a token on every route but /health (default: $WHATSNEXT_AUTH)",
+    )
+    p.add_argument(
+        "--admin-token-file",
+        default=None,
+        metavar="PATH",
+        help="a file holding an admin token, to create the first tokens with (or $WHATSNEXT_ADMIN_TOKEN)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a Host name clients reach the server by (repeatable; '*' for any; default the loopback "
+        "names when bound to loopback; required otherwise; $WHATSNEXT_ALLOWED_HOSTS)",
+    )
+    p.add_argument(
+        "--cors-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="a web origin whose pages may call the API, e.g. https://lab.example.org (repeatable; "
+        "$WHATSNEXT_CORS_ORIGINS)",
+    )
+    p.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=None,
+        metavar="CIDR",
+        help="a reverse proxy's address or network, e.g. 127.0.0.1/32: only from it are "
+        "X-Forwarded-Proto/-Host/-For believed (repeatable; $WHATSNEXT_TRUSTED_PROXIES)",
+    )
+    p.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve a non-loopback address without --auth (anyone who reaches it may do anything)",
+    )
+    p.add_argument(
+        "--secret-parameter",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="parameter names whose values viewers see masked (repeatable glob; default "
+        "*token*, *secret*, *password*, *key*; $WHATSNEXT_SECRET_PARAMETERS)",
+    )

@@ -1,0 +1,210 @@
+"""What every command of the `whatsnext` CLI shares: exit codes, output (tables, JSON), errors, the
+request to the server, ``k=v`` parameters and the parser helpers. Imports no HTTP library: the SDK is
+imported inside the functions that talk to the server, so ``whatsnext --help`` stays light."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from ..models import STATUSES, TERMINAL
+
+if TYPE_CHECKING:
+    from ..api.client.http import Http
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
+DEFAULT_PROJECT = "default"
+PROJECT_HELP = "project name or id (default: $WHATSNEXT_PROJECT, else 'default')"
+BAR_WIDTH = 30
+
+Command = Callable[[argparse.Namespace], int]
+
+
+# ---------------------------------------------------------------- output
+
+
+def cell(value: Any) -> str:
+    """One table cell: ``-`` for nothing, timestamps to the second, long values cut at 60 characters."""
+    if value is None:
+        return "-"
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and "T" in value[:11]:
+        return value[:19].replace("T", " ")
+    if isinstance(value, (dict, list)):
+        text = json.dumps(value, separators=(",", ":"))
+    else:
+        text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def table(
+    rows: Iterable[dict[str, Any]], columns: Sequence[str], headers: Sequence[str] | None = None
+) -> str:
+    rows = list(rows)
+    heads = [h.upper() for h in (headers or columns)]
+    cells = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(h)] + [len(row[i]) for row in cells]) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    if not rows:
+        lines.append("(none)")
+    return "\n".join(lines)
+
+
+def progress_bar(counts: dict[str, int], total: int, width: int = BAR_WIDTH) -> str:
+    """``[#####=====.....]  12/40 done (completed 10, failed 2, running 3, pending 25)``."""
+    done = sum(counts.get(s, 0) for s in TERMINAL)
+    running = counts.get("RUNNING", 0)
+    filled = round(width * done / total) if total else 0
+    active = min(width - filled, round(width * running / total)) if total else 0
+    bar = "#" * filled + ">" * active + "." * (width - filled - active)
+    parts = ", ".join(f"{s.lower()} {counts[s]}" for s in STATUSES if counts.get(s))
+    return f"[{bar}] {done}/{total} done" + (f" ({parts})" if parts else "")
+
+
+def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> int:
+    """Print ``data`` as JSON (``--json``) or as ``render`` shows it to a person."""
+    if getattr(args, "json", False):
+        print(json.dumps(data, indent=2, default=str))
+    else:
+        print(render(data))
+    return EXIT_OK
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> int:
+    print(f"whatsnext: error: {message}", file=sys.stderr)
+    return code
+
+
+# ---------------------------------------------------------------- the server
+
+
+def http(args: argparse.Namespace) -> Http:
+    """The SDK's HTTP session for ``--server`` (else $WHATSNEXT_SERVER) and $WHATSNEXT_TOKEN."""
+    from ..api.client.http import Http, server_url
+
+    return Http(server_url(args.server), token=os.environ.get("WHATSNEXT_TOKEN"))
+
+
+def call(args: argparse.Namespace, method: str, path: str, json_body: Any = None, **params: Any) -> Any:
+    """One request to the server, synchronously."""
+    import asyncio
+
+    session = http(args)
+
+    async def go() -> Any:
+        try:
+            return await session.request(method, path, json=json_body, params=params)
+        finally:
+            await session.close()
+
+    return asyncio.run(go())
+
+
+def project_path(name: str) -> str:
+    from ..api.client.http import project_path as path
+
+    return path(name)
+
+
+def group_path(project: str, group: str) -> str:
+    return project_path(project) + "/groups/" + quote(group, safe="")
+
+
+# ---------------------------------------------------------------- input
+
+
+def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
+    """``k=v`` pairs; values that read as JSON numbers, booleans, lists or objects keep that type."""
+    out: dict[str, Any] = {}
+    for pair in pairs or ():
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            value = json.loads(raw)
+            if isinstance(value, str):
+                value = raw
+        except ValueError:
+            value = raw
+        out[key] = value
+    return out
+
+
+def num_gpus(args: argparse.Namespace, default: int | None) -> int | None:
+    """``--num-gpus N``; the older ``--gpus N`` still works (with a note: it is a count here)."""
+    if args.old_gpus is not None:
+        print(
+            "whatsnext: note: --gpus here is a number of GPUs; it is spelled --num-gpus now",
+            file=sys.stderr,
+        )
+        if args.num_gpus is None:
+            return int(args.old_gpus)
+    return args.num_gpus if args.num_gpus is not None else default
+
+
+def tell_new_tasks(data: dict[str, Any]) -> None:
+    """Name on stderr the tasks a submission created (a typo is the usual cause)."""
+    from ..api.client.project import warn_new_tasks
+
+    warn_new_tasks(data.get("created_tasks") or ())
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def default_project() -> str:
+    return os.environ.get("WHATSNEXT_PROJECT") or DEFAULT_PROJECT
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, max_help_position=32)
+
+
+def add(
+    sub: Any,
+    name: str,
+    func: Command,
+    help_text: str,
+    example: str,
+    json_out: bool = True,
+    aliases: Sequence[str] = (),
+) -> argparse.ArgumentParser:
+    """A command: its help, an example in its epilog, ``--json`` unless ``json_out`` is false."""
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=HelpFormatter,
+        aliases=list(aliases),
+    )
+    if json_out:
+        p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    p.set_defaults(func=func)
+    return p
+
+
+def group(sub: Any, name: str, help_text: str) -> Any:
+    """A group of commands (``jobs``, ``queue``...); the group again when it exists already, so
+    several modules can add commands to one group."""
+    existing = sub.choices.get(name)
+    if existing is not None:
+        return existing.get_default("commands")
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=help_text[0].upper() + help_text[1:] + ".",
+        formatter_class=HelpFormatter,
+    )
+    commands = p.add_subparsers(dest=f"{name}_command", metavar="COMMAND")
+    p.set_defaults(func=None, group=p, commands=commands)
+    return commands

@@ -1,0 +1,200 @@
+"""``whatsnext worker``: claim jobs that fit this machine and run them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from . import toolkit as tk
+
+
+def build_formatter(args: argparse.Namespace) -> Any:
+    """The worker's formatter; with none of --script/--command/--python, each job runs its task's
+    command template (TaskFormatter)."""
+    from ..api.client import CLIFormatter, PythonFormatter, TaskFormatter
+
+    kind = args.formatter
+    if kind == "runai":
+        from ..api.client.formatters.runai import RUNAIFormatter
+
+        if not (args.script or args.command):
+            raise ValueError("--formatter runai needs --script or --command")
+        if not args.runai_project or not args.image:
+            raise ValueError("--formatter runai needs --runai-project and --image")
+        return RUNAIFormatter(
+            project=args.runai_project,
+            image=args.image,
+            cli_version=args.runai_cli,
+            script=args.script,
+            executable=args.executable,
+            command=args.command,
+            shell=args.shell,
+            gpu=args.runai_gpu,
+            cpu=args.runai_cpu,
+            memory=args.mem,
+            namespace=args.namespace,
+            extra_args=tuple(args.runai_arg or ()),
+            delete_finished=args.delete_finished,
+        )
+    if kind == "slurm":
+        from ..api.client.formatters.slurm import SlurmFormatter
+
+        return SlurmFormatter(
+            script=args.script,
+            executable=args.executable,
+            command=args.command,
+            shell=args.shell,
+            partition=args.partition,
+            account=args.account,
+            time=args.time,
+            mem=args.mem,
+            sbatch_args=tuple(args.sbatch_arg or ()),
+        )
+    if args.python:
+        return PythonFormatter(args.python)
+    if args.command:
+        return CLIFormatter(template=args.command, shell=args.shell)
+    if args.script:
+        return CLIFormatter(executable=args.executable or None, script=args.script)
+    return TaskFormatter()
+
+
+def worker_gpus(args: argparse.Namespace) -> list[str] | int | None:
+    """``--gpus`` takes ids as CUDA_VISIBLE_DEVICES does (``3`` is GPU 3; ``all``; ``none``);
+    ``--gpu-count N`` takes the first N visible GPUs. None: every visible GPU."""
+    if args.gpus is not None and args.gpu_count is not None:
+        raise ValueError("give --gpus IDS or --gpu-count N, not both")
+    if args.gpu_count is not None:
+        if args.gpu_count < 0:
+            raise ValueError("--gpu-count must be 0 or more")
+        return int(args.gpu_count)
+    if args.gpus is None:
+        return None
+    spec = args.gpus.strip().lower()
+    if spec == "all":
+        return None
+    if spec in ("none", "", "-1"):
+        return []
+    ids = [p.strip() for p in args.gpus.split(",") if p.strip()]
+    return ids
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from ..api.client import Client
+    from ..logs import configure
+
+    configure(args.log_level)
+    if args.python:
+        sys.path.insert(0, os.getcwd())
+    formatter = build_formatter(args)
+    client = Client(
+        entity=args.entity,
+        name=args.name,
+        project=args.project,
+        formatter=formatter,
+        available_cpu=args.cpus,
+        available_accelerators=worker_gpus(args),
+        tags=[t for t in (args.tags or "").split(",") if t],
+        tasks=[t for t in (args.task or "").split(",") if t] or None,
+        server=tk.http(args).base_url,
+        max_jobs=args.max_jobs,
+        grace=args.grace,
+        artifact_roots=args.artifact_root or (),
+        artifact_hash_bytes=int(args.artifact_hash_gib * (1 << 30)),
+        artifact_hash_seconds=args.artifact_hash_seconds,
+    )
+    summary = client.work(forever=args.forever)
+    print(
+        f"worker done: {summary.completed} completed, {summary.failed} failed, {summary.cancelled} cancelled",
+        file=sys.stderr,
+    )
+    return tk.EXIT_OK
+
+
+def register(sub: Any) -> None:
+    p = tk.add(
+        sub,
+        "worker",
+        cmd_worker,
+        "run a worker: claim jobs that fit its CPUs/GPUs and run them (each with its task's "
+        "command, unless --script/--command/--python says what to run)",
+        "whatsnext worker --project my-project --task train,evaluate --cpus 8 --gpus 0,1",
+        json_out=False,
+    )
+    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    p.add_argument("--task", default=None, metavar="A,B", help="only jobs of these tasks (default: any)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--script", help="run EXECUTABLE SCRIPT --key value ... per job")
+    what.add_argument(
+        "--command", metavar="TEMPLATE", help='run a template, e.g. "python train.py --lr {lr}"'
+    )
+    what.add_argument(
+        "--python", metavar="MODULE:FUNCTION", help="call a Python function with the parameters"
+    )
+    p.add_argument(
+        "--executable", default="python", help="interpreter for --script (default python; '' for none)"
+    )
+    p.add_argument(
+        "--shell",
+        action="store_true",
+        help="run --command through /bin/sh (values are quoted; placeholders inside quotes are refused)",
+    )
+    p.add_argument(
+        "--formatter", choices=["cli", "slurm", "runai"], default="cli", help="how jobs run (default cli)"
+    )
+    p.add_argument("--cpus", type=int, default=None, help="CPUs to offer (default: all)")
+    p.add_argument(
+        "--gpus",
+        default=None,
+        metavar="IDS",
+        help="GPU ids to offer, as CUDA_VISIBLE_DEVICES: 0,1,3 or 3 (GPU 3), all, none "
+        "(default: all visible: $CUDA_VISIBLE_DEVICES, else nvidia-smi)",
+    )
+    p.add_argument("--gpu-count", type=int, default=None, metavar="N", help="offer the first N visible GPUs")
+    p.add_argument("--tags", default="", help="comma-separated tags of this worker")
+    p.add_argument("--name", default=None, help="worker name (default host-pid)")
+    p.add_argument("--entity", default=os.environ.get("USER", ""))
+    p.add_argument("--max-jobs", type=int, default=None, help="at most this many jobs at once")
+    p.add_argument(
+        "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL of a stopped job"
+    )
+    p.add_argument(
+        "--forever", action="store_true", help="keep waiting for new jobs instead of exiting when done"
+    )
+    p.add_argument("--partition", help="slurm: partition")
+    p.add_argument("--account", help="slurm: account")
+    p.add_argument("--time", help="slurm: time limit, e.g. 01:00:00")
+    p.add_argument("--mem", help="slurm: memory, e.g. 4G")
+    p.add_argument("--sbatch-arg", action="append", help="slurm: extra sbatch argument (repeatable)")
+    p.add_argument("--runai-project", help="runai: the RUN:AI project to submit to")
+    p.add_argument("--image", help="runai: container image, e.g. nvcr.io/nvidia/pytorch:24.01-py3")
+    p.add_argument("--runai-cli", type=int, choices=[1, 2], default=2, help="runai: CLI version (default 2)")
+    p.add_argument("--runai-gpu", type=float, default=None, help="runai: GPUs per job (default: the job's)")
+    p.add_argument("--runai-cpu", type=float, default=None, help="runai: CPUs per job (default: the job's)")
+    p.add_argument("--namespace", help="runai: Kubernetes namespace (default: runai-PROJECT)")
+    p.add_argument("--runai-arg", action="append", help="runai: extra submit argument (repeatable)")
+    p.add_argument(
+        "--delete-finished", action="store_true", help="runai: delete each workload once it finished"
+    )
+    p.add_argument(
+        "--artifact-root",
+        action="append",
+        metavar="DIR",
+        help="a directory whose files jobs may declare as inputs/outputs, besides their working "
+        "directory (repeatable); anything else is recorded as refused",
+    )
+    p.add_argument(
+        "--artifact-hash-gib",
+        type=float,
+        default=4.0,
+        help="hash at most this many GiB of a job's artifacts (default 4); past it, size only",
+    )
+    p.add_argument(
+        "--artifact-hash-seconds",
+        type=float,
+        default=60.0,
+        help="spend at most this long hashing a job's artifacts (default 60)",
+    )
+    p.add_argument("--log-level", default="INFO")
