@@ -71,3 +71,7 @@ def for_status(status: int) -> type[WhatsNextError]:
     if status >= 500:
         return ServerError
     return WhatsNextError
+
+
+RETRYABLE: tuple[type[WhatsNextError], ...] = (ConnectionError, ServerError)
+"""Errors a worker retries with backoff: the server is unreachable or failed; it may come back."""

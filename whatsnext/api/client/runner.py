@@ -1,0 +1,253 @@
+"""The worker's runner: starts each claimed job through the formatter with its share of the
+worker's capacity, supervises it (cancellation, where it runs outside this host), and hands its
+report to the reporter when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from dataclasses import dataclass, field
+
+import structlog
+
+from ...wire import ClaimedJob, ReportEntry
+from .artifacts import ArtifactRecorder
+from .backoff import Backoff
+from .errors import RETRYABLE, WhatsNextError
+from .formatters.base import Formatter, JobSpec, Outcome, RunContext
+from .http import Http, job_path
+from .logship import LogShipper
+from .process import clean_text
+from .reporter import ERROR_CHARS, Reporter
+from .resources import Capacity
+
+log = structlog.get_logger("whatsnext.worker")
+
+ERROR_LINES = 5
+"""How many of a failed job's last non-empty output lines its error carries (besides the reason)."""
+ERROR_LINE_CHARS = 300
+
+
+def failure_reason(error: str | None, log_tail: str) -> str | None:
+    """A failure's reason with the job's last non-empty output lines, bounded (the whole output
+    stays in the job's log)."""
+    lines = [line.rstrip() for line in log_tail.splitlines() if line.strip()][-ERROR_LINES:]
+    if not lines:
+        return error
+    shown = "\n".join(
+        line if len(line) <= ERROR_LINE_CHARS else line[: ERROR_LINE_CHARS - 3] + "..." for line in lines
+    )
+    text = f"{error or 'failed'}; last output:\n{shown}"
+    return text if len(text) <= ERROR_CHARS else text[: ERROR_CHARS - 3] + "..."
+
+
+@dataclass
+class WorkSummary:
+    """What one ``work()`` call did."""
+
+    completed: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    jobs: list[int] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.completed + self.failed + self.cancelled
+
+
+@dataclass
+class Running:
+    spec: JobSpec
+    ctx: RunContext
+    gpu_ids: list[str]
+    started: float
+
+
+def job_spec(data: ClaimedJob) -> JobSpec:
+    """What a formatter gets of a claimed job."""
+    return JobSpec(
+        id=data["id"],
+        name=data["name"],
+        task=data["task"],
+        parameters=data["parameters"],
+        attempt=data["attempt"],
+        priority=data["priority"],
+        required_cpu=data["required_cpu"],
+        required_accelerators=data["required_accelerators"],
+        timeout=data.get("timeout"),
+        inputs=list(data.get("inputs") or ()),
+        outputs=list(data.get("outputs") or ()),
+        previous_external_ids=list(data.get("previous_external_ids") or ()),
+        command=data.get("command"),
+        defaults=dict(data.get("defaults") or {}),
+        shell=bool(data.get("shell")),
+    )
+
+
+def _numeric(gpu_ids: list[str]) -> bool:
+    """GPU ids given as indexes (the server records those; UUIDs stay in the worker's log)."""
+    return bool(gpu_ids) and all(g.isascii() and g.isdigit() for g in gpu_ids)
+
+
+class Runner:
+    """Runs one ``work()`` call's jobs: ``running`` holds those not finished yet."""
+
+    def __init__(
+        self,
+        http: Http,
+        *,
+        project: str | None,
+        formatter: Formatter,
+        capacity: Capacity,
+        grace: float,
+        running: dict[int, Running],
+        reporter: Reporter,
+        summary: WorkSummary,
+        slot_freed: asyncio.Event,
+        logs: LogShipper | None,
+        artifacts: ArtifactRecorder | None,
+    ) -> None:
+        self.http = http
+        self.project = project
+        self.formatter = formatter
+        self.capacity = capacity
+        self.grace = grace
+        self.running = running
+        self.reporter = reporter
+        self.summary = summary
+        self.slot_freed = slot_freed
+        """Set whenever a job ends (its capacity is free again)."""
+        self.logs = logs
+        self.artifacts = artifacts
+        self._external_reports: set[asyncio.Task[None]] = set()
+        self._started_posts: dict[int, list[asyncio.Task[None]]] = {}
+        """Per running job, its ``started`` posts: its report waits for them (else they are stale)."""
+
+    def start(self, jobs: asyncio.TaskGroup, data: ClaimedJob) -> None:
+        spec = job_spec(data)
+        gpu_ids = self.capacity.take(spec.required_cpu, spec.required_accelerators)
+        spec.gpu_ids = gpu_ids
+        env = {
+            "WHATSNEXT_JOB_ID": str(spec.id),
+            "WHATSNEXT_JOB_NAME": spec.name,
+            "WHATSNEXT_TASK": spec.task,
+            "WHATSNEXT_ATTEMPT": str(spec.attempt),
+            "WHATSNEXT_PROJECT": self.project or "",
+            "WHATSNEXT_SERVER": self.http.base_url,
+        }
+        if self.capacity.gpu_ids:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
+            env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        on_output = self.logs.open(spec.id, spec.attempt) if self.logs is not None else None
+        ctx = RunContext(env=env, on_output=on_output, timeout=spec.timeout, grace=self.grace)
+        ctx.on_external = lambda handle: self._record_external(spec, handle)
+        self.running[spec.id] = Running(spec, ctx, gpu_ids, time.monotonic())
+        self.reporter.unacknowledged.add((spec.id, spec.attempt))
+        log.info("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
+        if _numeric(gpu_ids):
+            self._record_external(spec, None)  # which GPUs this attempt got, for its history
+        jobs.create_task(self._run_one(spec, ctx))
+
+    def cancel(self, job_ids: list[int]) -> None:
+        """Stop the jobs cancelled on the server (from a heartbeat's answer)."""
+        for job_id in job_ids:
+            running = self.running.get(job_id)
+            if running is not None and not running.ctx.cancel.is_set():
+                log.info("job cancelled on the server; stopping it", job=job_id)
+                running.ctx.request_cancel("cancelled")
+
+    def _record_external(self, spec: JobSpec, handle: str | None) -> None:
+        """``ctx.on_external``: tell the server, in the background, where this attempt runs (its
+        handle outside this host, if any) and which GPU ids it got."""
+        gpus = [int(g) for g in spec.gpu_ids] if _numeric(spec.gpu_ids) else None
+        task = asyncio.get_running_loop().create_task(
+            self._post_external(spec.id, spec.attempt, handle, gpus)
+        )
+        self._external_reports.add(task)
+        task.add_done_callback(self._external_reports.discard)
+        self._started_posts.setdefault(spec.id, []).append(task)
+
+    async def _post_external(
+        self, job_id: int, attempt: int, handle: str | None, gpus: list[int] | None, tries: int = 8
+    ) -> None:
+        """``POST /jobs/{id}/started`` with the external handle and GPU ids; retried, never fails the job."""
+        backoff = Backoff()
+        body = {"attempt": attempt, "external_id": handle, "gpus": gpus}
+        for left in range(tries - 1, -1, -1):
+            try:
+                await self.http.post(f"{job_path(job_id)}/started", body)
+                return
+            except RETRYABLE as exc:
+                if left == 0:
+                    log.warning("external handle not recorded", job=job_id, handle=handle, error=str(exc))
+                    return
+                await asyncio.sleep(backoff.next())
+            except WhatsNextError as exc:  # stale attempt (409), or a server without the route
+                log.warning("external handle refused", job=job_id, handle=handle, error=str(exc))
+                return
+
+    async def _run_one(self, spec: JobSpec, ctx: RunContext) -> None:
+        started = time.monotonic()
+        try:
+            # A lost earlier attempt may still run elsewhere: cancel it first (one run per attempt).
+            for handle in spec.previous_external_ids:
+                log.info("cancelling the external job of a lost attempt", job=spec.id, handle=handle)
+                await self.formatter.cancel_external(handle)
+            outcome = await self.formatter.run(spec, ctx)
+        except Exception as exc:  # a formatter bug fails this job, not the worker
+            outcome = Outcome(
+                status="FAILED",
+                error=f"formatter error: {type(exc).__name__}: {exc}",
+                log_tail="".join(traceback.format_exception(exc))[-ctx.tail_bytes :],
+            )
+        finally:
+            running = self.running.pop(spec.id, None)
+            if running is not None:
+                self.capacity.give(spec.required_cpu, running.gpu_ids)
+            self.slot_freed.set()
+        if outcome.duration is None:
+            outcome.duration = time.monotonic() - started
+        if self.artifacts is not None and (spec.inputs or spec.outputs):
+            await self.artifacts.record(spec, ctx)  # never raises
+        if self.logs is not None:
+            await self.logs.finish(spec.id)  # the lines reach the server before the report
+        posts = self._started_posts.pop(spec.id, None)
+        if posts:
+            await asyncio.wait(posts, timeout=30)  # how it started reaches the server before how it ended
+        status = outcome.status
+        if status == "CANCELLED" and ctx.cancel_reason == "worker terminated":
+            status = "FAILED"
+        error = outcome.error
+        if status == "FAILED" and outcome.log_tail and (error or "").startswith(("exit code", "killed by")):
+            error = failure_reason(error, outcome.log_tail)  # the cause is usually in the last lines
+        report: ReportEntry = {
+            "id": spec.id,
+            "attempt": spec.attempt,
+            "status": status,
+            "exit_code": outcome.exit_code,
+            "result": outcome.result,
+            "error": clean_text(error) if error else None,  # no NUL: PostgreSQL text refuses it
+            "log": clean_text(outcome.log_tail) or None,
+            "duration": round(outcome.duration, 6),
+            "requeue": outcome.requeue,
+            "retryable": outcome.retryable,
+        }
+        self.reporter.put(report)
+        self.summary.jobs.append(spec.id)
+        if status == "COMPLETED":
+            self.summary.completed += 1
+        elif status == "CANCELLED":
+            self.summary.cancelled += 1
+        else:
+            self.summary.failed += 1
+        # Short successful jobs are many: they show in the periodic progress line instead.
+        emit = log.info if status != "COMPLETED" or outcome.duration >= 1.0 else log.debug
+        emit(
+            "job finished",
+            job=spec.id,
+            status=status,
+            exit_code=outcome.exit_code,
+            seconds=round(outcome.duration, 3),
+            error=error,
+        )

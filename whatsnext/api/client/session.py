@@ -1,0 +1,120 @@
+"""The worker's session on the server: it registers, keeps its jobs' leases with heartbeats (which
+bring back the jobs cancelled on the server), hands back what it does not hold, and deregisters."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+from collections.abc import Callable
+
+import structlog
+
+from .backoff import Backoff
+from .errors import RETRYABLE, NotFound, WhatsNextError
+from .http import Http, worker_path
+from .resources import Capacity
+
+log = structlog.get_logger("whatsnext.worker")
+
+
+class Session:
+    """One worker's registration: ``worker_id`` and the server's lease terms once registered."""
+
+    def __init__(
+        self,
+        http: Http,
+        *,
+        name: str,
+        entity: str,
+        project: str | None,
+        capacity: Capacity,
+        tags: list[str],
+        formatter: str,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        self.http = http
+        self.name = name
+        self.entity = entity
+        self.project = project
+        self.capacity = capacity
+        self.tags = tags
+        self.formatter = formatter
+        """The formatter's name, for the log."""
+        self.stop = stop
+        """Set when the worker stops: a registration that cannot reach the server gives up."""
+        self.worker_id: int | None = None
+        self.lease_seconds = 60.0
+        self.heartbeat_interval = 20.0
+        self.max_wait: float | None = None
+        """The longest claim wait the server grants (from its register answer); asked for no longer."""
+
+    async def register(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                reg = await self.http.post(
+                    "/workers",
+                    {
+                        "name": self.name,
+                        "entity": self.entity,
+                        "host": socket.gethostname(),
+                        "pid": os.getpid(),
+                        "project": self.project,
+                        "cpu": self.capacity.total_cpu,
+                        "accelerators": self.capacity.total_accelerators,
+                        "tags": self.tags,
+                    },
+                )
+                break
+            except RETRYABLE as exc:
+                if self.stop is not None and self.stop.is_set():
+                    raise
+                delay = backoff.next()
+                log.warning("server unreachable; retrying", error=str(exc), retry_in=round(delay, 2))
+                await asyncio.sleep(delay)
+        self.worker_id = int(reg["id"])
+        self.lease_seconds = float(reg["lease_seconds"])
+        self.heartbeat_interval = float(reg["heartbeat_interval"])
+        self.max_wait = float(reg["max_wait"]) if reg.get("max_wait") else None
+        log.info(
+            "worker registered",
+            worker_id=self.worker_id,
+            project=self.project,
+            cpu=self.capacity.total_cpu,
+            gpus=self.capacity.gpu_ids,
+            formatter=self.formatter,
+        )
+
+    async def deregister(self) -> None:
+        if self.worker_id is None:
+            return
+        try:
+            await self.http.delete(worker_path(self.worker_id))
+        except WhatsNextError as exc:
+            log.warning("could not deregister (the server will expire our leases)", error=str(exc))
+
+    async def heartbeats(self, held: Callable[[], list[int]], cancel: Callable[[list[int]], None]) -> None:
+        """Every ``heartbeat_interval``: say which jobs this worker holds (``held()``), which keeps
+        their leases; ``cancel`` gets the ids of those cancelled on the server."""
+        while True:
+            await asyncio.sleep(self.heartbeat_interval)
+            try:
+                out = await self.http.post(f"{worker_path(self.worker_id)}/heartbeat", {"running": held()})
+            except NotFound:
+                log.warning("the server forgot this worker; registering again")
+                with contextlib.suppress(WhatsNextError):
+                    await self.register()
+                continue
+            except RETRYABLE as exc:
+                log.warning("heartbeat failed", error=str(exc))
+                continue
+            cancel(out["cancel"])
+
+    async def reconcile(self, held: list[int]) -> None:
+        """Hand back jobs the server gave us in an answer we did not read (no claim is in flight now)."""
+        try:
+            await self.http.post(f"{worker_path(self.worker_id)}/heartbeat", {"running": held, "grace": 0})
+        except WhatsNextError as exc:
+            log.warning("could not hand back unread claims (the next heartbeat will)", error=str(exc))

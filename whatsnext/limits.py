@@ -1,0 +1,68 @@
+"""Every bound of the system, defined once: what one request may carry, what the server keeps, and
+the defaults of the server's size and stream options. The server's validation and settings, the
+SDK, the worker and the CLI import them from here; the docs quote them (a test holds the quotes).
+
+Bounds only: the server's rate limiting and stream counting live in ``whatsnext.api.server.limits``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# ---------------------------------------------------------------- batches and caps of one request
+
+MAX_BATCH: Final = 10_000
+"""Jobs in one submission (``POST /projects/{p}/jobs/batch``)."""
+MAX_CLAIM_JOBS: Final = 1000
+"""Jobs one claim asks for at most (``max_jobs``)."""
+MAX_REPORTS: Final = 10_000
+"""Reports in one ``POST /jobs/reports``."""
+MAX_CLAIM_WAIT: Final = 600
+"""Seconds a claim may ask to wait (``wait``); the server grants at most its ``--max-wait``."""
+MAX_LOG_BATCH: Final = 1000
+"""Output lines of one job in one log request."""
+MAX_LOG_REQUEST: Final = 10_000
+"""Output lines in one ``POST /jobs/logs``, all jobs together."""
+MAX_LOG_JOBS: Final = 1000
+"""Jobs in one ``POST /jobs/logs``."""
+MAX_LOG_LINE: Final = 65_536
+"""Characters of one output line the server takes."""
+MAX_ARTIFACTS: Final = 10_000
+"""Artifacts recorded in one request."""
+MAX_LIST: Final = 1000
+"""Entries of a list inside one job or task: its inputs, its outputs, the tasks a claim names."""
+
+# ---------------------------------------------------------------- lengths of one field
+
+MAX_NAME: Final = 200
+"""Characters of a project, task or worker name (and of a worker's entity)."""
+MAX_JOB_NAME: Final = 500
+"""Characters of a job name (and of a dependency named by job name)."""
+MAX_TAG: Final = 100
+"""Characters of a tag."""
+MAX_URI: Final = 4096
+"""Characters of an input, output or artifact path or URI."""
+MAX_REASON: Final = 1000
+"""Characters of an artifact's reason (refused, or without a sha256) and of an external handle."""
+MAX_ERROR: Final = 100_000
+"""Characters of a report's error."""
+MAX_LOG_TAIL: Final = 1_000_000
+"""Characters of a report's output tail (``log``)."""
+MAX_DESCRIPTION: Final = 10_000
+"""Characters of a project's description."""
+MAX_ATTEMPTS: Final = 1000
+"""The largest ``max_attempts`` (and ``max_lost``) of a job or task."""
+
+# ---------------------------------------------------------------- server options (defaults)
+
+MAX_PARAMETERS_BYTES: Final = 1024**2
+"""A job's ``parameters`` (and a task's ``defaults``) as JSON, in bytes: 1 MiB
+(``--max-parameters-bytes``, ``$WHATSNEXT_MAX_PARAMETERS_BYTES``)."""
+MAX_BODY_BYTES: Final = 16 * 1024**2
+"""A request body, in bytes: 16 MiB (``--max-body-bytes``, ``$WHATSNEXT_MAX_BODY_BYTES``)."""
+LOG_KEEP_LINES: Final = 10_000
+"""Output lines the server keeps of each job, all attempts together (``$WHATSNEXT_LOG_KEEP_LINES``)."""
+MAX_STREAMS_PER_CLIENT: Final = 20
+"""Open streams (live updates, log follows) of one client address (``--max-streams-per-client``)."""
+MAX_STREAMS: Final = 1000
+"""Open streams of one server process, all clients together (``--max-streams``)."""
