@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
+import threading
+import traceback
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 POLL = 0.02  # seconds between looks at a file a job program writes
 RECORD = str(Path(__file__).resolve().parent / "jobs" / "record.py")
@@ -91,6 +98,91 @@ def run_cli(server: Any, *args: str, cwd: Path | None = None) -> subprocess.Comp
         cwd=cwd or Path(__file__).resolve().parents[1],
         timeout=60,
     )
+
+
+@dataclass
+class Result:
+    """What a `whatsnext` run left: its exit status and what it printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(
+    server: Any, *args: str, cwd: Path | None = None, env: Mapping[str, str | None] | None = None
+) -> Result:
+    """`whatsnext ARGS` against ``server`` (anything with a ``url``; None: the user's default), in
+    this process: ``main([...])`` with its output captured and $WHATSNEXT_SERVER (and ``env``; None
+    unsets a variable) set for the run. main runs in a thread of its own (it may call asyncio.run), so
+    async tests may call this too, as a shell would wait for the command."""
+    from whatsnext.cli import main
+
+    changes = {"WHATSNEXT_SERVER": server.url if server is not None else None, **(env or {})}
+    code: list[int] = []
+
+    def run() -> None:
+        try:
+            main(list(args))
+            code.append(0)
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                code.append(exc.code or 0)
+            else:  # sys.exit("message"), as the interpreter does it
+                print(exc.code, file=sys.stderr)
+                code.append(1)
+        except BaseException:  # an escaped error, as the interpreter shows it
+            traceback.print_exc()
+            code.append(1)
+
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        _environment(changes),
+        contextlib.chdir(cwd) if cwd is not None else contextlib.nullcontext(),
+        _logs_put_back(),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        thread = threading.Thread(target=run, name="whatsnext-cli")
+        thread.start()
+        thread.join()
+    return Result(code[0], out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(changes: Mapping[str, str | None]) -> Iterator[None]:
+    with mock.patch.dict(os.environ):
+        for key, value in changes.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        yield
+
+
+@contextlib.contextmanager
+def _logs_put_back() -> Iterator[None]:
+    """A command that sets up structlog (``worker``) does it for its run only: its loggers are not
+    cached, and the configuration before it comes back afterwards."""
+    import structlog
+
+    import whatsnext.logs
+
+    configured, before = structlog.is_configured(), structlog.get_config()
+    configure = whatsnext.logs.configure
+
+    def for_this_run(*args: Any, **kwargs: Any) -> None:
+        configure(*args, **kwargs)
+        structlog.configure(cache_logger_on_first_use=False)
+
+    try:
+        with mock.patch.object(whatsnext.logs, "configure", for_this_run):
+            yield
+    finally:
+        if configured:
+            structlog.configure(**before)
+        else:
+            structlog.reset_defaults()
 
 
 async def running_job(api: Any, project: dict[str, Any], name: str = "j") -> dict[str, Any]:

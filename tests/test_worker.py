@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from conftest import Api, ServerProcess, wait_until
-from helpers import PYTHON, RECORD, max_overlap, records, run_cli, spawn_worker, wait_for_file
+from helpers import PYTHON, RECORD, cli, max_overlap, records, spawn_worker, wait_for_file
 
 from whatsnext.api.client import (
     AsyncServer,
@@ -259,15 +259,15 @@ async def test_report_survives_server_restart(database_url: str, http, project: 
 
 async def test_cli_commands(server: ServerProcess, tmp_path: Path) -> None:
     name = f"cli-{os.getpid()}"
-    r = run_cli(server, "projects", "add", name, "-d", "from the cli")
+    r = cli(server, "projects", "add", name, "-d", "from the cli")
     assert r.returncode == 0 and f"created project {name}" in r.stdout, r.stderr
-    r = run_cli(server, "projects", "ls", "--json")
+    r = cli(server, "projects", "ls", "--json")
     assert name in [p["name"] for p in json.loads(r.stdout)["projects"]]
-    r = run_cli(server, "projects", "ls")
+    r = cli(server, "projects", "ls")
     assert "NAME" in r.stdout and name in r.stdout
-    r = run_cli(server, "tasks", "add", "train", "--project", name, "--cpus", "2", "--json")
+    r = cli(server, "tasks", "add", "train", "--project", name, "--cpus", "2", "--json")
     assert json.loads(r.stdout)["required_cpu"] == 2
-    r = run_cli(
+    r = cli(
         server,
         "jobs",
         "add",
@@ -286,35 +286,35 @@ async def test_cli_commands(server: ServerProcess, tmp_path: Path) -> None:
     )
     job = json.loads(r.stdout)
     assert job["parameters"] == {"input": "file.csv", "format": "json", "n": 3}
-    r = run_cli(server, "jobs", "add", "train", "--project", name, "--depends", str(job["id"]), "--json")
+    r = cli(server, "jobs", "add", "train", "--project", name, "--depends", str(job["id"]), "--json")
     dependent = json.loads(r.stdout)
     assert dependent["depends"] == [job["id"]] and dependent["required_cpu"] == 2
-    r = run_cli(server, "queue", "ls", "--project", name)
+    r = cli(server, "queue", "ls", "--project", name)
     assert "process-data" in r.stdout and r.stdout.index("process-data") < r.stdout.index("train")
-    r = run_cli(server, "jobs", "ls", "--project", name, "--status", "pending", "--json")
+    r = cli(server, "jobs", "ls", "--project", name, "--status", "pending", "--json")
     assert {j["id"] for j in json.loads(r.stdout)["jobs"]} == {job["id"], dependent["id"]}
-    r = run_cli(server, "jobs", "show", str(job["id"]))
+    r = cli(server, "jobs", "show", str(job["id"]))
     assert "process-data" in r.stdout and "PENDING" in r.stdout
-    r = run_cli(server, "jobs", "show", "999999999")
+    r = cli(server, "jobs", "show", "999999999")
     assert r.returncode == 4 and "not found" in r.stderr
-    r = run_cli(server, "jobs", "cancel", str(dependent["id"]), "--json")
+    r = cli(server, "jobs", "cancel", str(dependent["id"]), "--json")
     assert json.loads(r.stdout)["status"] == "CANCELLED"
-    r = run_cli(server, "jobs", "rm", str(dependent["id"]))
+    r = cli(server, "jobs", "rm", str(dependent["id"]))
     assert r.returncode == 0, r.stderr
-    r = run_cli(server, "worker", "--project", name, "--command", f"{PYTHON} -c pass")
+    r = cli(server, "worker", "--project", name, "--command", f"{PYTHON} -c pass")
     assert r.returncode == 0, r.stderr
     assert "1 completed" in r.stderr
-    r = run_cli(server, "projects", "show", name, "--json")
+    r = cli(server, "projects", "show", name, "--json")
     assert json.loads(r.stdout)["jobs"] == {"COMPLETED": 1}
-    r = run_cli(server, "queue", "clear", "--project", name)
+    r = cli(server, "queue", "clear", "--project", name)
     assert r.returncode == 0
-    r = run_cli(server, "projects", "archive", name)
+    r = cli(server, "projects", "archive", name)
     assert r.returncode == 0 and "archived" in r.stdout
-    r = run_cli(server, "jobs", "add", "x", "--project", name)
+    r = cli(server, "jobs", "add", "x", "--project", name)
     assert r.returncode == 1 and "archived" in r.stderr
-    r = run_cli(server, "status", "--json")
+    r = cli(server, "status", "--json")
     assert json.loads(r.stdout)["status"] == "ok"
-    r = run_cli(server, "jobs", "add", "x", "--project", name, "--param", "novalue")
+    r = cli(server, "jobs", "add", "x", "--project", name, "--param", "novalue")
     assert r.returncode == 2 and "KEY=VALUE" in r.stderr
     r = subprocess.run(
         [sys.executable, "-m", "whatsnext", "--server", "http://127.0.0.1:1", "status"],
@@ -343,11 +343,18 @@ def test_every_cli_command_has_help_with_an_example() -> None:
     walk(parser, [])
     assert len(leaves) >= 19
     for path in leaves:
-        r = subprocess.run(
-            [sys.executable, "-m", "whatsnext", *path, "--help"], capture_output=True, text=True, timeout=30
-        )
+        r = cli(None, *path, "--help")
         assert r.returncode == 0, path
         assert "example" in r.stdout and "whatsnext " in r.stdout, path
+    # And once as a user's shell runs it.
+    r = subprocess.run(
+        [sys.executable, "-m", "whatsnext", "jobs", "add", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0
+    assert "example" in r.stdout and "whatsnext jobs add" in r.stdout
 
 
 async def test_parameter_sweep(server: ServerProcess, api: Api, project: dict) -> None:
@@ -363,7 +370,7 @@ async def test_parameter_sweep(server: ServerProcess, api: Api, project: dict) -
     assert {tuple(sorted(j.parameters.items())) for j in jobs} == {
         (("bs", b), ("lr", lr)) for lr in (0.1, 0.01) for b in (32, 64)
     }
-    r = run_cli(
+    r = cli(
         server,
         "jobs",
         "sweep",
