@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import ROOT, Api, ServerProcess
-from helpers import run_cli, spawn_worker
+from helpers import cli, spawn_worker
 
 from whatsnext.api.server.routes import routes
 
@@ -479,10 +479,10 @@ async def test_sdk_cli_and_worker_with_tokens(
     w = World(auth_server, session)
     project = f"e2e-{uuid.uuid4().hex[:8]}"
     monkeypatch.setenv("WHATSNEXT_TOKEN", ADMIN)
-    made = run_cli(auth_server, "tokens", "create", "sub", "--role", "submitter", "--json")
+    made = cli(auth_server, "tokens", "create", "sub", "--role", "submitter", "--json")
     assert made.returncode == 0, made.stderr
     await w.root.ok("POST", "/projects", {"name": project})
-    sub = run_cli(
+    sub = cli(
         auth_server,
         "tokens",
         "create",
@@ -496,7 +496,7 @@ async def test_sdk_cli_and_worker_with_tokens(
     assert sub.returncode == 0, sub.stderr
     submitter = json.loads(sub.stdout)["token"]
     worker = json.loads(
-        run_cli(
+        cli(
             auth_server,
             "tokens",
             "create",
@@ -508,7 +508,7 @@ async def test_sdk_cli_and_worker_with_tokens(
             "--json",
         ).stdout
     )["token"]
-    listed = run_cli(auth_server, "tokens", "ls")
+    listed = cli(auth_server, "tokens", "ls")
     assert f"sub-{project}" in listed.stdout and submitter not in listed.stdout
 
     out = tmp_path / "out"
@@ -524,12 +524,12 @@ async def test_sdk_cli_and_worker_with_tokens(
         assert refused.value.status == 403
 
     monkeypatch.setenv("WHATSNEXT_TOKEN", submitter)
-    added = run_cli(
+    added = cli(
         auth_server, "jobs", "add", "echo", "--project", project, "--name", "cli-job", "--param", f"out={out}"
     )
     assert added.returncode == 0, added.stderr
     monkeypatch.delenv("WHATSNEXT_TOKEN")
-    anonymous = run_cli(auth_server, "projects", "ls")
+    anonymous = cli(auth_server, "projects", "ls")
     assert anonymous.returncode != 0 and "token" in anonymous.stderr
 
     monkeypatch.setenv("WHATSNEXT_TOKEN", worker)
@@ -546,10 +546,10 @@ async def test_sdk_cli_and_worker_with_tokens(
     assert f"sub-{project}" in actors and f"wrk-{project}" in actors, events
     tokens = {t["name"]: t for t in (await w.root.ok("GET", "/tokens"))["tokens"]}
     monkeypatch.setenv("WHATSNEXT_TOKEN", ADMIN)
-    revoked = run_cli(auth_server, "tokens", "revoke", str(tokens[f"sub-{project}"]["id"]))
+    revoked = cli(auth_server, "tokens", "revoke", str(tokens[f"sub-{project}"]["id"]))
     assert revoked.returncode == 0, revoked.stderr
     monkeypatch.setenv("WHATSNEXT_TOKEN", submitter)
-    again = run_cli(auth_server, "jobs", "ls", "--project", project)
+    again = cli(auth_server, "jobs", "ls", "--project", project)
     assert again.returncode != 0 and "revoked" in again.stderr
 
 

@@ -10,16 +10,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from helpers import PYTHON, RECORD, records, run_cli
+from helpers import PYTHON, RECORD, Result, cli, records
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def worker(
-    server: Any, project: str, *extra: str, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
+def worker(server: Any, project: str, *extra: str, cwd: Path | None = None) -> Result:
     """A `whatsnext worker` that exits when the project has nothing left for it."""
-    return run_cli(server, "worker", "--project", project, "--cpus", "4", "--gpus", "none", *extra, cwd=cwd)
+    return cli(server, "worker", "--project", project, "--cpus", "4", "--gpus", "none", *extra, cwd=cwd)
 
 
 def recorded(out: Path, marker: str) -> list[dict[str, Any]]:
@@ -158,7 +156,7 @@ async def test_failure_reason_carries_the_last_output_lines(
     assert got["status"] == "FAILED"
     assert got["error"].startswith("exit code 2")
     assert got["error"].endswith("loading data\nValueError: lr must be positive")
-    shown = run_cli(api_server(api), "jobs", "show", str(job["id"]))
+    shown = cli(api_server(api), "jobs", "show", str(job["id"]))
     assert "ValueError: lr must be positive" in shown.stdout and "loading data" in shown.stdout
 
 
@@ -166,18 +164,18 @@ async def test_unknown_task_notice_and_strict_projects(api: Any, project: dict[s
     p = project["name"]
     srv = api_server(api)
     await make_task(api, p, "train", None, required_accelerators=1)
-    added = run_cli(srv, "jobs", "add", "trian", "--project", p)
+    added = cli(srv, "jobs", "add", "trian", "--project", p)
     assert added.returncode == 0, added.stderr
     assert "new task 'trian': 1 CPU, 0 GPUs (did you mean 'train'?)" in added.stderr
-    again = run_cli(srv, "jobs", "add", "trian", "--project", p)
+    again = cli(srv, "jobs", "add", "trian", "--project", p)
     assert "new task" not in again.stderr
-    strict = run_cli(srv, "projects", "add", p + "-strict", "--strict")
+    strict = cli(srv, "projects", "add", p + "-strict", "--strict")
     assert strict.returncode == 0, strict.stderr
-    run_cli(srv, "tasks", "add", "train", "--project", p + "-strict")
-    refused = run_cli(srv, "jobs", "add", "trian", "--project", p + "-strict")
+    cli(srv, "tasks", "add", "train", "--project", p + "-strict")
+    refused = cli(srv, "jobs", "add", "trian", "--project", p + "-strict")
     assert refused.returncode == 1
     assert "unknown task 'trian'" in refused.stderr and "did you mean 'train'" in refused.stderr
-    ok = run_cli(srv, "jobs", "add", "train", "--project", p + "-strict")
+    ok = cli(srv, "jobs", "add", "train", "--project", p + "-strict")
     assert ok.returncode == 0 and "new task" not in ok.stderr
 
 
@@ -207,25 +205,25 @@ async def test_scripts_can_be_run_again(api: Any, tmp_path: Path) -> None:
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert first.stdout == second.stdout
     srv = api_server(api)
-    again = run_cli(srv, "projects", "add", name, "--exist-ok")
+    again = cli(srv, "projects", "add", name, "--exist-ok")
     assert again.returncode == 0 and "project exists" in again.stdout
-    refused = run_cli(srv, "projects", "add", name)
+    refused = cli(srv, "projects", "add", name)
     assert refused.returncode == 1
-    task = run_cli(srv, "tasks", "add", "train", "--project", name, "--exist-ok", "--json")
+    task = cli(srv, "tasks", "add", "train", "--project", name, "--exist-ok", "--json")
     assert json.loads(task.stdout)["command"] == "python train.py --lr {lr}"
 
 
 async def test_tasks_add_cli_with_command_and_old_gpus_spelling(api: Any, project: dict[str, Any]) -> None:
     srv, p = api_server(api), project["name"]
-    made = run_cli(
+    made = cli(
         srv, "tasks", "add", "train", "--project", p, "--command", "python train.py --lr {lr}",
         "--default", "lr=0.1", "--cpus", "2", "--num-gpus", "1", "--json",
     )  # fmt: skip
     task = json.loads(made.stdout)
     assert (task["required_cpu"], task["required_accelerators"], task["defaults"]) == (2, 1, {"lr": 0.1})
-    old = run_cli(srv, "tasks", "add", "eval", "--project", p, "--gpus", "2")
+    old = cli(srv, "tasks", "add", "eval", "--project", p, "--gpus", "2")
     assert old.returncode == 0 and "2 GPU" in old.stdout and "--num-gpus" in old.stderr
-    bad = run_cli(srv, "tasks", "add", "x", "--project", p, "--command", "python x.py {}")
+    bad = cli(srv, "tasks", "add", "x", "--project", p, "--command", "python x.py {}")
     assert bad.returncode == 1 and "command" in bad.stderr
 
 
@@ -271,7 +269,7 @@ def test_worker_gpu_options() -> None:
 
 
 def api_server(api: Any) -> Any:
-    """The server behind ``api``, as run_cli wants it (anything with a ``url``)."""
+    """The server behind ``api``, as cli wants it (anything with a ``url``)."""
 
     class _S:
         url = api.base

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from helpers import PYTHON, RECORD, run_cli
+from helpers import PYTHON, RECORD, cli
 
 
 def _srv(api: Any) -> Any:
@@ -97,24 +97,24 @@ async def test_jobs_ls_filters(api: Any, project: dict[str, Any]) -> None:
 
 async def test_cli_sweep_groups_and_watch(api: Any, project: dict[str, Any], tmp_path: Any) -> None:
     srv, p = _srv(api), project["name"]
-    made = run_cli(
+    made = cli(
         srv, "tasks", "add", "train", "--project", p, "--command",
         f"{PYTHON} {RECORD} --out {tmp_path} --lr {{lr}} --bs {{bs}}",
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
-    swept = run_cli(
+    swept = cli(
         srv, "jobs", "sweep", "train", "--project", p, "--grid", "lr=0.1,0.01", "--grid", "bs=32,64",
         "--group", "sweep-a",
     )  # fmt: skip
     assert swept.returncode == 0, swept.stderr
     assert "queued 4 jobs in group sweep-a" in swept.stdout and "new task" not in swept.stderr
-    ls = run_cli(srv, "groups", "ls", "--project", p)
+    ls = cli(srv, "groups", "ls", "--project", p)
     assert "sweep-a" in ls.stdout and "0/4" in ls.stdout
-    worked = run_cli(srv, "worker", "--project", p, "--cpus", "4", "--gpus", "none")
+    worked = cli(srv, "worker", "--project", p, "--cpus", "4", "--gpus", "none")
     assert worked.returncode == 0, worked.stderr
-    shown = run_cli(srv, "groups", "show", "sweep-a", "--project", p)
+    shown = cli(srv, "groups", "show", "sweep-a", "--project", p)
     assert "4/4 done (completed 4)" in shown.stdout
-    listed = run_cli(
+    listed = cli(
         srv, "jobs", "ls", "--project", p, "--group", "sweep-a", "--where", "lr=0.1",
         "--columns", "params,result,duration", "--status", "completed",
     )  # fmt: skip
@@ -124,10 +124,10 @@ async def test_cli_sweep_groups_and_watch(api: Any, project: dict[str, Any], tmp
     header = lines[2].split()
     assert header[:7] == ["ID", "NAME", "TASK", "STATUS", "PARAMS", "RESULT", "DURATION"]
     assert len(lines) == 5 and all('"lr":0.1' in line for line in lines[3:])
-    watched = run_cli(srv, "jobs", "ls", "--project", p, "--group", "sweep-a", "--watch", "--every", "0.2")
+    watched = cli(srv, "jobs", "ls", "--project", p, "--group", "sweep-a", "--watch", "--every", "0.2")
     assert watched.returncode == 0 and watched.stdout.rstrip().endswith("all done")
     # A failure, retried as a group.
-    run_cli(
+    cli(
         srv,
         "jobs",
         "add",
@@ -141,9 +141,9 @@ async def test_cli_sweep_groups_and_watch(api: Any, project: dict[str, Any], tmp
         "--param",
         "bs=x",
     )
-    cancelled = run_cli(srv, "groups", "cancel", "sweep-b", "--project", p)
+    cancelled = cli(srv, "groups", "cancel", "sweep-b", "--project", p)
     assert "cancelled 1" in cancelled.stdout
-    retried = run_cli(srv, "groups", "retry", "sweep-b", "--project", p)
+    retried = cli(srv, "groups", "retry", "sweep-b", "--project", p)
     assert "1 job(s) back in the queue" in retried.stdout
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 from conftest import ROOT, Api, ServerProcess, wait_until
-from helpers import PYTHON, RECORD, run_cli, running_job, wait_for_condition
+from helpers import PYTHON, RECORD, cli, running_job, wait_for_condition
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter
 from whatsnext.api.client.http import Http
@@ -528,14 +528,14 @@ async def test_worker_without_live_logs_sends_none(
 async def test_cli_logs(api: Api, server: ServerProcess, project: dict) -> None:
     job = await running_job(api, project)
     jid = str(job["id"])
-    r = await asyncio.to_thread(run_cli, server, "jobs", "logs", jid)
+    r = await asyncio.to_thread(cli, server, "jobs", "logs", jid)
     assert r.returncode == 0 and r.stdout == "" and "no output yet" in r.stderr, r.stderr
     await api.ok("POST", f"/jobs/{jid}/logs", {"attempt": 1, "lines": ["hello", "world"]})
-    r = await asyncio.to_thread(run_cli, server, "jobs", "logs", jid)
+    r = await asyncio.to_thread(cli, server, "jobs", "logs", jid)
     assert r.returncode == 0 and r.stdout == "hello\nworld\n", r.stderr
-    r = await asyncio.to_thread(run_cli, server, "jobs", "logs", jid, "--tail", "1")
+    r = await asyncio.to_thread(cli, server, "jobs", "logs", jid, "--tail", "1")
     assert r.stdout == "world\n"
-    r = await asyncio.to_thread(run_cli, server, "jobs", "logs", jid, "--json")
+    r = await asyncio.to_thread(cli, server, "jobs", "logs", jid, "--json")
     assert [x["line"] for x in json.loads(r.stdout)["lines"]] == ["hello", "world"]
     # -f prints what is there, then what comes, and exits once the job is finished.
     env = {**os.environ, "WHATSNEXT_SERVER": server.url}
@@ -555,7 +555,7 @@ async def test_cli_logs(api: Api, server: ServerProcess, project: dict) -> None:
         if proc.returncode is None:
             proc.kill()
     assert proc.returncode == 0 and out == b"" and f"job {jid} COMPLETED" in err.decode()
-    r = await asyncio.to_thread(run_cli, server, "jobs", "logs", "987654321")
+    r = await asyncio.to_thread(cli, server, "jobs", "logs", "987654321")
     assert r.returncode == 4 and "not found" in r.stderr
-    r = await asyncio.to_thread(run_cli, server, "jobs", "logs", "987654321", "-f")
+    r = await asyncio.to_thread(cli, server, "jobs", "logs", "987654321", "-f")
     assert r.returncode == 4 and "not found" in r.stderr
