@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ServerProcess, create_database, drop_database
+from helpers import Result
+from helpers import cli as in_process
 
 SUBMIT_AND_RUN = """
 from whatsnext.api.client import Server, Job
@@ -102,7 +104,15 @@ def example_env() -> dict[str, str]:
     return env
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path) -> Result:
+    """`whatsnext ARGS` in this process, in the user's shell's environment (see example_env)."""
+    env = example_env()
+    unset = {k: None for k in os.environ if k not in env}
+    return in_process(None, *args, cwd=cwd, env={**unset, **env})
+
+
+def shell(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """`whatsnext ARGS` as the user's shell runs it."""
     env = example_env()
     return subprocess.run(
         [sys.executable, "-m", "whatsnext", *args],
@@ -167,7 +177,7 @@ async def test_reference_examples_run_as_written(server_8000: ServerProcess, tmp
     )
     assert r.returncode == 0, r.stderr
     cli_job = json.loads(r.stdout)["id"]
-    r = cli("worker", "--project", "my-project", "--script", "process.py", cwd=tmp_path)
+    r = shell("worker", "--project", "my-project", "--script", "process.py", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / f"ran-{cli_job}.json").read_text()) == [
         "--input",
