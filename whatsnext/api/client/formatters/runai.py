@@ -26,11 +26,19 @@ from typing import Any, Literal
 
 from ..template import CommandTemplate
 from .base import FormatError, Formatter, JobSpec, Outcome, RunContext
-from .slurm import job_environment, report_external, run_command
+from .external import (
+    MAX_POLL_ERRORS,
+    PollInterval,
+    cancel_on_teardown,
+    check_poll_intervals,
+    handle_id,
+    job_environment,
+    report_external,
+    run_command,
+    tail_text,
+)
 
 log = logging.getLogger(__name__)
-
-_DROPPED_MARKER = "[... earlier output dropped ...]\n"
 
 #: RUN:AI workload states (CLI v1 prints them upper-case, v2 capitalised), lower-cased.
 COMPLETED_STATES = frozenset({"succeeded", "completed", "complete", "success"})
@@ -76,13 +84,6 @@ def parse_describe(text: str) -> tuple[str | None, int | None]:
     status = _bfs(data, _STATUS_KEYS, str)
     code = _bfs(data, _EXIT_KEYS, int)
     return status, code
-
-
-def _tail(text: str, limit: int) -> str:
-    data = text.encode("utf-8", errors="replace")
-    if len(data) <= limit:
-        return text
-    return _DROPPED_MARKER + data[-limit:].decode("utf-8", errors="replace")
 
 
 def _number(value: float) -> str:
@@ -188,8 +189,7 @@ class RUNAIFormatter(Formatter):
             raise ValueError(f"cli_version must be 1 or 2, not {cli_version!r}")
         if (script is None) == (command is None):
             raise ValueError("RUNAIFormatter needs exactly one of script= or command=")
-        if poll_interval <= 0 or max_poll_interval < poll_interval:
-            raise ValueError("need 0 < poll_interval <= max_poll_interval")
+        check_poll_intervals(poll_interval, max_poll_interval)
         if isinstance(extra_args, str):
             extra_args = shlex.split(extra_args)
         self.project = project
@@ -382,22 +382,21 @@ class RUNAIFormatter(Formatter):
         try:
             return await self._follow(name, ctx, started)
         except BaseException:
-            # The worker itself is being torn down: do not leave the workload running.
-            await asyncio.shield(run_command(self.delete_argv(name), limit=60))
+            await cancel_on_teardown(self.delete_argv(name), limit=60)
             raise
 
     async def cancel_external(self, handle: str) -> None:
         """Delete the workload behind ``"runai:<name>"`` (gone already is fine); other handles are
         not ours and are left alone."""
-        kind, _, name = handle.partition(":")
-        if kind != "runai" or not _LABEL.match(name):
+        name = handle_id(handle, "runai", _LABEL)
+        if name is None:
             return
         rc, out, err = await run_command(self.delete_argv(name), limit=120)
         if rc != 0 and not _NOT_FOUND.search(err + out):
             log.warning("runai delete %s exited %d: %s", name, rc, (err or out).strip())
 
     async def _follow(self, name: str, ctx: RunContext, started: float) -> Outcome:
-        interval = self.poll_interval
+        interval = PollInterval(self)
         run_deadline: float | None = None
         last_status: str | None = None
         errors = 0
@@ -405,7 +404,7 @@ class RUNAIFormatter(Formatter):
         try:
             while True:
                 now = time.monotonic()
-                limits = [interval]
+                limits = [interval.current]
                 if run_deadline is not None:
                     limits.append(run_deadline - now)
                 if not ctx.cancel.is_set():
@@ -453,9 +452,9 @@ class RUNAIFormatter(Formatter):
                             run_deadline = time.monotonic() + ctx.timeout
                         if status != last_status:
                             last_status = status
-                            interval = self.poll_interval
+                            interval.changed()
                             continue
-                if errors >= 10:
+                if errors >= MAX_POLL_ERRORS:
                     return await self._finish(
                         name,
                         ctx,
@@ -463,7 +462,7 @@ class RUNAIFormatter(Formatter):
                         "FAILED",
                         error=f"cannot query RUN:AI about {name}: {(err or out).strip()[:500]}",
                     )
-                interval = min(interval * 1.5, self.max_poll_interval)
+                interval.unchanged()
         finally:
             cancel_wait.cancel()
 
@@ -471,11 +470,11 @@ class RUNAIFormatter(Formatter):
         rc, out, err = await run_command(self.logs_argv(name), limit=300)
         if rc != 0:
             log.warning("runai logs %s exited %d: %s", name, rc, err.strip())
-            return _tail(out, ctx.tail_bytes) if out else f"[logs unavailable: {err.strip()[:500]}]\n"
+            return tail_text(out, ctx.tail_bytes) if out else f"[logs unavailable: {err.strip()[:500]}]\n"
         if ctx.on_output is not None:
             for line in out.splitlines():
                 ctx.on_output(line)
-        return _tail(out, ctx.tail_bytes)
+        return tail_text(out, ctx.tail_bytes)
 
     async def _finish(
         self,

@@ -23,142 +23,30 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from ..template import CommandTemplate, bash_quote
 from .base import FormatError, Formatter, JobSpec, Outcome, RunContext
+from .external import (
+    BatchPoller,
+    OutputFollower,
+    PollError,
+    Tracked,
+    cancel_on_teardown,
+    check_poll_intervals,
+    handle_id,
+    job_environment,
+    one_line,
+    read_tail,
+    report_external,
+    run_command,
+)
 
 log = logging.getLogger(__name__)
 
-#: Environment variables that select devices: the cluster's scheduler sets them for the job, so
-#: values from the worker's machine are never copied into a job that runs elsewhere.
-DEVICE_ENV_VARS = frozenset(
-    {"CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES", "ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES"}
-)
-
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _SLURM_ID = re.compile(r"^[0-9]+(_[0-9]+)?$")
-_DROPPED_MARKER = "[... earlier output dropped ...]\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Helpers shared with the RUN:AI formatter
-# --------------------------------------------------------------------------------------------
-
-
-def one_line(text: str, limit: int = 200) -> str:
-    """``text`` made safe for one line of a script: control characters (newlines...) become '?'."""
-    return "".join(ch if ch.isprintable() else "?" for ch in text)[:limit]
-
-
-def report_external(ctx: RunContext, handle: str) -> None:
-    """Tell the worker where the job now runs (``ctx.on_external``); never fails the job."""
-    if ctx.on_external is None:
-        return
-    try:
-        ctx.on_external(handle)
-    except Exception as exc:  # the callback's failure must not fail the job
-        log.exception("the worker's on_external callback failed for %s: %s", handle, exc)
-
-
-def job_environment(job: JobSpec, env: Mapping[str, str] | None) -> dict[str, str]:
-    """The variables a remote job gets: WHATSNEXT_* from the job, then the worker's ``ctx.env``.
-
-    Device-selection variables (``CUDA_VISIBLE_DEVICES``...) are left out: on a cluster the
-    scheduler assigns the devices.
-    """
-    result = {
-        "WHATSNEXT_JOB_ID": str(job.id),
-        "WHATSNEXT_JOB_NAME": job.name,
-        "WHATSNEXT_TASK": job.task,
-        "WHATSNEXT_ATTEMPT": str(job.attempt),
-    }
-    for key, value in (env or {}).items():
-        if key in DEVICE_ENV_VARS:
-            continue
-        result[key] = str(value)
-    return result
-
-
-def read_tail(path: Path, limit: int) -> str:
-    """The last ``limit`` bytes of a file as text ("" when it does not exist)."""
-    try:
-        with path.open("rb") as fh:
-            size = fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, size - limit))
-            data = fh.read()
-    except FileNotFoundError:
-        return ""
-    text = data.decode("utf-8", errors="replace")
-    return _DROPPED_MARKER + text if size > limit else text
-
-
-async def run_command(
-    argv: Sequence[str], *, cwd: str | None = None, limit: float = 120.0
-) -> tuple[int, str, str]:
-    """Run a short command (sbatch, squeue...) without blocking the event loop.
-
-    Returns ``(returncode, stdout, stderr)``; a command that cannot be started gives 127 and the
-    reason in stderr, one that overruns ``limit`` is killed and gives 124.
-    """
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            cwd=cwd,
-        )
-    except OSError as exc:
-        return 127, "", f"cannot run {argv[0]}: {exc}"
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), limit)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return 124, "", f"{argv[0]} did not answer within {limit:.0f} s"
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise
-    rc = proc.returncode if proc.returncode is not None else -1
-    return rc, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace")
-
-
-class _OutputFollower:
-    """Reads what a job appended to its output file since the last look, as whole lines."""
-
-    CHUNK = 4 * 1024 * 1024
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-
-    def read_lines(self, final: bool = False) -> list[str]:
-        lines: list[str] = []
-        try:
-            with self.path.open("rb") as fh:
-                while True:
-                    fh.seek(self.offset)
-                    data = fh.read(self.CHUNK)
-                    if not data:
-                        break
-                    self.offset += len(data)
-                    parts = (self.partial + data).split(b"\n")
-                    self.partial = parts.pop()
-                    lines.extend(p.decode("utf-8", errors="replace").rstrip("\r") for p in parts)
-                    if not final:
-                        break
-        except FileNotFoundError:
-            return lines
-        if final and self.partial:
-            lines.append(self.partial.decode("utf-8", errors="replace").rstrip("\r"))
-            self.partial = b""
-        return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -208,98 +96,20 @@ def _parse_scontrol(text: str) -> tuple[str | None, int | None, int | None, str 
     )
 
 
-@dataclass(eq=False)
-class _Tracked:
-    """What the poller knows of one submitted job."""
+class _SlurmPoller(BatchPoller):
+    """Asks ``squeue`` about every job the formatter has in flight at once; ``scontrol`` about
+    those it no longer lists."""
 
-    job_id: str
-    state: str = "PENDING"
-    exit_code: int | None = None
-    signal: int | None = None
-    reason: str | None = None
-    final: bool = False
-    lost: str | None = None
-    """Set when SLURM no longer knows the job, or cannot be asked about it any more."""
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-class _SlurmPoller:
-    """One polling loop per formatter, covering every job that formatter has in flight."""
-
-    MAX_CONSECUTIVE_ERRORS = 10
+    system = "SLURM"
+    logger = log
 
     def __init__(self, formatter: SlurmFormatter) -> None:
+        super().__init__(formatter)
         self._fmt = formatter
-        self._jobs: dict[str, _Tracked] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._wake: asyncio.Event | None = None
-        self._interval = formatter.poll_interval
-        self._errors = 0
-        self.polls = 0
-        """How many squeue calls this poller made (for diagnostics)."""
 
-    def watch(self, job_id: str) -> _Tracked:
-        tracked = _Tracked(job_id)
-        self._jobs[job_id] = tracked
-        self.kick()
-        return tracked
-
-    def unwatch(self, job_id: str) -> None:
-        self._jobs.pop(job_id, None)
-        if not self._jobs and self._wake is not None:
-            self._wake.set()  # let the loop notice it has nothing left to watch, and end
-
-    def kick(self) -> None:
-        """Something changed (a new job, a cancellation): poll at the short interval again."""
-        self._interval = self._fmt.poll_interval
-        loop = asyncio.get_running_loop()
-        if self._task is None or self._task.done() or self._task.get_loop() is not loop:
-            self._wake = asyncio.Event()
-            self._task = loop.create_task(self._loop(), name="whatsnext-slurm-poller")
-        assert self._wake is not None
-        self._wake.set()
-
-    async def _loop(self) -> None:
-        last_poll = time.monotonic()
-        while self._jobs:
-            assert self._wake is not None
-            self._wake.clear()
-            delay = last_poll + self._interval - time.monotonic()
-            if delay > 0:
-                # A wake-up only means "recompute the delay" (the interval may have shrunk).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
-                continue
-            pending = [t for t in self._jobs.values() if not t.final]
-            if not pending:
-                last_poll = time.monotonic()
-                continue
-            try:
-                changed = await self._poll(pending)
-                self._errors = 0
-            except Exception as exc:
-                # Any failure (SLURM unreachable, odd output) is retried at the next interval;
-                # only a long run of them gives up on the jobs.
-                if not isinstance(exc, _PollError):
-                    log.exception("unexpected error while polling SLURM")
-                changed = False
-                self._errors += 1
-                log.warning("slurm poll failed (%d in a row): %s", self._errors, exc)
-                if self._errors >= self.MAX_CONSECUTIVE_ERRORS:
-                    for tracked in pending:
-                        tracked.lost = f"cannot query SLURM: {exc}"
-                        tracked.final = True
-                        tracked.changed.set()
-            last_poll = time.monotonic()
-            if changed:
-                self._interval = self._fmt.poll_interval
-            else:
-                self._interval = min(self._interval * 1.5, self._fmt.max_poll_interval)
-
-    async def _poll(self, pending: list[_Tracked]) -> bool:
+    async def poll(self, pending: list[Tracked]) -> bool:
         fmt = self._fmt
         ids = ",".join(t.job_id for t in pending)
-        self.polls += 1
         rc, out, err = await run_command([fmt.squeue, "-h", "-o", "%i %T", "-j", ids])
         listed: dict[str, str] = {}
         if rc == 0:
@@ -308,7 +118,7 @@ class _SlurmPoller:
                 if len(parts) >= 2:
                     listed[parts[0]] = parts[1]
         elif "invalid job id" not in err.lower():
-            raise _PollError(f"squeue exited {rc}: {err.strip() or out.strip()}")
+            raise PollError(f"squeue exited {rc}: {err.strip() or out.strip()}")
         changed = False
         for tracked in pending:
             state = listed.get(tracked.job_id)
@@ -324,16 +134,16 @@ class _SlurmPoller:
                     tracked.changed.set()
                     changed = True
                     continue
-                raise _PollError(f"scontrol exited {src}: {serr.strip()}")
+                raise PollError(f"scontrol exited {src}: {serr.strip()}")
             final_state, code, sig, reason = _parse_scontrol(sout)
             if final_state is None:
-                raise _PollError(f"cannot read JobState from scontrol output: {sout.strip()[:200]}")
+                raise PollError(f"cannot read JobState from scontrol output: {sout.strip()[:200]}")
             changed |= self._update(tracked, final_state, code, sig, reason)
         return changed
 
     @staticmethod
     def _update(
-        tracked: _Tracked,
+        tracked: Tracked,
         state: str,
         exit_code: int | None = None,
         sig: int | None = None,
@@ -350,10 +160,6 @@ class _SlurmPoller:
         tracked.reason = reason
         tracked.changed.set()
         return True
-
-
-class _PollError(RuntimeError):
-    pass
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,8 +216,7 @@ class SlurmFormatter(Formatter):
             raise ValueError("SlurmFormatter needs exactly one of script= or command=")
         if gres_flag not in ("gres", "gpus"):
             raise ValueError(f"gres_flag must be 'gres' or 'gpus', not {gres_flag!r}")
-        if poll_interval <= 0 or max_poll_interval < poll_interval:
-            raise ValueError("need 0 < poll_interval <= max_poll_interval")
+        check_poll_intervals(poll_interval, max_poll_interval)
         if isinstance(sbatch_args, str):
             sbatch_args = shlex.split(sbatch_args)
         self.script = script
@@ -590,8 +395,7 @@ class SlurmFormatter(Formatter):
         try:
             return await self._follow(tracked, ctx, out_path, started)
         except BaseException:
-            # The worker itself is being torn down: never leave the job behind on the cluster.
-            await asyncio.shield(run_command([self.scancel, slurm_id], limit=30))
+            await cancel_on_teardown([self.scancel, slurm_id], limit=30)
             raise
         finally:
             self._poller.unwatch(slurm_id)
@@ -606,8 +410,8 @@ class SlurmFormatter(Formatter):
     async def cancel_external(self, handle: str) -> None:
         """Cancel the SLURM job behind ``"slurm:<id>"`` and wait (up to ``stop_wait`` s) until
         SLURM no longer runs it; other handles are not ours and are left alone."""
-        kind, _, slurm_id = handle.partition(":")
-        if kind != "slurm" or not _SLURM_ID.match(slurm_id):
+        slurm_id = handle_id(handle, "slurm", _SLURM_ID)
+        if slurm_id is None:
             return
         rc, _, err = await run_command([self.scancel, slurm_id], limit=60)
         if rc != 0 and "invalid job id" not in err.lower():
@@ -627,8 +431,8 @@ class SlurmFormatter(Formatter):
             log.warning("scancel %s exited %d: %s", slurm_id, rc, err.strip())
         self._poller.kick()
 
-    async def _follow(self, tracked: _Tracked, ctx: RunContext, out_path: Path, started: float) -> Outcome:
-        follower = _OutputFollower(out_path) if ctx.on_output is not None else None
+    async def _follow(self, tracked: Tracked, ctx: RunContext, out_path: Path, started: float) -> Outcome:
+        follower = OutputFollower(out_path) if ctx.on_output is not None else None
         output_tick = min(1.0, self.poll_interval)
         run_deadline: float | None = None
         stop_deadline: float | None = None
@@ -686,7 +490,7 @@ class SlurmFormatter(Formatter):
         return self._outcome(tracked, stopped_by, ctx, log_tail, time.monotonic() - started)
 
     @staticmethod
-    async def _emit(follower: _OutputFollower, ctx: RunContext, *, final: bool) -> None:
+    async def _emit(follower: OutputFollower, ctx: RunContext, *, final: bool) -> None:
         lines = await asyncio.to_thread(follower.read_lines, final)
         if ctx.on_output is not None:
             for line in lines:
@@ -694,7 +498,7 @@ class SlurmFormatter(Formatter):
 
     @staticmethod
     def _outcome(
-        tracked: _Tracked, stopped_by: str | None, ctx: RunContext, log_tail: str, duration: float
+        tracked: Tracked, stopped_by: str | None, ctx: RunContext, log_tail: str, duration: float
     ) -> Outcome:
         state = tracked.state
         code = tracked.exit_code
