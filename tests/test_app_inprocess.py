@@ -66,3 +66,54 @@ async def test_started_records_handle_and_gpus_of_the_current_attempt(client: Te
 async def test_health_shows_the_schema_level(client: TestClient) -> None:
     status, health = await call(client, "GET", "/health")
     assert status == 200 and health["schema_level"] == schema.schema_level()
+
+
+class CountingPool:
+    """A pool that records each statement the store sends through it (by method name)."""
+
+    STATEMENTS = frozenset({"fetch", "fetchrow", "fetchval", "execute", "executemany", "acquire"})
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.pool, name)
+        if name not in self.STATEMENTS:
+            return attr
+
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            return attr(*args, **kwargs)
+
+        return counted
+
+
+async def test_queueing_one_job_is_one_statement_answering_as_get_shows_the_job(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    from whatsnext.api.server.keys import store_key
+    from whatsnext.api.server.store.base import Table
+
+    name = f"inproc-{uuid.uuid4().hex[:8]}"
+    assert (await call(client, "POST", "/projects", {"name": name}))[0] == 201
+    project_id = (await call(client, "GET", f"/projects/{name}"))[1]["id"]
+    store = client.app[store_key]
+    counting = CountingPool(store.pool)
+    for table in vars(store).values():
+        if isinstance(table, Table):
+            monkeypatch.setattr(table, "pool", counting)
+    monkeypatch.setattr(store, "pool", counting)
+    for key, task in ((name, "t"), (str(project_id), "t"), (name, "tt")):  # by name, by id, a new task
+        counting.calls.clear()
+        status, created = await call(client, "POST", f"/projects/{key}/jobs", {"name": "j", "task": task})
+        assert status == 201
+        assert counting.calls == ["fetchrow"], f"POST /projects/{key}/jobs ran {counting.calls}"
+        shown = (await call(client, "GET", f"/jobs/{created['id']}"))[1]
+        assert list(created) == [*shown, "created_tasks"]
+        assert {k: v for k, v in created.items() if k != "created_tasks"} == shown
+    assert created["created_tasks"] == [
+        {"name": "tt", "required_cpu": 1, "required_accelerators": 0, "did_you_mean": "t"}
+    ]
+    text = await (await client.get("/metrics")).text()
+    assert f'whatsnext_jobs_submitted_total{{project="{name}"}} 3.0' in text

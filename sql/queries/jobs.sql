@@ -1,15 +1,6 @@
 -- name: job_get
-SELECT j.id, j.project_id, p.name AS project, j.name, t.name AS task, j.parameters, j.priority,
-       j.status, j.unmet_deps, j.required_cpu, j.required_accelerators, j.required_tags, j.attempt,
-       j.max_attempts, j.max_lost, j.lost, j.retry_delay, j.timeout, j.worker_id, j.worker_name,
-       j.lease_expires_at, j.cancel_requested, j.created_at, j.available_at, j.eligible_at,
-       j.started_at, j.finished_at, j.exit_code, j.error, j.result, j.log_tail, j.duration,
-       j.blocked_by, j.inputs, j.outputs, j.external_id, j.gpus, j.group_id, g.name AS "group",
-       (SELECT coalesce(array_agg(depends_on ORDER BY depends_on), '{}') FROM job_dependencies
-         WHERE job_id = j.id) AS depends
-  FROM jobs j JOIN tasks t ON t.id = j.task_id JOIN projects p ON p.id = j.project_id
-  LEFT JOIN job_groups g ON g.id = j.group_id
- WHERE j.id = :job_id;
+-- A job as GET /jobs/{id} shows it (wn_job: the one definition of that row).
+SELECT * FROM wn_job(:job_id);
 
 -- name: job_list
 -- Jobs of a project, newest first, keyset-paginated on id (:before: return ids below this one).
@@ -66,8 +57,27 @@ SELECT count(wn_cancel(j.id, 'queue cleared', :actor))
 
 -- name: job_enqueue
 -- Queue a batch (a JSON array of wn_job_entry objects): the new ids in batch order, the tasks it
--- created, and the jobs a waiting claim (:claim, its wn_claim arguments) took in the same transaction.
-SELECT ids, created_tasks, claimed FROM wn_enqueue(:project, :jobs::jsonb, :actor, :claim::jsonb);
+-- created, and the jobs a waiting claim (:claim, its wn_claim arguments) took in the same
+-- transaction; with them what the answer and the metrics need, so that a submission is this one
+-- statement: the project's name and, when the batch created tasks, the names of the tasks the
+-- project had before (oldest first, for "did you mean").
+SELECT e.ids, e.created_tasks, e.claimed, p.name AS project_name,
+       CASE WHEN e.created_tasks IS NOT NULL THEN
+           ARRAY(SELECT t.name FROM tasks t WHERE t.project_id = p.id AND t.name <> ALL (e.created_tasks)
+                  ORDER BY t.id) END AS known_tasks
+  FROM wn_enqueue(:project, :jobs::jsonb, :actor, :claim::jsonb) e
+  JOIN projects p ON p.id = wn_project_id(:project);
+
+-- name: job_enqueue_one
+-- Queue one job as job_enqueue does, answering with the job as GET /jobs/{id} shows it (wn_job
+-- sees the row wn_enqueue inserted: both run in this statement, one after the other).
+SELECT e.ids, e.created_tasks, e.claimed, j.project AS project_name,
+       CASE WHEN e.created_tasks IS NOT NULL THEN
+           ARRAY(SELECT t.name FROM tasks t WHERE t.project_id = j.project_id
+                    AND t.name <> ALL (e.created_tasks) ORDER BY t.id) END AS known_tasks,
+       j.*
+  FROM wn_enqueue(:project, :jobs::jsonb, :actor, :claim::jsonb) e
+ CROSS JOIN LATERAL wn_job(e.ids[1]) j;
 
 -- name: job_claim
 SELECT * FROM wn_claim(:project, :worker_id, :worker_name, :free_cpu, :free_accelerators,

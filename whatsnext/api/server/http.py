@@ -13,7 +13,7 @@ from aiohttp import web
 
 from .errors import ApiError, Handler, bad_request, invalid, validation_details
 from .keys import settings_key
-from .schemas import MAX_PARAMETERS_BYTES, suspicious
+from .schemas import MAX_PARAMETERS_BYTES, validation_context
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 MAX_ID = 2**63 - 1
@@ -34,11 +34,7 @@ def parsing_context(request: web.Request, raw: bytes, plain: bool | None = None)
     the body holds nothing unstorable)."""
     settings = request.app.get(settings_key)
     limit = settings.max_parameters_bytes if settings is not None else MAX_PARAMETERS_BYTES
-    return {
-        # A body no larger than the limit cannot hold parameters above it: no need to measure each.
-        "max_parameters_bytes": None if len(raw) <= limit else limit,
-        "plain": not suspicious(raw) if plain is None else plain,
-    }
+    return validation_context(raw, limit, plain)
 
 
 async def parse_body(request: web.Request, model: type[M]) -> M:

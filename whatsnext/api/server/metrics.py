@@ -259,9 +259,10 @@ class Metrics:
                 self._names[project_id] = name
         return name
 
-    async def jobs_submitted(self, store: Store, key: str, count: int) -> None:
+    def jobs_submitted(self, project: str, count: int) -> None:
+        """A submission queued ``count`` jobs in ``project`` (its name, as the statement returned it)."""
         if count:
-            self.child(self.submitted, await self.project_label(store, key)).inc(count)
+            self.child(self.submitted, project).inc(count)
 
     async def jobs_claimed(
         self, request: web.Request, key: str, rows: Sequence[Row], lease_seconds: float

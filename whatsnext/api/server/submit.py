@@ -1,4 +1,4 @@
-"""Queueing jobs: from a request body to ``wn_enqueue``, in one database round trip.
+"""Queueing jobs: from a raw body to ``wn_enqueue``, in one database statement.
 
 * The body is validated into plain dicts (``schemas.JobEntry``: the fields of :class:`JobCreate`,
   the same checks, no model objects); a body that might hold something PostgreSQL cannot store
@@ -22,15 +22,13 @@ from typing import Any
 import asyncpg
 import orjson
 import pydantic
-from aiohttp import web
 
 from .batch import Entry, entries_json
 from .errors import ApiError, invalid
-from .http import actor, parse_body, parsing_context
-from .keys import hub_key, store_key
-from .notify import Handed
-from .schemas import JOB_ENTRIES, JOB_ENTRY, JobBatch, JobCreate, plain_entries, suspicious
+from .notify import Handed, NotifyHub
+from .schemas import JOB_ENTRIES, JOB_ENTRY, plain_entries, suspicious, validation_context
 from .store import Store
+from .store.base import Row
 
 
 @dataclass
@@ -38,6 +36,10 @@ class Queued:
     ids: list[int]
     created_tasks: list[dict[str, Any]]
     group_ids: dict[str, int]
+    project: str
+    """The project's name."""
+    job: Row | None = None
+    """For one job: the job as GET /jobs/{id} shows it."""
 
 
 def similar(name: str, names: list[str]) -> str | None:
@@ -46,46 +48,49 @@ def similar(name: str, names: list[str]) -> str | None:
     return match[0] if match else None
 
 
-async def read_jobs(request: web.Request, *, batch: bool) -> tuple[list[Entry], str | None]:
-    """The submitted jobs of a request (one job, or a batch: a list, or ``{group, jobs}``) and the
-    batch's group name."""
-    raw = await request.read()
+def read_jobs(raw: bytes, *, batch: bool, max_parameters_bytes: int) -> list[Entry] | None:
+    """The submitted jobs of a raw body (one job, or a batch as a list) validated on the fast path
+    (plain dicts, no model objects); None when the body needs the models (:class:`JobCreate`,
+    :class:`JobBatch`): it may hold something unstorable, it is a batch with a group
+    (``{group, jobs}``), or it is invalid (the models then say what is wrong, in their words)."""
     plain = not suspicious(raw)
     head = raw.lstrip()[:1]
-    if plain and (head == b"[" if batch else head == b"{"):
-        context = parsing_context(request, raw, plain)
-        if batch and context["max_parameters_bytes"] is None:
-            entries = plain_entries(raw)
-            if entries is not None:
-                return entries, None
-        try:
-            if batch:
-                return JOB_ENTRIES.validate_json(raw, context=context), None
-            return [JOB_ENTRY.validate_json(raw, context=context)], None
-        except pydantic.ValidationError:
-            pass  # the model path below says what is wrong, in its words
-    if batch:
-        jobs, group = (await parse_body(request, JobBatch)).jobs_and_group()
-    else:
-        jobs, group = [await parse_body(request, JobCreate)], None
-    return [job.model_dump(exclude_unset=True) for job in jobs], group
+    if not plain or head != (b"[" if batch else b"{"):
+        return None
+    context = validation_context(raw, max_parameters_bytes, plain)
+    if batch and context["max_parameters_bytes"] is None:
+        entries = plain_entries(raw)
+        if entries is not None:
+            return entries
+    try:
+        if batch:
+            return JOB_ENTRIES.validate_json(raw, context=context)
+        return [JOB_ENTRY.validate_json(raw, context=context)]
+    except pydantic.ValidationError:
+        return None
 
 
 async def enqueue(
-    request: web.Request, project: str, entries: list[Entry], group: str | None = None
+    store: Store,
+    hub: NotifyHub,
+    project: str,
+    entries: list[Entry],
+    group: str | None = None,
+    *,
+    actor: str | None,
+    single: bool = False,
 ) -> Queued:
-    """Queue ``entries`` in project ``project`` (its name or id) and hand what fits to a claim
-    waiting here; 422 for a missing template parameter or, in a strict project, an unknown task."""
-    app = request.app
-    store, hub = app[store_key], app[hub_key]
+    """Queue ``entries`` in project ``project`` (its name or id), in one statement, and hand what
+    fits to a claim waiting here; 422 for a missing template parameter or, in a strict project, an
+    unknown task. ``single``: one job, answered as GET /jobs/{id} shows it (``Queued.job``)."""
     group_names = sorted({n for n in (*(e.get("group") for e in entries), group) if n is not None})
     group_ids = await store.groups.ensure(project=project, names=group_names)
     jobs_json = entries_json(entries, group_ids, group)
     waiter = hub.offer(project)
     claim = None if waiter is None or waiter.claim is None else waiter.claim()
     try:
-        ids, created, claimed = await store.jobs.enqueue(
-            project=project, jobs_json=jobs_json, actor=actor(request), claim=claim
+        queued = await store.jobs.submit(
+            project=project, jobs_json=jobs_json, actor=actor, claim=claim, single=single
         )
     except BaseException as exc:
         if waiter is not None:
@@ -95,23 +100,22 @@ async def enqueue(
             if explained is not None:
                 raise explained from None
         raise
+    claimed = queued.claimed
     if waiter is not None:
         if not claimed:
             hub.take_back(waiter)
         elif not waiter.hand(Handed(claimed)):
             await store.jobs.release_unread(claimed)
-    return Queued(ids, await _created(store, project, created), group_ids)
-
-
-async def _created(store: Store, project: str, created: list[str]) -> list[dict[str, Any]]:
-    """The tasks a submission created, each with the existing task its name is closest to."""
-    if not created:
-        return []
-    names = [n for n in await store.tasks.names(project=project) if n not in created]
-    return [
-        {"name": name, "required_cpu": 1, "required_accelerators": 0, "did_you_mean": similar(name, names)}
-        for name in created
+    created = [
+        {
+            "name": name,
+            "required_cpu": 1,
+            "required_accelerators": 0,
+            "did_you_mean": similar(name, queued.known_tasks),
+        }
+        for name in queued.created_tasks
     ]
+    return Queued(queued.ids, created, group_ids, queued.project, queued.job)
 
 
 async def _explain(

@@ -6,9 +6,10 @@ import orjson
 from aiohttp import web
 
 from ....models import STATUSES
+from ..batch import Entry
 from ..errors import ApiError, invalid, not_found
-from ..http import actor, json_response, path_id, query_flag, query_int
-from ..keys import settings_key, store_key
+from ..http import actor, json_response, parse_body, path_id, query_flag, query_int
+from ..keys import hub_key, settings_key, store_key
 from ..masking import refuse_secret_filter
 from ..metrics import metrics_key
 from ..roles import MANAGE_JOB, MANAGE_PROJECT, READ_JOB, READ_PROJECT, SUBMIT_PROJECT
@@ -43,12 +44,18 @@ from . import routes
     errors=(400, 404, 409, 422),
 )
 async def create_job(request: web.Request) -> web.Response:
-    entries, _ = await read_jobs(request, batch=False)
-    store, project = request.app[store_key], request.match_info["project"]
-    queued = await enqueue(request, project, entries)
-    row = await store.jobs.get(job_id=queued.ids[0])
-    await request.app[metrics_key].jobs_submitted(store, project, 1)
-    return json_response({**(row or {}), "created_tasks": queued.created_tasks}, 201)
+    entries, _ = await _jobs_of(request, batch=False)
+    app = request.app
+    queued = await enqueue(
+        app[store_key],
+        app[hub_key],
+        request.match_info["project"],
+        entries,
+        actor=actor(request),
+        single=True,
+    )
+    app[metrics_key].jobs_submitted(queued.project, 1)
+    return json_response({**(queued.job or {}), "created_tasks": queued.created_tasks}, 201)
 
 
 @routes.route(
@@ -63,10 +70,12 @@ async def create_job(request: web.Request) -> web.Response:
     errors=(400, 404, 409, 422),
 )
 async def create_jobs(request: web.Request) -> web.Response:
-    entries, group = await read_jobs(request, batch=True)
-    store, project = request.app[store_key], request.match_info["project"]
-    queued = await enqueue(request, project, entries, group)
-    await request.app[metrics_key].jobs_submitted(store, project, len(queued.ids))
+    entries, group = await _jobs_of(request, batch=True)
+    app = request.app
+    queued = await enqueue(
+        app[store_key], app[hub_key], request.match_info["project"], entries, group, actor=actor(request)
+    )
+    app[metrics_key].jobs_submitted(queued.project, len(queued.ids))
     return json_response(
         {
             "ids": queued.ids,
@@ -77,6 +86,20 @@ async def create_jobs(request: web.Request) -> web.Response:
         },
         201,
     )
+
+
+async def _jobs_of(request: web.Request, *, batch: bool) -> tuple[list[Entry], str | None]:
+    """The submitted jobs of a request (one job, or a batch: a list, or ``{group, jobs}``) and the
+    batch's group name: the fast path of :func:`read_jobs`, else the models."""
+    raw = await request.read()
+    entries = read_jobs(raw, batch=batch, max_parameters_bytes=request.app[settings_key].max_parameters_bytes)
+    if entries is not None:
+        return entries, None
+    if batch:
+        jobs, group = (await parse_body(request, JobBatch)).jobs_and_group()
+    else:
+        jobs, group = [await parse_body(request, JobCreate)], None
+    return [job.model_dump(exclude_unset=True) for job in jobs], group
 
 
 @routes.route(

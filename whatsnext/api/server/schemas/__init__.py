@@ -35,6 +35,7 @@ from .base import (
     printable,
     storable,
     suspicious,
+    validation_context,
 )
 from .claim import (
     ClaimedJob,
@@ -188,4 +189,5 @@ __all__ = [
     "printable",
     "storable",
     "suspicious",
+    "validation_context",
 ]

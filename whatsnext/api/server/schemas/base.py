@@ -164,6 +164,16 @@ def suspicious(raw: bytes) -> bool:
     return b"0" * 19 in folded or b"e000" in folded or b"e+000" in folded or b"e-000" in folded
 
 
+def validation_context(raw: bytes, limit: int, plain: bool | None = None) -> dict[str, Any]:
+    """The validation context of a raw body: the bound on parameters (``limit`` bytes; None when
+    the whole body is no larger, so that no job's parameters need measuring) and whether the body
+    holds nothing unstorable (``plain``, from :func:`suspicious` unless given)."""
+    return {
+        "max_parameters_bytes": None if len(raw) <= limit else limit,
+        "plain": not suspicious(raw) if plain is None else plain,
+    }
+
+
 def _bounded_json(value: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
     """Refuse a JSON object larger than the server's ``max_parameters_bytes``."""
     limit = (info.context or {}).get("max_parameters_bytes", MAX_PARAMETERS_BYTES)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypedDict
 
@@ -42,16 +43,62 @@ def claimed_rows(claimed: list[Row] | None) -> list[Row]:
     return rows
 
 
+@dataclass(slots=True)
+class Enqueued:
+    """What one submission statement returned (``job_enqueue``, ``job_enqueue_one``)."""
+
+    ids: list[int]
+    """The new jobs' ids, in batch order."""
+    created_tasks: list[str]
+    """The tasks the submission created."""
+    known_tasks: list[str]
+    """When it created tasks: the names of those the project had before, oldest first."""
+    claimed: list[Row]
+    """The ``wn_claim`` rows of the waiting claim it ran, in hand-out order."""
+    project: str
+    """The project's name."""
+    job: Row | None = None
+    """For one job: the job as ``job_get`` shows it."""
+
+
+_ENQUEUED = ("ids", "created_tasks", "claimed", "project_name", "known_tasks")
+
+
 class JobStore(Table):
+    async def submit(
+        self,
+        *,
+        project: str,
+        jobs_json: str,
+        actor: str | None,
+        claim: dict[str, Any] | None = None,
+        single: bool = False,
+    ) -> Enqueued:
+        """Queue a batch (a JSON array of ``wn_job_entry`` objects, ``batch.entries_json``) in one
+        statement, with the jobs ``claim`` (a waiting claim's ``wn_claim`` arguments,
+        ``notify.Waiter.claim``) took in the same transaction; ``single``: the batch is one job,
+        returned as ``get`` shows it."""
+        statement = S.job_enqueue_one if single else S.job_enqueue
+        row = await self.row(statement, project=project, jobs=jobs_json, actor=actor, claim=claim)
+        assert row is not None
+        ids, created, claimed, name, known = (row.pop(key) for key in _ENQUEUED)
+        return Enqueued(
+            list(ids),
+            list(created or ()),
+            list(known or ()),
+            claimed_rows(claimed),
+            name,
+            row if single else None,
+        )
+
     async def enqueue(
         self, *, project: str, jobs_json: str, actor: str | None, claim: dict[str, Any] | None = None
     ) -> tuple[list[int], list[str], list[Row]]:
         """Queue a batch (a JSON array of ``wn_job_entry`` objects, ``batch.entries_json``): the new
         ids in batch order, the tasks it created, and the jobs ``claim`` (a waiting claim's
         ``wn_claim`` arguments, ``notify.Waiter.claim``) took in the same transaction."""
-        row = await self.row(S.job_enqueue, project=project, jobs=jobs_json, actor=actor, claim=claim)
-        assert row is not None
-        return list(row["ids"]), list(row["created_tasks"] or ()), claimed_rows(row["claimed"])
+        queued = await self.submit(project=project, jobs_json=jobs_json, actor=actor, claim=claim)
+        return queued.ids, queued.created_tasks, queued.claimed
 
     async def get(self, *, job_id: int) -> Row | None:
         return await self.row(S.job_get, job_id=job_id)
