@@ -10,7 +10,9 @@ import orjson
 import pydantic
 from aiohttp import web
 
+from ....limits import MAX_REPORTS
 from ....models import outcome_of
+from ....wire import AttemptEnd, ClaimArgs, wn_claim_json
 from ..config import Settings
 from ..errors import bad_request, check_attempt_outcome, invalid, validation_details
 from ..http import MAX_ID, actor, client_gone, json_response, parse_body, path_id
@@ -31,12 +33,10 @@ from ..schemas import (
     suspicious,
 )
 from ..store import Store
-from ..store.jobs import AttemptEnd
 from ..tokens import principal, worker_token
 from . import routes
 
 EMPTY = b'{"jobs":[]}'
-MAX_REPORTS = 10_000
 WAITING_FULL_RETRY = 5
 """Seconds a claim refused for lack of room to wait is asked to wait before it asks again."""
 
@@ -71,22 +71,20 @@ def claim_actor(request: web.Request) -> str | None:
     return None if who is None else who.name
 
 
-def _claim_args(
-    body: ClaimRequest, settings: Settings, project_id: int, actor: str | None = None
-) -> dict[str, Any]:
-    """The claim's ``wn_claim`` arguments, for a submission to run on its behalf (``wn_enqueue``)."""
+def claim_args(body: ClaimRequest, settings: Settings, actor: str | None = None) -> ClaimArgs:
+    """What the claim hands to ``wn_claim`` (by the claim's own field names): here, and for a
+    submission that runs it on its behalf (``wn_enqueue``, through :func:`wn_claim_json`)."""
     return {
-        "project_id": project_id,
         "worker_id": body.worker_id,
         "worker_name": body.worker_name,
         "free_cpu": body.free_cpu,
-        "free_acc": body.free_accelerators,
+        "free_accelerators": body.free_accelerators,
         "total_cpu": _total_cpu(body),
-        "total_acc": _total_accelerators(body),
+        "total_accelerators": _total_accelerators(body),
         "tags": body.tags,
         "max_jobs": body.max_jobs,
-        "lease": settings.lease_seconds,
-        "starve": settings.starvation_seconds,
+        "lease_seconds": settings.lease_seconds,
+        "starvation_seconds": settings.starvation_seconds,
         "tasks": body.tasks,
         "with_command": body.with_command,
         "actor": actor,
@@ -119,7 +117,7 @@ async def claim(request: web.Request) -> web.Response:
     deadline = loop.time() + min(body.wait, settings.max_wait)
     project_id: int | None = None
     tags = frozenset(body.tags)
-    by = claim_actor(request)
+    args = claim_args(body, settings, claim_actor(request))
     woken: Wakeup = None
     while True:
         if woken is not None and client_gone(request):
@@ -128,22 +126,7 @@ async def claim(request: web.Request) -> web.Response:
             hub.hand_on(woken)
             return web.Response(body=EMPTY, content_type="application/json")
         generation = hub.generation
-        rows = await store.jobs.claim(
-            project=key,
-            worker_id=body.worker_id,
-            worker_name=body.worker_name,
-            free_cpu=body.free_cpu,
-            free_accelerators=body.free_accelerators,
-            total_cpu=_total_cpu(body),
-            total_accelerators=_total_accelerators(body),
-            tags=body.tags,
-            max_jobs=body.max_jobs,
-            lease_seconds=settings.lease_seconds,
-            starvation_seconds=settings.starvation_seconds,
-            tasks=body.tasks,
-            with_command=body.with_command,
-            actor=by,
-        )
+        rows = await store.jobs.claim(project=key, **args)
         if rows:
             await app[metrics_key].jobs_claimed(request, key, rows, settings.lease_seconds)
             return json_response({"jobs": rows})
@@ -185,7 +168,7 @@ async def claim(request: web.Request) -> web.Response:
             tags=tags,
             idle=body.idle_summary,
             key=key,
-            claim=partial(_claim_args, body, settings, project_id, by),
+            claim=partial(wn_claim_json, project_id, args),
             gone=partial(client_gone, request),
         )
         if isinstance(woken, Handed):
