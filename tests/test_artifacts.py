@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import Api, ServerProcess
-from helpers import PYTHON, run_cli, running_job
+from helpers import PYTHON, cli, running_job
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter, JobSpec, RunContext
 from whatsnext.api.client.artifacts import (
@@ -334,18 +334,18 @@ async def test_cli_artifacts(api: Api, server: ServerProcess, project: dict, tmp
         f"/jobs/{jid}/artifacts",
         [art("out", out, size=2048, sha256=SHA_A), art("in", "/gone", missing=True)],
     )
-    r = await asyncio.to_thread(run_cli, server, "jobs", "artifacts", jid)
+    r = await asyncio.to_thread(cli, server, "jobs", "artifacts", jid)
     assert r.returncode == 0, r.stderr
     assert (
         "out.bin" in r.stdout and "2.0 KiB" in r.stdout and SHA_A[:12] in r.stdout and "MISSING" in r.stdout
     )
-    r = await asyncio.to_thread(run_cli, server, "jobs", "artifacts", jid, "--json")
+    r = await asyncio.to_thread(cli, server, "jobs", "artifacts", jid, "--json")
     assert {a["uri"] for a in json.loads(r.stdout)["artifacts"]} == {out, "/gone"}
     r = await asyncio.to_thread(
-        run_cli, server, "artifacts", "find", "out.bin", "--project", project["name"], "--json", cwd=tmp_path
+        cli, server, "artifacts", "find", "out.bin", "--project", project["name"], "--json", cwd=tmp_path
     )
     assert [a["job_id"] for a in json.loads(r.stdout)["artifacts"]] == [job["id"]], r.stderr
-    r = await asyncio.to_thread(run_cli, server, "jobs", "artifacts", "987654321")
+    r = await asyncio.to_thread(cli, server, "jobs", "artifacts", "987654321")
     assert r.returncode == 4 and "not found" in r.stderr
 
 
