@@ -87,19 +87,6 @@ def spawn_worker(
     )
 
 
-def run_cli(server: Any, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """`whatsnext ARGS` against ``server`` (anything with a ``url``), as a user's shell runs it."""
-    env = {**os.environ, "WHATSNEXT_SERVER": server.url}
-    return subprocess.run(
-        [sys.executable, "-m", "whatsnext", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd or Path(__file__).resolve().parents[1],
-        timeout=60,
-    )
-
-
 @dataclass
 class Result:
     """What a `whatsnext` run left: its exit status and what it printed."""
