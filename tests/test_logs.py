@@ -22,7 +22,7 @@ from whatsnext.api.client import AsyncServer, Client, CLIFormatter
 from whatsnext.api.client.http import Http
 from whatsnext.api.client.joblogs import follow_logs, read_logs
 from whatsnext.api.client.logship import CUT_MARK, LogShipper, dropped_marker
-from whatsnext.api.server.routes.logs import KEEP_LINES
+from whatsnext.limits import LOG_KEEP_LINES as KEEP_LINES
 
 READ_TIMEOUT = 20.0
 

@@ -10,6 +10,14 @@ from typing import Literal, cast
 
 import platformdirs
 
+from ...limits import (
+    LOG_KEEP_LINES,
+    MAX_BODY_BYTES,
+    MAX_PARAMETERS_BYTES,
+    MAX_STREAMS,
+    MAX_STREAMS_PER_CLIENT,
+)
+
 Pooler = Literal["session", "transaction"]
 MIN_ADMIN_TOKEN = 32
 """The shortest admin token the server starts with (``wnt_`` and 43 random characters is 47)."""
@@ -60,9 +68,9 @@ class Settings:
     ``transaction`` (PgBouncer in transaction mode: no prepared statements, no session state)."""
     direct_database_url: str | None = None
     """A connection that bypasses a transaction pooler: LISTEN, migrations, function installation."""
-    max_parameters_bytes: int = 1024**2
+    max_parameters_bytes: int = MAX_PARAMETERS_BYTES
     """The largest ``parameters`` of one job (and ``defaults`` of one task), as JSON bytes."""
-    max_body_bytes: int = 16 * 1024**2
+    max_body_bytes: int = MAX_BODY_BYTES
     """The largest request body; a larger one is answered 413."""
     auth: bool = False
     """Require a token on every route but /health (``--auth``, ``$WHATSNEXT_AUTH=1``)."""
@@ -82,10 +90,13 @@ class Settings:
     """Parameter names (glob patterns, any case) whose values viewers see masked."""
     auth_failures_per_minute: int = 30
     """Failed authentications one client address may make in a minute; past it, 429 (0: no limit)."""
-    max_streams_per_client: int = 20
+    max_streams_per_client: int = MAX_STREAMS_PER_CLIENT
     """Open streams (dashboard live updates, log follows) of one client address; past it, 429."""
-    max_streams: int = 1000
+    max_streams: int = MAX_STREAMS
     """Open streams of this server process, all clients together; past it, 429."""
+    log_keep_lines: int = LOG_KEEP_LINES
+    """Output lines kept per job, all attempts together; older ones are dropped and counted
+    (``$WHATSNEXT_LOG_KEEP_LINES``)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -111,6 +122,7 @@ class Settings:
             ("WHATSNEXT_AUTH_FAILURES_PER_MINUTE", "auth_failures_per_minute", "a whole number"),
             ("WHATSNEXT_MAX_STREAMS_PER_CLIENT", "max_streams_per_client", "a whole number"),
             ("WHATSNEXT_MAX_STREAMS", "max_streams", "a whole number"),
+            ("WHATSNEXT_LOG_KEEP_LINES", "log_keep_lines", "a whole number"),
         ):
             if os.environ.get(env):
                 try:

@@ -7,18 +7,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, Field, RootModel, model_validator
 
+from ...limits import MAX_ARTIFACTS, MAX_LOG_BATCH, MAX_LOG_JOBS, MAX_LOG_LINE, MAX_LOG_REQUEST, MAX_URI
+from ...limits import MAX_REASON as MAX_ARTIFACT_REASON
 from .schemas import INT64, Attempt, Id, JobStatus, Printed, Strict
-
-MAX_LOG_BATCH = 1000
-"""At most this many lines of one job in one request."""
-MAX_LOG_REQUEST = 10_000
-"""At most this many lines in all in one POST /jobs/logs."""
-MAX_LOG_LINE = 65_536
-"""Characters in one line (the worker cuts longer lines before sending them)."""
-MAX_URI = 4096
-MAX_ARTIFACTS = 10_000
-MAX_ARTIFACT_REASON = 1000
-
 
 LogLine = Annotated[Printed, Field(max_length=MAX_LOG_LINE)]
 Direction = Literal["in", "out"]
@@ -46,7 +37,7 @@ class LogAppendFor(LogAppend):
 
 
 class LogAppendBatch(RootModel[list[LogAppendFor]]):
-    root: Annotated[list[LogAppendFor], Field(min_length=1, max_length=1000)]
+    root: Annotated[list[LogAppendFor], Field(min_length=1, max_length=MAX_LOG_JOBS)]
 
     @model_validator(mode="after")
     def _bounded(self) -> LogAppendBatch:

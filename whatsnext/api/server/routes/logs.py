@@ -1,8 +1,9 @@
 """Live logs: workers append a running job's output lines; anyone reads them by page or follows them.
 
-Each job keeps its newest ``KEEP_LINES`` lines (``$WHATSNEXT_LOG_KEEP_LINES``, default 10,000); older
-ones are deleted and counted, and readers see how many (``dropped``). Every line has a number within
-its job (``seq``), so a jump in ``seq`` tells a reader exactly how many lines it missed.
+Each job keeps its newest ``Settings.log_keep_lines`` lines (``$WHATSNEXT_LOG_KEEP_LINES``, default
+10,000); older ones are deleted and counted, and readers see how many (``dropped``). Every line has
+a number within its job (``seq``), so a jump in ``seq`` tells a reader exactly how many lines it
+missed.
 
 ``GET /jobs/{job_id}/logs?follow=1`` streams NDJSON (one JSON object per line of the response):
 ``{"id", "seq", "attempt", "line", "at"}`` for each output line, ``{"dropped": N}`` where N lines
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -46,8 +46,6 @@ from . import routes
 
 log = structlog.get_logger("whatsnext.server")
 
-KEEP_LINES = int(os.environ.get("WHATSNEXT_LOG_KEEP_LINES", "10000"))
-"""Lines kept per job; older ones are dropped (and counted)."""
 LOG_CHANNEL = "whatsnext_logs"
 PAGE = 1000
 RECHECK = 0.5
@@ -178,7 +176,7 @@ async def append_logs(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     body = await parse_body(request, LogAppend)
     row = await request.app[store_key].logs.append(
-        job_id=job_id, attempt=body.attempt, lines=body.lines, keep=KEEP_LINES
+        job_id=job_id, attempt=body.attempt, lines=body.lines, keep=request.app[settings_key].log_keep_lines
     )
     check_attempt_outcome(row)
     return json_response(
@@ -199,7 +197,7 @@ async def append_logs(request: web.Request) -> web.Response:
 async def append_logs_many(request: web.Request) -> web.Response:
     entries = (await parse_body(request, LogAppendBatch)).root
     rows = await request.app[store_key].logs.append_many(
-        batches=[e.model_dump() for e in entries], keep=KEEP_LINES
+        batches=[e.model_dump() for e in entries], keep=request.app[settings_key].log_keep_lines
     )
     return json_response({"results": rows})
 

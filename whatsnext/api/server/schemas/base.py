@@ -19,12 +19,12 @@ from pydantic import (
 from pydantic import Strict as StrictValue
 from pydantic_core import PydanticCustomError
 
+from ....limits import MAX_ATTEMPTS, MAX_JOB_NAME, MAX_NAME, MAX_PARAMETERS_BYTES, MAX_TAG, MAX_URI
+
 INT32 = 2**31 - 1
 """The largest value of a PostgreSQL ``integer`` column (attempt, cpu, priority, exit code ...)."""
 INT64 = 2**63 - 1
 """The largest value of a PostgreSQL ``bigint`` column (every id)."""
-MAX_PARAMETERS_BYTES = 1024**2
-"""Default bound on a job's ``parameters`` (and a task's ``defaults``) as JSON, in bytes."""
 NUL = "\x00"
 
 
@@ -113,16 +113,16 @@ def _name_problem(value: str) -> str | None:
     return None
 
 
-Name = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_check_name)]
-JobName = Annotated[str, Field(min_length=1, max_length=500)]
-Tag = Annotated[str, Field(min_length=1, max_length=100)]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_check_name)]
+JobName = Annotated[str, Field(min_length=1, max_length=MAX_JOB_NAME)]
+Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG)]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]
-MaxLost = Annotated[int, Field(ge=0, le=1000)]
-PathTemplate = Annotated[str, Field(min_length=1, max_length=4096)]
+MaxLost = Annotated[int, Field(ge=0, le=MAX_ATTEMPTS)]
+PathTemplate = Annotated[str, Field(min_length=1, max_length=MAX_URI)]
 """A path or URI a job reads or writes, with {parameter} fields the worker fills in."""
 ProjectStatus = Literal["ACTIVE", "ARCHIVED"]
 DependsOn = (
-    list[Annotated[int, Field(ge=1, le=INT64)] | Annotated[str, Field(min_length=1, max_length=500)]]
+    list[Annotated[int, Field(ge=1, le=INT64)] | Annotated[str, Field(min_length=1, max_length=MAX_JOB_NAME)]]
     | dict[str, Any]
 )
 

@@ -11,29 +11,39 @@ from pydantic import (
     RootModel,
 )
 
+from ....limits import (
+    MAX_CLAIM_JOBS,
+    MAX_CLAIM_WAIT,
+    MAX_ERROR,
+    MAX_LIST,
+    MAX_LOG_TAIL,
+    MAX_NAME,
+    MAX_REPORTS,
+)
 from ....models import DEFAULT_MAX_LOST, JobStatus, ReportStatus
+from ....wire import CLAIM_REQUEST_FIELDS, CLAIMED_JOB_FIELDS, REPORT_FIELDS
 from .base import INT32, Attempt, Count, Id, Int32, Name, Printed, Produced, Strict, Tag
 
 # ---------------------------------------------------------------- claim and reports
 
 
 class ClaimRequest(Strict):
-    worker_name: str = Field("anonymous", min_length=1, max_length=200)
+    worker_name: str = Field("anonymous", min_length=1, max_length=MAX_NAME)
     worker_id: Id | None = Field(None, description="Registered worker id (heartbeats then keep the lease).")
     free_cpu: Count = 1
     free_accelerators: Count = 0
     total_cpu: Count | None = Field(None, description="The worker's whole capacity (defaults to free_cpu).")
     total_accelerators: Count | None = None
     tags: list[Tag] = Field(default_factory=list)
-    max_jobs: Annotated[int, Field(ge=1, le=1000)] = 1
-    wait: Annotated[float, Field(ge=0, le=600)] = 0
+    max_jobs: Annotated[int, Field(ge=1, le=MAX_CLAIM_JOBS)] = 1
+    wait: Annotated[float, Field(ge=0, le=MAX_CLAIM_WAIT)] = 0
     idle_summary: bool = Field(
         False,
         description="With no job to hand out, say what is pending and running, and answer as soon as a "
         "job of the project finishes (the worker's capacity or the project's state changed).",
     )
     tasks: list[Name] | None = Field(
-        None, max_length=1000, description="Only jobs of these tasks (default: any task)."
+        None, max_length=MAX_LIST, description="Only jobs of these tasks (default: any task)."
     )
     with_command: bool = Field(
         False, description="Only jobs whose task has a command template (a worker that runs the task's)."
@@ -92,15 +102,15 @@ class CompleteRequest(Strict):
     attempt: Attempt
     exit_code: Int32 | None = 0
     result: Produced = None
-    log: Printed | None = Field(None, max_length=1_000_000, description="Tail of the job's output.")
+    log: Printed | None = Field(None, max_length=MAX_LOG_TAIL, description="Tail of the job's output.")
     duration: Annotated[float, Field(ge=0)] | None = None
 
 
 class FailRequest(Strict):
     attempt: Attempt
     exit_code: Int32 | None = None
-    error: Printed | None = Field(None, max_length=100_000)
-    log: Printed | None = Field(None, max_length=1_000_000)
+    error: Printed | None = Field(None, max_length=MAX_ERROR)
+    log: Printed | None = Field(None, max_length=MAX_LOG_TAIL)
     duration: Annotated[float, Field(ge=0)] | None = None
     cancelled: bool = Field(False, description="The job was stopped because it was cancelled.")
     requeue: bool = Field(False, description="Put the job back without using an attempt (preempted).")
@@ -130,15 +140,15 @@ class Report(Strict):
     status: ReportStatus
     exit_code: Int32 | None = None
     result: Produced = None
-    error: Printed | None = Field(None, max_length=100_000)
-    log: Printed | None = Field(None, max_length=1_000_000)
+    error: Printed | None = Field(None, max_length=MAX_ERROR)
+    log: Printed | None = Field(None, max_length=MAX_LOG_TAIL)
     duration: Annotated[float, Field(ge=0)] | None = None
     requeue: bool = False
     retryable: bool = True
 
 
 class ReportBatch(RootModel[list[Report]]):
-    root: Annotated[list[Report], Field(min_length=1, max_length=10_000)]
+    root: Annotated[list[Report], Field(min_length=1, max_length=MAX_REPORTS)]
 
 
 class ReportResult(BaseModel):
@@ -154,3 +164,14 @@ class ReportResult(BaseModel):
 
 class ReportBatchOut(BaseModel):
     results: list[ReportResult]
+
+
+def _holds(model: type[BaseModel], fields: tuple[str, ...]) -> None:
+    """A model of a wire shape has exactly the shape's fields, in its order (``whatsnext.wire``)."""
+    if tuple(model.model_fields) != fields:
+        raise TypeError(f"{model.__name__} has fields {tuple(model.model_fields)}, the wire shape {fields}")
+
+
+_holds(ClaimRequest, CLAIM_REQUEST_FIELDS)
+_holds(ClaimedJob, CLAIMED_JOB_FIELDS)
+_holds(Report, REPORT_FIELDS)

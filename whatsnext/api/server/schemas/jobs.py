@@ -16,6 +16,7 @@ from pydantic import (
 )
 from typing_extensions import TypedDict
 
+from ....limits import MAX_ATTEMPTS, MAX_BATCH, MAX_LIST
 from ....models import DEFAULT_MAX_LOST, JobStatus
 from .base import (
     Count,
@@ -50,7 +51,7 @@ class JobCreate(Strict):
     required_cpu: Count | None = Field(None, description="Overrides the task's value.")
     required_accelerators: Count | None = None
     required_tags: list[Tag] | None = None
-    max_attempts: Annotated[int, Field(ge=1, le=1000)] | None = Field(
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] | None = Field(
         None, description="Failures of its own the job may have before it is FAILED (the task's by default)."
     )
     max_lost: MaxLost | None = Field(
@@ -60,15 +61,13 @@ class JobCreate(Strict):
     )
     retry_delay: Annotated[float, Field(ge=0, le=7 * 86400)] | None = None
     timeout: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
-    inputs: list[PathTemplate] | None = Field(None, max_length=1000, description="Overrides the task's.")
-    outputs: list[PathTemplate] | None = Field(None, max_length=1000, description="Overrides the task's.")
+    inputs: list[PathTemplate] | None = Field(None, max_length=MAX_LIST, description="Overrides the task's.")
+    outputs: list[PathTemplate] | None = Field(None, max_length=MAX_LIST, description="Overrides the task's.")
     group: Name | None = Field(
         None, description="A group (a sweep, a named batch) to follow, cancel and retry the job with."
     )
 
 
-MAX_BATCH = 10_000
-"""The most jobs one batch may hold."""
 JobEntries = Annotated[list[JobCreate], Field(min_length=1, max_length=MAX_BATCH)]
 
 

@@ -11,6 +11,7 @@ from pydantic import (
     Field,
 )
 
+from ....limits import MAX_ATTEMPTS, MAX_DESCRIPTION, MAX_LIST
 from ....models import DEFAULT_MAX_LOST
 from .base import Count, MaxLost, Name, PathTemplate, ProjectStatus, Strict, Tag, _bounded_json
 
@@ -19,7 +20,7 @@ from .base import Count, MaxLost, Name, PathTemplate, ProjectStatus, Strict, Tag
 
 class ProjectCreate(Strict):
     name: Name = Field(description="Unique project name (not all digits: a number addresses an id).")
-    description: str = Field("", max_length=10_000)
+    description: str = Field("", max_length=MAX_DESCRIPTION)
     strict_tasks: bool = Field(
         False, description="Refuse jobs for tasks the project does not have (instead of creating them)."
     )
@@ -27,7 +28,7 @@ class ProjectCreate(Strict):
 
 class ProjectUpdate(Strict):
     name: Name | None = None
-    description: str | None = Field(None, max_length=10_000)
+    description: str | None = Field(None, max_length=MAX_DESCRIPTION)
     status: ProjectStatus | None = None
     strict_tasks: bool | None = None
 
@@ -70,15 +71,17 @@ class TaskCreate(Strict):
     defaults: Annotated[dict[str, Any], AfterValidator(_bounded_json)] = Field(
         default_factory=dict, description="Default parameters of its jobs (bounded like `parameters`)."
     )
-    max_attempts: Annotated[int, Field(ge=1, le=1000)] = 1
+    max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = 1
     max_lost: MaxLost = DEFAULT_MAX_LOST
     retry_delay: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0
     timeout: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
     inputs: list[PathTemplate] = Field(
-        default_factory=list, max_length=1000, description="Paths or URIs its jobs read ({param} fields)."
+        default_factory=list, max_length=MAX_LIST, description="Paths or URIs its jobs read ({param} fields)."
     )
     outputs: list[PathTemplate] = Field(
-        default_factory=list, max_length=1000, description="Paths or URIs its jobs write ({param} fields)."
+        default_factory=list,
+        max_length=MAX_LIST,
+        description="Paths or URIs its jobs write ({param} fields).",
     )
 
 

@@ -10,17 +10,18 @@ from pydantic import (
     Field,
 )
 
+from ....limits import MAX_NAME
 from .base import INT32, Count, Id, Strict, Tag
 
 # ---------------------------------------------------------------- workers
 
 
 class WorkerRegister(Strict):
-    name: str = Field(min_length=1, max_length=200)
-    entity: str = Field("", max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_NAME)
+    entity: str = Field("", max_length=MAX_NAME)
     host: str = Field("", max_length=500)
     pid: Annotated[int, Field(ge=0, le=INT32)] | None = None
-    project: Id | Annotated[str, Field(min_length=1, max_length=200)] | None = Field(
+    project: Id | Annotated[str, Field(min_length=1, max_length=MAX_NAME)] | None = Field(
         None, description="The project it works for (id or name)."
     )
     cpu: Count = 0
