@@ -7,9 +7,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import toolkit as tk
+
+if TYPE_CHECKING:
+    from ..api.client.http import Http
 
 
 def _attempt_marker(attempt: int) -> str:
@@ -44,17 +47,9 @@ def _quiet_broken_pipe() -> int:
 
 
 def _read_all(args: argparse.Namespace) -> dict[str, Any]:
-    path = f"/jobs/{args.job_id}/logs"
-    if args.tail is not None:
-        return dict(tk.call(args, "GET", path, tail=args.tail))
-    after, lines = 0, []
-    while True:
-        data = tk.call(args, "GET", path, after=after, limit=1000)
-        lines += data["lines"]
-        after = data["last_id"]
-        if len(data["lines"]) < 1000:
-            data["lines"] = lines
-            return dict(data)
+    from ..api.client.joblogs import read_logs
+
+    return tk.with_http(args, lambda http: read_logs(http, args.job_id, tail=args.tail))
 
 
 def _render_page(data: dict[str, Any]) -> str:
@@ -78,31 +73,25 @@ def _waiting(seconds: float, error: Exception) -> None:
 
 
 def _follow(args: argparse.Namespace) -> int:
-    import asyncio
-
     from ..api.client.joblogs import follow_logs
 
-    http = tk.http(args)
     printer = _LinePrinter()
 
-    async def go() -> str | None:
+    async def go(http: Http) -> str | None:
         status = None
-        try:
-            async for event in follow_logs(http, args.job_id, tail=args.tail, on_wait=_waiting):
-                if args.json:
-                    print(json.dumps(event, default=str), flush=True)
-                    continue
-                if "finished" in event:
-                    status = event.get("status")
-                    continue
-                text = printer.render(event)
-                if text is not None:
-                    print(text, flush=True)
-        finally:
-            await http.close()
+        async for event in follow_logs(http, args.job_id, tail=args.tail, on_wait=_waiting):
+            if args.json:
+                print(json.dumps(event, default=str), flush=True)
+                continue
+            if "finished" in event:
+                status = event.get("status")
+                continue
+            text = printer.render(event)
+            if text is not None:
+                print(text, flush=True)
         return status
 
-    status = asyncio.run(go())
+    status = tk.with_http(args, go)
     if not args.json and status is not None:
         print(f"job {args.job_id} {status}", file=sys.stderr)
     return tk.EXIT_OK

@@ -8,9 +8,9 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 from ..models import STATUSES, TERMINAL
@@ -24,6 +24,7 @@ PROJECT_HELP = "project name or id (default: $WHATSNEXT_PROJECT, else 'default')
 BAR_WIDTH = 30
 
 Command = Callable[[argparse.Namespace], int]
+T = TypeVar("T")
 
 
 # ---------------------------------------------------------------- output
@@ -93,19 +94,24 @@ def http(args: argparse.Namespace) -> Http:
     return Http(server_url(args.server), token=os.environ.get("WHATSNEXT_TOKEN"))
 
 
-def call(args: argparse.Namespace, method: str, path: str, json_body: Any = None, **params: Any) -> Any:
-    """One request to the server, synchronously."""
+def with_http(args: argparse.Namespace, use: Callable[[Http], Awaitable[T]]) -> T:
+    """Run ``use(session)`` (an SDK coroutine) to its end, synchronously; the session closes after."""
     import asyncio
 
     session = http(args)
 
-    async def go() -> Any:
+    async def go() -> T:
         try:
-            return await session.request(method, path, json=json_body, params=params)
+            return await use(session)
         finally:
             await session.close()
 
     return asyncio.run(go())
+
+
+def call(args: argparse.Namespace, method: str, path: str, json_body: Any = None, **params: Any) -> Any:
+    """One request to the server, synchronously."""
+    return with_http(args, lambda session: session.request(method, path, json=json_body, params=params))
 
 
 def project_path(name: str) -> str:
