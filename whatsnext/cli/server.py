@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..limits import MAX_BODY_BYTES, MAX_PARAMETERS_BYTES, MAX_STREAMS, MAX_STREAMS_PER_CLIENT
 from . import toolkit as tk
 
 
@@ -160,14 +161,14 @@ def register(sub: Any) -> None:
         default=None,
         metavar="N",
         help="largest parameters of one job, as JSON bytes (default: $WHATSNEXT_MAX_PARAMETERS_BYTES "
-        "or 1048576)",
+        f"or {MAX_PARAMETERS_BYTES})",
     )
     p.add_argument(
         "--max-body-bytes",
         type=int,
         default=None,
         metavar="N",
-        help="largest request body (default: $WHATSNEXT_MAX_BODY_BYTES or 16777216)",
+        help=f"largest request body (default: $WHATSNEXT_MAX_BODY_BYTES or {MAX_BODY_BYTES})",
     )
     p.add_argument(
         "--metrics-interval",
@@ -191,7 +192,7 @@ def register(sub: Any) -> None:
         default=None,
         metavar="N",
         help="open streams (dashboard live updates, log follows) of one client address; past it, 429 "
-        "(default: $WHATSNEXT_MAX_STREAMS_PER_CLIENT or 20)",
+        f"(default: $WHATSNEXT_MAX_STREAMS_PER_CLIENT or {MAX_STREAMS_PER_CLIENT})",
     )
     p.add_argument(
         "--max-streams",
@@ -199,7 +200,7 @@ def register(sub: Any) -> None:
         default=None,
         metavar="N",
         help="open streams of this server, all clients together; past it, 429 "
-        "(default: $WHATSNEXT_MAX_STREAMS or 1000)",
+        f"(default: $WHATSNEXT_MAX_STREAMS or {MAX_STREAMS})",
     )
     p.add_argument("--log-level", default="INFO")
     add_safety_options(p)

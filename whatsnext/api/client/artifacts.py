@@ -39,6 +39,7 @@ from urllib.parse import unquote, urlsplit
 
 import structlog
 
+from ...limits import MAX_REASON
 from .errors import ConnectionError as ServerUnreachable
 from .errors import ServerError, WhatsNextError
 from .formatters.base import FormatError, RunContext
@@ -315,7 +316,7 @@ def collect(
                 uri = render_template(template, job.parameters, extra)
             except FormatError as exc:
                 log.warning("cannot render artifact template", job=job.id, error=str(exc))
-                out.append(Artifact(direction, template, missing=True, reason=str(exc)[:1000]))
+                out.append(Artifact(direction, template, missing=True, reason=str(exc)[:MAX_REASON]))
                 continue
             out.extend(scan(direction, uri, cwd, roots=allowed, budget=budget))
     return out

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from ...limits import MAX_LOG_BATCH, MAX_LOG_REQUEST
 from .backoff import Backoff
 from .errors import ConnectionError as ServerUnreachable
 from .errors import NotFound, ServerError, WhatsNextError
@@ -90,7 +91,7 @@ class LogShipper:
         *,
         interval: float = 0.5,
         batch_lines: int = 200,
-        max_batch: int = 1000,
+        max_batch: int = MAX_LOG_BATCH,
         max_request_lines: int = 5000,
         max_request_chars: int = MAX_REQUEST_CHARS,
         max_line_chars: int = 16_384,
@@ -101,8 +102,8 @@ class LogShipper:
         self.http = http
         self.interval = interval
         self.batch_lines = batch_lines
-        self.max_batch = max(1, min(max_batch, 1000))
-        self.max_request_lines = max(1, min(max_request_lines, 10_000))
+        self.max_batch = max(1, min(max_batch, MAX_LOG_BATCH))
+        self.max_request_lines = max(1, min(max_request_lines, MAX_LOG_REQUEST))
         self.max_request_chars = max(1, max_request_chars)
         self.max_line_chars = max_line_chars
         self.job_buffer_chars = job_buffer_chars
