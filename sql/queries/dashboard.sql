@@ -48,51 +48,34 @@ SELECT s.status, k.id, k.name, k.task, k.attempt, k.worker_name, k.unmet_deps
        ORDER BY j.id DESC LIMIT :per_status) k;
 
 -- name: dash_jobs
--- One page of a project's jobs matching the filter, newest first (:before: ids below it).
--- Filters (NULL: any): status, task, group (name), name (ILIKE pattern), worker (name),
--- parameters (the job's contain this JSON object).
-SELECT j.id, j.name, t.name AS task, g.name AS "group", j.status, j.parameters, j.result,
+-- One page of a project's jobs matching the job filter (wn_job_filter), newest first (:before:
+-- ids below it).
+SELECT j.id, j.name, j.task, j."group", j.status, j.parameters, j.result,
        j.attempt, j.worker_name, j.duration, j.created_at, j.started_at, j.finished_at,
        j.unmet_deps, j.exit_code
-  FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN job_groups g ON g.id = j.group_id
- WHERE j.project_id = :project_id
-   AND (:status::text IS NULL OR j.status = :status)
-   AND (:task::text IS NULL OR t.name = :task)
-   AND (:group::text IS NULL OR g.name = :group)
-   AND (:name_like::text IS NULL OR j.name ILIKE :name_like)
-   AND (:worker::text IS NULL OR j.worker_name = :worker)
-   AND (:params::jsonb IS NULL OR j.parameters @> :params::jsonb)
-   AND (:before::bigint IS NULL OR j.id < :before)
+  FROM wn_job_filter(:project_id, :statuses::text[], :task::text, :group::text,
+                     :name_like::text, :name_contains::text, :where_params::jsonb, :worker::text) j
+ WHERE (:before::bigint IS NULL OR j.id < :before)
  ORDER BY j.id DESC
  LIMIT :limit;
 
 -- name: dash_jobs_count
--- How many of a project's jobs match the filter (as dash_jobs), and how many of those are in
+-- How many of a project's jobs match the job filter (as dash_jobs), and how many of those are in
 -- each status (what a bulk action would touch).
 SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}') AS counts, coalesce(sum(c.n), 0)::bigint AS total
   FROM (SELECT j.status, count(*) AS n
-          FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN job_groups g ON g.id = j.group_id
-         WHERE j.project_id = :project_id
-           AND (:status::text IS NULL OR j.status = :status)
-           AND (:task::text IS NULL OR t.name = :task)
-           AND (:group::text IS NULL OR g.name = :group)
-           AND (:name_like::text IS NULL OR j.name ILIKE :name_like)
-           AND (:worker::text IS NULL OR j.worker_name = :worker)
-           AND (:params::jsonb IS NULL OR j.parameters @> :params::jsonb)
+          FROM wn_job_filter(:project_id, :statuses::text[], :task::text, :group::text,
+                             :name_like::text, :name_contains::text, :where_params::jsonb, :worker::text) j
          GROUP BY j.status) c;
 
 -- name: dash_job_ids
--- The ids of a project's jobs matching the filter and in one of :statuses (a bulk action).
+-- The ids of a project's jobs matching the job filter and in one of :acting_on (a bulk action
+-- touches only the statuses it applies to), among :ids when given.
 SELECT j.id
-  FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN job_groups g ON g.id = j.group_id
- WHERE j.project_id = :project_id AND j.status = ANY (:statuses::text[])
+  FROM wn_job_filter(:project_id, :statuses::text[], :task::text, :group::text,
+                     :name_like::text, :name_contains::text, :where_params::jsonb, :worker::text) j
+ WHERE j.status = ANY (:acting_on::text[])
    AND (:ids::bigint[] IS NULL OR j.id = ANY (:ids::bigint[]))
-   AND (:status::text IS NULL OR j.status = :status)
-   AND (:task::text IS NULL OR t.name = :task)
-   AND (:group::text IS NULL OR g.name = :group)
-   AND (:name_like::text IS NULL OR j.name ILIKE :name_like)
-   AND (:worker::text IS NULL OR j.worker_name = :worker)
-   AND (:params::jsonb IS NULL OR j.parameters @> :params::jsonb)
  ORDER BY j.id
  LIMIT :limit;
 

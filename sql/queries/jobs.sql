@@ -3,22 +3,16 @@
 SELECT * FROM wn_job(:job_id);
 
 -- name: job_list
--- Jobs of a project, newest first, keyset-paginated on id (:before: return ids below this one).
--- Filters (NULL: any): statuses, task, group (name or id), name (a LIKE pattern), parameters
--- (the job's contain this JSON object). Without :full, parameters and result are left out (null):
+-- Jobs of a project matching the job filter (wn_job_filter), newest first, keyset-paginated on id
+-- (:before: return ids below this one). Without :full, parameters and result are left out (null):
 -- a page stays small whatever the jobs carry.
-SELECT j.id, j.name, t.name AS task, CASE WHEN :full THEN j.parameters END AS parameters, j.priority,
+SELECT j.id, j.name, j.task, CASE WHEN :full THEN j.parameters END AS parameters, j.priority,
        j.status, j.unmet_deps, j.attempt, j.required_cpu, j.required_accelerators, j.worker_name,
-       j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, g.name AS "group",
+       j.created_at, j.started_at, j.finished_at, j.exit_code, j.error, j."group",
        CASE WHEN :full THEN j.result END AS result, j.duration
-  FROM jobs j JOIN tasks t ON t.id = j.task_id LEFT JOIN job_groups g ON g.id = j.group_id
- WHERE j.project_id = wn_project_id(:project)
-   AND (:statuses::text[] IS NULL OR j.status = ANY (:statuses::text[]))
-   AND (:task::text IS NULL OR t.name = :task)
-   AND (:group::text IS NULL OR g.name = :group OR g.id::text = :group)
-   AND (:name_like::text IS NULL OR j.name LIKE :name_like)
-   AND (:where_params::jsonb IS NULL OR j.parameters @> :where_params::jsonb)
-   AND (:before::bigint IS NULL OR j.id < :before)
+  FROM wn_job_filter(wn_project_id(:project), :statuses::text[], :task::text, :group::text,
+                     :name_like::text, :name_contains::text, :where_params::jsonb, :worker::text) j
+ WHERE (:before::bigint IS NULL OR j.id < :before)
  ORDER BY j.id DESC
  LIMIT :limit;
 

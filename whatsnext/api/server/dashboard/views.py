@@ -99,8 +99,8 @@ def refuse_masked_filter(request: web.Request, who: Principal, where: JobFilter)
     """422 (field ``param``) for a parameter filter on a secret parameter, at any depth, by a signed-in
     role that sees it masked: the answer would tell a right guess from a wrong one."""
     settings = request.app[settings_key]
-    if settings.auth and where.params and not who.can("secrets"):
-        refuse_secret_filter(where.params, settings.secret_parameters, "param")
+    if settings.auth and where.parameters and not who.can("secrets"):
+        refuse_secret_filter(where.parameters, settings.secret_parameters, "param")
 
 
 def _param_value(raw: str) -> Any:
@@ -131,16 +131,31 @@ def job_filter(query: MultiMapping[str]) -> JobFilter:
             params[key.strip()] = _param_value(value.strip())
         elif str(raw).strip():
             raise ApiError(422, "invalid", "a parameter filter reads name=value", {"field": "param"})
-    return JobFilter(status, text("task"), text("group"), text("name"), text("worker"), params or None)
+    return JobFilter(
+        statuses=None if status is None else (status,),
+        task=text("task"),
+        group=text("group"),
+        name_contains=text("name"),  # the board's name box: the name contains this text
+        parameters=params or None,
+        worker=text("worker"),
+    )
+
+
+def filter_fields(where: JobFilter) -> list[tuple[str, str]]:
+    """The board's filter fields that are set, as (form field, value); parameters apart."""
+    fields = (
+        ("status", where.status),
+        ("task", where.task),
+        ("group", where.group),
+        ("name", where.name_contains),
+        ("worker", where.worker),
+    )
+    return [(name, value) for name, value in fields if value]
 
 
 def filter_query(where: JobFilter, **extra: Any) -> str:
-    pairs: list[tuple[str, str]] = []
-    for name in ("status", "task", "group", "name", "worker"):
-        value = getattr(where, name)
-        if value:
-            pairs.append((name, value))
-    for key, value in (where.params or {}).items():
+    pairs = filter_fields(where)
+    for key, value in (where.parameters or {}).items():
         pairs.append(("param", f"{key}={value if isinstance(value, str) else orjson.dumps(value).decode()}"))
     pairs += [(k, str(v)) for k, v in extra.items() if v is not None]
     return urlencode(pairs)
@@ -261,12 +276,13 @@ async def board(request: web.Request, who: Principal) -> dict[str, Any]:
         "where": where,
         "param_pairs": [
             f"{k}={v if isinstance(v, str) else orjson.dumps(v).decode()}"
-            for k, v in (where.params or {}).items()
+            for k, v in (where.parameters or {}).items()
         ],
         "names": names,
         "older": older,
         "newest": f"{base}?{filter_query(where)}" if before_id else None,
         "filter_qs": filter_query(where),
+        "filter_fields": filter_fields(where),
         "actions": ACTIONS,
         "live_url": f"{PREFIX}/events?project={project['id']}",
         "title": project["name"],

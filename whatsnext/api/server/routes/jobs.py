@@ -27,6 +27,7 @@ from ..schemas import (
     QueueList,
     RetryOut,
 )
+from ..store.filter import JobFilter
 from ..submit import enqueue, read_jobs
 from ..tokens import principal
 from . import routes
@@ -125,13 +126,16 @@ async def list_jobs(request: web.Request) -> web.Response:
     statuses = _statuses(request.query.get("status") or "")
     limit = query_int(request, "limit", 100, 1, 1000)
     before = query_int(request, "before", None, 1)
-    rows = await request.app[store_key].jobs.list(
-        project=request.match_info["project"],
-        status=statuses,
+    where = JobFilter(
+        statuses=statuses,
         task=request.query.get("task") or None,
         group=request.query.get("group") or None,
-        name_like=_like(request.query.get("name") or ""),
-        where=_where(request),
+        name=request.query.get("name") or None,
+        parameters=_where(request),
+    )
+    rows = await request.app[store_key].jobs.list(
+        project=request.match_info["project"],
+        where=where,
         before=before,
         limit=limit,
         full=query_flag(request, "full", default=True),
@@ -140,20 +144,12 @@ async def list_jobs(request: web.Request) -> web.Response:
     return json_response({"jobs": rows, "next_before": next_before})
 
 
-def _statuses(raw: str) -> list[str] | None:
+def _statuses(raw: str) -> tuple[str, ...] | None:
     wanted = [s.strip().upper() for s in raw.split(",") if s.strip()]
     for status in wanted:
         if status not in STATUSES:
             raise invalid(f"status must be among {', '.join(STATUSES)}, got {status!r}", "status")
-    return wanted or None
-
-
-def _like(pattern: str) -> str | None:
-    """A name pattern (``*`` matches anything) as a LIKE pattern; no ``*``: the exact name."""
-    if not pattern:
-        return None
-    escaped = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return escaped.replace("*", "%")
+    return tuple(wanted) or None
 
 
 def _where(request: web.Request) -> dict[str, Any] | None:

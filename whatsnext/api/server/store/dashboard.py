@@ -3,39 +3,11 @@ what a pending job waits for, and the history entries that drive live updates.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
-import orjson
-
 from ..sql import S
 from .base import Row, Table
+from .filter import JobFilter
 
-
-@dataclass(frozen=True)
-class JobFilter:
-    """The board's filter (None: any)."""
-
-    status: str | None = None
-    task: str | None = None
-    group: str | None = None
-    name: str | None = None
-    worker: str | None = None
-    params: dict[str, Any] | None = None
-
-    def args(self) -> dict[str, Any]:
-        name_like = None
-        if self.name:
-            escaped = self.name.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            name_like = f"%{escaped}%"
-        return {
-            "status": self.status,
-            "task": self.task,
-            "group": self.group,
-            "name_like": name_like,
-            "worker": self.worker,
-            "params": None if not self.params else orjson.dumps(self.params).decode(),
-        }
+__all__ = ["DashboardStore", "JobFilter"]
 
 
 class DashboardStore(Table):
@@ -65,7 +37,7 @@ class DashboardStore(Table):
         self, *, project_id: int, where: JobFilter, statuses: list[str], ids: list[int] | None, limit: int
     ) -> list[int]:
         rows = await self.rows(
-            S.dash_job_ids, project_id=project_id, statuses=statuses, ids=ids, limit=limit, **where.args()
+            S.dash_job_ids, project_id=project_id, acting_on=statuses, ids=ids, limit=limit, **where.args()
         )
         return [r["id"] for r in rows]
 

@@ -11,6 +11,7 @@ import orjson
 from ....models import Outcome
 from ..sql import S
 from .base import Row, Table
+from .filter import JobFilter
 
 
 class AttemptEnd(TypedDict, total=False):
@@ -104,32 +105,12 @@ class JobStore(Table):
         return await self.row(S.job_get, job_id=job_id)
 
     async def list(
-        self,
-        *,
-        project: str,
-        status: str | list[str] | None,
-        task: str | None,
-        before: int | None,
-        limit: int,
-        group: str | None = None,
-        name_like: str | None = None,
-        where: dict[str, Any] | None = None,
-        full: bool = True,
+        self, *, project: str, where: JobFilter, before: int | None, limit: int, full: bool = True
     ) -> list[Row]:
-        """A page of a project's jobs, newest first; ``status`` is one status or several.
-        Without ``full``, parameters and results are left out."""
-        statuses = [status] if isinstance(status, str) else status
+        """A page of a project's jobs matching ``where``, newest first. Without ``full``,
+        parameters and results are left out."""
         return await self.rows(
-            S.job_list,
-            full=full,
-            project=project,
-            statuses=statuses,
-            task=task,
-            group=group,
-            name_like=name_like,
-            where_params=orjson.dumps(where).decode() if where else None,
-            before=before,
-            limit=limit,
+            S.job_list, full=full, project=project, before=before, limit=limit, **where.args()
         )
 
     async def queue(self, *, project: str, limit: int, offset: int) -> list[Row]:
