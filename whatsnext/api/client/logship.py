@@ -294,7 +294,9 @@ class LogShipper:
                     if buf.finished:
                         self._forget(buf)
             now = time.monotonic()
-            due = [b for b in due if self._jobs.get(b.job_id) is b and self._due(b, now)]
+            # Every buffer due now, not only the round's first ones: a job flooding its output keeps
+            # the round going, and a job that ended meanwhile must not wait for the flood to stop.
+            due = sorted((b for b in self._jobs.values() if self._due(b, now)), key=lambda b: b.job_id)
         self._update_idle()
         return True
 

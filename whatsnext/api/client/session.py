@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import structlog
 
+from ...nudge import nudged_by_signal
 from .backoff import Backoff
 from .errors import RETRYABLE, NotFound, WhatsNextError
 from .http import Http, worker_path
@@ -96,21 +97,25 @@ class Session:
             log.warning("could not deregister (the server will expire our leases)", error=str(exc))
 
     async def heartbeats(self, held: Callable[[], list[int]], cancel: Callable[[list[int]], None]) -> None:
-        """Every ``heartbeat_interval``: say which jobs this worker holds (``held()``), which keeps
-        their leases; ``cancel`` gets the ids of those cancelled on the server."""
-        while True:
-            await asyncio.sleep(self.heartbeat_interval)
-            try:
-                out = await self.http.post(f"{worker_path(self.worker_id)}/heartbeat", {"running": held()})
-            except NotFound:
-                log.warning("the server forgot this worker; registering again")
-                with contextlib.suppress(WhatsNextError):
-                    await self.register()
-                continue
-            except RETRYABLE as exc:
-                log.warning("heartbeat failed", error=str(exc))
-                continue
-            cancel(out["cancel"])
+        """Every ``heartbeat_interval``, and at once on SIGUSR1 (:mod:`whatsnext.nudge`): say which
+        jobs this worker holds (``held()``), which keeps their leases; ``cancel`` gets the ids of
+        those cancelled on the server."""
+        with nudged_by_signal() as nudge:
+            while True:
+                await nudge.sleep(self.heartbeat_interval)
+                try:
+                    out = await self.http.post(
+                        f"{worker_path(self.worker_id)}/heartbeat", {"running": held()}
+                    )
+                except NotFound:
+                    log.warning("the server forgot this worker; registering again")
+                    with contextlib.suppress(WhatsNextError):
+                        await self.register()
+                    continue
+                except RETRYABLE as exc:
+                    log.warning("heartbeat failed", error=str(exc))
+                    continue
+                cancel(out["cancel"])
 
     async def reconcile(self, held: list[int]) -> None:
         """Hand back jobs the server gave us in an answer we did not read (no claim is in flight now)."""

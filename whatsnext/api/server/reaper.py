@@ -1,4 +1,8 @@
-"""The lease reaper: requeues jobs whose worker stopped heartbeating (one at a time cluster-wide)."""
+"""The lease reaper: requeues jobs whose worker stopped heartbeating (one at a time cluster-wide).
+
+It sweeps every ``Settings.reap_every`` seconds, and at once when the server receives SIGUSR1
+(see :mod:`whatsnext.nudge`): a test that backdated a lease needs no wait.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import asyncpg
 import structlog
 from aiohttp import web
 
+from ...nudge import nudged_by_signal
 from .keys import settings_key, store_key
 from .metrics import Metrics, metrics_key
 from .store import Store
@@ -47,19 +52,22 @@ async def _loop(app: web.Application) -> None:
     store, every = app[store_key], app[settings_key].reap_every
     loop = asyncio.get_running_loop()
     next_vacuum_check = loop.time() + LOG_VACUUM_EVERY
-    while True:
-        await asyncio.sleep(every)
-        try:
-            n = await reap_once(store, app.get(metrics_key))
-            if loop.time() >= next_vacuum_check:
-                next_vacuum_check = loop.time() + LOG_VACUUM_EVERY
-                if await vacuum_logs_if_needed(store):
-                    log.info("vacuumed removed output lines")
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            log.warning("lease sweep failed", error=str(exc))
-            continue
-        if n:
-            log.info("leases expired", jobs=n)
+    with nudged_by_signal() as nudge:
+        while True:
+            nudged = await nudge.sleep(every)
+            try:
+                n = await reap_once(store, app.get(metrics_key))
+                if loop.time() >= next_vacuum_check:
+                    next_vacuum_check = loop.time() + LOG_VACUUM_EVERY
+                    if await vacuum_logs_if_needed(store):
+                        log.info("vacuumed removed output lines")
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("lease sweep failed", error=str(exc))
+                continue
+            if n:
+                log.info("leases expired", jobs=n)
+            if nudged:
+                log.info("lease sweep on SIGUSR1 done", jobs=n)
 
 
 async def reaper_context(app: web.Application) -> AsyncIterator[None]:
