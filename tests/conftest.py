@@ -115,6 +115,11 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def sweep(self) -> None:
+        """Have the server sweep expired leases now (SIGUSR1) instead of at its next interval."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR1)
+
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int | None:
         if self.proc is None:
             return None
@@ -230,6 +235,17 @@ def api(server: ServerProcess, http: aiohttp.ClientSession) -> Api:
 async def project(api: Api) -> dict[str, Any]:
     """A new project of this test's own."""
     return await api.ok("POST", "/projects", {"name": f"p-{uuid.uuid4().hex[:10]}", "description": "test"})
+
+
+async def expire_lease(database_url: str, job_id: int) -> None:
+    """Backdate a running job's lease: the next lease sweep finds it expired (no waiting it out)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", job_id
+        )
+    finally:
+        await conn.close()
 
 
 async def wait_until(

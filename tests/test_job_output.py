@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from conftest import Api, wait_until
+from conftest import Api, ServerProcess, wait_until
 from helpers import spawn_worker, wait_for_file
 
+from whatsnext.api.client.logship import LogShipper
 from whatsnext.api.client.process import MAX_LINE, LineSplitter
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="the worker runs jobs in POSIX process groups")
@@ -74,11 +76,46 @@ def test_line_splitting() -> None:
     assert all(len(line.encode()) <= MAX_LINE for line in LineSplitter().feed(b"y" * 10 * MAX_LINE + b"\n"))
 
 
-async def test_output_of_any_shape(
-    server_factory: Any, http: aiohttp.ClientSession, project: dict, tmp_path: Path
-) -> None:
-    srv = await server_factory("--lease-seconds", "2")  # heartbeats (which carry cancels) every 0.5 s
-    api = Api(srv.url, http)
+class FloodedServer:
+    """Takes every batch of lines; each one it takes, the flooding job has printed as much again."""
+
+    def __init__(self) -> None:
+        self.lines: dict[int, list[str]] = {}
+        self.flood: Callable[[str], None] | None = None
+
+    async def post(self, path: str, body: list[dict[str, Any]], timeout: float | None = None) -> Any:
+        assert path == "/jobs/logs"
+        await asyncio.sleep(0)  # on the way
+        for entry in body:
+            self.lines.setdefault(entry["id"], []).extend(entry["lines"])
+        if self.flood is not None:
+            for _ in range(300):
+                self.flood("F" * 100)
+        return {"results": [{"id": entry["id"], "code": 200} for entry in body]}
+
+
+async def test_a_job_that_ends_beside_a_flood_has_its_lines_sent_at_once() -> None:
+    """The worker sends the last lines of a job that ended before its report; a job beside it
+    printing without pause (its buffer always due) does not hold them up until the flush times out."""
+    server = FloodedServer()
+    shipper = LogShipper(server)  # type: ignore[arg-type]
+    flood, quiet = shipper.open(1, 1), shipper.open(2, 1)
+    for _ in range(300):
+        flood("F" * 100)
+    server.flood = flood
+    sender = asyncio.create_task(shipper.run())
+    try:
+        await wait_until(lambda: asyncio.sleep(0, bool(server.lines)), what="the first batch")
+        quiet("last words")
+        await asyncio.wait_for(shipper.finish(2, timeout=60), 10)
+        assert server.lines[2] == ["last words"]
+    finally:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
+
+
+async def test_output_of_any_shape(server: ServerProcess, api: Api, project: dict, tmp_path: Path) -> None:
     p = project["name"]
     script = tmp_path / "output.py"
     script.write_text(OUTPUT_JOB)
@@ -93,7 +130,7 @@ async def test_output_of_any_shape(
         {"name": "flood", "task": "t", "parameters": {"mode": "flood", "dir": str(tmp_path)}},
     )
     log = tmp_path / "worker.log"
-    worker = spawn_worker(srv.url, p, log, "--cpus", str(len(FINITE) + 1), script=script)
+    worker = spawn_worker(server.url, p, log, "--cpus", str(len(FINITE) + 1), script=script)
     try:
         finished = ("COMPLETED", "FAILED", "CANCELLED")
 
@@ -104,6 +141,9 @@ async def test_output_of_any_shape(
             return True
 
         await wait_until(all_finished, timeout=120, what="the finite jobs to finish")
+        # Their lines reached the server before their reports, the flood running beside them.
+        lines = [x["line"] for x in (await api.ok("GET", f"/jobs/{ids['nul']}/logs"))["lines"]]
+        assert lines == ["before\ufffdafter", "\ufffd\ufffd not utf-8 \ufffd\ufffd", "last line"]
         await wait_for_file(tmp_path / "flood.pid", timeout=60)
         flood_pid = int((tmp_path / "flood.pid").read_text())
         assert (await api.ok("GET", f"/jobs/{flood['id']}"))["status"] == "RUNNING"
@@ -111,6 +151,7 @@ async def test_output_of_any_shape(
         loop = asyncio.get_running_loop()
         asked = loop.time()
         await api.ok("POST", f"/jobs/{flood['id']}/cancel")
+        worker.send_signal(signal.SIGUSR1)  # its next heartbeat, which carries the cancel, now
         # The worker stops the job and, the queue being empty, exits.
         assert await asyncio.to_thread(worker.wait, 30) == 0, log.read_text()[-3000:]
         assert loop.time() - asked < 15
@@ -125,8 +166,6 @@ async def test_output_of_any_shape(
             assert (job["status"], job["exit_code"]) == (status, code), (name, job)
             tail = job["log_tail"] or ""
             assert "\x00" not in tail and all(text in tail for text in texts), (name, tail[-500:])
-        lines = [x["line"] for x in (await api.ok("GET", f"/jobs/{ids['nul']}/logs"))["lines"]]
-        assert lines == ["before\ufffdafter", "\ufffd\ufffd not utf-8 \ufffd\ufffd", "last line"]
         long = [x["line"] for x in (await api.ok("GET", f"/jobs/{ids['long-line']}/logs"))["lines"]]
         assert long[-1] == "after the long line" and long[0].startswith("L" * 1000)
         assert long[0].endswith(" bytes cut]")

@@ -8,12 +8,13 @@ import os
 import random
 import signal
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from conftest import Api, ServerProcess, wait_until
+from conftest import Api, ServerProcess, expire_lease, wait_until
 from helpers import PYTHON, RECORD, max_overlap, records, spawn_worker, wait_for_condition, wait_for_file
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter, Job, JobSpec, PythonFormatter, Server
@@ -176,9 +177,8 @@ async def test_tags_must_match(api: Api, project: dict) -> None:
     assert [j["id"] for j in got] == [job["id"]]
 
 
-async def test_backfill_and_anti_starvation(server_factory, http, project: dict) -> None:
+async def test_backfill_and_anti_starvation(server_factory, http, api: Api, project: dict) -> None:
     # Default rule: a small job may go ahead of a large one that does not fit the free capacity now.
-    api = Api((await server_factory()).url, http)
     p = project["name"]
     big = await api.ok(
         "POST", f"/projects/{p}/jobs", {"name": "big", "task": "t", "required_cpu": 2, "priority": 5}
@@ -261,11 +261,16 @@ def _kill_job(tmp: Path, job_id: int) -> None:
             pass
 
 
+LEASE = 4
+
+
 async def test_killed_worker_costs_one_lease(server_factory, http, project: dict, tmp_path: Path) -> None:
     """kill -9 of a worker mid-job, default settings: its job's processes die with it, the job
     goes back to the queue when the lease runs out (without using its one attempt), another
-    worker completes it as attempt 2, and the dead worker's late report is refused."""
-    srv = await server_factory("--lease-seconds", "4")
+    worker completes it as attempt 2, and the dead worker's late report is refused. The lease
+    is backdated once the test saw that it ends within one lease of the kill; the server's own
+    sweep (every second with this lease) finds it."""
+    srv = await server_factory("--lease-seconds", str(LEASE))
     api = Api(srv.url, http)
     p = project["name"]
     go = tmp_path / "go"
@@ -282,7 +287,7 @@ async def test_killed_worker_costs_one_lease(server_factory, http, project: dict
         pid = json.loads(started.read_text())["pid"]
         first.send_signal(signal.SIGKILL)  # the worker process alone, as the OOM killer does
         await asyncio.to_thread(first.wait, 10)
-        killed_at = time.monotonic()
+        killed_at = time.time()
         started.unlink()
 
         def job_process_gone() -> bool:
@@ -298,8 +303,13 @@ async def test_killed_worker_costs_one_lease(server_factory, http, project: dict
             data = await api.ok("GET", f"/jobs/{job['id']}")
             return data["status"] == "PENDING"
 
-        await wait_until(requeued, timeout=15, what="the lease to expire and the job to be requeued")
-        assert time.monotonic() - killed_at < 12
+        held = await api.ok("GET", f"/jobs/{job['id']}")
+        assert held["status"] == "RUNNING"
+        assert datetime.fromisoformat(held["lease_expires_at"]).timestamp() <= killed_at + LEASE
+        await expire_lease(srv.database_url, job["id"])
+        expired_at = time.monotonic()
+        await wait_until(requeued, timeout=15, what="the next sweep to requeue the job")
+        assert time.monotonic() - expired_at < 1 + 3  # the sweep interval (lease / 4), slack
         go.touch()
         second = Client(
             "t", "rescuer", await AsyncServer(srv.url).get_project(p), recorder(), available_cpu=1
@@ -347,13 +357,11 @@ async def test_lost_past_max_lost_fails_and_blocks(
     assert events[-1]["actor"] == "reaper"
 
 
-async def test_heartbeat_extends_leases_and_requeues_unreceived_jobs(
-    server_factory, http, project: dict
-) -> None:
-    api = Api((await server_factory("--lease-seconds", "3")).url, http)
+async def test_heartbeat_extends_leases_and_requeues_unreceived_jobs(api: Api, project: dict) -> None:
     p = project["name"]
     worker = await api.ok("POST", "/workers", {"name": "hb", "project": p, "cpu": 4})
-    assert worker["heartbeat_interval"] == pytest.approx(1.0)
+    assert worker["lease_seconds"] == pytest.approx(60.0)  # the default
+    assert worker["heartbeat_interval"] == pytest.approx(20.0)  # a third of the lease
     a = await api.ok("POST", f"/projects/{p}/jobs", {"name": "held", "task": "t"})
     b = await api.ok("POST", f"/projects/{p}/jobs", {"name": "lost-answer", "task": "t"})
     got = await api.ok(
