@@ -126,7 +126,7 @@ async def claim(request: web.Request) -> web.Response:
             hub.hand_on(woken)
             return web.Response(body=EMPTY, content_type="application/json")
         generation = hub.generation
-        rows = await store.jobs.claim(project=key, **args)
+        rows = await store.jobs.claim(project=key, args=args)
         if rows:
             await app[metrics_key].jobs_claimed(request, key, rows, settings.lease_seconds)
             return json_response({"jobs": rows})

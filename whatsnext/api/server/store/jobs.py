@@ -4,29 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypedDict
+from typing import Any
 
 import orjson
 
-from ....models import Outcome
+from ....wire import AttemptEnd, ClaimArgs
 from ..sql import S
 from .base import Row, Table
 from .filter import JobFilter
-
-
-class AttemptEnd(TypedDict, total=False):
-    """One entry for the state machine (``wn_end_attempts``)."""
-
-    id: int
-    attempt: int
-    outcome: Outcome
-    exit_code: int | None
-    result: Any
-    error: str | None
-    log: str | None
-    duration: float | None
-    retryable: bool
-
 
 _TIMES = ("lease_expires_at", "eligible_at")
 UNREAD = "claimed but never received by its worker"
@@ -122,43 +107,11 @@ class JobStore(Table):
     async def clear_queue(self, *, project: str, actor: str | None) -> int:
         return int(await self.value(S.queue_clear, project=project, actor=actor))
 
-    async def claim(
-        self,
-        *,
-        project: str,
-        worker_id: int | None,
-        worker_name: str,
-        free_cpu: int,
-        free_accelerators: int,
-        total_cpu: int,
-        total_accelerators: int,
-        tags: list[str],
-        max_jobs: int,
-        lease_seconds: float,
-        starvation_seconds: float,
-        tasks: list[str] | None = None,
-        with_command: bool = False,
-        actor: str | None = None,
-    ) -> list[Row]:
-        """Hand out eligible jobs (``wn_claim``); ``actor`` is who the RUNNING events name (the
-        claiming token's name under --auth; None: the worker's name)."""
-        return await self.rows(
-            S.job_claim,
-            project=project,
-            worker_id=worker_id,
-            worker_name=worker_name,
-            free_cpu=free_cpu,
-            free_accelerators=free_accelerators,
-            total_cpu=total_cpu,
-            total_accelerators=total_accelerators,
-            tags=tags,
-            max_jobs=max_jobs,
-            lease_seconds=lease_seconds,
-            starvation_seconds=starvation_seconds,
-            tasks=tasks,
-            with_command=with_command,
-            actor=actor,
-        )
+    async def claim(self, *, project: str, args: ClaimArgs) -> list[Row]:
+        """Hand out eligible jobs (``wn_claim``) of ``project`` to the claim ``args``; its
+        ``actor`` is who the RUNNING events name (the claiming token's name under --auth; None:
+        the worker's name)."""
+        return await self.rows(S.job_claim, project=project, **args)
 
     async def end_attempts(
         self, changes: list[AttemptEnd], *, actor: str | None, token: int | None = None
