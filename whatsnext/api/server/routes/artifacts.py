@@ -16,7 +16,7 @@ from ..http import json_response, parse_body, path_id, query_int
 from ..keys import store_key
 from ..roles import READ_JOB, READ_PROJECT, WORK_OWN_JOB
 from ..schemas_logs import ArtifactBatch, ArtifactList, ArtifactMatches, ArtifactsRecorded
-from . import routes
+from .table import routes
 
 DIRECTIONS = {"in": "in", "out": "out", "any": None}
 

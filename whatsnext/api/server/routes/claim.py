@@ -34,7 +34,7 @@ from ..schemas import (
 )
 from ..store import Store
 from ..tokens import principal, worker_token
-from . import routes
+from .table import routes
 
 EMPTY = b'{"jobs":[]}'
 WAITING_FULL_RETRY = 5

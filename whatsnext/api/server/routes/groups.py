@@ -10,7 +10,7 @@ from ..keys import store_key
 from ..roles import MANAGE_PROJECT, READ_PROJECT
 from ..schemas import GroupAction, GroupList, GroupOut
 from ..store.base import Row
-from . import routes
+from .table import routes
 
 
 async def _group(request: web.Request) -> Row:

@@ -10,7 +10,7 @@ from ..openapi import build_openapi
 from ..roles import PUBLIC, READ
 from ..schema import schema_level
 from ..schemas import Health
-from . import routes
+from .table import routes
 
 
 @routes.route(

@@ -30,7 +30,7 @@ from ..schemas import (
 from ..store.filter import JobFilter
 from ..submit import enqueue, read_jobs
 from ..tokens import principal
-from . import routes
+from .table import routes
 
 
 @routes.route(

@@ -42,7 +42,7 @@ from ..limits import stream_slot
 from ..notify import NotifyHub
 from ..roles import READ_JOB, WORK_OWN_JOB, Rule
 from ..schemas_logs import LogAppend, LogAppendBatch, LogAppended, LogAppendResults, LogPage
-from . import routes
+from .table import routes
 
 log = structlog.get_logger("whatsnext.server")
 

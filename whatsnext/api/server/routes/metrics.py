@@ -10,7 +10,7 @@ from ..keys import store_key
 from ..metrics import ProjectScope, metrics_key
 from ..roles import READ
 from ..tokens import principal
-from . import routes
+from .table import routes
 
 
 @routes.route(

@@ -8,7 +8,7 @@ from ..keys import store_key
 from ..roles import READ_LIST, READ_PROJECT, Rule
 from ..schemas import Deleted, ProjectCreate, ProjectList, ProjectOut, ProjectUpdate
 from ..tokens import project_filter
-from . import routes
+from .table import routes
 
 
 @routes.route(

@@ -8,7 +8,7 @@ from ..http import json_response, parse_body
 from ..keys import store_key
 from ..roles import READ_PROJECT, Rule
 from ..schemas import TaskCreate, TaskList, TaskOut
-from . import routes
+from .table import routes
 
 
 @routes.route(

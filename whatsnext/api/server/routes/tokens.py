@@ -15,7 +15,7 @@ from ..keys import store_key
 from ..roles import TOKENS
 from ..schemas import Id, Name, Strict
 from ..tokens import hash_token, new_token, principal
-from . import routes
+from .table import routes
 
 ProjectKey = Id | Annotated[str, Field(min_length=1, max_length=200)]
 TEN_YEARS = 10 * 366 * 86400

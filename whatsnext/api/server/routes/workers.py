@@ -7,7 +7,7 @@ from ..keys import settings_key, store_key
 from ..roles import READ_LIST, WORK_OWN_WORKER, Rule
 from ..schemas import Deregistered, Heartbeat, HeartbeatOut, WorkerList, WorkerRegister, WorkerRegistered
 from ..tokens import project_filter, token_id
-from . import routes
+from .table import routes
 
 
 @routes.route(
