@@ -35,24 +35,41 @@ TRUSTED = "127.0.0.1/32"
 """nginx's address, given to the servers with --trusted-proxy (as docs/nginx-whatsnext.conf says)."""
 
 
-@pytest.fixture
-async def cluster(pg_root_url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[dict[str, Any]]:
-    """A fresh database, two servers on it and nginx in front of them."""
+FLAGS = ("--lease-seconds", "6", "--max-wait", str(MAX_WAIT), "--trusted-proxy", TRUSTED)
+
+
+async def _start_server(url: str, port: int | None = None) -> ServerProcess:
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WHATSNEXT_KEEPALIVE_SECONDS", str(KEEPALIVE))
+        return await ServerProcess(url, *FLAGS, port=port).start()
+
+
+@pytest.fixture(scope="module")
+async def shared_cluster(pg_root_url: str) -> AsyncIterator[dict[str, Any]]:
+    """A fresh database, two servers on it and nginx in front of them, for this module's tests
+    (each uses projects of its own)."""
     require_proxies()
-    monkeypatch.setenv("WHATSNEXT_KEEPALIVE_SECONDS", str(KEEPALIVE))
     url = await create_database(pg_root_url, "wn_nginx")
-    flags = ("--lease-seconds", "6", "--max-wait", str(MAX_WAIT), "--trusted-proxy", TRUSTED)
-    first = await ServerProcess(url, *flags).start()
-    second = await ServerProcess(url, *flags).start()
-    nginx = await Nginx([first.port, second.port]).start()
+    servers = [await _start_server(url), await _start_server(url)]
+    nginx = await Nginx([srv.port for srv in servers]).start()
     try:
         async with aiohttp.ClientSession() as session:
-            yield {"servers": [first, second], "nginx": nginx, "session": session, "url": url}
+            yield {"servers": servers, "nginx": nginx, "session": session, "url": url}
     finally:
         nginx.stop()
-        for srv in (first, second):
+        for srv in servers:
             await srv.stop()
         await drop_database(pg_root_url, url)
+
+
+@pytest.fixture
+async def cluster(shared_cluster: dict[str, Any]) -> dict[str, Any]:
+    """The module's cluster with both servers up: one that a test killed starts again on its port."""
+    servers: list[ServerProcess] = shared_cluster["servers"]
+    for i, srv in enumerate(servers):
+        if not srv.alive():
+            servers[i] = await _start_server(shared_cluster["url"], port=srv.port)
+    return shared_cluster
 
 
 def _job_starts(logs: list[Path]) -> Counter[int]:
@@ -142,6 +159,125 @@ async def test_web_pages_through_nginx_need_nginx_s_own_origin(cluster: dict[str
             assert resp.status == 403
 
 
+async def test_a_worker_on_one_server_wakes_for_a_job_queued_through_the_other(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    first, second = cluster["servers"]
+    on_first, on_second = Api(first.url, cluster["session"]), Api(second.url, cluster["session"])
+    project = (await on_second.ok("POST", "/projects", {"name": f"ngx-{uuid.uuid4().hex[:8]}"}))["name"]
+    out = tmp_path / "out"
+    out.mkdir()
+    worker = spawn_worker(first.url, project, tmp_path / "worker.log", "--cpus", "1", "--forever")
+
+    async def long_polling() -> bool:
+        return bool((await on_first.ok("GET", "/health"))["waiting_claims"])
+
+    try:
+        await wait_until(long_polling, 30, what="the worker to long-poll the first server")
+        queued = time.time()
+        job = await on_second.ok(
+            "POST", f"/projects/{project}/jobs", {"name": "x", "task": "t", "parameters": {"out": str(out)}}
+        )
+
+        async def ran() -> bool:  # reported: its program has exited and its record is complete
+            return (await on_second.ok("GET", f"/jobs/{job['id']}"))["status"] == "COMPLETED"
+
+        await wait_until(ran, 20, interval=0.05, what="the job queued through the other server to run")
+        started = records(out)[job["id"]]["start"]
+        print(
+            f"job queued through one server started by a worker on the other after {started - queued:.3f} s"
+        )
+        # Woken at once, not after the long-poll's max wait (4 s) ran out.
+        assert started - queued < 2.5, f"the job started {started - queued:.2f} s after it was queued"
+    finally:
+        _stop_workers([worker])
+
+
+async def test_long_polls_and_silent_log_follows_through_nginx(cluster: dict[str, Any]) -> None:
+    """Through nginx, side by side (each waits out the servers' max wait once): a claim asking
+    for more than the cap is answered (empty) at the cap; the follow of a job that prints nothing
+    carries keep-alives and ends at the cap; the SDK's follow of another job skips the keep-alives
+    and resumes after the cap until that job is finished."""
+    nginx: Nginx = cluster["nginx"]
+    session: aiohttp.ClientSession = cluster["session"]
+    api = Api(nginx.url, session)
+    health = await api.ok("GET", "/health")
+    assert health["max_wait"] == MAX_WAIT
+    project = (await api.ok("POST", "/projects", {"name": f"ngx-{uuid.uuid4().hex[:8]}"}))["name"]
+    silent = await api.ok("POST", f"/projects/{project}/jobs", {"name": "silent", "task": "t"})
+    talking = await api.ok("POST", f"/projects/{project}/jobs", {"name": "talking", "task": "t"})
+    worker = await api.ok("POST", "/workers", {"name": "w", "project": project, "cpu": 2})
+    claimed = await api.ok(
+        "POST",
+        f"/projects/{project}/claim",
+        {"worker_name": "w", "worker_id": worker["id"], "free_cpu": 2, "max_jobs": 2},
+    )
+    assert sorted(j["id"] for j in claimed["jobs"]) == sorted([silent["id"], talking["id"]])
+    attempt = {j["id"]: j["attempt"] for j in claimed["jobs"]}
+    beat = f"/workers/{worker['id']}/heartbeat"  # keeps the jobs leased (6 s) while the test reads
+    running = {"running": [silent["id"], talking["id"]]}
+    loop = asyncio.get_running_loop()
+
+    async def capped_claim() -> float:
+        t0 = loop.time()
+        status, body = await api.post(
+            f"/projects/{project}/claim", {"worker_name": "w", "wait": 60}, timeout=30
+        )
+        assert status == 200 and body["jobs"] == [], body
+        return loop.time() - t0
+
+    async def silent_follow() -> tuple[list[dict[str, Any]], float]:
+        t0 = loop.time()
+        async with session.get(f"{nginx.url}/jobs/{silent['id']}/logs?follow=1") as resp:
+            assert resp.status == 200
+            events = [json.loads(line) async for line in resp.content if line.strip()]
+        return events, loop.time() - t0
+
+    from whatsnext.api.client.http import Http
+    from whatsnext.api.client.joblogs import follow_logs
+
+    http = Http(nginx.url)
+    seen: list[dict[str, Any]] = []
+
+    async def follow() -> None:
+        async for event in follow_logs(http, talking["id"]):
+            seen.append(event)
+
+    async def got(n: int) -> bool:
+        return len(seen) >= n
+
+    follower = asyncio.ensure_future(follow())
+    try:
+        lines = {"attempt": attempt[talking["id"]], "lines": ["first"]}
+        await api.ok("POST", f"/jobs/{talking['id']}/logs", lines)
+        await wait_until(lambda: got(1), 10, what="the first line")
+        waited, (events, took) = await asyncio.gather(capped_claim(), silent_follow())
+        # The claim, answered (empty) at the cap.
+        assert MAX_WAIT - 0.5 <= waited < MAX_WAIT + 3
+        # The silent job's follow: keep-alives, then the end at the cap.
+        keepalives = [e for e in events if e.get("keepalive")]
+        assert len(keepalives) >= int(MAX_WAIT / KEEPALIVE) - 2, events
+        assert events[-1] == {"finished": False, "status": "RUNNING", "reason": "max_wait"}, events
+        assert MAX_WAIT - 0.5 <= took < MAX_WAIT + 3
+        await api.ok("POST", beat, running)
+        path = f"GET /jobs/{talking['id']}/logs?follow=1"
+
+        async def resumed() -> bool:
+            return nginx.access_log().count(path) >= 1  # the SDK's first follow, ended at the cap
+
+        await wait_until(resumed, MAX_WAIT + 10, interval=0.1, what="the follower to resume after the cap")
+        await api.ok("POST", beat, running)
+        await api.ok("POST", f"/jobs/{talking['id']}/logs", {**lines, "lines": ["second"]})
+        await api.ok("POST", f"/jobs/{talking['id']}/complete", {"attempt": attempt[talking["id"]]})
+        await asyncio.wait_for(follower, 15)
+    finally:
+        follower.cancel()
+        await http.close()
+    assert [e.get("line") for e in seen if "line" in e] == ["first", "second"]
+    assert not any("keepalive" in e for e in seen)
+    assert seen[-1]["finished"] is True and seen[-1]["status"] == "COMPLETED"
+
+
 async def _jobs(api: Api, project: str) -> list[dict[str, Any]]:
     jobs: list[dict[str, Any]] = []
     before = ""
@@ -215,109 +351,3 @@ async def test_drain_through_nginx_with_a_server_killed(cluster: dict[str, Any],
     for j in jobs:
         # A claim answer lost with the killed server requeues the job (a new attempt); it runs once.
         assert str(j["attempt"]) == done[j["id"]]["attempt"], (j, done[j["id"]])
-
-
-async def test_a_worker_on_one_server_wakes_for_a_job_queued_through_the_other(
-    cluster: dict[str, Any], tmp_path: Path
-) -> None:
-    first, second = cluster["servers"]
-    on_first, on_second = Api(first.url, cluster["session"]), Api(second.url, cluster["session"])
-    project = (await on_second.ok("POST", "/projects", {"name": f"ngx-{uuid.uuid4().hex[:8]}"}))["name"]
-    out = tmp_path / "out"
-    out.mkdir()
-    worker = spawn_worker(first.url, project, tmp_path / "worker.log", "--cpus", "1", "--forever")
-
-    async def long_polling() -> bool:
-        return bool((await on_first.ok("GET", "/health"))["waiting_claims"])
-
-    try:
-        await wait_until(long_polling, 30, what="the worker to long-poll the first server")
-        queued = time.time()
-        job = await on_second.ok(
-            "POST", f"/projects/{project}/jobs", {"name": "x", "task": "t", "parameters": {"out": str(out)}}
-        )
-
-        async def ran() -> bool:  # reported: its program has exited and its record is complete
-            return (await on_second.ok("GET", f"/jobs/{job['id']}"))["status"] == "COMPLETED"
-
-        await wait_until(ran, 20, interval=0.05, what="the job queued through the other server to run")
-        started = records(out)[job["id"]]["start"]
-        print(
-            f"job queued through one server started by a worker on the other after {started - queued:.3f} s"
-        )
-        # Woken at once, not after the long-poll's max wait (4 s) ran out.
-        assert started - queued < 2.5, f"the job started {started - queued:.2f} s after it was queued"
-    finally:
-        _stop_workers([worker])
-
-
-async def test_long_polls_and_silent_log_follows_through_nginx(cluster: dict[str, Any]) -> None:
-    nginx: Nginx = cluster["nginx"]
-    api = Api(nginx.url, cluster["session"])
-    health = await api.ok("GET", "/health")
-    assert health["max_wait"] == MAX_WAIT
-    project = (await api.ok("POST", "/projects", {"name": f"ngx-{uuid.uuid4().hex[:8]}"}))["name"]
-
-    # A claim asking for more than the server's max wait is answered (empty) at the cap.
-    loop = asyncio.get_running_loop()
-    t0 = loop.time()
-    status, body = await api.post(f"/projects/{project}/claim", {"worker_name": "w", "wait": 60}, timeout=30)
-    assert status == 200 and body["jobs"] == [], body
-    assert MAX_WAIT - 0.5 <= loop.time() - t0 < MAX_WAIT + 3
-
-    # A running job that prints nothing: the follow stream carries keep-alives, then ends at the cap.
-    job = await api.ok("POST", f"/projects/{project}/jobs", {"name": "silent", "task": "t"})
-    worker = await api.ok("POST", "/workers", {"name": "w", "project": project, "cpu": 1})
-    claimed = await api.ok(
-        "POST", f"/projects/{project}/claim", {"worker_name": "w", "worker_id": worker["id"]}
-    )
-    beat = f"/workers/{worker['id']}/heartbeat"  # keeps the job leased (6 s) while the test reads
-    assert [j["id"] for j in claimed["jobs"]] == [job["id"]]
-    t0 = loop.time()
-    async with cluster["session"].get(f"{nginx.url}/jobs/{job['id']}/logs?follow=1") as resp:
-        assert resp.status == 200
-        events = [json.loads(line) async for line in resp.content if line.strip()]
-    took = loop.time() - t0
-    keepalives = [e for e in events if e.get("keepalive")]
-    assert len(keepalives) >= int(MAX_WAIT / KEEPALIVE) - 2, events
-    assert events[-1] == {"finished": False, "status": "RUNNING", "reason": "max_wait"}, events
-    assert MAX_WAIT - 0.5 <= took < MAX_WAIT + 3
-
-    await api.ok("POST", beat, {"running": [job["id"]]})
-
-    # The SDK skips the keep-alives and resumes after the cap until the job is finished.
-    from whatsnext.api.client.http import Http
-    from whatsnext.api.client.joblogs import follow_logs
-
-    http = Http(nginx.url)
-    seen: list[dict[str, Any]] = []
-
-    async def follow() -> None:
-        async for event in follow_logs(http, job["id"]):
-            seen.append(event)
-
-    follower = asyncio.ensure_future(follow())
-    try:
-        lines = {"attempt": claimed["jobs"][0]["attempt"], "lines": ["first"]}
-        await api.ok("POST", f"/jobs/{job['id']}/logs", lines)
-
-        async def got(n: int) -> bool:
-            return len(seen) >= n
-
-        await wait_until(lambda: got(1), 10, what="the first line")
-        path = f"GET /jobs/{job['id']}/logs?follow=1"
-
-        async def resumed() -> bool:
-            return nginx.access_log().count(path) >= 2  # ours above and the SDK's first, ended at the cap
-
-        await wait_until(resumed, MAX_WAIT + 10, interval=0.1, what="the follower to resume after the cap")
-        await api.ok("POST", beat, {"running": [job["id"]]})
-        await api.ok("POST", f"/jobs/{job['id']}/logs", {**lines, "lines": ["second"]})
-        await api.ok("POST", f"/jobs/{job['id']}/complete", {"attempt": claimed["jobs"][0]["attempt"]})
-        await asyncio.wait_for(follower, 15)
-    finally:
-        follower.cancel()
-        await http.close()
-    assert [e.get("line") for e in seen if "line" in e] == ["first", "second"]
-    assert not any("keepalive" in e for e in seen)
-    assert seen[-1]["finished"] is True and seen[-1]["status"] == "COMPLETED"
