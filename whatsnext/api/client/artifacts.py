@@ -40,15 +40,13 @@ from urllib.parse import unquote, urlsplit
 import structlog
 
 from ...limits import MAX_REASON
-from .errors import ConnectionError as ServerUnreachable
-from .errors import ServerError, WhatsNextError
+from .errors import RETRYABLE, WhatsNextError
 from .formatters.base import FormatError, RunContext
 from .http import Http
 from .template import render_text
 
 log = structlog.get_logger("whatsnext.artifacts")
 
-RETRYABLE = (ServerUnreachable, ServerError)
 HASH_MAX_BYTES = 4 << 30
 """Bytes hashed per job at most; files past it are recorded without a sha256."""
 HASH_MAX_SECONDS = 60.0

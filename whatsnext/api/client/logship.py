@@ -31,13 +31,11 @@ import structlog
 
 from ...limits import MAX_LOG_BATCH, MAX_LOG_REQUEST
 from .backoff import Backoff
-from .errors import ConnectionError as ServerUnreachable
-from .errors import NotFound, ServerError, WhatsNextError
+from .errors import RETRYABLE, NotFound, WhatsNextError
 from .http import Http
 
 log = structlog.get_logger("whatsnext.logship")
 
-RETRYABLE = (ServerUnreachable, ServerError)
 MAX_REQUEST_CHARS = 512 * 1024
 """Characters of output in one ``POST /jobs/logs`` (plus at most one line per job past it): with
 ``max_line_chars`` this keeps a log batch well under a proxy's body limit (docs/deployment.md)."""
