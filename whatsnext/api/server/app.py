@@ -45,7 +45,7 @@ async def _database_context(app: web.Application) -> AsyncIterator[None]:
     hub = NotifyHub(settings.direct_database_url or url)
     try:
         await hub.start()
-        took = await notify_self_test(pool, hub.subscribe)
+        took = await notify_self_test(pool, hub.subscribe, settings.notify_check_seconds)
         log.debug("NOTIFY through the pool reaches LISTEN", seconds=round(took, 4))
     except BaseException:
         await hub.close()

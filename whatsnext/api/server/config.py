@@ -63,6 +63,9 @@ class Settings:
     """The longest a claim or a log follow waits in one request (proxies must allow more)."""
     keepalive_seconds: float = 15.0
     """A log follow sends a keep-alive line after this long without output."""
+    notify_check_seconds: float = 5.0
+    """How long the start-up check waits for a NOTIFY sent through the pool to reach LISTEN
+    (``$WHATSNEXT_NOTIFY_CHECK_SECONDS``); a transaction pooler it was not told about fails it."""
     pooler: Pooler = "session"
     """What sits between the server and PostgreSQL: ``session`` (nothing, or a session pooler) or
     ``transaction`` (PgBouncer in transaction mode: no prepared statements, no session state)."""
@@ -114,6 +117,8 @@ class Settings:
             s.metrics_interval = float(os.environ["WHATSNEXT_METRICS_INTERVAL"])
         if "WHATSNEXT_KEEPALIVE_SECONDS" in os.environ:
             s.keepalive_seconds = float(os.environ["WHATSNEXT_KEEPALIVE_SECONDS"])
+        if os.environ.get("WHATSNEXT_NOTIFY_CHECK_SECONDS"):
+            s.notify_check_seconds = float(os.environ["WHATSNEXT_NOTIFY_CHECK_SECONDS"])
         s.pooler = parse_pooler(os.environ.get("WHATSNEXT_DATABASE_POOLER") or "session")
         s.direct_database_url = os.environ.get("WHATSNEXT_DIRECT_DATABASE_URL") or None
         for env, attr, unit in (
@@ -199,6 +204,10 @@ class Settings:
             raise SettingsError(f"--metrics-interval must be positive, got {self.metrics_interval}")
         if self.keepalive_seconds <= 0:
             raise SettingsError(f"the keep-alive interval must be positive, got {self.keepalive_seconds}")
+        if self.notify_check_seconds <= 0:
+            raise SettingsError(
+                f"$WHATSNEXT_NOTIFY_CHECK_SECONDS must be positive, got {self.notify_check_seconds}"
+            )
         if self.pooler == "transaction":
             if self.database_url is None:
                 raise SettingsError(
