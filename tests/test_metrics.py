@@ -3,6 +3,7 @@ servers on one database do not double."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -81,8 +82,8 @@ async def computed(http: aiohttp.ClientSession, srv: ServerProcess, what: str = 
 async def test_a_known_workload_gives_exact_counts(
     own_database: str, server_factory: Any, http: aiohttp.ClientSession
 ) -> None:
-    # A short lease makes the reaper sweep every 2.5 s; the lost job's lease is backdated below.
-    srv: ServerProcess = await server_factory(*FAST, "--lease-seconds", "10", database=own_database)
+    # The lost job's lease is backdated below and swept at once (SIGUSR1).
+    srv: ServerProcess = await server_factory(*FAST, database=own_database)
     api = Api(srv.url, http)
     name = f"m-{uuid.uuid4().hex[:8]}"
     await api.ok("POST", "/projects", {"name": name})
@@ -174,6 +175,7 @@ async def test_a_known_workload_gives_exact_counts(
     async def reaped() -> bool:
         return (await scrape(http, srv)).get("whatsnext_jobs_lost_total", project=name) == 1
 
+    srv.sweep()
     await wait_until(reaped, timeout=20, what="the reaper to count the lost job")
     g = await computed(http, srv)
     assert g.get("whatsnext_jobs", project=name, status="PENDING") == 1
@@ -232,8 +234,9 @@ async def test_labels_stay_bounded_with_many_jobs(
 async def test_two_servers_do_not_double_the_gauges(
     own_database: str, server_factory: Any, http: aiohttp.ClientSession
 ) -> None:
-    one: ServerProcess = await server_factory(*FAST, database=own_database)
-    two: ServerProcess = await server_factory(*FAST, database=own_database)
+    one, two = await asyncio.gather(
+        server_factory(*FAST, database=own_database), server_factory(*FAST, database=own_database)
+    )
     api = Api(one.url, http)
     name = f"d-{uuid.uuid4().hex[:8]}"
     await api.ok("POST", "/projects", {"name": name})
