@@ -11,7 +11,8 @@
 # GRES "gpu" slots backed by stand-in device files (no real GPUs behind them): a job asking for
 # --gres=gpu:1 is scheduled against them and sees CUDA_VISIBLE_DEVICES.
 # Accounting is off (sacct answers nothing); job state comes from squeue and `scontrol show job`,
-# which keeps finished jobs for an hour (MinJobAge).
+# which keeps finished jobs for an hour (MinJobAge). A submitted job is scheduled at the
+# controller's next pass (within a second: batch_sched_delay=0), not up to 3 s later.
 #
 # Safe to run repeatedly: when the daemons are already up with the same configuration, `start`
 # only checks the node and returns.
@@ -148,6 +149,7 @@ SlurmdSpoolDir=/var/spool/slurmd
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/backfill
+SchedulerParameters=batch_sched_delay=0
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2

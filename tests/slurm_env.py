@@ -18,6 +18,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 START_SCRIPT = REPO / "scripts" / "local-slurm.sh"
 UP_STATES = ("idle", "mixed", "allocated", "completing")
+OWN_CONF_MARK = "# Written by WhatsNext scripts/local-slurm.sh"
+SCRIPT_SETTINGS = ("SchedulerParameters=batch_sched_delay=0",)
+"""Lines of the script's slurm.conf that a cluster it started before they were added lacks."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +60,23 @@ def _cannot_install_reason() -> str | None:
     return None
 
 
+def _ours_with_another_configuration() -> bool:
+    """True when the running cluster is one that scripts/local-slurm.sh configured, and the script
+    would now write another configuration (e.g. quicker scheduling): starting it again applies it."""
+    conf = Path("/etc/slurm/slurm.conf")
+    try:
+        written = conf.read_text()
+    except OSError:
+        return False
+    return written.startswith(OWN_CONF_MARK) and not all(
+        line in written.splitlines() for line in SCRIPT_SETTINGS
+    )
+
+
 @functools.cache
 def ensure_slurm() -> SlurmStatus:
     """Start SLURM if needed and possible (cached: at most one attempt per test run)."""
-    if slurm_is_up():
+    if slurm_is_up() and not (_cannot_install_reason() is None and _ours_with_another_configuration()):
         return SlurmStatus(ok=True)
     reason = _cannot_install_reason()
     if reason is not None:
