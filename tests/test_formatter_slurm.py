@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Api, wait_until
+from conftest import Api, ServerProcess, expire_lease, wait_until
 from helpers import wait_for_condition
 
 from whatsnext.api.client.formatters.base import FormatError, JobSpec, Outcome, RunContext
@@ -268,11 +268,9 @@ async def test_external_handle_is_reported_and_cancel_external_ends_the_job(
 
 
 async def test_a_worker_taking_over_a_lost_job_cancels_its_slurm_job_first(
-    slurm: None, server_factory: Any, http: Any, tmp_path: Path
+    slurm: None, server: ServerProcess, api: Api, tmp_path: Path
 ) -> None:
-    # A short lease, so the lost worker's job comes back soon; long enough for a loaded machine.
-    srv = await server_factory("--lease-seconds", "5")
-    api = Api(srv.url, http)
+    srv = server
     p = (await api.ok("POST", "/projects", {"name": f"p-{uuid.uuid4().hex[:10]}"}))["name"]
     code = 'echo "attempt $WHATSNEXT_ATTEMPT"; if [ "$WHATSNEXT_ATTEMPT" = 1 ]; then sleep 300; fi'
     made = await api.ok(
@@ -302,6 +300,14 @@ async def test_a_worker_taking_over_a_lost_job_cancels_its_slurm_job_first(
         first.kill()  # the worker alone, as the OOM killer would: its SLURM job runs on
         first.wait()
     assert squeue_state(slurm_id) in ACTIVE_STATES
+    # Its lease runs out (backdated, then swept at once): the job is back in the queue.
+    await expire_lease(srv.database_url, made["id"])
+
+    async def requeued() -> bool:
+        srv.sweep()
+        return (await api.ok("GET", f"/jobs/{made['id']}"))["status"] == "PENDING"
+
+    await wait_until(requeued, timeout=30, interval=0.2, what="the lost attempt's job to be requeued")
 
     try:
         second = await asyncio.to_thread(
