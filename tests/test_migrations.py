@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -154,14 +155,43 @@ async def test_a_newer_database_is_refused(upgraded: tuple[str, asyncpg.Connecti
 async def test_the_upgrade_runs_apart_from_the_server(upgraded: tuple[str, asyncpg.Connection]) -> None:
     """A server upgrades its database in a child process: the same result as in-process, and the
     driver of the migration tool is not loaded into the caller."""
-    url, _ = upgraded
+    url, conn = upgraded
+    await conn.execute("UPDATE wn_meta SET value = 'old' WHERE key = 'functions_hash'")
     result = await schema.upgrade_apart(url)
-    assert (result.level, result.migrations, result.functions_installed) == (schema.schema_level(), [], False)
+    assert (result.level, result.migrations, result.functions_installed) == (schema.schema_level(), [], True)
+    await conn.execute("UPDATE wn_meta SET value = 'old' WHERE key = 'functions_hash'")
     probe = "import sys, asyncio; from whatsnext.api.server import schema; "
-    probe += f"asyncio.run(schema.upgrade_apart({url!r})); print('psycopg' in sys.modules)"
+    probe += f"r = asyncio.run(schema.upgrade_apart({url!r})); print(r.functions_installed, 'psycopg' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip().splitlines()[-1] == "False"
+    assert out.stdout.strip().splitlines()[-1] == "True False"
+
+
+async def test_a_current_database_starts_without_the_upgrade(
+    upgraded: tuple[str, asyncpg.Connection],
+) -> None:
+    """A database at this version needs no upgrade child; anything out of step (a function hash,
+    a migration missing or unknown, a task without its placeholders) sends the start through it."""
+    url, conn = upgraded
+    assert await schema.is_current(url)
+    await conn.execute("UPDATE wn_meta SET value = 'old' WHERE key = 'functions_hash'")
+    assert not await schema.is_current(url)
+    await schema.upgrade_apart(url)
+    assert await schema.is_current(url)
+    newest = schema.migration_ids()[-1]
+    row = await conn.fetchrow("DELETE FROM _yoyo_migration WHERE migration_id = $1 RETURNING *", newest)
+    assert not await schema.is_current(url)
+    await conn.execute(
+        "INSERT INTO _yoyo_migration SELECT * FROM json_populate_record(NULL::_yoyo_migration, $1::json)",
+        json.dumps({k: str(v) for k, v in dict(row).items()}),
+    )
+    assert await schema.is_current(url)
+    project = await conn.fetchval("INSERT INTO projects (name) VALUES ('p') RETURNING id")
+    await conn.execute("INSERT INTO tasks (project_id, name, command) VALUES ($1, 't', 'echo {x}')", project)
+    assert not await schema.is_current(url)
+    result = await schema.upgrade_apart(url)
+    assert not result.functions_installed and await schema.is_current(url)
+    assert await conn.fetchval("SELECT placeholders FROM tasks") == ["x"]
 
 
 async def test_every_named_query_prepares(database_url: str, server: Any) -> None:
