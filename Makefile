@@ -21,8 +21,11 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/whatsnext server --host $(HOST) --port $(PORT)
 
+# Test files run on TEST_WORKERS processes; a file's tests stay together (they share its fixtures).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -rs $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check whatsnext tests bench

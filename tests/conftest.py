@@ -231,6 +231,31 @@ def api(server: ServerProcess, http: aiohttp.ClientSession) -> Api:
     return Api(server.url, http)
 
 
+@pytest.fixture(scope="session")
+async def app_url(database_url: str) -> AsyncIterator[str]:
+    """The application served in this process (an aiohttp test server on the session's event loop,
+    on the migrated test database): route tests of ``tests/app`` need no server process."""
+    from aiohttp.test_utils import TestServer
+
+    from whatsnext.api.server import schema
+    from whatsnext.api.server.app import create_app
+    from whatsnext.api.server.config import Settings
+
+    await asyncio.to_thread(schema.upgrade, database_url)
+    server = TestServer(create_app(Settings(database_url=database_url), database_url), host="127.0.0.1")
+    await server.start_server()
+    try:
+        yield str(server.make_url("")).rstrip("/")
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+def app_api(app_url: str, http: aiohttp.ClientSession) -> Api:
+    """``api`` for the application in this process."""
+    return Api(app_url, http)
+
+
 @pytest.fixture
 async def project(api: Api) -> dict[str, Any]:
     """A new project of this test's own."""

@@ -4,7 +4,7 @@ entry the state machine (``wn_end_attempts``) takes and the arguments of ``wn_cl
 
 The worker builds its requests and reads claimed jobs with these; the server's validation models
 (``whatsnext.api.server.schemas``) have exactly these fields, and the SQL functions' columns and
-keys are held to them by the tests (``tests/test_wire.py``).
+keys are held to them by the tests (``tests/sql/test_wire.py``).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any
 
 from helpers import PYTHON, RECORD, Result, cli, records
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def worker(server: Any, project: str, *extra: str, cwd: Path | None = None) -> Result:

@@ -26,7 +26,7 @@ from whatsnext.api.server.schemas import ClaimedJob, ClaimRequest, Report, Repor
 from whatsnext.api.server.sql import S
 from whatsnext.api.server.store.jobs import AttemptEnd
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 async def _function(conn: asyncpg.Connection, name: str) -> asyncpg.Record:

@@ -276,7 +276,7 @@ async def test_a_worker_taking_over_a_lost_job_cancels_its_slurm_job_first(
     made = await api.ok(
         "POST", f"/projects/{p}/jobs", {"name": "takeover", "task": "t", "parameters": {"code": code}}
     )
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     argv = [sys.executable, "-m", "whatsnext", "--server", srv.url, "worker", "--project", p]
     argv += ["--formatter", "slurm", "--command", "bash -c {code}"]
     env = {**os.environ, "PYTHONPATH": root}

@@ -434,7 +434,7 @@ async def test_a_worker_refuses_devices_fifos_and_files_outside_its_roots(
         {"name": "hostile-outputs", "task": "t", "parameters": {"text": "done"}, "outputs": outputs},
     )
     code = f"import pathlib; [pathlib.Path(p).write_text('done') for p in ('result.txt', {str(extra / 'copy.txt')!r})]"
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     proc = await asyncio.to_thread(
         subprocess.run,
         [

@@ -15,7 +15,7 @@ from helpers import cli
 
 import whatsnext.cli.toolkit
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLI = REPO / "whatsnext" / "cli"
 HEAVY = ("aiohttp", "requests", "httpx", "pydantic", "orjson")
 

@@ -9,6 +9,12 @@ import pytest
 from conftest import Api
 
 
+@pytest.fixture
+def api(app_api: Api) -> Api:
+    """Routes through the application in this process (no server process)."""
+    return app_api
+
+
 def assert_error(status: int, body: Any, expected: int, field: str | None = None) -> None:
     assert status == expected, body
     assert set(body) == {"error"}, body

@@ -8,7 +8,7 @@ import sys
 import tomllib
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SERVER_ONLY = (
     "asyncpg",
     "yoyo",

@@ -316,7 +316,7 @@ async def test_hostile_values_through_a_real_worker(
             {"name": f"{key}\n touch X{n}", "task": "t", "parameters": {"n": n, "m": value}},
         )
         jobs[made["id"]] = (n, value)
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "WHATSNEXT_SERVER": server.url, "PYTHONPATH": root}
     worker = await asyncio.to_thread(
         subprocess.run,
