@@ -21,14 +21,13 @@ def _group_row(g: dict[str, Any]) -> dict[str, Any]:
 
 def cmd_groups_ls(args: argparse.Namespace) -> int:
     data = tk.call(args, "GET", tk.project_path(args.project) + "/groups", limit=args.limit)
-    return tk.emit(
+    return tk.emit_table(
         args,
         data,
-        lambda d: tk.table(
-            [_group_row(g) for g in d["groups"]],
-            ["id", "name", "done", "running", "pending", "failed", "created_at"],
-            ["id", "name", "done", "running", "pending", "failed", "created"],
-        ),
+        "groups",
+        ["id", "name", "done", "running", "pending", "failed", "created_at"],
+        ["id", "name", "done", "running", "pending", "failed", "created"],
+        rows=lambda groups: map(_group_row, groups),
     )
 
 
@@ -68,7 +67,7 @@ def register(sub: Any) -> None:
         "list a project's groups with their progress",
         "whatsnext groups ls --project demo",
     )
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)
     p.add_argument("--limit", type=int, default=100, help="show at most this many (default 100)")
     for name, func, text in (
         ("show", cmd_groups_show, "show a group's progress"),
@@ -77,4 +76,4 @@ def register(sub: Any) -> None:
     ):
         p = tk.add(groups, name, func, text, f"whatsnext groups {name} sweep-1 --project demo")
         p.add_argument("group", help="the group's name or id")
-        p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+        tk.add_project(p)

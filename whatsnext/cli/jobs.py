@@ -306,7 +306,7 @@ def _register_add(jobs: Any) -> None:
         "--param input=file.csv --param format=json",
     )
     p.add_argument("task")
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)
     p.add_argument("--name", default=None, help="job name (default: the task's)")
     p.add_argument("--param", action="append", metavar="KEY=VALUE", help="a parameter (repeatable)")
     p.add_argument("--priority", type=int, default=0)
@@ -341,7 +341,7 @@ def _register_sweep(jobs: Any) -> None:
         "whatsnext jobs sweep train --project demo --grid lr=0.1,0.01 --grid bs=32,64",
     )
     p.add_argument("task")
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)
     p.add_argument(
         "--grid", action="append", required=True, metavar="KEY=V1,V2", help="values of one parameter"
     )
@@ -361,7 +361,7 @@ def _register_ls(jobs: Any) -> None:
         "whatsnext jobs ls --project demo --group sweep-1 --status failed,running "
         "--where lr=0.1 --columns params,result,duration --watch",
     )
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)
     p.add_argument(
         "--status",
         action="append",

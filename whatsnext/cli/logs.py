@@ -142,14 +142,13 @@ def _artifact_rows(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def cmd_jobs_artifacts(args: argparse.Namespace) -> int:
     """List what a job read and wrote, as its worker found them after the job."""
     data = tk.call(args, "GET", f"/jobs/{args.job_id}/artifacts")
-    return tk.emit(
+    return tk.emit_table(
         args,
         data,
-        lambda d: tk.table(
-            _artifact_rows(d["artifacts"]),
-            ["direction", "uri", "size", "sha256", "modified_at", "missing"],
-            ["dir", "uri", "size", "sha256", "modified", ""],
-        ),
+        "artifacts",
+        ["direction", "uri", "size", "sha256", "modified_at", "missing"],
+        ["dir", "uri", "size", "sha256", "modified", ""],
+        rows=_artifact_rows,
     )
 
 
@@ -164,14 +163,13 @@ def cmd_artifacts_find(args: argparse.Namespace) -> int:
         direction=args.direction,
         limit=args.limit,
     )
-    return tk.emit(
+    return tk.emit_table(
         args,
         data,
-        lambda d: tk.table(
-            _artifact_rows(d["artifacts"]),
-            ["job_id", "job_name", "job_status", "direction", "size", "sha256", "recorded_at", "missing"],
-            ["job", "name", "status", "dir", "size", "sha256", "recorded", ""],
-        ),
+        "artifacts",
+        ["job_id", "job_name", "job_status", "direction", "size", "sha256", "recorded_at", "missing"],
+        ["job", "name", "status", "dir", "size", "sha256", "recorded", ""],
+        rows=_artifact_rows,
     )
 
 
@@ -203,7 +201,7 @@ def register(sub: Any) -> None:
         "whatsnext artifacts find results/model.pt --project demo",
     )
     p.add_argument("uri", metavar="PATH_OR_URI", help="a path (relative ones are made absolute) or a URI")
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)
     p.add_argument(
         "--direction", choices=["out", "in", "any"], default="out", help="out: writers (default), in: readers"
     )

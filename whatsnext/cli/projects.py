@@ -10,9 +10,7 @@ from . import toolkit as tk
 
 def cmd_projects_ls(args: argparse.Namespace) -> int:
     data = tk.call(args, "GET", "/projects", status=args.status)
-    return tk.emit(
-        args, data, lambda d: tk.table(d["projects"], ["id", "name", "status", "description", "created_at"])
-    )
+    return tk.emit_table(args, data, "projects", ["id", "name", "status", "description", "created_at"])
 
 
 def cmd_projects_add(args: argparse.Namespace) -> int:

@@ -10,25 +10,15 @@ from . import toolkit as tk
 
 def cmd_queue_ls(args: argparse.Namespace) -> int:
     data = tk.call(args, "GET", tk.project_path(args.project) + "/queue", limit=args.limit)
-    return tk.emit(
+    return tk.emit_table(
         args,
         data,
-        lambda d: tk.table(
-            [
-                {**j, "position": i + 1, "waiting_on": j["unmet_deps"] or ("" if j["eligible"] else "delay")}
-                for i, j in enumerate(d["jobs"])
-            ],
-            [
-                "position",
-                "id",
-                "name",
-                "task",
-                "priority",
-                "required_cpu",
-                "required_accelerators",
-                "waiting_on",
-            ],
-            ["#", "id", "name", "task", "prio", "cpu", "gpus", "waiting on"],
+        "jobs",
+        ["position", "id", "name", "task", "priority", "required_cpu", "required_accelerators", "waiting_on"],
+        ["#", "id", "name", "task", "prio", "cpu", "gpus", "waiting on"],
+        rows=lambda jobs: (
+            {**j, "position": i + 1, "waiting_on": j["unmet_deps"] or ("" if j["eligible"] else "delay")}
+            for i, j in enumerate(jobs)
         ),
     )
 
@@ -43,9 +33,9 @@ def register(sub: Any) -> None:
     p = tk.add(
         queue, "ls", cmd_queue_ls, "list pending jobs in hand-out order", "whatsnext queue ls --project demo"
     )
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)
     p.add_argument("--limit", type=int, default=100)
     p = tk.add(
         queue, "clear", cmd_queue_clear, "cancel every pending job", "whatsnext queue clear --project demo"
     )
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)

@@ -11,14 +11,12 @@ from . import toolkit as tk
 
 def cmd_tasks_ls(args: argparse.Namespace) -> int:
     data = tk.call(args, "GET", tk.project_path(args.project) + "/tasks")
-    return tk.emit(
+    return tk.emit_table(
         args,
         data,
-        lambda d: tk.table(
-            d["tasks"],
-            ["id", "name", "required_cpu", "required_accelerators", "max_attempts", "timeout", "command"],
-            ["id", "name", "cpu", "gpus", "attempts", "timeout", "command"],
-        ),
+        "tasks",
+        ["id", "name", "required_cpu", "required_accelerators", "max_attempts", "timeout", "command"],
+        ["id", "name", "cpu", "gpus", "attempts", "timeout", "command"],
     )
 
 
@@ -62,7 +60,7 @@ def cmd_tasks_add(args: argparse.Namespace) -> int:
 def register(sub: Any) -> None:
     tasks = tk.group(sub, "tasks", "manage tasks (resource needs, retries, timeouts of their jobs)")
     p = tk.add(tasks, "ls", cmd_tasks_ls, "list a project's tasks", "whatsnext tasks ls --project demo")
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)
     p = tk.add(
         tasks,
         "add",
@@ -72,7 +70,7 @@ def register(sub: Any) -> None:
         "--default epochs=10 --cpus 8 --num-gpus 1 --max-attempts 3",
     )
     p.add_argument("name")
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)
     p.add_argument(
         "--command",
         metavar="TEMPLATE",

@@ -79,6 +79,19 @@ def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> i
     return EXIT_OK
 
 
+def emit_table(
+    args: argparse.Namespace,
+    data: Any,
+    key: str,
+    columns: Sequence[str],
+    headers: Sequence[str] | None = None,
+    rows: Callable[[list[dict[str, Any]]], Iterable[dict[str, Any]]] | None = None,
+) -> int:
+    """Print ``data`` as JSON (``--json``) or ``data[key]`` as a table of ``columns``, each list first
+    made into display rows by ``rows`` when given."""
+    return emit(args, data, lambda d: table(rows(d[key]) if rows else d[key], columns, headers))
+
+
 def fail(message: str, code: int = EXIT_ERROR) -> int:
     print(f"whatsnext: error: {message}", file=sys.stderr)
     return code
@@ -168,6 +181,11 @@ def tell_new_tasks(data: dict[str, Any]) -> None:
 
 def default_project() -> str:
     return os.environ.get("WHATSNEXT_PROJECT") or DEFAULT_PROJECT
+
+
+def add_project(p: argparse.ArgumentParser) -> None:
+    """``--project``, defaulting to $WHATSNEXT_PROJECT, else 'default'."""
+    p.add_argument("--project", default=default_project(), help=PROJECT_HELP)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):

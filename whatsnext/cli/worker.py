@@ -123,7 +123,7 @@ def register(sub: Any) -> None:
         "whatsnext worker --project my-project --task train,evaluate --cpus 8 --gpus 0,1",
         json_out=False,
     )
-    p.add_argument("--project", default=tk.default_project(), help=tk.PROJECT_HELP)
+    tk.add_project(p)
     p.add_argument("--task", default=None, metavar="A,B", help="only jobs of these tasks (default: any)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--script", help="run EXECUTABLE SCRIPT --key value ... per job")

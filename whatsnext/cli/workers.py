@@ -10,20 +10,19 @@ from . import toolkit as tk
 
 def cmd_workers_ls(args: argparse.Namespace) -> int:
     data = tk.call(args, "GET", "/workers", project=args.project, status=args.status)
-    return tk.emit(
+    return tk.emit_table(
         args,
         data,
-        lambda d: tk.table(
-            [
-                {
-                    **w,
-                    "cpu_use": f"{w['used_cpu']}/{w['cpu']}",
-                    "gpu_use": f"{w['used_accelerators']}/{w['accelerators']}",
-                }
-                for w in d["workers"]
-            ],
-            ["id", "name", "host", "status", "cpu_use", "gpu_use", "running", "last_seen"],
-            ["id", "name", "host", "status", "cpu", "gpus", "running", "last seen"],
+        "workers",
+        ["id", "name", "host", "status", "cpu_use", "gpu_use", "running", "last_seen"],
+        ["id", "name", "host", "status", "cpu", "gpus", "running", "last seen"],
+        rows=lambda workers: (
+            {
+                **w,
+                "cpu_use": f"{w['used_cpu']}/{w['cpu']}",
+                "gpu_use": f"{w['used_accelerators']}/{w['accelerators']}",
+            }
+            for w in workers
         ),
     )
 
