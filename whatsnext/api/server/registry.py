@@ -1,10 +1,12 @@
 """The route registry: every route the server serves, with its handler, its rule (who may call
 it, see ``roles``) and what the OpenAPI document says of it.
 
-A route is declared once, where its handler is defined::
+A route is declared once, where its handler is defined, in the section of its tag::
 
-    @routes.route("POST", "/tasks/", "Create a task", tag="tasks", rule=Rule("manage", "body_project"),
-                  body=TaskCreate, response=TaskOut, status=201)
+    tasks = routes.section("tasks")
+
+    @tasks.post("/tasks/", "Create a task", rule=Rule("manage", "body_project"), body=TaskCreate,
+                response=TaskOut, status=201)
 
 The auth middleware finds the rule of the route a request reached here (:func:`rule_for`); a
 route that is served without being registered is refused at start (:func:`check_served`) and,
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
@@ -93,6 +96,10 @@ class RouteTable:
 
         return register
 
+    def section(self, tag: str, **defaults: Any) -> Section:
+        """The routes of one tag; ``defaults`` apply to each of them (``published=False``)."""
+        return Section(self, tag, defaults)
+
     def static(self, prefix: str, directory: Path, summary: str, *, rule: Rule) -> None:
         """Files under ``directory`` served at ``prefix`` (GET and HEAD)."""
         self.statics.append((RouteSpec("GET", prefix, summary, "static", rule, published=False), directory))
@@ -106,6 +113,31 @@ class RouteTable:
             resource = app.router.add_static(spec.path, directory)
             for method in ("GET", "HEAD"):
                 table[(method, resource.canonical)] = spec
+
+
+class Section:
+    """Declares routes with one tag, and the same defaults, in a :class:`RouteTable`: the keyword
+    arguments of :meth:`route` are those of :meth:`RouteTable.route` but ``tag``."""
+
+    def __init__(self, table: RouteTable, tag: str, defaults: dict[str, Any]) -> None:
+        self.table = table
+        self.tag = tag
+        self.defaults = defaults
+
+    def route(self, method: str, path: str, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.table.route(method, path, summary, tag=self.tag, **(self.defaults | options))
+
+    def get(self, path: str, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("GET", path, summary, **options)
+
+    def post(self, path: str, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("POST", path, summary, **options)
+
+    def patch(self, path: str, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("PATCH", path, summary, **options)
+
+    def delete(self, path: str, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        return self.route("DELETE", path, summary, **options)
 
 
 registry_key = web.AppKey("registry", dict)

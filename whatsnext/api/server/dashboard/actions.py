@@ -25,8 +25,8 @@ from .base import (
     project_of,
     read_form,
     refuse_masked_filter,
-    routes,
     safe_next,
+    views,
 )
 from .session import (
     CSRF_FIELD,
@@ -35,13 +35,10 @@ from .session import (
 # ---------------------------------------------------------------- actions
 
 
-@routes.route(
-    "POST",
+@views.post(
     PREFIX + "/projects/{project}/actions",
     "Cancel, retry or delete jobs (a form)",
-    tag="dashboard",
     rule=Rule("manage", "dashboard"),
-    published=False,
 )
 @page("confirm.html", permission="manage")
 async def actions(request: web.Request, who: Principal) -> dict[str, Any]:

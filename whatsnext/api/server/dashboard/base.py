@@ -47,6 +47,8 @@ MAX_BULK = 100_000
 stop_key = web.AppKey("dashboard_stop", asyncio.Event)
 routes = RouteTable()
 """The dashboard's routes, in the server's registry (each with its rule), left out of OpenAPI."""
+views = routes.section("dashboard", published=False)
+"""Where each page declares its route (``@views.get(PREFIX + "/workers", "Workers", rule=PAGE)``)."""
 Page = Callable[[web.Request, Principal], Awaitable[dict[str, Any]]]
 
 

@@ -9,7 +9,7 @@ from ..keys import settings_key
 from ..limits import auth_check, auth_failed, auth_succeeded
 from ..roles import PAGE_OPEN
 from ..tokens import MAX_TOKEN_LENGTH, hash_token, lookup
-from .base import PREFIX, read_form, routes, safe_next
+from .base import PREFIX, read_form, safe_next, views
 from .render import render
 from .session import (
     CSRF_FIELD,
@@ -26,7 +26,7 @@ from .session import (
 # ---------------------------------------------------------------- login
 
 
-@routes.route("GET", PREFIX + "/login", "Sign in", tag="dashboard", rule=PAGE_OPEN, published=False)
+@views.get(PREFIX + "/login", "Sign in", rule=PAGE_OPEN)
 async def login_form(request: web.Request) -> web.StreamResponse:
     if not request.app[settings_key].auth:
         raise web.HTTPFound(PREFIX + "/")
@@ -54,14 +54,7 @@ def _login_page(
     return response
 
 
-@routes.route(
-    "POST",
-    PREFIX + "/login",
-    "Sign in with a token (a form)",
-    tag="dashboard",
-    rule=PAGE_OPEN,
-    published=False,
-)
+@views.post(PREFIX + "/login", "Sign in with a token (a form)", rule=PAGE_OPEN)
 async def login(request: web.Request) -> web.StreamResponse:
     """Check the token and start a session (recorded in the database; the cookie holds its id)."""
     await browser_csrf(request)
@@ -88,7 +81,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     raise response
 
 
-@routes.route("POST", PREFIX + "/logout", "Sign out", tag="dashboard", rule=PAGE_OPEN, published=False)
+@views.post(PREFIX + "/logout", "Sign out", rule=PAGE_OPEN)
 async def logout(request: web.Request) -> web.StreamResponse:
     """End the session: its record is deleted, so its cookie works nowhere any more. A browser
     whose session already ended is just sent to the login form."""

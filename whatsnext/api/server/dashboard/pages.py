@@ -34,9 +34,9 @@ from .base import (
     page,
     project_of,
     refuse_masked_filter,
-    routes,
     shows_secrets,
     silent_seconds,
+    views,
     visible_projects,
 )
 from .why import explain
@@ -44,12 +44,12 @@ from .why import explain
 # ---------------------------------------------------------------- pages
 
 
-@routes.route("GET", "/", "To the dashboard", tag="dashboard", rule=PAGE, published=False)
+@views.get("/", "To the dashboard", rule=PAGE)
 async def root(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(PREFIX + "/")
 
 
-@routes.route("GET", PREFIX + "/", "Overview page", tag="dashboard", rule=PAGE, published=False)
+@views.get(PREFIX + "/", "Overview page", rule=PAGE)
 @page("overview.html")
 async def overview(request: web.Request, who: Principal) -> dict[str, Any]:
     store = request.app[store_key].dashboard
@@ -61,9 +61,7 @@ async def overview(request: web.Request, who: Principal) -> dict[str, Any]:
     return {"projects": projects, "cluster": cluster, "live_url": f"{PREFIX}/events", "title": "Overview"}
 
 
-@routes.route(
-    "GET", PREFIX + "/projects/{project}", "A project's board", tag="dashboard", rule=PAGE, published=False
-)
+@views.get(PREFIX + "/projects/{project}", "A project's board", rule=PAGE)
 @page("board.html")
 async def board(request: web.Request, who: Principal) -> dict[str, Any]:
     store = request.app[store_key].dashboard
@@ -110,14 +108,7 @@ async def board(request: web.Request, who: Principal) -> dict[str, Any]:
     }
 
 
-@routes.route(
-    "GET",
-    PREFIX + "/projects/{project}/groups",
-    "A project's groups",
-    tag="dashboard",
-    rule=PAGE,
-    published=False,
-)
+@views.get(PREFIX + "/projects/{project}/groups", "A project's groups", rule=PAGE)
 @page("groups.html")
 async def groups(request: web.Request, who: Principal) -> dict[str, Any]:
     project = await project_of(request, who)
@@ -132,14 +123,7 @@ async def groups(request: web.Request, who: Principal) -> dict[str, Any]:
     }
 
 
-@routes.route(
-    "GET",
-    PREFIX + "/projects/{project}/graph",
-    "A project's graph",
-    tag="dashboard",
-    rule=PAGE,
-    published=False,
-)
+@views.get(PREFIX + "/projects/{project}/graph", "A project's graph", rule=PAGE)
 @page("graph.html")
 async def graph(request: web.Request, who: Principal) -> dict[str, Any]:
     project = await project_of(request, who)
@@ -159,7 +143,7 @@ async def graph(request: web.Request, who: Principal) -> dict[str, Any]:
     }
 
 
-@routes.route("GET", PREFIX + "/jobs/{job_id}", "A job", tag="dashboard", rule=PAGE, published=False)
+@views.get(PREFIX + "/jobs/{job_id}", "A job", rule=PAGE)
 @page("job.html")
 async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
     app_store = request.app[store_key]
@@ -206,7 +190,7 @@ async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
     }
 
 
-@routes.route("GET", PREFIX + "/workers", "Workers", tag="dashboard", rule=PAGE, published=False)
+@views.get(PREFIX + "/workers", "Workers", rule=PAGE)
 @page("workers.html")
 async def workers(request: web.Request, who: Principal) -> dict[str, Any]:
     rows = await request.app[store_key].dashboard.workers(
@@ -223,14 +207,7 @@ async def workers(request: web.Request, who: Principal) -> dict[str, Any]:
 # ---------------------------------------------------------------- live updates
 
 
-@routes.route(
-    "GET",
-    PREFIX + "/events",
-    "Live updates (server-sent events)",
-    tag="dashboard",
-    rule=PAGE,
-    published=False,
-)
+@views.get(PREFIX + "/events", "Live updates (server-sent events)", rule=PAGE)
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: ``change`` (with the job ids) at most every 250 ms while the project
     or job watched (or, without either, anything visible) changes (fed by ``live``)."""

@@ -18,6 +18,8 @@ from ..roles import READ_JOB, READ_PROJECT, WORK_OWN_JOB
 from ..schemas_logs import ArtifactBatch, ArtifactList, ArtifactMatches, ArtifactsRecorded
 from .table import routes
 
+artifacts_routes = routes.section("artifacts")
+
 DIRECTIONS = {"in": "in", "out": "out", "any": None}
 
 
@@ -41,12 +43,10 @@ def _direction(request: web.Request, default: str | None) -> str | None:
     return DIRECTIONS[raw.lower()]
 
 
-@routes.route(
-    "POST",
+@artifacts_routes.post(
     "/jobs/{job_id}/artifacts",
     "Record what a job read and wrote (size, sha256, modification time, or missing)",
     rule=WORK_OWN_JOB,
-    tag="artifacts",
     body=ArtifactBatch,
     response=ArtifactsRecorded,
     query={"attempt": "refuse (409) unless this is the job's current attempt"},
@@ -62,13 +62,8 @@ async def record_artifacts(request: web.Request) -> web.Response:
     return json_response({"id": job_id, "status": row["status"], "recorded": row["recorded"]})
 
 
-@routes.route(
-    "GET",
-    "/jobs/{job_id}/artifacts",
-    "A job's recorded inputs and outputs",
-    rule=READ_JOB,
-    tag="artifacts",
-    response=ArtifactList,
+@artifacts_routes.get(
+    "/jobs/{job_id}/artifacts", "A job's recorded inputs and outputs", rule=READ_JOB, response=ArtifactList
 )
 async def job_artifacts(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
@@ -78,12 +73,10 @@ async def job_artifacts(request: web.Request) -> web.Response:
     return json_response({"artifacts": rows})
 
 
-@routes.route(
-    "GET",
+@artifacts_routes.get(
     "/projects/{project}/artifacts",
     "Which jobs produced (or read) a file, newest first; without ?uri=, the latest artifacts",
     rule=READ_PROJECT,
-    tag="artifacts",
     response=ArtifactMatches,
     query={
         "uri": "an absolute path or URI (file:// URIs match the plain path)",

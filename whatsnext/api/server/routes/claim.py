@@ -36,6 +36,8 @@ from ..store import Store
 from ..tokens import principal, worker_token
 from .table import routes
 
+workers = routes.section("workers")
+
 EMPTY = b'{"jobs":[]}'
 WAITING_FULL_RETRY = 5
 """Seconds a claim refused for lack of room to wait is asked to wait before it asks again."""
@@ -99,12 +101,10 @@ def _total_accelerators(body: ClaimRequest) -> int:
     return body.total_accelerators if body.total_accelerators is not None else body.free_accelerators
 
 
-@routes.route(
-    "POST",
+@workers.post(
     "/projects/{project}/claim",
     "Claim eligible jobs that fit the worker's free capacity; long-polls up to `wait` seconds",
     rule=Rule("work", "claim", unmasked=True),
-    tag="workers",
     body=ClaimRequest,
     response=ClaimResponse,
 )
@@ -197,12 +197,10 @@ async def _end_one(request: web.Request, change: AttemptEnd) -> web.Response:
     return json_response({"id": job_id, "status": rows[0]["status"]})
 
 
-@routes.route(
-    "POST",
+@workers.post(
     "/jobs/{job_id}/complete",
     "Report an attempt's success (reporting it again answers the recorded status)",
     rule=WORK_OWN_JOB,
-    tag="workers",
     body=CompleteRequest,
     response=ReportOut,
     errors=(400, 404, 409, 422),
@@ -222,12 +220,10 @@ async def complete(request: web.Request) -> web.Response:
     )
 
 
-@routes.route(
-    "POST",
+@workers.post(
     "/jobs/{job_id}/fail",
     "Report an attempt's failure (retried while attempts remain, else FAILED)",
     rule=WORK_OWN_JOB,
-    tag="workers",
     body=FailRequest,
     response=ReportOut,
     errors=(400, 404, 409, 422),
@@ -262,12 +258,10 @@ def _change(report: Report) -> AttemptEnd:
     }
 
 
-@routes.route(
-    "POST",
+@workers.post(
     "/jobs/reports",
     "Report several attempts in one round trip; each entry gets its own answer",
     rule=Rule("work", "reports"),
-    tag="workers",
     body=ReportBatch,
     response=ReportBatchOut,
     errors=(400, 422),
@@ -336,13 +330,11 @@ async def _apply_reports(
     return json_response({"results": results})
 
 
-@routes.route(
-    "POST",
+@workers.post(
     "/jobs/{job_id}/started",
     "Say how an attempt started: its handle outside the worker (a SLURM job, a RUN:AI workload) "
     "and its GPU ids",
     rule=WORK_OWN_JOB,
-    tag="workers",
     body=StartedRequest,
     response=ReportOut,
     errors=(400, 404, 409, 422),

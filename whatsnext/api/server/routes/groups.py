@@ -12,6 +12,8 @@ from ..schemas import GroupAction, GroupList, GroupOut
 from ..store.base import Row
 from .table import routes
 
+groups = routes.section("groups")
+
 
 async def _group(request: web.Request) -> Row:
     key = request.match_info["group"]
@@ -21,12 +23,10 @@ async def _group(request: web.Request) -> Row:
     return row
 
 
-@routes.route(
-    "GET",
+@groups.get(
     "/projects/{project}/groups",
     "List a project's groups (sweeps, named batches), newest first, with job counts by status",
     rule=READ_PROJECT,
-    tag="groups",
     response=GroupList,
     query={"limit": "at most this many (default 100)"},
 )
@@ -36,24 +36,20 @@ async def list_groups(request: web.Request) -> web.Response:
     return json_response({"groups": rows})
 
 
-@routes.route(
-    "GET",
+@groups.get(
     "/projects/{project}/groups/{group}",
     "Show a group (by name or id) and its progress",
     rule=READ_PROJECT,
-    tag="groups",
     response=GroupOut,
 )
 async def get_group(request: web.Request) -> web.Response:
     return json_response(await _group(request))
 
 
-@routes.route(
-    "POST",
+@groups.post(
     "/projects/{project}/groups/{group}/cancel",
     "Cancel a group's unfinished jobs (running ones are stopped by their workers)",
     rule=MANAGE_PROJECT,
-    tag="groups",
     response=GroupAction,
 )
 async def cancel_group(request: web.Request) -> web.Response:
@@ -62,12 +58,10 @@ async def cancel_group(request: web.Request) -> web.Response:
     return json_response({"id": group["id"], "name": group["name"], "count": n})
 
 
-@routes.route(
-    "POST",
+@groups.post(
     "/projects/{project}/groups/{group}/retry",
     "Put a group's failed and cancelled jobs back in the queue (with what they blocked)",
     rule=MANAGE_PROJECT,
-    tag="groups",
     response=GroupAction,
 )
 async def retry_group(request: web.Request) -> web.Response:

@@ -12,10 +12,10 @@ from ..schema import schema_level
 from ..schemas import Health
 from .table import routes
 
+meta = routes.section("meta")
 
-@routes.route(
-    "GET", "/health", "Server and database status", rule=PUBLIC, tag="meta", response=Health, errors=()
-)
+
+@meta.get("/health", "Server and database status", rule=PUBLIC, response=Health, errors=())
 async def health(request: web.Request) -> web.Response:
     pool = request.app[pool_key]
     try:
@@ -46,6 +46,6 @@ async def health(request: web.Request) -> web.Response:
     )
 
 
-@routes.route("GET", "/openapi.json", "This OpenAPI document", rule=READ, tag="meta", errors=())
+@meta.get("/openapi.json", "This OpenAPI document", rule=READ, errors=())
 async def openapi(request: web.Request) -> web.Response:
     return json_response(build_openapi(request.app, routes, __version__))

@@ -32,13 +32,13 @@ from ..submit import enqueue, read_jobs
 from ..tokens import principal
 from .table import routes
 
+jobs_routes = routes.section("jobs")
 
-@routes.route(
-    "POST",
+
+@jobs_routes.post(
     "/projects/{project}/jobs",
     "Queue a job",
     rule=SUBMIT_PROJECT,
-    tag="jobs",
     body=JobCreate,
     response=JobOut,
     status=201,
@@ -59,12 +59,10 @@ async def create_job(request: web.Request) -> web.Response:
     return json_response({**(queued.job or {}), "created_tasks": queued.created_tasks}, 201)
 
 
-@routes.route(
-    "POST",
+@jobs_routes.post(
     "/projects/{project}/jobs/batch",
     "Queue many jobs in one transaction (entries may depend on each other by name)",
     rule=SUBMIT_PROJECT,
-    tag="jobs",
     body=JobBatch,
     response=BatchCreated,
     status=201,
@@ -103,12 +101,10 @@ async def _jobs_of(request: web.Request, *, batch: bool) -> tuple[list[Entry], s
     return [job.model_dump(exclude_unset=True) for job in jobs], group
 
 
-@routes.route(
-    "GET",
+@jobs_routes.get(
     "/projects/{project}/jobs",
     "List a project's jobs, newest first",
     rule=READ_PROJECT,
-    tag="jobs",
     response=JobList,
     query={
         "status": "filter by status; several separated by commas (failed,cancelled)",
@@ -170,7 +166,7 @@ def _where(request: web.Request) -> dict[str, Any] | None:
     return value
 
 
-@routes.route("GET", "/jobs/{job_id}", "Show a job", rule=READ_JOB, tag="jobs", response=JobOut)
+@jobs_routes.get("/jobs/{job_id}", "Show a job", rule=READ_JOB, response=JobOut)
 async def get_job(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     row = await request.app[store_key].jobs.get(job_id=job_id)
@@ -179,13 +175,8 @@ async def get_job(request: web.Request) -> web.Response:
     return json_response(row)
 
 
-@routes.route(
-    "GET",
-    "/jobs/{job_id}/events",
-    "A job's history: every status change",
-    rule=READ_JOB,
-    tag="jobs",
-    response=JobHistory,
+@jobs_routes.get(
+    "/jobs/{job_id}/events", "A job's history: every status change", rule=READ_JOB, response=JobHistory
 )
 async def job_events(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
@@ -196,12 +187,10 @@ async def job_events(request: web.Request) -> web.Response:
     return json_response({"events": rows})
 
 
-@routes.route(
-    "DELETE",
+@jobs_routes.delete(
     "/projects/{project}/jobs/{job_id}",
     "Remove a job that is not running and that no unfinished job depends on",
     rule=MANAGE_PROJECT,
-    tag="jobs",
     response=Deleted,
     errors=(404, 409, 422),
 )
@@ -219,12 +208,10 @@ async def delete_job(request: web.Request) -> web.Response:
     return json_response({"deleted": row["deleted"]})
 
 
-@routes.route(
-    "GET",
+@jobs_routes.get(
     "/projects/{project}/queue",
     "Pending jobs in the order they will be handed out",
     rule=READ_PROJECT,
-    tag="jobs",
     response=QueueList,
     query={"limit": "at most this many (default 100)", "offset": "skip this many"},
 )
@@ -237,12 +224,10 @@ async def get_queue(request: web.Request) -> web.Response:
     return json_response({"jobs": rows})
 
 
-@routes.route(
-    "DELETE",
+@jobs_routes.delete(
     "/projects/{project}/queue",
     "Cancel every pending job of a project",
     rule=MANAGE_PROJECT,
-    tag="jobs",
     response=Deleted,
 )
 async def clear_queue(request: web.Request) -> web.Response:
@@ -252,12 +237,10 @@ async def clear_queue(request: web.Request) -> web.Response:
     return json_response({"deleted": n})
 
 
-@routes.route(
-    "POST",
+@jobs_routes.post(
     "/jobs/{job_id}/cancel",
     "Cancel a job: pending at once, running through its worker's next heartbeat",
     rule=MANAGE_JOB,
-    tag="jobs",
     response=CancelOut,
     errors=(404, 409, 422),
 )
@@ -267,12 +250,10 @@ async def cancel_job(request: web.Request) -> web.Response:
     return json_response({"id": job_id, "status": status})
 
 
-@routes.route(
-    "POST",
+@jobs_routes.post(
     "/jobs/{job_id}/retry",
     "Put a FAILED/CANCELLED job (or the failed jobs upstream of a BLOCKED one) back in the queue",
     rule=MANAGE_JOB,
-    tag="jobs",
     response=RetryOut,
     errors=(404, 409, 422),
 )
@@ -282,12 +263,10 @@ async def retry_job(request: web.Request) -> web.Response:
     return json_response({"id": job_id, "requeued": n})
 
 
-@routes.route(
-    "GET",
+@jobs_routes.get(
     "/jobs/{job_id}/dependencies",
     "A job's upstream and downstream jobs",
     rule=READ_JOB,
-    tag="jobs",
     response=JobDependencies,
 )
 async def job_dependencies(request: web.Request) -> web.Response:
@@ -302,12 +281,10 @@ async def job_dependencies(request: web.Request) -> web.Response:
     return json_response(out)
 
 
-@routes.route(
-    "GET",
+@jobs_routes.get(
     "/projects/{project}/graph",
     "The project's jobs and dependency edges (a DAG)",
     rule=READ_PROJECT,
-    tag="jobs",
     response=Graph,
     query={"limit": "at most this many nodes and edges (default 10000)"},
 )

@@ -44,6 +44,8 @@ from ..roles import READ_JOB, WORK_OWN_JOB, Rule
 from ..schemas_logs import LogAppend, LogAppendBatch, LogAppended, LogAppendResults, LogPage
 from .table import routes
 
+logs_routes = routes.section("logs")
+
 log = structlog.get_logger("whatsnext.server")
 
 LOG_CHANNEL = "whatsnext_logs"
@@ -162,12 +164,10 @@ def _lines(rows: Sequence[asyncpg.Record]) -> list[dict[str, Any]]:
     return [_line(r) for r in rows if r["id"] is not None]
 
 
-@routes.route(
-    "POST",
+@logs_routes.post(
     "/jobs/{job_id}/logs",
     "Append output lines of a job's running attempt (refused for another attempt, like a stale report)",
     rule=WORK_OWN_JOB,
-    tag="logs",
     body=LogAppend,
     response=LogAppended,
     errors=(400, 404, 409, 422),
@@ -184,12 +184,10 @@ async def append_logs(request: web.Request) -> web.Response:
     )
 
 
-@routes.route(
-    "POST",
+@logs_routes.post(
     "/jobs/logs",
     "Append output lines of several jobs in one round trip (what workers use)",
     rule=Rule("work", "logs"),
-    tag="logs",
     body=LogAppendBatch,
     response=LogAppendResults,
     errors=(400, 422),
@@ -202,12 +200,10 @@ async def append_logs_many(request: web.Request) -> web.Response:
     return json_response({"results": rows})
 
 
-@routes.route(
-    "GET",
+@logs_routes.get(
     "/jobs/{job_id}/logs",
     "A job's output lines, oldest first; ?follow=1 streams them (NDJSON) until the job finishes",
     rule=READ_JOB,
-    tag="logs",
     response=LogPage,
     query={
         "after": "only lines with a larger id (the last id you read)",

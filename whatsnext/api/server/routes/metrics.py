@@ -12,14 +12,14 @@ from ..roles import READ
 from ..tokens import principal
 from .table import routes
 
+meta = routes.section("meta")
 
-@routes.route(
-    "GET",
+
+@meta.get(
     "/metrics",
     "Prometheus metrics of this server (scrape every server directly, not through a balancer); "
     "a token that covers some projects only sees their series and the server-wide ones",
     rule=READ,
-    tag="meta",
     errors=(),
     streams={"text/plain": "the Prometheus text exposition format"},
 )

@@ -10,13 +10,13 @@ from ..schemas import Deleted, ProjectCreate, ProjectList, ProjectOut, ProjectUp
 from ..tokens import project_filter
 from .table import routes
 
+projects = routes.section("projects")
 
-@routes.route(
-    "POST",
+
+@projects.post(
     "/projects",
     "Create a project",
     rule=Rule("projects"),
-    tag="projects",
     body=ProjectCreate,
     response=ProjectOut,
     status=201,
@@ -30,12 +30,10 @@ async def create_project(request: web.Request) -> web.Response:
     return json_response(row, 201)
 
 
-@routes.route(
-    "GET",
+@projects.get(
     "/projects",
     "List projects",
     rule=READ_LIST,
-    tag="projects",
     response=ProjectList,
     query={"status": "ACTIVE or ARCHIVED"},
     errors=(422,),
@@ -46,12 +44,10 @@ async def list_projects(request: web.Request) -> web.Response:
     return json_response({"projects": rows})
 
 
-@routes.route(
-    "GET",
+@projects.get(
     "/projects/{project}",
     "Show a project (by id or name) with job counts",
     rule=READ_PROJECT,
-    tag="projects",
     response=ProjectOut,
 )
 async def get_project(request: web.Request) -> web.Response:
@@ -59,12 +55,10 @@ async def get_project(request: web.Request) -> web.Response:
     return json_response(row)
 
 
-@routes.route(
-    "PATCH",
+@projects.patch(
     "/projects/{project}",
     "Rename, describe, archive or re-activate a project",
     rule=Rule("projects", "project"),
-    tag="projects",
     body=ProjectUpdate,
     response=ProjectOut,
     errors=(400, 404, 409, 422),
@@ -85,12 +79,10 @@ async def update_project(request: web.Request) -> web.Response:
     return json_response(row)
 
 
-@routes.route(
-    "DELETE",
+@projects.delete(
     "/projects/{project}",
     "Delete a project with all its tasks and jobs",
     rule=Rule("projects", "project"),
-    tag="projects",
     response=Deleted,
 )
 async def delete_project(request: web.Request) -> web.Response:

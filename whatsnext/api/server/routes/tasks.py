@@ -10,25 +10,23 @@ from ..roles import READ_PROJECT, Rule
 from ..schemas import TaskCreate, TaskList, TaskOut
 from .table import routes
 
+tasks = routes.section("tasks")
 
-@routes.route(
-    "POST",
+
+@tasks.post(
     "/tasks",
     "Create a task (same as POST /tasks/)",
     rule=Rule("manage", "body_project"),
-    tag="tasks",
     body=TaskCreate,
     response=TaskOut,
     status=201,
     errors=(400, 404, 409, 422),
     published=False,
 )
-@routes.route(
-    "POST",
+@tasks.post(
     "/tasks/",
     "Create a task: resource needs, retries and timeout of its jobs",
     rule=Rule("manage", "body_project"),
-    tag="tasks",
     body=TaskCreate,
     response=TaskOut,
     status=201,
@@ -63,14 +61,7 @@ async def create_task(request: web.Request) -> web.Response:
     return json_response(row, 201)
 
 
-@routes.route(
-    "GET",
-    "/projects/{project}/tasks",
-    "List a project's tasks",
-    rule=READ_PROJECT,
-    tag="tasks",
-    response=TaskList,
-)
+@tasks.get("/projects/{project}/tasks", "List a project's tasks", rule=READ_PROJECT, response=TaskList)
 async def list_tasks(request: web.Request) -> web.Response:
     rows = await request.app[store_key].tasks.list(project=request.match_info["project"])
     return json_response({"tasks": rows})

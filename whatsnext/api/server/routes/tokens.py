@@ -17,6 +17,8 @@ from ..schemas import Id, Name, Strict
 from ..tokens import hash_token, new_token, principal
 from .table import routes
 
+tokens_routes = routes.section("tokens")
+
 ProjectKey = Id | Annotated[str, Field(min_length=1, max_length=200)]
 TEN_YEARS = 10 * 366 * 86400
 
@@ -55,12 +57,10 @@ class TokenList(BaseModel):
     tokens: list[TokenOut]
 
 
-@routes.route(
-    "POST",
+@tokens_routes.post(
     "/tokens",
     "Create a token (admin); the answer shows the token this once",
     rule=TOKENS,
-    tag="tokens",
     body=TokenCreate,
     response=TokenCreated,
     status=201,
@@ -91,25 +91,17 @@ async def create_token(request: web.Request) -> web.Response:
     return json_response({**row, "token": token}, 201)
 
 
-@routes.route(
-    "GET",
-    "/tokens",
-    "List tokens (admin), never the tokens themselves",
-    rule=TOKENS,
-    tag="tokens",
-    response=TokenList,
-    errors=(),
+@tokens_routes.get(
+    "/tokens", "List tokens (admin), never the tokens themselves", rule=TOKENS, response=TokenList, errors=()
 )
 async def list_tokens(request: web.Request) -> web.Response:
     return json_response({"tokens": await request.app[store_key].tokens.list()})
 
 
-@routes.route(
-    "DELETE",
+@tokens_routes.delete(
     "/tokens/{token_id}",
     "Revoke a token (admin): it stops working at once",
     rule=TOKENS,
-    tag="tokens",
     response=TokenOut,
     errors=(404, 422),
 )

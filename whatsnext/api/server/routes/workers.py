@@ -9,13 +9,13 @@ from ..schemas import Deregistered, Heartbeat, HeartbeatOut, WorkerList, WorkerR
 from ..tokens import project_filter, token_id
 from .table import routes
 
+workers = routes.section("workers")
 
-@routes.route(
-    "POST",
+
+@workers.post(
     "/workers",
     "Register a worker: its capacity and tags",
     rule=Rule("work", "register"),
-    tag="workers",
     body=WorkerRegister,
     response=WorkerRegistered,
     status=201,
@@ -48,12 +48,10 @@ async def register(request: web.Request) -> web.Response:
     )
 
 
-@routes.route(
-    "POST",
+@workers.post(
     "/workers/{worker_id}/heartbeat",
     "Extend the leases of the worker's running jobs; answers the ids to cancel",
     rule=WORK_OWN_WORKER,
-    tag="workers",
     body=Heartbeat,
     response=HeartbeatOut,
     errors=(404, 422),
@@ -69,12 +67,10 @@ async def heartbeat(request: web.Request) -> web.Response:
     return json_response({"cancel": cancel, "lease_seconds": lease})
 
 
-@routes.route(
-    "DELETE",
+@workers.delete(
     "/workers/{worker_id}",
     "Deregister a worker that stops; jobs it still holds go back to the queue (as lost: no attempt used)",
     rule=WORK_OWN_WORKER,
-    tag="workers",
     response=Deregistered,
     errors=(404, 422),
 )
@@ -84,12 +80,10 @@ async def deregister(request: web.Request) -> web.Response:
     return json_response({"released": n})
 
 
-@routes.route(
-    "GET",
+@workers.get(
     "/workers",
     "Workers: capacity, what each holds now, when last seen",
     rule=READ_LIST,
-    tag="workers",
     response=WorkerList,
     query={"project": "only this project's (id or name)", "status": "ONLINE or OFFLINE"},
 )
