@@ -13,11 +13,9 @@ from .base import Row, Table
 class ArtifactStore(Table):
     async def record(self, *, job_id: int, items: list[dict[str, Any]], attempt: int | None) -> Row:
         """(code, status, message, recorded): 404 unknown job, 409 not its current attempt."""
-        row = await self.row(
+        return await self.one(
             S.artifact_record, job_id=job_id, items=orjson.dumps(items).decode(), attempt=attempt
         )
-        assert row is not None
-        return row
 
     async def of_job(self, *, job_id: int) -> list[Row] | None:
         """A job's artifacts; None when the job does not exist."""

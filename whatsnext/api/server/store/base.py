@@ -22,5 +22,11 @@ class Table:
         r = await self.pool.fetchrow(statement.text, *statement.args(**args))
         return None if r is None else dict(r)
 
+    async def one(self, statement: Statement, **args: Any) -> Row:
+        """The row of a statement that always answers one (otherwise it raises, WN404 for instance)."""
+        row = await self.row(statement, **args)
+        assert row is not None
+        return row
+
     async def value(self, statement: Statement, **args: Any) -> Any:
         return await self.pool.fetchval(statement.text, *statement.args(**args))

@@ -15,9 +15,7 @@ class DashboardStore(Table):
         return await self.rows(S.dash_projects, projects=projects)
 
     async def cluster(self, *, projects: list[int] | None, silent_seconds: float) -> Row:
-        row = await self.row(S.dash_cluster, projects=projects, silent_seconds=silent_seconds)
-        assert row is not None
-        return row
+        return await self.one(S.dash_cluster, projects=projects, silent_seconds=silent_seconds)
 
     async def project(self, *, project: str) -> Row | None:
         return await self.row(S.dash_project, project=project)
@@ -29,9 +27,7 @@ class DashboardStore(Table):
         return await self.rows(S.dash_jobs, project_id=project_id, before=before, limit=limit, **where.args())
 
     async def count(self, *, project_id: int, where: JobFilter) -> Row:
-        row = await self.row(S.dash_jobs_count, project_id=project_id, **where.args())
-        assert row is not None
-        return row
+        return await self.one(S.dash_jobs_count, project_id=project_id, **where.args())
 
     async def job_ids(
         self, *, project_id: int, where: JobFilter, statuses: list[str], ids: list[int] | None, limit: int
@@ -66,8 +62,7 @@ class DashboardStore(Table):
 
     async def events_head(self) -> tuple[int, int]:
         """The cursors live updates start from: the newest history entry and the newest job."""
-        row = await self.row(S.dash_events_head)
-        assert row is not None
+        row = await self.one(S.dash_events_head)
         return int(row["event"]), int(row["job"])
 
     async def events_since(self, *, after: int, after_job: int, limit: int) -> list[Row]:

@@ -65,8 +65,7 @@ class JobStore(Table):
         ``notify.Waiter.claim``) took in the same transaction; ``single``: the batch is one job,
         returned as ``get`` shows it."""
         statement = S.job_enqueue_one if single else S.job_enqueue
-        row = await self.row(statement, project=project, jobs=jobs_json, actor=actor, claim=claim)
-        assert row is not None
+        row = await self.one(statement, project=project, jobs=jobs_json, actor=actor, claim=claim)
         ids, created, claimed, name, known = (row.pop(key) for key in _ENQUEUED)
         return Enqueued(
             list(ids),
@@ -134,11 +133,9 @@ class JobStore(Table):
     async def started(
         self, *, job_id: int, attempt: int, external_id: str | None, gpus: list[int] | None
     ) -> Row:
-        row = await self.row(
+        return await self.one(
             S.job_started, job_id=job_id, attempt=attempt, external_id=external_id, gpus=gpus
         )
-        assert row is not None
-        return row
 
     async def cancel(self, *, job_id: int, reason: str, actor: str | None) -> str:
         return str(await self.value(S.job_cancel, job_id=job_id, reason=reason, actor=actor))

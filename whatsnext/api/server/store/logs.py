@@ -14,9 +14,7 @@ from .base import Row, Table
 class LogStore(Table):
     async def append(self, *, job_id: int, attempt: int, lines: list[str], keep: int) -> Row:
         """(code, status, message, appended, dropped) for one job's lines."""
-        row = await self.row(S.log_append, job_id=job_id, attempt=attempt, lines=lines, keep=keep)
-        assert row is not None
-        return row
+        return await self.one(S.log_append, job_id=job_id, attempt=attempt, lines=lines, keep=keep)
 
     async def append_many(self, *, batches: list[dict[str, Any]], keep: int) -> list[Row]:
         return await self.rows(S.log_append_many, batches=orjson.dumps(batches).decode(), keep=keep)

@@ -8,9 +8,7 @@ from .base import Row, Table
 
 class ProjectStore(Table):
     async def create(self, *, name: str, description: str, strict_tasks: bool) -> Row:
-        row = await self.row(S.project_create, name=name, description=description, strict_tasks=strict_tasks)
-        assert row is not None
-        return row
+        return await self.one(S.project_create, name=name, description=description, strict_tasks=strict_tasks)
 
     async def list(self, *, status: str | None, projects: list[int] | None) -> list[Row]:
         """Projects, optionally of one status and among ``projects`` (ids; None: all)."""
@@ -18,9 +16,7 @@ class ProjectStore(Table):
 
     async def get(self, *, project: str) -> Row:
         """A project (id or name) with its job counts by status; unknown: WN404."""
-        row = await self.row(S.project_get, project=project)
-        assert row is not None
-        return row
+        return await self.one(S.project_get, project=project)
 
     async def update(
         self,
@@ -31,7 +27,7 @@ class ProjectStore(Table):
         status: str | None,
         strict_tasks: bool | None,
     ) -> Row:
-        row = await self.row(
+        return await self.one(
             S.project_update,
             project=project,
             name=name,
@@ -39,8 +35,6 @@ class ProjectStore(Table):
             status=status,
             strict_tasks=strict_tasks,
         )
-        assert row is not None
-        return row
 
     async def delete(self, *, project: str) -> None:
         await self.value(S.project_delete, project=project)
@@ -48,9 +42,7 @@ class ProjectStore(Table):
     async def resolve(self, *, project: str) -> Row:
         """The project's id and, when a job waits out a retry delay, in how many seconds the first
         one becomes eligible (``next_available_in``). Unknown project: WN404."""
-        row = await self.row(S.project_resolve, project=project)
-        assert row is not None
-        return row
+        return await self.one(S.project_resolve, project=project)
 
     async def idle(
         self,
@@ -63,7 +55,7 @@ class ProjectStore(Table):
         with_command: bool = False,
     ) -> Row:
         """What a worker that found nothing needs to decide whether to wait or to stop."""
-        row = await self.row(
+        return await self.one(
             S.project_idle,
             project_id=project_id,
             total_cpu=total_cpu,
@@ -72,5 +64,3 @@ class ProjectStore(Table):
             tasks=tasks,
             with_command=with_command,
         )
-        assert row is not None
-        return row

@@ -30,7 +30,7 @@ class TaskStore(Table):
         inputs: list[str],
         outputs: list[str],
     ) -> Row:
-        row = await self.row(
+        return await self.one(
             S.task_create,
             project=project,
             name=name,
@@ -48,8 +48,6 @@ class TaskStore(Table):
             inputs=inputs,
             outputs=outputs,
         )
-        assert row is not None
-        return row
 
     async def list(self, *, project: str) -> list[Row]:
         return await self.rows(S.task_list, project=project)

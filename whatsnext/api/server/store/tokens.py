@@ -17,7 +17,7 @@ class TokenStore(Table):
         created_by: str | None,
         expires_in: float | None,
     ) -> Row:
-        row = await self.row(
+        return await self.one(
             S.token_create,
             name=name,
             role=role,
@@ -26,8 +26,6 @@ class TokenStore(Table):
             created_by=created_by,
             expires_in=expires_in,
         )
-        assert row is not None
-        return row
 
     async def list(self) -> list[Row]:
         return await self.rows(S.token_list)

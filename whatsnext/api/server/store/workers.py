@@ -20,7 +20,7 @@ class WorkerStore(Table):
         tags: list[str],
         token_id: int | None = None,
     ) -> Row:
-        row = await self.row(
+        return await self.one(
             S.worker_register,
             project=project,
             name=name,
@@ -32,8 +32,6 @@ class WorkerStore(Table):
             tags=tags,
             token_id=token_id,
         )
-        assert row is not None
-        return row
 
     async def heartbeat(
         self, *, worker_id: int, lease_seconds: float, running: list[int] | None, grace: float
