@@ -20,14 +20,14 @@ def _group_row(g: dict[str, Any]) -> dict[str, Any]:
 
 
 def cmd_groups_ls(args: argparse.Namespace) -> int:
-    data = tk.call(args, "GET", tk.project_path(args.project) + "/groups", limit=args.limit)
-    return tk.emit_table(
+    return tk.show_list(
         args,
-        data,
+        tk.project_path(args.project) + "/groups",
         "groups",
         ["id", "name", "done", "running", "pending", "failed", "created_at"],
         ["id", "name", "done", "running", "pending", "failed", "created"],
         rows=lambda groups: map(_group_row, groups),
+        limit=args.limit,
     )
 
 
@@ -35,13 +35,13 @@ def cmd_groups_show(args: argparse.Namespace) -> int:
     data = tk.call(args, "GET", tk.group_path(args.project, args.group))
 
     def render(g: dict[str, Any]) -> str:
-        return "\n".join(
+        return tk.fields(
             [
-                f"id        {g['id']}",
-                f"name      {g['name']}",
-                f"created   {tk.cell(g['created_at'])}",
-                f"progress  {tk.progress_bar(g['counts'], g['total'])}",
-                f"jobs      whatsnext jobs ls --project {args.project} --group {g['name']}",
+                ("id", g["id"]),
+                ("name", g["name"]),
+                ("created", tk.cell(g["created_at"])),
+                ("progress", tk.progress_bar(g["counts"], g["total"])),
+                ("jobs", f"whatsnext jobs ls --project {args.project} --group {g['name']}"),
             ]
         )
 

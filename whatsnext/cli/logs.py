@@ -141,10 +141,9 @@ def _artifact_rows(artifacts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def cmd_jobs_artifacts(args: argparse.Namespace) -> int:
     """List what a job read and wrote, as its worker found them after the job."""
-    data = tk.call(args, "GET", f"/jobs/{args.job_id}/artifacts")
-    return tk.emit_table(
+    return tk.show_list(
         args,
-        data,
+        f"/jobs/{args.job_id}/artifacts",
         "artifacts",
         ["direction", "uri", "size", "sha256", "modified_at", "missing"],
         ["dir", "uri", "size", "sha256", "modified", ""],
@@ -155,21 +154,16 @@ def cmd_jobs_artifacts(args: argparse.Namespace) -> int:
 def cmd_artifacts_find(args: argparse.Namespace) -> int:
     """Which jobs of a project wrote (``--direction in``: read) a file, newest first."""
     uri = args.uri if "://" in args.uri or args.uri.startswith("file:") else os.path.abspath(args.uri)
-    data = tk.call(
+    return tk.show_list(
         args,
-        "GET",
         tk.project_path(args.project) + "/artifacts",
-        uri=uri,
-        direction=args.direction,
-        limit=args.limit,
-    )
-    return tk.emit_table(
-        args,
-        data,
         "artifacts",
         ["job_id", "job_name", "job_status", "direction", "size", "sha256", "recorded_at", "missing"],
         ["job", "name", "status", "dir", "size", "sha256", "recorded", ""],
         rows=_artifact_rows,
+        uri=uri,
+        direction=args.direction,
+        limit=args.limit,
     )
 
 

@@ -9,8 +9,13 @@ from . import toolkit as tk
 
 
 def cmd_projects_ls(args: argparse.Namespace) -> int:
-    data = tk.call(args, "GET", "/projects", status=args.status)
-    return tk.emit_table(args, data, "projects", ["id", "name", "status", "description", "created_at"])
+    return tk.show_list(
+        args,
+        "/projects",
+        "projects",
+        ["id", "name", "status", "description", "created_at"],
+        status=args.status,
+    )
 
 
 def cmd_projects_add(args: argparse.Namespace) -> int:
@@ -35,16 +40,16 @@ def cmd_projects_show(args: argparse.Namespace) -> int:
 
     def render(d: dict[str, Any]) -> str:
         counts = ", ".join(f"{k.lower()} {v}" for k, v in sorted(d.get("jobs", {}).items())) or "no jobs"
-        return "\n".join(
+        return tk.fields(
             [
-                f"id           {d['id']}",
-                f"name         {d['name']}",
-                f"status       {d['status']}",
-                f"strict       {'yes: jobs for unknown tasks are refused' if d.get('strict_tasks') else 'no'}",
-                f"description  {d['description'] or '-'}",
-                f"created      {tk.cell(d['created_at'])}",
-                f"updated      {tk.cell(d['updated_at'])}",
-                f"jobs         {counts}",
+                ("id", d["id"]),
+                ("name", d["name"]),
+                ("status", d["status"]),
+                ("strict", "yes: jobs for unknown tasks are refused" if d.get("strict_tasks") else "no"),
+                ("description", d["description"] or "-"),
+                ("created", tk.cell(d["created_at"])),
+                ("updated", tk.cell(d["updated_at"])),
+                ("jobs", counts),
             ]
         )
 

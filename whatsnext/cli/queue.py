@@ -9,10 +9,9 @@ from . import toolkit as tk
 
 
 def cmd_queue_ls(args: argparse.Namespace) -> int:
-    data = tk.call(args, "GET", tk.project_path(args.project) + "/queue", limit=args.limit)
-    return tk.emit_table(
+    return tk.show_list(
         args,
-        data,
+        tk.project_path(args.project) + "/queue",
         "jobs",
         ["position", "id", "name", "task", "priority", "required_cpu", "required_accelerators", "waiting_on"],
         ["#", "id", "name", "task", "prio", "cpu", "gpus", "waiting on"],
@@ -20,6 +19,7 @@ def cmd_queue_ls(args: argparse.Namespace) -> int:
             {**j, "position": i + 1, "waiting_on": j["unmet_deps"] or ("" if j["eligible"] else "delay")}
             for i, j in enumerate(jobs)
         ),
+        limit=args.limit,
     )
 
 

@@ -14,15 +14,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     server = tk.http(args).base_url
 
     def render(_: Any) -> str:
-        lines = [
-            f"server    {server}",
-            f"status    {health['status']}",
-            f"version   {health['version']}",
-            f"database  {health['database']}",
-            f"schema    level {health.get('schema_level', '?')}",
-            f"projects  {len(projects)}",
-        ]
-        return "\n".join(lines)
+        return tk.fields(
+            [
+                ("server", server),
+                ("status", health["status"]),
+                ("version", health["version"]),
+                ("database", health["database"]),
+                ("schema", f"level {health.get('schema_level', '?')}"),
+                ("projects", len(projects)),
+            ]
+        )
 
     return tk.emit(args, {"server": server, **health, "projects": len(projects)}, render)
 

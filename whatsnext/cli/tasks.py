@@ -10,10 +10,9 @@ from . import toolkit as tk
 
 
 def cmd_tasks_ls(args: argparse.Namespace) -> int:
-    data = tk.call(args, "GET", tk.project_path(args.project) + "/tasks")
-    return tk.emit_table(
+    return tk.show_list(
         args,
-        data,
+        tk.project_path(args.project) + "/tasks",
         "tasks",
         ["id", "name", "required_cpu", "required_accelerators", "max_attempts", "timeout", "command"],
         ["id", "name", "cpu", "gpus", "attempts", "timeout", "command"],

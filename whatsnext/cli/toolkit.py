@@ -70,6 +70,12 @@ def progress_bar(counts: dict[str, int], total: int, width: int = BAR_WIDTH) -> 
     return f"[{bar}] {done}/{total} done" + (f" ({parts})" if parts else "")
 
 
+def fields(pairs: Sequence[tuple[str, Any]]) -> str:
+    """``label  value`` lines of one thing, the values lined up two spaces past the longest label."""
+    width = max(len(label) for label, _ in pairs) + 2
+    return "\n".join(f"{label:<{width}}{value}" for label, value in pairs)
+
+
 def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> int:
     """Print ``data`` as JSON (``--json``) or as ``render`` shows it to a person."""
     if getattr(args, "json", False):
@@ -125,6 +131,19 @@ def with_http(args: argparse.Namespace, use: Callable[[Http], Awaitable[T]]) -> 
 def call(args: argparse.Namespace, method: str, path: str, json_body: Any = None, **params: Any) -> Any:
     """One request to the server, synchronously."""
     return with_http(args, lambda session: session.request(method, path, json=json_body, params=params))
+
+
+def show_list(
+    args: argparse.Namespace,
+    path: str,
+    key: str,
+    columns: Sequence[str],
+    headers: Sequence[str] | None = None,
+    rows: Callable[[list[dict[str, Any]]], Iterable[dict[str, Any]]] | None = None,
+    **params: Any,
+) -> int:
+    """GET a listing (``path`` with ``params``) and print it: ``data[key]`` as a table, or JSON."""
+    return emit_table(args, call(args, "GET", path, **params), key, columns, headers, rows)
 
 
 def project_path(name: str) -> str:

@@ -9,10 +9,9 @@ from . import toolkit as tk
 
 
 def cmd_workers_ls(args: argparse.Namespace) -> int:
-    data = tk.call(args, "GET", "/workers", project=args.project, status=args.status)
-    return tk.emit_table(
+    return tk.show_list(
         args,
-        data,
+        "/workers",
         "workers",
         ["id", "name", "host", "status", "cpu_use", "gpu_use", "running", "last_seen"],
         ["id", "name", "host", "status", "cpu", "gpus", "running", "last seen"],
@@ -24,6 +23,8 @@ def cmd_workers_ls(args: argparse.Namespace) -> int:
             }
             for w in workers
         ),
+        project=args.project,
+        status=args.status,
     )
 
 
