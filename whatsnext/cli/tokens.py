@@ -37,7 +37,7 @@ def cmd_tokens_ls(args: argparse.Namespace) -> int:
         if args.all or t["revoked_at"] is None
     ]
     columns = ["id", "name", "role", "projects", "expires_at", "last_used_at", "revoked_at"]
-    return tk.emit_table(args, {"tokens": rows}, "tokens", columns)
+    return tk.emit(args, {"tokens": rows}, lambda d: tk.table(d["tokens"], columns))
 
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:

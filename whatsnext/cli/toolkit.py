@@ -85,19 +85,6 @@ def emit(args: argparse.Namespace, data: Any, render: Callable[[Any], str]) -> i
     return EXIT_OK
 
 
-def emit_table(
-    args: argparse.Namespace,
-    data: Any,
-    key: str,
-    columns: Sequence[str],
-    headers: Sequence[str] | None = None,
-    rows: Callable[[list[dict[str, Any]]], Iterable[dict[str, Any]]] | None = None,
-) -> int:
-    """Print ``data`` as JSON (``--json``) or ``data[key]`` as a table of ``columns``, each list first
-    made into display rows by ``rows`` when given."""
-    return emit(args, data, lambda d: table(rows(d[key]) if rows else d[key], columns, headers))
-
-
 def fail(message: str, code: int = EXIT_ERROR) -> int:
     print(f"whatsnext: error: {message}", file=sys.stderr)
     return code
@@ -142,8 +129,10 @@ def show_list(
     rows: Callable[[list[dict[str, Any]]], Iterable[dict[str, Any]]] | None = None,
     **params: Any,
 ) -> int:
-    """GET a listing (``path`` with ``params``) and print it: ``data[key]`` as a table, or JSON."""
-    return emit_table(args, call(args, "GET", path, **params), key, columns, headers, rows)
+    """GET a listing (``path`` with ``params``) and print it: as JSON (``--json``), or its list
+    ``data[key]`` as a table of ``columns``, made into display rows by ``rows`` first when given."""
+    data = call(args, "GET", path, **params)
+    return emit(args, data, lambda d: table(rows(d[key]) if rows else d[key], columns, headers))
 
 
 def project_path(name: str) -> str:
