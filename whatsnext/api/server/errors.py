@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
@@ -38,6 +38,16 @@ class ApiError(Exception):
 
 def not_found(what: str, key: object, field: str | None = None) -> ApiError:
     return ApiError(404, "not_found", f"{what} {key} not found", {"field": field or what})
+
+
+T = TypeVar("T")
+
+
+def found(row: T | None, what: str, key: object, field: str | None = None) -> T:
+    """``row``, or a 404 for ``what`` ``key`` when the store found none."""
+    if row is None:
+        raise not_found(what, key, field)
+    return row
 
 
 def bad_request(message: str, field: str | None = None) -> ApiError:

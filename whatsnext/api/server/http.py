@@ -11,7 +11,7 @@ import orjson
 import pydantic
 from aiohttp import web
 
-from .errors import ApiError, Handler, bad_request, invalid, validation_details
+from .errors import ApiError, Handler, bad_request, check_attempt_outcome, invalid, validation_details
 from .keys import settings_key
 from .schemas import MAX_PARAMETERS_BYTES, validation_context
 
@@ -27,6 +27,13 @@ FORM_TYPE = "application/x-www-form-urlencoded"
 
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def attempt_answer(job_id: int, row: Any, *fields: str) -> web.Response:
+    """The answer to what a worker says of a job's attempt: 404 or 409 as the SQL function decided
+    (see :func:`check_attempt_outcome`), else the job's id and status with ``fields`` of ``row``."""
+    check_attempt_outcome(row)
+    return json_response({"id": job_id, "status": row["status"], **{f: row[f] for f in fields}})
 
 
 def parsing_context(request: web.Request, raw: bytes, plain: bool | None = None) -> dict[str, Any]:

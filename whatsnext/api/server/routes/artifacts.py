@@ -11,12 +11,12 @@ from urllib.parse import unquote, urlsplit
 
 from aiohttp import web
 
-from ..errors import ApiError, check_attempt_outcome, not_found
-from ..http import json_response, parse_body, path_id, query_int
+from ..errors import ApiError, found
+from ..http import attempt_answer, json_response, parse_body, path_id, query_int
 from ..keys import store_key
-from ..roles import READ_JOB, READ_PROJECT, WORK_OWN_JOB
+from ..roles import READ_JOB, READ_PROJECT
 from ..schemas_logs import ArtifactBatch, ArtifactList, ArtifactMatches, ArtifactsRecorded
-from .table import routes
+from .table import OWN_ATTEMPT, routes
 
 artifacts_routes = routes.section("artifacts")
 
@@ -46,11 +46,10 @@ def _direction(request: web.Request, default: str | None) -> str | None:
 @artifacts_routes.post(
     "/jobs/{job_id}/artifacts",
     "Record what a job read and wrote (size, sha256, modification time, or missing)",
-    rule=WORK_OWN_JOB,
     body=ArtifactBatch,
     response=ArtifactsRecorded,
     query={"attempt": "refuse (409) unless this is the job's current attempt"},
-    errors=(400, 404, 409, 422),
+    **OWN_ATTEMPT,
 )
 async def record_artifacts(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
@@ -58,8 +57,7 @@ async def record_artifacts(request: web.Request) -> web.Response:
     items = (await parse_body(request, ArtifactBatch)).root
     payload = [{**a.model_dump(mode="json"), "uri": canonical_uri(a.uri)} for a in items]
     row = await request.app[store_key].artifacts.record(job_id=job_id, items=payload, attempt=attempt)
-    check_attempt_outcome(row)
-    return json_response({"id": job_id, "status": row["status"], "recorded": row["recorded"]})
+    return attempt_answer(job_id, row, "recorded")
 
 
 @artifacts_routes.get(
@@ -68,9 +66,7 @@ async def record_artifacts(request: web.Request) -> web.Response:
 async def job_artifacts(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     rows = await request.app[store_key].artifacts.of_job(job_id=job_id)
-    if rows is None:
-        raise not_found("job", job_id, "job_id")
-    return json_response({"artifacts": rows})
+    return json_response({"artifacts": found(rows, "job", job_id, "job_id")})
 
 
 @artifacts_routes.get(

@@ -14,12 +14,12 @@ from ....limits import MAX_REPORTS
 from ....models import outcome_of
 from ....wire import AttemptEnd, ClaimArgs, wn_claim_json
 from ..config import Settings
-from ..errors import bad_request, check_attempt_outcome, invalid, validation_details
-from ..http import MAX_ID, actor, client_gone, json_response, parse_body, path_id
+from ..errors import bad_request, invalid, validation_details
+from ..http import MAX_ID, actor, attempt_answer, client_gone, json_response, parse_body, path_id
 from ..keys import hub_key, settings_key, store_key
 from ..metrics import Metrics, metrics_key
 from ..notify import CLOSED, FINISHED, Handed, Wakeup
-from ..roles import WORK_OWN_JOB, Rule
+from ..roles import Rule
 from ..schemas import (
     ClaimRequest,
     ClaimResponse,
@@ -34,7 +34,7 @@ from ..schemas import (
 )
 from ..store import Store
 from ..tokens import principal, worker_token
-from .table import routes
+from .table import OWN_ATTEMPT, routes
 
 workers = routes.section("workers")
 
@@ -193,17 +193,15 @@ async def _end_one(request: web.Request, change: AttemptEnd) -> web.Response:
     change["id"] = job_id
     rows = await request.app[store_key].jobs.end_attempts([change], actor=actor(request))
     request.app[metrics_key].attempts_ended([change], rows)
-    check_attempt_outcome(rows[0])
-    return json_response({"id": job_id, "status": rows[0]["status"]})
+    return attempt_answer(job_id, rows[0])
 
 
 @workers.post(
     "/jobs/{job_id}/complete",
     "Report an attempt's success (reporting it again answers the recorded status)",
-    rule=WORK_OWN_JOB,
     body=CompleteRequest,
     response=ReportOut,
-    errors=(400, 404, 409, 422),
+    **OWN_ATTEMPT,
 )
 async def complete(request: web.Request) -> web.Response:
     b = await parse_body(request, CompleteRequest)
@@ -223,10 +221,9 @@ async def complete(request: web.Request) -> web.Response:
 @workers.post(
     "/jobs/{job_id}/fail",
     "Report an attempt's failure (retried while attempts remain, else FAILED)",
-    rule=WORK_OWN_JOB,
     body=FailRequest,
     response=ReportOut,
-    errors=(400, 404, 409, 422),
+    **OWN_ATTEMPT,
 )
 async def fail(request: web.Request) -> web.Response:
     b = await parse_body(request, FailRequest)
@@ -334,10 +331,9 @@ async def _apply_reports(
     "/jobs/{job_id}/started",
     "Say how an attempt started: its handle outside the worker (a SLURM job, a RUN:AI workload) "
     "and its GPU ids",
-    rule=WORK_OWN_JOB,
     body=StartedRequest,
     response=ReportOut,
-    errors=(400, 404, 409, 422),
+    **OWN_ATTEMPT,
 )
 async def started(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
@@ -345,5 +341,4 @@ async def started(request: web.Request) -> web.Response:
     row = await request.app[store_key].jobs.started(
         job_id=job_id, attempt=b.attempt, external_id=b.external_id, gpus=b.gpus
     )
-    check_attempt_outcome(row)
-    return json_response({"id": job_id, "status": row["status"]})
+    return attempt_answer(job_id, row)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from aiohttp import web
 
-from ..errors import not_found
+from ..errors import found
 from ..http import actor, json_response, query_int
 from ..keys import store_key
 from ..roles import MANAGE_PROJECT, READ_PROJECT
 from ..schemas import GroupAction, GroupList, GroupOut
 from ..store.base import Row
+from ..store.groups import GroupStore
 from .table import routes
 
 groups = routes.section("groups")
@@ -18,9 +21,15 @@ groups = routes.section("groups")
 async def _group(request: web.Request) -> Row:
     key = request.match_info["group"]
     row = await request.app[store_key].groups.get(project=request.match_info["project"], group=key)
-    if row is None:
-        raise not_found("group", key, "group")
-    return row
+    return found(row, "group", key, "group")
+
+
+async def _group_action(request: web.Request, act: Callable[..., Awaitable[int]]) -> web.Response:
+    """Apply ``act`` (a method of the group store) to the group in the path; answer how many jobs
+    it changed."""
+    group = await _group(request)
+    n = await act(request.app[store_key].groups, group_id=group["id"], actor=actor(request))
+    return json_response({"id": group["id"], "name": group["name"], "count": n})
 
 
 @groups.get(
@@ -53,9 +62,7 @@ async def get_group(request: web.Request) -> web.Response:
     response=GroupAction,
 )
 async def cancel_group(request: web.Request) -> web.Response:
-    group = await _group(request)
-    n = await request.app[store_key].groups.cancel(group_id=group["id"], actor=actor(request))
-    return json_response({"id": group["id"], "name": group["name"], "count": n})
+    return await _group_action(request, GroupStore.cancel)
 
 
 @groups.post(
@@ -65,6 +72,4 @@ async def cancel_group(request: web.Request) -> web.Response:
     response=GroupAction,
 )
 async def retry_group(request: web.Request) -> web.Response:
-    group = await _group(request)
-    n = await request.app[store_key].groups.retry(group_id=group["id"], actor=actor(request))
-    return json_response({"id": group["id"], "name": group["name"], "count": n})
+    return await _group_action(request, GroupStore.retry)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -7,7 +8,7 @@ from aiohttp import web
 
 from ....models import STATUSES
 from ..batch import Entry
-from ..errors import ApiError, invalid, not_found
+from ..errors import ApiError, found, invalid, not_found
 from ..http import actor, json_response, parse_body, path_id, query_flag, query_int
 from ..keys import hub_key, settings_key, store_key
 from ..masking import refuse_secret_filter
@@ -27,7 +28,9 @@ from ..schemas import (
     QueueList,
     RetryOut,
 )
+from ..store.base import Row
 from ..store.filter import JobFilter
+from ..store.jobs import JobStore
 from ..submit import enqueue, read_jobs
 from ..tokens import principal
 from .table import routes
@@ -166,24 +169,29 @@ def _where(request: web.Request) -> dict[str, Any] | None:
     return value
 
 
+async def _of_job(request: web.Request, read: Callable[..., Awaitable[list[Row]]]) -> list[Row]:
+    """What ``read`` (a method of the job store) finds of the job in the path; none, and no such
+    job either: 404."""
+    job_id = path_id(request, "job_id")
+    jobs = request.app[store_key].jobs
+    rows = await read(jobs, job_id=job_id)
+    if not rows and await jobs.get(job_id=job_id) is None:
+        raise not_found("job", job_id, "job_id")
+    return rows
+
+
 @jobs_routes.get("/jobs/{job_id}", "Show a job", rule=READ_JOB, response=JobOut)
 async def get_job(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     row = await request.app[store_key].jobs.get(job_id=job_id)
-    if row is None:
-        raise not_found("job", job_id, "job_id")
-    return json_response(row)
+    return json_response(found(row, "job", job_id, "job_id"))
 
 
 @jobs_routes.get(
     "/jobs/{job_id}/events", "A job's history: every status change", rule=READ_JOB, response=JobHistory
 )
 async def job_events(request: web.Request) -> web.Response:
-    job_id = path_id(request, "job_id")
-    jobs = request.app[store_key].jobs
-    rows = await jobs.events(job_id=job_id)
-    if not rows and await jobs.get(job_id=job_id) is None:
-        raise not_found("job", job_id, "job_id")
+    rows = await _of_job(request, JobStore.events)
     return json_response({"events": rows})
 
 
@@ -197,8 +205,7 @@ async def job_events(request: web.Request) -> web.Response:
 async def delete_job(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     row = await request.app[store_key].jobs.delete(project=request.match_info["project"], job_id=job_id)
-    if row is None:
-        raise not_found("job", job_id, "job_id")
+    row = found(row, "job", job_id, "job_id")
     if row["status"] == "RUNNING":
         raise ApiError(409, "conflict", f"job {job_id} is running: cancel it instead", {"field": "job_id"})
     if row["has_dependents"]:
@@ -270,11 +277,7 @@ async def retry_job(request: web.Request) -> web.Response:
     response=JobDependencies,
 )
 async def job_dependencies(request: web.Request) -> web.Response:
-    job_id = path_id(request, "job_id")
-    jobs = request.app[store_key].jobs
-    rows = await jobs.dependencies(job_id=job_id)
-    if not rows and await jobs.get(job_id=job_id) is None:
-        raise not_found("job", job_id, "job_id")
+    rows = await _of_job(request, JobStore.dependencies)
     out: dict[str, list[dict]] = {"upstream": [], "downstream": []}
     for r in rows:
         out[r["direction"]].append({"id": r["id"], "name": r["name"], "status": r["status"]})

@@ -35,14 +35,23 @@ import structlog
 from aiohttp import web
 
 from ....models import FINISHED
-from ..errors import check_attempt_outcome, not_found
-from ..http import client_gone, json_response, parse_body, path_id, query_choice, query_flag, query_int
+from ..errors import not_found
+from ..http import (
+    attempt_answer,
+    client_gone,
+    json_response,
+    parse_body,
+    path_id,
+    query_choice,
+    query_flag,
+    query_int,
+)
 from ..keys import hub_key, settings_key, store_key
 from ..limits import stream_slot
 from ..notify import NotifyHub
-from ..roles import READ_JOB, WORK_OWN_JOB, Rule
+from ..roles import READ_JOB, Rule
 from ..schemas_logs import LogAppend, LogAppendBatch, LogAppended, LogAppendResults, LogPage
-from .table import routes
+from .table import OWN_ATTEMPT, routes
 
 logs_routes = routes.section("logs")
 
@@ -167,10 +176,9 @@ def _lines(rows: Sequence[asyncpg.Record]) -> list[dict[str, Any]]:
 @logs_routes.post(
     "/jobs/{job_id}/logs",
     "Append output lines of a job's running attempt (refused for another attempt, like a stale report)",
-    rule=WORK_OWN_JOB,
     body=LogAppend,
     response=LogAppended,
-    errors=(400, 404, 409, 422),
+    **OWN_ATTEMPT,
 )
 async def append_logs(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
@@ -178,10 +186,7 @@ async def append_logs(request: web.Request) -> web.Response:
     row = await request.app[store_key].logs.append(
         job_id=job_id, attempt=body.attempt, lines=body.lines, keep=request.app[settings_key].log_keep_lines
     )
-    check_attempt_outcome(row)
-    return json_response(
-        {"id": job_id, "status": row["status"], "appended": row["appended"], "dropped": row["dropped"]}
-    )
+    return attempt_answer(job_id, row, "appended", "dropped")
 
 
 @logs_routes.post(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
 from ....template import TemplateError, check_template, placeholders
@@ -13,25 +15,18 @@ from .table import routes
 tasks = routes.section("tasks")
 
 
-@tasks.post(
-    "/tasks",
-    "Create a task (same as POST /tasks/)",
-    rule=Rule("manage", "body_project"),
-    body=TaskCreate,
-    response=TaskOut,
-    status=201,
-    errors=(400, 404, 409, 422),
-    published=False,
-)
-@tasks.post(
-    "/tasks/",
-    "Create a task: resource needs, retries and timeout of its jobs",
-    rule=Rule("manage", "body_project"),
-    body=TaskCreate,
-    response=TaskOut,
-    status=201,
-    errors=(400, 404, 409, 422),
-)
+CREATE_TASK: dict[str, Any] = {
+    "rule": Rule("manage", "body_project"),
+    "body": TaskCreate,
+    "response": TaskOut,
+    "status": 201,
+    "errors": (400, 404, 409, 422),
+}
+"""``POST /tasks/`` and its alias ``POST /tasks``."""
+
+
+@tasks.post("/tasks", "Create a task (same as POST /tasks/)", published=False, **CREATE_TASK)
+@tasks.post("/tasks/", "Create a task: resource needs, retries and timeout of its jobs", **CREATE_TASK)
 async def create_task(request: web.Request) -> web.Response:
     b = await parse_body(request, TaskCreate)
     needs: list[str] | None = None

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 
 from ....models import Role
-from ..errors import invalid, not_found
+from ..errors import found, invalid
 from ..http import json_response, parse_body, path_id
 from ..keys import store_key
 from ..roles import TOKENS
@@ -17,7 +17,7 @@ from ..schemas import Id, Name, Strict
 from ..tokens import hash_token, new_token, principal
 from .table import routes
 
-tokens_routes = routes.section("tokens")
+tokens_routes = routes.section("tokens", rule=TOKENS)
 
 ProjectKey = Id | Annotated[str, Field(min_length=1, max_length=200)]
 TEN_YEARS = 10 * 366 * 86400
@@ -60,7 +60,6 @@ class TokenList(BaseModel):
 @tokens_routes.post(
     "/tokens",
     "Create a token (admin); the answer shows the token this once",
-    rule=TOKENS,
     body=TokenCreate,
     response=TokenCreated,
     status=201,
@@ -92,7 +91,7 @@ async def create_token(request: web.Request) -> web.Response:
 
 
 @tokens_routes.get(
-    "/tokens", "List tokens (admin), never the tokens themselves", rule=TOKENS, response=TokenList, errors=()
+    "/tokens", "List tokens (admin), never the tokens themselves", response=TokenList, errors=()
 )
 async def list_tokens(request: web.Request) -> web.Response:
     return json_response({"tokens": await request.app[store_key].tokens.list()})
@@ -101,13 +100,10 @@ async def list_tokens(request: web.Request) -> web.Response:
 @tokens_routes.delete(
     "/tokens/{token_id}",
     "Revoke a token (admin): it stops working at once",
-    rule=TOKENS,
     response=TokenOut,
     errors=(404, 422),
 )
 async def revoke_token(request: web.Request) -> web.Response:
     token_id = path_id(request, "token_id")
     row = await request.app[store_key].tokens.revoke(token_id=token_id)
-    if row is None:
-        raise not_found("token", token_id, "token_id")
-    return json_response(row)
+    return json_response(found(row, "token", token_id, "token_id"))
