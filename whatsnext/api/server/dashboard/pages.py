@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from ....models import STATUSES
-from ..errors import ApiError
+from ..errors import found
 from ..http import path_id
 from ..keys import settings_key, store_key
 from ..roles import PAGE, Principal
@@ -61,6 +61,17 @@ async def overview(request: web.Request, who: Principal) -> dict[str, Any]:
     return {"projects": projects, "cluster": cluster, "live_url": f"{PREFIX}/events", "title": "Overview"}
 
 
+def _project_page(project: dict[str, Any], title: str, **context: Any) -> dict[str, Any]:
+    """The context of a page about one project: ``context`` with the project, the page's title and
+    the project's live updates."""
+    return {
+        "project": project,
+        **context,
+        "live_url": f"{PREFIX}/events?project={project['id']}",
+        "title": title,
+    }
+
+
 @views.get(PREFIX + "/projects/{project}", "A project's board", rule=PAGE)
 @page("board.html")
 async def board(request: web.Request, who: Principal) -> dict[str, Any]:
@@ -87,25 +98,24 @@ async def board(request: web.Request, who: Principal) -> dict[str, Any]:
     older = None
     if len(jobs) == PAGE_SIZE:
         older = f"{base}?{filter_query(where, before=jobs[-1]['id'])}"
-    return {
-        "project": project,
-        "kanban": kanban,
-        "jobs": jobs,
-        "matching": matching,
-        "where": where,
-        "param_pairs": [
+    return _project_page(
+        project,
+        project["name"],
+        kanban=kanban,
+        jobs=jobs,
+        matching=matching,
+        where=where,
+        param_pairs=[
             f"{k}={v if isinstance(v, str) else orjson.dumps(v).decode()}"
             for k, v in (where.parameters or {}).items()
         ],
-        "names": names,
-        "older": older,
-        "newest": f"{base}?{filter_query(where)}" if before_id else None,
-        "filter_qs": filter_query(where),
-        "filter_fields": filter_fields(where),
-        "actions": ACTIONS,
-        "live_url": f"{PREFIX}/events?project={project['id']}",
-        "title": project["name"],
-    }
+        names=names,
+        older=older,
+        newest=f"{base}?{filter_query(where)}" if before_id else None,
+        filter_qs=filter_query(where),
+        filter_fields=filter_fields(where),
+        actions=ACTIONS,
+    )
 
 
 @views.get(PREFIX + "/projects/{project}/groups", "A project's groups", rule=PAGE)
@@ -115,12 +125,7 @@ async def groups(request: web.Request, who: Principal) -> dict[str, Any]:
     rows = await request.app[store_key].groups.list(project=str(project["id"]), limit=500)
     for g in rows:
         g["percent"] = round(100 * g["finished"] / g["total"]) if g["total"] else 0
-    return {
-        "project": project,
-        "groups": rows,
-        "live_url": f"{PREFIX}/events?project={project['id']}",
-        "title": f"{project['name']} · groups",
-    }
+    return _project_page(project, f"{project['name']} · groups", groups=rows)
 
 
 @views.get(PREFIX + "/projects/{project}/graph", "A project's graph", rule=PAGE)
@@ -132,15 +137,14 @@ async def graph(request: web.Request, who: Principal) -> dict[str, Any]:
         project_id=project["id"], group=group, limit=GRAPH_LIMIT
     )
     pairs = [(e["source"], e["target"]) for e in edges]
-    return {
-        "project": project,
-        "group": group,
-        "svg": dag.svg(nodes, pairs, href=PREFIX + "/jobs/{id}"),
-        "shown": len(nodes),
-        "limit": GRAPH_LIMIT,
-        "live_url": f"{PREFIX}/events?project={project['id']}",
-        "title": f"{project['name']} · graph",
-    }
+    return _project_page(
+        project,
+        f"{project['name']} · graph",
+        group=group,
+        svg=dag.svg(nodes, pairs, href=PREFIX + "/jobs/{id}"),
+        shown=len(nodes),
+        limit=GRAPH_LIMIT,
+    )
 
 
 @views.get(PREFIX + "/jobs/{job_id}", "A job", rule=PAGE)
@@ -149,9 +153,7 @@ async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
     app_store = request.app[store_key]
     settings = request.app[settings_key]
     job_id = path_id(request, "job_id")
-    job = await app_store.jobs.get(job_id=job_id)
-    if job is None:
-        raise ApiError(404, "not_found", f"job {job_id} not found", {"field": "job_id"})
+    job = found(await app_store.jobs.get(job_id=job_id), "job", job_id, "job_id")
     covered(who, job["project_id"])
     show = shows_secrets(request, who)
     job["parameters"] = mask(job["parameters"], show, settings.secret_parameters)
