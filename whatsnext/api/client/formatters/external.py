@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
-from .base import JobSpec, RunContext
+from ..template import CommandTemplate
+from .base import Formatter, JobSpec, RunContext
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,29 @@ async def cancel_on_teardown(argv: Sequence[str], limit: float) -> None:
 # --------------------------------------------------------------------------------------------
 # The job's environment and output
 # --------------------------------------------------------------------------------------------
+
+
+class ExternalFormatter(Formatter):
+    """A formatter that submits each job to a cluster, to run ``script`` (with ``executable``) or
+    the template ``command`` there."""
+
+    script: str | None
+    executable: str
+    command: str | None
+    shell: bool
+    command_template: CommandTemplate
+
+    def set_job_command(self, script: str | None, executable: str, command: str | None, shell: bool) -> None:
+        """What the jobs run: exactly one of ``script`` and ``command`` (ValueError otherwise)."""
+        if (script is None) == (command is None):
+            raise ValueError(f"{type(self).__name__} needs exactly one of script= or command=")
+        self.script = script
+        self.executable = executable
+        self.command = command
+        self.shell = shell
+        self.command_template = CommandTemplate(
+            executable=executable, script=script, template=command, shell=shell
+        )
 
 
 def one_line(text: str, limit: int = 200) -> str:

@@ -24,10 +24,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from ..template import CommandTemplate
-from .base import FormatError, Formatter, JobSpec, Outcome, RunContext
+from .base import FormatError, JobSpec, Outcome, RunContext
 from .external import (
     MAX_POLL_ERRORS,
+    ExternalFormatter,
     PollInterval,
     cancel_on_teardown,
     check_poll_intervals,
@@ -148,7 +148,7 @@ def to_yaml(data: Any, indent: int = 0) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class RUNAIFormatter(Formatter):
+class RUNAIFormatter(ExternalFormatter):
     """Submit each job as a RUN:AI training workload and follow it until it ends.
 
     The command inside the container is built by the same engine as :class:`CLIFormatter`
@@ -187,21 +187,13 @@ class RUNAIFormatter(Formatter):
     ) -> None:
         if cli_version not in (1, 2):
             raise ValueError(f"cli_version must be 1 or 2, not {cli_version!r}")
-        if (script is None) == (command is None):
-            raise ValueError("RUNAIFormatter needs exactly one of script= or command=")
+        self.set_job_command(script, executable, command, shell)
         check_poll_intervals(poll_interval, max_poll_interval)
         if isinstance(extra_args, str):
             extra_args = shlex.split(extra_args)
         self.project = project
         self.image = image
         self.cli_version = cli_version
-        self.script = script
-        self.executable = executable
-        self.command = command
-        self.shell = shell
-        self.command_template = CommandTemplate(
-            executable=executable, script=script, template=command, shell=shell
-        )
         self.gpu = gpu
         self.cpu = cpu
         self.memory = memory

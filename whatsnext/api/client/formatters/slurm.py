@@ -26,10 +26,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..template import CommandTemplate, bash_quote
-from .base import FormatError, Formatter, JobSpec, Outcome, RunContext
+from ..template import bash_quote
+from .base import FormatError, JobSpec, Outcome, RunContext
 from .external import (
     BatchPoller,
+    ExternalFormatter,
     OutputFollower,
     PollError,
     Tracked,
@@ -173,7 +174,7 @@ def default_log_dir() -> Path:
     return Path.home() / ".whatsnext" / "slurm"
 
 
-class SlurmFormatter(Formatter):
+class SlurmFormatter(ExternalFormatter):
     """Submit each job to SLURM with ``sbatch`` and follow it until it finishes.
 
     The command is built by the same engine as :class:`CLIFormatter` builds it
@@ -212,20 +213,12 @@ class SlurmFormatter(Formatter):
         scancel: str = "scancel",
         stop_wait: float = 60.0,
     ) -> None:
-        if (script is None) == (command is None):
-            raise ValueError("SlurmFormatter needs exactly one of script= or command=")
+        self.set_job_command(script, executable, command, shell)
         if gres_flag not in ("gres", "gpus"):
             raise ValueError(f"gres_flag must be 'gres' or 'gpus', not {gres_flag!r}")
         check_poll_intervals(poll_interval, max_poll_interval)
         if isinstance(sbatch_args, str):
             sbatch_args = shlex.split(sbatch_args)
-        self.script = script
-        self.executable = executable
-        self.command = command
-        self.shell = shell
-        self.command_template = CommandTemplate(
-            executable=executable, script=script, template=command, shell=shell
-        )
         self.partition = partition
         self.account = account
         self.time = time
