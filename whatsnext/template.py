@@ -112,6 +112,12 @@ def _refuse(template: str, ph: Placeholder, where: str, advice: str) -> Template
     )
 
 
+_DOLLAR_OPENS = {"(": "cmd", "{": "brace"}
+"""What ``$`` opens when this follows it: ``$( ... )`` a command substitution, ``${ ... }`` an expansion."""
+_CLOSED_BY = {"brace": "}", "bq": "`"}
+"""The contexts inside which only their closing character (and backslash escapes) matter."""
+
+
 def _check_shell(template: str, pieces: list[Piece]) -> None:
     """Walk the template as the shell would, tracking quotes, substitutions, comments, heredocs."""
     items: list[str | Placeholder] = []
@@ -151,35 +157,25 @@ def _check_shell(template: str, pieces: list[Piece]) -> None:
             continue
         ch = item
         nxt = items[i + 1] if i + 1 < n else None
+        opened = _DOLLAR_OPENS.get(nxt) if ch == "$" and isinstance(nxt, str) else None
         if top == "dq":
             if ch == "\\":
                 if isinstance(nxt, Placeholder):
                     raise _refuse(template, nxt, "inside double quotes", quoting)
                 i += 2
                 continue
+            if opened:
+                stack.append(opened)
+                i += 2
+                continue
             if ch == '"':
                 stack.pop()
-            elif ch == "$" and nxt == "(":
-                stack.append("cmd")
-                i += 2
-                continue
-            elif ch == "$" and nxt == "{":
-                stack.append("brace")
-                i += 2
-                continue
             elif ch == "`":
                 stack.append("bq")
             i += 1
             continue
-        if top == "brace":
-            if ch == "}":
-                stack.pop()
-            elif ch == "\\":
-                i += 1
-            i += 1
-            continue
-        if top == "bq":
-            if ch == "`":
+        if top in _CLOSED_BY:
+            if ch == _CLOSED_BY[top]:
                 stack.pop()
             elif ch == "\\":
                 i += 1
@@ -205,18 +201,14 @@ def _check_shell(template: str, pieces: list[Piece]) -> None:
                 j += 1
             i = j + 1
             continue
+        if opened:
+            stack.append(opened)
+            i += 2
+            continue
         if ch == '"':
             stack.append("dq")
         elif ch == "`":
             stack.append("bq")
-        elif ch == "$" and nxt == "(":
-            stack.append("cmd")
-            i += 2
-            continue
-        elif ch == "$" and nxt == "{":
-            stack.append("brace")
-            i += 2
-            continue
         elif ch == "(":
             stack.append("paren")
         elif ch == ")" and top in ("cmd", "paren"):
