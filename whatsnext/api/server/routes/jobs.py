@@ -31,7 +31,7 @@ from ..schemas import (
 from ..store.base import Row
 from ..store.filter import JobFilter
 from ..store.jobs import JobStore
-from ..submit import enqueue, read_jobs
+from ..submit import Queued, enqueue, read_jobs
 from ..tokens import principal
 from .table import routes
 
@@ -48,17 +48,7 @@ jobs_routes = routes.section("jobs")
     errors=(400, 404, 409, 422),
 )
 async def create_job(request: web.Request) -> web.Response:
-    entries, _ = await _jobs_of(request, batch=False)
-    app = request.app
-    queued = await enqueue(
-        app[store_key],
-        app[hub_key],
-        request.match_info["project"],
-        entries,
-        actor=actor(request),
-        single=True,
-    )
-    app[metrics_key].jobs_submitted(queued.project, 1)
+    queued, _ = await _submit(request, batch=False)
     return json_response({**(queued.job or {}), "created_tasks": queued.created_tasks}, 201)
 
 
@@ -72,12 +62,7 @@ async def create_job(request: web.Request) -> web.Response:
     errors=(400, 404, 409, 422),
 )
 async def create_jobs(request: web.Request) -> web.Response:
-    entries, group = await _jobs_of(request, batch=True)
-    app = request.app
-    queued = await enqueue(
-        app[store_key], app[hub_key], request.match_info["project"], entries, group, actor=actor(request)
-    )
-    app[metrics_key].jobs_submitted(queued.project, len(queued.ids))
+    queued, group = await _submit(request, batch=True)
     return json_response(
         {
             "ids": queued.ids,
@@ -88,6 +73,23 @@ async def create_jobs(request: web.Request) -> web.Response:
         },
         201,
     )
+
+
+async def _submit(request: web.Request, *, batch: bool) -> tuple[Queued, str | None]:
+    """Queue the request's jobs (one, or a batch with its group name) and count them as submitted."""
+    entries, group = await _jobs_of(request, batch=batch)
+    app = request.app
+    queued = await enqueue(
+        app[store_key],
+        app[hub_key],
+        request.match_info["project"],
+        entries,
+        group,
+        actor=actor(request),
+        single=not batch,
+    )
+    app[metrics_key].jobs_submitted(queued.project, len(queued.ids) if batch else 1)
+    return queued, group
 
 
 async def _jobs_of(request: web.Request, *, batch: bool) -> tuple[list[Entry], str | None]:
