@@ -30,12 +30,7 @@ def outcome_of(status: ReportStatus, requeue: bool = False) -> Outcome:
     return status
 
 
-JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
-    "name",
-    "task",
-    "parameters",
-    "priority",
-    "depends",
+_JOB_NEEDS_AND_RETRIES: Final[tuple[str, ...]] = (
     "required_cpu",
     "required_accelerators",
     "required_tags",
@@ -43,6 +38,16 @@ JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
     "max_lost",
     "retry_delay",
     "timeout",
+)
+"""What a job needs of a worker and how it is retried, in the order the lists below give them."""
+
+JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
+    "name",
+    "task",
+    "parameters",
+    "priority",
+    "depends",
+    *_JOB_NEEDS_AND_RETRIES,
     "inputs",
     "outputs",
     "group",
@@ -55,13 +60,7 @@ JOB_ENTRY_FIELDS: Final[tuple[str, ...]] = (
     "task",
     "parameters",
     "priority",
-    "required_cpu",
-    "required_accelerators",
-    "required_tags",
-    "max_attempts",
-    "max_lost",
-    "retry_delay",
-    "timeout",
+    *_JOB_NEEDS_AND_RETRIES,
     "dep_ids",
     "dep_idx",
     "inputs",
