@@ -157,28 +157,27 @@ def _check_shell(template: str, pieces: list[Piece]) -> None:
             continue
         ch = item
         nxt = items[i + 1] if i + 1 < n else None
-        opened = _DOLLAR_OPENS.get(nxt) if ch == "$" and isinstance(nxt, str) else None
+        if top in _CLOSED_BY:
+            if ch == _CLOSED_BY[top]:
+                stack.pop()
+            elif ch == "\\":
+                i += 1
+            i += 1
+            continue
+        if ch == "$" and isinstance(nxt, str) and nxt in _DOLLAR_OPENS:  # in double quotes or not
+            stack.append(_DOLLAR_OPENS[nxt])
+            i += 2
+            continue
         if top == "dq":
             if ch == "\\":
                 if isinstance(nxt, Placeholder):
                     raise _refuse(template, nxt, "inside double quotes", quoting)
                 i += 2
                 continue
-            if opened:
-                stack.append(opened)
-                i += 2
-                continue
             if ch == '"':
                 stack.pop()
             elif ch == "`":
                 stack.append("bq")
-            i += 1
-            continue
-        if top in _CLOSED_BY:
-            if ch == _CLOSED_BY[top]:
-                stack.pop()
-            elif ch == "\\":
-                i += 1
             i += 1
             continue
         # plain shell words ("sh", "cmd", "paren")
@@ -200,10 +199,6 @@ def _check_shell(template: str, pieces: list[Piece]) -> None:
                     j += 1
                 j += 1
             i = j + 1
-            continue
-        if opened:
-            stack.append(opened)
-            i += 2
             continue
         if ch == '"':
             stack.append("dq")
