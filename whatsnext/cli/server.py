@@ -38,29 +38,13 @@ def cmd_server(args: argparse.Namespace) -> int:
     settings.host, settings.port = args.host, args.port
     if args.database_url:
         settings.database_url = args.database_url
-    if args.lease_seconds is not None:
-        settings.lease_seconds = args.lease_seconds
-    if args.starvation_seconds is not None:
-        settings.starvation_seconds = args.starvation_seconds
     if args.data_dir:
         settings.data_dir = Path(args.data_dir)
-    if args.max_wait is not None:
-        settings.max_wait = args.max_wait
-    if args.max_waiting_claims is not None:
-        settings.max_waiting_claims = args.max_waiting_claims
-    if args.pooler is not None:
-        settings.pooler = args.pooler
-    if args.direct_database_url:
-        settings.direct_database_url = args.direct_database_url
-    if args.max_parameters_bytes is not None:
-        settings.max_parameters_bytes = args.max_parameters_bytes
-    if args.max_body_bytes is not None:
-        settings.max_body_bytes = args.max_body_bytes
-    if args.metrics_interval is not None:
-        settings.metrics_interval = args.metrics_interval
-    for limit in ("auth_failures_per_minute", "max_streams_per_client", "max_streams"):
-        if getattr(args, limit) is not None:
-            setattr(settings, limit, getattr(args, limit))
+    for flag, _ in SETTINGS_OPTIONS:
+        name = flag[2:].replace("-", "_")
+        value = getattr(args, name)
+        if value is not None and value != "":  # an empty URL leaves the setting as it is
+            setattr(settings, name, value)
     try:
         apply_server_options(args, settings)
         serve(settings)
@@ -89,6 +73,116 @@ def apply_server_options(args: argparse.Namespace, settings: Any) -> None:
         settings.secret_parameters = tuple(args.secret_parameter)
 
 
+SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--lease-seconds",
+        {
+            "type": float,
+            "metavar": "N",
+            "help": "how long a job stays leased without a worker heartbeat (default 60)",
+        },
+    ),
+    (
+        "--starvation-seconds",
+        {
+            "type": float,
+            "metavar": "N",
+            "help": "after this long eligible, a large job stops smaller ones backfilling (default 300)",
+        },
+    ),
+    (
+        "--max-wait",
+        {
+            "type": float,
+            "metavar": "S",
+            "help": "longest wait of one claim or log follow (default: $WHATSNEXT_MAX_WAIT or 30); "
+            "a proxy in front must allow longer requests",
+        },
+    ),
+    (
+        "--max-waiting-claims",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "long-polling claims this process holds at most; past it a claim answers at once "
+            "with retry_after (default: $WHATSNEXT_MAX_WAITING_CLAIMS or 20000)",
+        },
+    ),
+    (
+        "--pooler",
+        {
+            "choices": ("session", "transaction"),
+            "help": "what is between the server and PostgreSQL: session (default: nothing, or a "
+            "session pooler) or transaction (PgBouncer in transaction mode; needs "
+            "--direct-database-url) (default: $WHATSNEXT_DATABASE_POOLER)",
+        },
+    ),
+    (
+        "--direct-database-url",
+        {
+            "metavar": "URL",
+            "help": "PostgreSQL URL that bypasses the pooler, for LISTEN and migrations "
+            "(default: $WHATSNEXT_DIRECT_DATABASE_URL)",
+        },
+    ),
+    (
+        "--max-parameters-bytes",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "largest parameters of one job, as JSON bytes (default: "
+            f"$WHATSNEXT_MAX_PARAMETERS_BYTES or {MAX_PARAMETERS_BYTES})",
+        },
+    ),
+    (
+        "--max-body-bytes",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": f"largest request body (default: $WHATSNEXT_MAX_BODY_BYTES or {MAX_BODY_BYTES})",
+        },
+    ),
+    (
+        "--metrics-interval",
+        {
+            "type": float,
+            "metavar": "S",
+            "help": "seconds between computations of the database gauges of /metrics, done by one "
+            "server at a time (default: $WHATSNEXT_METRICS_INTERVAL or 15)",
+        },
+    ),
+    (
+        "--auth-failures-per-minute",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "failed authentications one client address may make in a minute before it is "
+            "answered 429 (default: $WHATSNEXT_AUTH_FAILURES_PER_MINUTE or 30; 0: no limit)",
+        },
+    ),
+    (
+        "--max-streams-per-client",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "open streams (dashboard live updates, log follows) of one client address; past "
+            f"it, 429 (default: $WHATSNEXT_MAX_STREAMS_PER_CLIENT or {MAX_STREAMS_PER_CLIENT})",
+        },
+    ),
+    (
+        "--max-streams",
+        {
+            "type": int,
+            "metavar": "N",
+            "help": "open streams of this server, all clients together; past it, 429 "
+            f"(default: $WHATSNEXT_MAX_STREAMS or {MAX_STREAMS})",
+        },
+    ),
+)
+"""The options that override one server setting of the same name when given (default: the
+setting's own, from the environment)."""
+
+
 def register(sub: Any) -> None:
     p = tk.add(
         sub,
@@ -110,98 +204,8 @@ def register(sub: Any) -> None:
         help="PostgreSQL URL (default: $WHATSNEXT_DATABASE_URL, else the embedded database)",
     )
     p.add_argument("--data-dir", default=None, help="embedded database location (default: user data dir)")
-    p.add_argument(
-        "--lease-seconds",
-        type=float,
-        default=None,
-        metavar="N",
-        help="how long a job stays leased without a worker heartbeat (default 60)",
-    )
-    p.add_argument(
-        "--starvation-seconds",
-        type=float,
-        default=None,
-        metavar="N",
-        help="after this long eligible, a large job stops smaller ones backfilling (default 300)",
-    )
-    p.add_argument(
-        "--max-wait",
-        type=float,
-        default=None,
-        metavar="S",
-        help="longest wait of one claim or log follow (default: $WHATSNEXT_MAX_WAIT or 30); "
-        "a proxy in front must allow longer requests",
-    )
-    p.add_argument(
-        "--max-waiting-claims",
-        type=int,
-        default=None,
-        metavar="N",
-        help="long-polling claims this process holds at most; past it a claim answers at once with "
-        "retry_after (default: $WHATSNEXT_MAX_WAITING_CLAIMS or 20000)",
-    )
-    p.add_argument(
-        "--pooler",
-        choices=("session", "transaction"),
-        default=None,
-        help="what is between the server and PostgreSQL: session (default: nothing, or a session "
-        "pooler) or transaction (PgBouncer in transaction mode; needs --direct-database-url) "
-        "(default: $WHATSNEXT_DATABASE_POOLER)",
-    )
-    p.add_argument(
-        "--direct-database-url",
-        default=None,
-        metavar="URL",
-        help="PostgreSQL URL that bypasses the pooler, for LISTEN and migrations "
-        "(default: $WHATSNEXT_DIRECT_DATABASE_URL)",
-    )
-    p.add_argument(
-        "--max-parameters-bytes",
-        type=int,
-        default=None,
-        metavar="N",
-        help="largest parameters of one job, as JSON bytes (default: $WHATSNEXT_MAX_PARAMETERS_BYTES "
-        f"or {MAX_PARAMETERS_BYTES})",
-    )
-    p.add_argument(
-        "--max-body-bytes",
-        type=int,
-        default=None,
-        metavar="N",
-        help=f"largest request body (default: $WHATSNEXT_MAX_BODY_BYTES or {MAX_BODY_BYTES})",
-    )
-    p.add_argument(
-        "--metrics-interval",
-        type=float,
-        default=None,
-        metavar="S",
-        help="seconds between computations of the database gauges of /metrics, done by one server "
-        "at a time (default: $WHATSNEXT_METRICS_INTERVAL or 15)",
-    )
-    p.add_argument(
-        "--auth-failures-per-minute",
-        type=int,
-        default=None,
-        metavar="N",
-        help="failed authentications one client address may make in a minute before it is answered "
-        "429 (default: $WHATSNEXT_AUTH_FAILURES_PER_MINUTE or 30; 0: no limit)",
-    )
-    p.add_argument(
-        "--max-streams-per-client",
-        type=int,
-        default=None,
-        metavar="N",
-        help="open streams (dashboard live updates, log follows) of one client address; past it, 429 "
-        f"(default: $WHATSNEXT_MAX_STREAMS_PER_CLIENT or {MAX_STREAMS_PER_CLIENT})",
-    )
-    p.add_argument(
-        "--max-streams",
-        type=int,
-        default=None,
-        metavar="N",
-        help="open streams of this server, all clients together; past it, 429 "
-        f"(default: $WHATSNEXT_MAX_STREAMS or {MAX_STREAMS})",
-    )
+    for flag, options in SETTINGS_OPTIONS:
+        p.add_argument(flag, default=None, **options)
     p.add_argument("--log-level", default="INFO")
     add_safety_options(p)
 
