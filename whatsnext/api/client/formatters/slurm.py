@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -495,39 +496,19 @@ class SlurmFormatter(ExternalFormatter):
     ) -> Outcome:
         state = tracked.state
         code = tracked.exit_code
+        ended = functools.partial(Outcome, log_tail=log_tail, duration=duration)
         if stopped_by == "timeout" and state != "COMPLETED":
-            return Outcome(
-                status="FAILED", exit_code=code, error="timeout", log_tail=log_tail, duration=duration
-            )
+            return ended(status="FAILED", exit_code=code, error="timeout")
         if stopped_by == "cancel" and state != "COMPLETED":
-            return Outcome(
-                status="CANCELLED",
-                exit_code=code,
-                error=ctx.cancel_reason,
-                log_tail=log_tail,
-                duration=duration,
-            )
+            return ended(status="CANCELLED", exit_code=code, error=ctx.cancel_reason)
         if tracked.lost is not None:
-            return Outcome(status="FAILED", error=tracked.lost, log_tail=log_tail, duration=duration)
+            return ended(status="FAILED", error=tracked.lost)
         if state == "COMPLETED":
-            return Outcome(status="COMPLETED", exit_code=0, log_tail=log_tail, duration=duration)
+            return ended(status="COMPLETED", exit_code=0)
         if state == "CANCELLED":
-            return Outcome(
-                status="CANCELLED",
-                exit_code=code,
-                error="cancelled in SLURM (scancel)",
-                log_tail=log_tail,
-                duration=duration,
-            )
+            return ended(status="CANCELLED", exit_code=code, error="cancelled in SLURM (scancel)")
         if state == "PREEMPTED":
-            return Outcome(
-                status="FAILED",
-                exit_code=code,
-                error="preempted",
-                requeue=True,
-                log_tail=log_tail,
-                duration=duration,
-            )
+            return ended(status="FAILED", exit_code=code, error="preempted", requeue=True)
         if state == "FAILED":
             if tracked.signal:
                 error = f"killed by signal {tracked.signal}"
@@ -536,6 +517,6 @@ class SlurmFormatter(ExternalFormatter):
                 error = f"exit code {code}"
             if tracked.reason and tracked.reason != "NonZeroExitCode":
                 error += f" ({tracked.reason})"
-            return Outcome(status="FAILED", exit_code=code, error=error, log_tail=log_tail, duration=duration)
+            return ended(status="FAILED", exit_code=code, error=error)
         reason = _FAILURE_REASONS.get(state, f"SLURM job ended in state {state}")
-        return Outcome(status="FAILED", exit_code=code, error=reason, log_tail=log_tail, duration=duration)
+        return ended(status="FAILED", exit_code=code, error=reason)
