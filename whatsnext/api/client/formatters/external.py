@@ -83,6 +83,8 @@ class ExternalFormatter(Formatter):
     command: str | None
     shell: bool
     command_template: CommandTemplate
+    poll_interval: float
+    max_poll_interval: float
 
     def set_job_command(self, script: str | None, executable: str, command: str | None, shell: bool) -> None:
         """What the jobs run: exactly one of ``script`` and ``command`` (ValueError otherwise)."""
@@ -95,6 +97,13 @@ class ExternalFormatter(Formatter):
         self.command_template = CommandTemplate(
             executable=executable, script=script, template=command, shell=shell
         )
+
+    def set_poll_intervals(self, poll_interval: float, max_poll_interval: float) -> None:
+        """How often the job's state is asked for: first, and at the slowest (ValueError unless
+        ``0 < poll_interval <= max_poll_interval``)."""
+        check_poll_intervals(poll_interval, max_poll_interval)
+        self.poll_interval = poll_interval
+        self.max_poll_interval = max_poll_interval
 
 
 def one_line(text: str, limit: int = 200) -> str:

@@ -30,7 +30,6 @@ from .external import (
     ExternalFormatter,
     PollInterval,
     cancel_on_teardown,
-    check_poll_intervals,
     handle_id,
     job_environment,
     report_external,
@@ -188,7 +187,7 @@ class RUNAIFormatter(ExternalFormatter):
         if cli_version not in (1, 2):
             raise ValueError(f"cli_version must be 1 or 2, not {cli_version!r}")
         self.set_job_command(script, executable, command, shell)
-        check_poll_intervals(poll_interval, max_poll_interval)
+        self.set_poll_intervals(poll_interval, max_poll_interval)
         if isinstance(extra_args, str):
             extra_args = shlex.split(extra_args)
         self.project = project
@@ -200,8 +199,6 @@ class RUNAIFormatter(ExternalFormatter):
         self.environment = dict(environment or {})
         self.extra_args = tuple(extra_args)
         self.runai_bin = runai_bin
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max_poll_interval
         self.namespace = namespace
         self.delete_finished = delete_finished
 

@@ -36,7 +36,6 @@ from .external import (
     PollError,
     Tracked,
     cancel_on_teardown,
-    check_poll_intervals,
     handle_id,
     job_environment,
     one_line,
@@ -217,7 +216,7 @@ class SlurmFormatter(ExternalFormatter):
         self.set_job_command(script, executable, command, shell)
         if gres_flag not in ("gres", "gpus"):
             raise ValueError(f"gres_flag must be 'gres' or 'gpus', not {gres_flag!r}")
-        check_poll_intervals(poll_interval, max_poll_interval)
+        self.set_poll_intervals(poll_interval, max_poll_interval)
         if isinstance(sbatch_args, str):
             sbatch_args = shlex.split(sbatch_args)
         self.partition = partition
@@ -226,8 +225,6 @@ class SlurmFormatter(ExternalFormatter):
         self.mem = mem
         self.sbatch_args = tuple(sbatch_args)
         self.log_dir = Path(log_dir) if log_dir is not None else default_log_dir()
-        self.poll_interval = poll_interval
-        self.max_poll_interval = max_poll_interval
         self.gres_flag = gres_flag
         self.sbatch = sbatch
         self.squeue = squeue
