@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
+from typing import NotRequired
+
+from typing_extensions import TypedDict, Unpack
+
 from ..sql import S
 from .base import Row, Table
+
+
+class ProjectUpdate(TypedDict):
+    project: str
+    name: str | None
+    description: str | None
+    status: str | None
+    strict_tasks: bool | None
+
+
+class IdleQuestion(TypedDict):
+    project_id: int
+    total_cpu: int
+    total_accelerators: int
+    tags: list[str]
+    tasks: NotRequired[list[str] | None]
+    with_command: NotRequired[bool]
 
 
 class ProjectStore(Table):
@@ -18,23 +39,8 @@ class ProjectStore(Table):
         """A project (id or name) with its job counts by status; unknown: WN404."""
         return await self.one(S.project_get, project=project)
 
-    async def update(
-        self,
-        *,
-        project: str,
-        name: str | None,
-        description: str | None,
-        status: str | None,
-        strict_tasks: bool | None,
-    ) -> Row:
-        return await self.one(
-            S.project_update,
-            project=project,
-            name=name,
-            description=description,
-            status=status,
-            strict_tasks=strict_tasks,
-        )
+    async def update(self, **fields: Unpack[ProjectUpdate]) -> Row:
+        return await self.one(S.project_update, **fields)
 
     async def delete(self, *, project: str) -> None:
         await self.value(S.project_delete, project=project)
@@ -44,23 +50,6 @@ class ProjectStore(Table):
         one becomes eligible (``next_available_in``). Unknown project: WN404."""
         return await self.one(S.project_resolve, project=project)
 
-    async def idle(
-        self,
-        *,
-        project_id: int,
-        total_cpu: int,
-        total_accelerators: int,
-        tags: list[str],
-        tasks: list[str] | None = None,
-        with_command: bool = False,
-    ) -> Row:
+    async def idle(self, **question: Unpack[IdleQuestion]) -> Row:
         """What a worker that found nothing needs to decide whether to wait or to stop."""
-        return await self.one(
-            S.project_idle,
-            project_id=project_id,
-            total_cpu=total_cpu,
-            total_accelerators=total_accelerators,
-            tags=tags,
-            tasks=tasks,
-            with_command=with_command,
-        )
+        return await self.one(S.project_idle, **({"tasks": None, "with_command": False} | question))

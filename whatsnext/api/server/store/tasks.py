@@ -2,52 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 import orjson
+from typing_extensions import TypedDict, Unpack
 
 from ..sql import S
 from .base import Row, Table
 
 
+class TaskFields(TypedDict):
+    """A new task's fields: ``wn_task_create``'s parameters (``placeholders`` and ``shell`` may be left out)."""
+
+    project: str
+    name: str
+    required_cpu: int
+    required_accelerators: int
+    required_tags: list[str]
+    command: str | None
+    placeholders: NotRequired[list[str] | None]
+    shell: NotRequired[bool]
+    defaults: dict[str, Any]
+    max_attempts: int
+    max_lost: int
+    retry_delay: float
+    timeout: float | None
+    inputs: list[str]
+    outputs: list[str]
+
+
 class TaskStore(Table):
-    async def create(
-        self,
-        *,
-        project: str,
-        name: str,
-        required_cpu: int,
-        required_accelerators: int,
-        required_tags: list[str],
-        command: str | None,
-        placeholders: list[str] | None = None,
-        shell: bool = False,
-        defaults: dict[str, Any],
-        max_attempts: int,
-        max_lost: int,
-        retry_delay: float,
-        timeout: float | None,
-        inputs: list[str],
-        outputs: list[str],
-    ) -> Row:
-        return await self.one(
-            S.task_create,
-            project=project,
-            name=name,
-            required_cpu=required_cpu,
-            required_accelerators=required_accelerators,
-            required_tags=required_tags,
-            command=command,
-            placeholders=placeholders,
-            shell=shell,
-            defaults=orjson.dumps(defaults).decode(),
-            max_attempts=max_attempts,
-            max_lost=max_lost,
-            retry_delay=retry_delay,
-            timeout=timeout,
-            inputs=inputs,
-            outputs=outputs,
-        )
+    async def create(self, **fields: Unpack[TaskFields]) -> Row:
+        args: dict[str, Any] = {"placeholders": None, "shell": False, **fields}
+        args["defaults"] = orjson.dumps(args["defaults"]).decode()
+        return await self.one(S.task_create, **args)
 
     async def list(self, *, project: str) -> list[Row]:
         return await self.rows(S.task_list, project=project)

@@ -2,30 +2,24 @@
 
 from __future__ import annotations
 
+from typing_extensions import TypedDict, Unpack
+
 from ..sql import S
 from .base import Row, Table
 
 
+class TokenFields(TypedDict):
+    name: str
+    role: str
+    projects: list[int] | None
+    hash: bytes
+    created_by: str | None
+    expires_in: float | None
+
+
 class TokenStore(Table):
-    async def create(
-        self,
-        *,
-        name: str,
-        role: str,
-        projects: list[int] | None,
-        hash: bytes,
-        created_by: str | None,
-        expires_in: float | None,
-    ) -> Row:
-        return await self.one(
-            S.token_create,
-            name=name,
-            role=role,
-            projects=projects,
-            hash=hash,
-            created_by=created_by,
-            expires_in=expires_in,
-        )
+    async def create(self, **fields: Unpack[TokenFields]) -> Row:
+        return await self.one(S.token_create, **fields)
 
     async def list(self) -> list[Row]:
         return await self.rows(S.token_list)

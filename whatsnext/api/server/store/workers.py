@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
+from typing import NotRequired
+
+from typing_extensions import TypedDict, Unpack
+
 from ..sql import S
 from .base import Row, Table
 
 
+class Registration(TypedDict):
+    """A worker's registration: ``worker_register``'s parameters (``token_id`` may be left out)."""
+
+    project: str | None
+    name: str
+    entity: str
+    host: str
+    pid: int | None
+    cpu: int
+    accelerators: int
+    tags: list[str]
+    token_id: NotRequired[int | None]
+
+
 class WorkerStore(Table):
-    async def register(
-        self,
-        *,
-        project: str | None,
-        name: str,
-        entity: str,
-        host: str,
-        pid: int | None,
-        cpu: int,
-        accelerators: int,
-        tags: list[str],
-        token_id: int | None = None,
-    ) -> Row:
-        return await self.one(
-            S.worker_register,
-            project=project,
-            name=name,
-            entity=entity,
-            host=host,
-            pid=pid,
-            cpu=cpu,
-            accelerators=accelerators,
-            tags=tags,
-            token_id=token_id,
-        )
+    async def register(self, **fields: Unpack[Registration]) -> Row:
+        return await self.one(S.worker_register, **({"token_id": None} | fields))
 
     async def heartbeat(
         self, *, worker_id: int, lease_seconds: float, running: list[int] | None, grace: float
