@@ -237,3 +237,22 @@ def test_the_docs_quote_the_bounds() -> None:
         f"({_figure(limits.MAX_LOG_REQUEST)} in all in `POST /jobs/logs`), each at most "
         f"{_figure(limits.MAX_LOG_LINE)} characters." in logs
     )
+
+
+def _section(text: str, heading: str) -> str:
+    start = text.index(heading)
+    end = text.find("\n### ", start + len(heading))
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_the_api_docs_name_every_wire_field() -> None:
+    """The reference names every field of a claimed job and of a report entry."""
+    api = (DOCS / "api.md").read_text()
+    claim = _section(api, "### `POST /projects/{project}/claim`")
+    missing = [f for f in wire.CLAIMED_JOB_FIELDS if not re.search(rf"\b{f}\b", claim)]
+    assert not missing, f"claimed-job fields the claim's reference does not name: {missing}"
+    for field in wire.CLAIM_REQUEST_FIELDS:
+        assert f"`{field}`" in claim, f"claim request field {field} is not in the table"
+    reports = _section(api, "### `POST /jobs/reports`")
+    missing = [f for f in wire.REPORT_FIELDS if f'"{f}"' not in reports]
+    assert not missing, f"report fields the reference does not name: {missing}"
