@@ -18,7 +18,9 @@
 -- With p_token (a worker token's id), only the jobs that workers registered with that token hold
 -- change; the others answer 403, checked under the same locks as the changes.
 -- Returns one row per entry, in input order: (ord, id, code, status, message, project_name,
--- task_name, changed); changed says this call ended the attempt (for the server's metrics).
+-- task_name, changed); changed says this call ended the entry's attempt (for the server's metrics).
+-- Entries are judged each on its own (job, attempt): an old attempt's report beside the current
+-- one's answers 409 and never keeps the current one from applying.
 CREATE OR REPLACE FUNCTION wn_end_attempts(p_changes jsonb, p_actor text DEFAULT NULL,
                                            p_token bigint DEFAULT NULL)
 RETURNS TABLE (ord bigint, id bigint, code integer, status text, message text, project_name text,
@@ -45,13 +47,16 @@ BEGIN
                                 WHERE j.id = (e->>'id')::bigint AND w.token_id = p_token));
     END IF;
 
+    -- One entry per job changes it: the one for the job's running attempt (a batch may also hold
+    -- a report of an older attempt, which is answered 409 below), else the first.
     WITH src AS (
         SELECT DISTINCT ON (x.id) x.*
           FROM jsonb_array_elements(p_changes) WITH ORDINALITY AS e(doc, n)
          CROSS JOIN LATERAL jsonb_to_record(e.doc) AS x(
                    id bigint, attempt integer, outcome text, exit_code integer, result jsonb,
                    error text, log text, duration double precision, retryable boolean)
-         ORDER BY x.id, e.n
+          LEFT JOIN jobs cur ON cur.id = x.id
+         ORDER BY x.id, (cur.status = 'RUNNING' AND cur.attempt = x.attempt) DESC NULLS LAST, e.n
     ), dec AS (
         SELECT s.*, j.project_id, j.name AS job_name, j.worker_id, j.lost, j.max_lost,
                t.new_status,
@@ -191,7 +196,7 @@ BEGIN
                               x.attempt, x.id, j.last_outcome, x.outcome)
                 ELSE format('stale report: job %s is %s at attempt %s, the report is for attempt %s',
                             x.id, j.status, j.attempt, x.attempt) END,
-           p.name, t.name, x.id = ANY (v_ids)
+           p.name, t.name, x.id = ANY (v_ids) AND j.attempt = x.attempt
       FROM jsonb_array_elements(p_changes) WITH ORDINALITY AS e(doc, n)
      CROSS JOIN LATERAL jsonb_to_record(e.doc) AS x(id bigint, attempt integer, outcome text)
       LEFT JOIN jobs j ON j.id = x.id

@@ -117,3 +117,36 @@ async def test_queueing_one_job_is_one_statement_answering_as_get_shows_the_job(
     ]
     text = await (await client.get("/metrics")).text()
     assert f'whatsnext_jobs_submitted_total{{project="{name}"}} 3.0' in text
+
+
+async def test_a_batch_with_an_old_and_the_current_attempt_applies_the_current(
+    client: TestClient, database_url: str
+) -> None:
+    """After a lease expiry the job is handed out again; a batch that reports both attempts
+    applies the current one (200) and answers the old one 409, in their places."""
+    import asyncpg
+
+    _, job = await project_with_running_job(client)
+    name = (await call(client, "GET", f"/jobs/{job['id']}"))[1]["project"]
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE jobs SET lease_expires_at = now() - interval '1 second' WHERE id = $1", job["id"]
+        )
+        await conn.fetchval("SELECT wn_reap(1000)")
+    finally:
+        await conn.close()
+    status, out = await call(client, "POST", f"/projects/{name}/claim", {"worker_name": "w2"})
+    assert status == 200 and [j["id"] for j in out["jobs"]] == [job["id"]]
+    current = out["jobs"][0]["attempt"]
+    assert current == job["attempt"] + 1
+    batch = [
+        {"id": job["id"], "attempt": job["attempt"], "status": "COMPLETED"},
+        {"id": job["id"], "attempt": current, "status": "COMPLETED"},
+    ]
+    status, out = await call(client, "POST", "/jobs/reports", batch)
+    assert status == 200
+    assert [(r["code"], r["status"]) for r in out["results"]] == [(409, "COMPLETED"), (200, "COMPLETED")]
+    events = (await call(client, "GET", f"/jobs/{job['id']}/events"))[1]["events"]
+    assert [e["status"] for e in events][-1] == "COMPLETED"
+    assert [e["status"] for e in events].count("COMPLETED") == 1
