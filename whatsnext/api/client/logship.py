@@ -135,16 +135,17 @@ class LogShipper:
 
         def on_output(line: str) -> None:
             if self._loop is not None and threading.get_ident() != self._thread:
-                self._loop.call_soon_threadsafe(self.write, job_id, line)
+                self._loop.call_soon_threadsafe(self.write, job_id, line, attempt)
             else:
-                self.write(job_id, line)
+                self.write(job_id, line, attempt)
 
         return on_output
 
-    def write(self, job_id: int, line: str) -> None:
-        """Buffer one line of a job (call on the event loop's thread; ``open`` first)."""
+    def write(self, job_id: int, line: str, attempt: int | None = None) -> None:
+        """Buffer one line of a job (call on the event loop's thread; ``open`` first). A line of
+        another attempt than the one collected (an older one still stopping) is dropped."""
         buf = self._jobs.get(job_id)
-        if buf is None or buf.dead or self.disabled:
+        if buf is None or buf.dead or self.disabled or (attempt is not None and attempt != buf.attempt):
             return
         line = clean_line(line, self.max_line_chars)
         buf.lines.append(line)
@@ -193,14 +194,15 @@ class LogShipper:
 
     # ------------------------------------------------------------ flushing
 
-    async def finish(self, job_id: int, timeout: float = 10.0) -> None:
+    async def finish(self, job_id: int, timeout: float = 10.0, attempt: int | None = None) -> None:
         """The job ended: send its buffered lines now and wait (at most ``timeout``) for the server.
 
         Returns early when the server cannot be reached: the lines stay buffered and are retried
-        in the background, so a report is never held up by an outage. Never raises.
+        in the background, so a report is never held up by an outage. Never raises. With
+        ``attempt``: only if that attempt's lines are the ones collected.
         """
         buf = self._jobs.get(job_id)
-        if buf is None:
+        if buf is None or (attempt is not None and attempt != buf.attempt):
             return
         buf.finished = True
         if buf.dead or not (buf.lines or buf.dropped):

@@ -62,6 +62,8 @@ class Running:
     ctx: RunContext
     gpu_ids: list[str]
     started: float
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the attempt has stopped and given its capacity back."""
 
 
 def job_spec(data: ClaimedJob) -> JobSpec:
@@ -121,11 +123,23 @@ class Runner:
         self.logs = logs
         self.artifacts = artifacts
         self._external_reports: set[asyncio.Task[None]] = set()
-        self._started_posts: dict[int, list[asyncio.Task[None]]] = {}
-        """Per running job, its ``started`` posts: its report waits for them (else they are stale)."""
+        self._started_posts: dict[tuple[int, int], list[asyncio.Task[None]]] = {}
+        """Per running attempt, its ``started`` posts: its report waits for them (else they are stale)."""
 
     def start(self, jobs: asyncio.TaskGroup, data: ClaimedJob) -> None:
         spec = job_spec(data)
+        previous = self.running.get(spec.id)
+        if previous is not None:
+            # Handed back a job whose older attempt still runs here (its lease ran out while this
+            # worker could not renew it): that attempt stops before this one starts, so two
+            # attempts of one job never run at once. Its report will be refused as stale.
+            log.warning(
+                "job handed back while an older attempt runs here: stopping that one first",
+                job=spec.id,
+                attempt=spec.attempt,
+                older=previous.spec.attempt,
+            )
+            previous.ctx.request_cancel("superseded by a newer attempt")
         gpu_ids = self.capacity.take(spec.required_cpu, spec.required_accelerators)
         spec.gpu_ids = gpu_ids
         env = {
@@ -142,12 +156,13 @@ class Runner:
         on_output = self.logs.open(spec.id, spec.attempt) if self.logs is not None else None
         ctx = RunContext(env=env, on_output=on_output, timeout=spec.timeout, grace=self.grace)
         ctx.on_external = lambda handle: self._record_external(spec, handle)
-        self.running[spec.id] = Running(spec, ctx, gpu_ids, time.monotonic())
+        entry = Running(spec, ctx, gpu_ids, time.monotonic())
+        self.running[spec.id] = entry
         self.reporter.unacknowledged.add((spec.id, spec.attempt))
         log.info("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
         if _numeric(gpu_ids):
             self._record_external(spec, None)  # which GPUs this attempt got, for its history
-        jobs.create_task(self._run_one(spec, ctx))
+        jobs.create_task(self._run_one(entry, previous))
 
     def cancel(self, job_ids: list[int]) -> None:
         """Stop the jobs cancelled on the server (from a heartbeat's answer)."""
@@ -166,7 +181,7 @@ class Runner:
         )
         self._external_reports.add(task)
         task.add_done_callback(self._external_reports.discard)
-        self._started_posts.setdefault(spec.id, []).append(task)
+        self._started_posts.setdefault((spec.id, spec.attempt), []).append(task)
 
     async def _post_external(
         self, job_id: int, attempt: int, handle: str | None, gpus: list[int] | None, tries: int = 8
@@ -187,9 +202,12 @@ class Runner:
                 log.warning("external handle refused", job=job_id, handle=handle, error=str(exc))
                 return
 
-    async def _run_one(self, spec: JobSpec, ctx: RunContext) -> None:
+    async def _run_one(self, entry: Running, previous: Running | None = None) -> None:
+        spec, ctx = entry.spec, entry.ctx
         started = time.monotonic()
         try:
+            if previous is not None:
+                await previous.ended.wait()  # the older attempt of this job has stopped
             # A lost earlier attempt may still run elsewhere: cancel it first (one run per attempt).
             for handle in spec.previous_external_ids:
                 log.info("cancelling the external job of a lost attempt", job=spec.id, handle=handle)
@@ -202,17 +220,18 @@ class Runner:
                 log_tail="".join(traceback.format_exception(exc))[-ctx.tail_bytes :],
             )
         finally:
-            running = self.running.pop(spec.id, None)
-            if running is not None:
-                self.capacity.give(spec.required_cpu, running.gpu_ids)
+            if self.running.get(spec.id) is entry:
+                del self.running[spec.id]
+            self.capacity.give(spec.required_cpu, entry.gpu_ids)
+            entry.ended.set()
             self.slot_freed.set()
         if outcome.duration is None:
             outcome.duration = time.monotonic() - started
         if self.artifacts is not None and (spec.inputs or spec.outputs):
             await self.artifacts.record(spec, ctx)  # never raises
         if self.logs is not None:
-            await self.logs.finish(spec.id)  # the lines reach the server before the report
-        posts = self._started_posts.pop(spec.id, None)
+            await self.logs.finish(spec.id, attempt=spec.attempt)  # the lines reach the server first
+        posts = self._started_posts.pop((spec.id, spec.attempt), None)
         if posts:
             await asyncio.wait(posts, timeout=30)  # how it started reaches the server before how it ended
         status = outcome.status
