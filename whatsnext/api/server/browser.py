@@ -27,6 +27,9 @@ _TRUSTED_PEER: Any = (
     web.RequestKey("whatsnext.trusted_peer", bool) if hasattr(web, "RequestKey") else "wn_trusted_peer"
 )
 """Whether the request's peer is a trusted proxy, worked out once per request."""
+_CLIENT_ADDRESS: Any = (
+    web.RequestKey("whatsnext.client_address", str) if hasattr(web, "RequestKey") else "wn_client_address"
+)
 
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
@@ -133,7 +136,15 @@ def _forwarded(request: web.Request, name: str) -> str | None:
 
 def client_address(request: web.Request) -> str:
     """The client's address: the TCP peer's, or behind a trusted proxy the last address in
-    ``X-Forwarded-For`` that is not itself a trusted proxy (what the client could not forge)."""
+    ``X-Forwarded-For`` that is not itself a trusted proxy (what the client could not forge).
+    Worked out once per request (the limits ask for it before and after a token's look-up)."""
+    found = request.get(_CLIENT_ADDRESS)
+    if found is None:
+        found = request[_CLIENT_ADDRESS] = _client_address(request)
+    return str(found)
+
+
+def _client_address(request: web.Request) -> str:
     peer = peer_address(request)
     if not from_trusted_proxy(request):
         return peer
