@@ -11,15 +11,14 @@ pass around. :class:`NotifyHub` puts them together for the app.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
 
 import structlog
+from typing_extensions import Unpack
 
 from .events import CHANNEL, CLOSED, FINISHED, LOOK, Handed, JobsEvent, Wakeup
 from .handoff import HandOff
 from .listener import Listener
-from .waiters import Waiter, Waiters
+from .waiters import Waiter, Waiters, WaitFor
 
 log = structlog.get_logger("whatsnext.notify")
 
@@ -98,17 +97,7 @@ class NotifyHub:
         self.waiters.wake_all(LOOK)
 
     async def wait(
-        self,
-        project_id: int,
-        timeout: float,
-        *,
-        cpu: int = 0,
-        gpus: int = 0,
-        tags: frozenset[str] = frozenset(),
-        idle: bool = False,
-        key: str | None = None,
-        claim: Callable[[], dict[str, Any]] | None = None,
-        gone: Callable[[], bool] | None = None,
+        self, project_id: int, timeout: float, *, key: str | None = None, **claim_of: Unpack[WaitFor]
     ) -> Wakeup:
         """Wait for a wake-up for a job this claim could take (``cpu``/``gpus`` free, ``tags``):
         the event, CLOSED at shutdown, FINISHED (with ``idle``) when a job of the project
@@ -116,6 +105,4 @@ class NotifyHub:
         ``wn_claim`` arguments), a submission on this server may run the claim in its own transaction: then
         :class:`Handed` with the jobs it took. ``key``: the project's name as the claim gave it."""
         self.handoff.remember(key, project_id)
-        return await self.waiters.wait(
-            project_id, timeout, cpu=cpu, gpus=gpus, tags=tags, idle=idle, claim=claim, gone=gone
-        )
+        return await self.waiters.wait(project_id, timeout, **claim_of)

@@ -15,7 +15,25 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from typing_extensions import TypedDict, Unpack
+
 from .events import CLOSED, FINISHED, LOOK, Handed, JobsEvent, Wakeup
+
+
+class WaitFor(TypedDict, total=False):
+    """What a waiting claim could take and how it is answered (every key may be left out)."""
+
+    cpu: int
+    """Free CPUs (default 0)."""
+    gpus: int
+    """Free GPUs (default 0)."""
+    tags: frozenset[str]
+    idle: bool
+    """Also wake when a job of the project finishes."""
+    claim: Callable[[], dict[str, Any]] | None
+    """Gives the claim's ``wn_claim`` arguments, for a submission to run it on its behalf."""
+    gone: Callable[[], bool] | None
+    """Whether the claim's client went away."""
 
 
 @dataclass(eq=False, slots=True)
@@ -103,19 +121,11 @@ class Waiters:
             return len(self.queues.get(project_id, ()))
         return self._waiting
 
-    async def wait(
-        self,
-        project_id: int,
-        timeout: float,
-        *,
-        cpu: int = 0,
-        gpus: int = 0,
-        tags: frozenset[str] = frozenset(),
-        idle: bool = False,
-        claim: Callable[[], dict[str, Any]] | None = None,
-        gone: Callable[[], bool] | None = None,
-    ) -> Wakeup:
+    async def wait(self, project_id: int, timeout: float, **claim_of: Unpack[WaitFor]) -> Wakeup:
         """Wait for a wake-up for a job this claim could take (see :meth:`NotifyHub.wait`)."""
+        cpu, gpus = claim_of.get("cpu", 0), claim_of.get("gpus", 0)
+        tags, idle = claim_of.get("tags", frozenset()), claim_of.get("idle", False)
+        claim, gone = claim_of.get("claim"), claim_of.get("gone")
         if self.closing:
             return CLOSED
         waiter = Waiter(
