@@ -29,6 +29,8 @@ class ClaimRequest(TypedDict, total=False):
     idle_summary: bool
     tasks: list[str] | None
     with_command: bool
+    projects: list[str] | None
+    all_projects: bool
 
 
 class ClaimedJob(TypedDict):
@@ -53,6 +55,8 @@ class ClaimedJob(TypedDict):
     command: str | None
     defaults: dict[str, Any] | None
     shell: bool
+    project: str
+    """The job's project (a worker may serve several)."""
 
 
 class ReportEntry(TypedDict):

@@ -48,6 +48,18 @@ class ClaimRequest(Strict):
     with_command: bool = Field(
         False, description="Only jobs whose task has a command template (a worker that runs the task's)."
     )
+    projects: list[Name] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_LIST,
+        description="`POST /claim` only: the projects (names or ids) to claim from, shared between "
+        "them by fair share.",
+    )
+    all_projects: bool = Field(
+        False,
+        description="`POST /claim` only: claim from every project the token may work on (without "
+        "--auth, every project), looked up at each claim.",
+    )
 
 
 class ClaimedJob(BaseModel):
@@ -74,6 +86,7 @@ class ClaimedJob(BaseModel):
     command: str | None = Field(None, description="The task's command template, if it has one.")
     defaults: dict[str, Any] = Field(default_factory=dict, description="The task's default parameters.")
     shell: bool = Field(False, description="The task's command is a /bin/sh command line.")
+    project: str = Field(description="The job's project (a worker may serve several).")
 
 
 class IdleSummary(BaseModel):
