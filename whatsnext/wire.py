@@ -143,6 +143,17 @@ def wn_claim_json(project_id: int, args: ClaimArgs) -> dict[str, Any]:
     return {"project_id": project_id, **{param: values[name] for param, name in WN_CLAIM_PARAMETERS.items()}}
 
 
+def wn_pool_claim_json(projects: tuple[int, ...] | None, args: ClaimArgs) -> dict[str, Any]:
+    """As :func:`wn_claim_json`, for a claim of several projects (``projects``: their ids; None:
+    every project), which a submission runs as ``wn_claim_pool``."""
+    values: dict[str, Any] = dict(args)
+    return {
+        "pool": True,
+        "projects": None if projects is None else list(projects),
+        **{param: values[name] for param, name in WN_CLAIM_PARAMETERS.items()},
+    }
+
+
 __all__ = [
     "ATTEMPT_END_FIELDS",
     "CLAIMED_JOB_FIELDS",
@@ -156,4 +167,5 @@ __all__ = [
     "ClaimedJob",
     "ReportEntry",
     "wn_claim_json",
+    "wn_pool_claim_json",
 ]

@@ -1,8 +1,12 @@
 -- name: worker_register
-INSERT INTO workers (project_id, name, entity, host, pid, cpu, accelerators, tags, token_id)
-VALUES (CASE WHEN :project::text IS NULL THEN NULL ELSE wn_project_id(:project) END, :name, :entity,
-        :host, :pid, :cpu, :accelerators, :tags, :token_id)
-RETURNING id, project_id, name, entity, host, pid, cpu, accelerators, tags, status, registered_at, last_seen;
+-- A worker of one project (:project), of several (:project_ids) or of all its token's (:all_projects).
+INSERT INTO workers (project_id, project_ids, all_projects, name, entity, host, pid, cpu, accelerators,
+                     tags, token_id)
+VALUES (CASE WHEN :project::text IS NULL THEN NULL ELSE wn_project_id(:project) END,
+        :project_ids::bigint[], :all_projects, :name, :entity, :host, :pid, :cpu, :accelerators, :tags,
+        :token_id)
+RETURNING id, project_id, project_ids, all_projects, name, entity, host, pid, cpu, accelerators, tags,
+          status, registered_at, last_seen;
 
 -- name: worker_heartbeat
 -- Extend the worker's leases; the ids of its jobs to cancel.
@@ -13,15 +17,20 @@ SELECT wn_heartbeat(:worker_id, :lease_seconds, :running, :grace);
 SELECT wn_deregister(:worker_id);
 
 -- name: worker_list
-SELECT w.id, w.project_id, w.name, w.entity, w.host, w.pid, w.cpu, w.accelerators, w.tags, w.status,
+SELECT w.id, w.project_id,
+       CASE WHEN :projects::bigint[] IS NULL THEN w.project_ids
+            ELSE ARRAY(SELECT x FROM unnest(w.project_ids) x WHERE x = ANY (:projects::bigint[]) ORDER BY x)
+       END AS project_ids,
+       w.all_projects, w.name, w.entity, w.host, w.pid, w.cpu, w.accelerators, w.tags, w.status,
        w.registered_at, w.last_seen,
        coalesce(array_agg(j.id ORDER BY j.id) FILTER (WHERE j.id IS NOT NULL), '{}') AS running,
        coalesce(sum(j.required_cpu), 0)::int AS used_cpu,
        coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators
   FROM workers w LEFT JOIN jobs j ON j.worker_id = w.id AND j.status = 'RUNNING'
- WHERE (:project::text IS NULL OR w.project_id = wn_project_id(:project))
+ WHERE (:project::text IS NULL OR w.project_id = wn_project_id(:project)
+        OR wn_project_id(:project) = ANY (w.project_ids) OR w.all_projects)
    AND (:status::text IS NULL OR w.status = :status)
-   AND (:projects::bigint[] IS NULL OR w.project_id = ANY(:projects))
+   AND (:projects::bigint[] IS NULL OR w.project_id = ANY(:projects) OR w.project_ids && :projects)
  GROUP BY w.id ORDER BY w.id;
 
 -- name: reap

@@ -97,12 +97,19 @@ class NotifyHub:
         self.waiters.wake_all(LOOK)
 
     async def wait(
-        self, project_id: int, timeout: float, *, key: str | None = None, **claim_of: Unpack[WaitFor]
+        self,
+        projects: int | tuple[int, ...] | None,
+        timeout: float,
+        *,
+        keys: dict[str, int] | None = None,
+        **claim_of: Unpack[WaitFor],
     ) -> Wakeup:
-        """Wait for a wake-up for a job this claim could take (``cpu``/``gpus`` free, ``tags``):
-        the event, CLOSED at shutdown, FINISHED (with ``idle``) when a job of the project
-        finished, LOOK after a reconnect, None on timeout. With ``claim`` (what gives its
-        ``wn_claim`` arguments), a submission on this server may run the claim in its own transaction: then
-        :class:`Handed` with the jobs it took. ``key``: the project's name as the claim gave it."""
-        self.handoff.remember(key, project_id)
-        return await self.waiters.wait(project_id, timeout, **claim_of)
+        """Wait for a wake-up for a job this claim could take (``cpu``/``gpus`` free, ``tags``) in
+        ``projects`` (a project's id, several, or None: every project): the event, CLOSED at
+        shutdown, FINISHED (with ``idle``) when a job of one of them finished, LOOK after a
+        reconnect, None on timeout. With ``claim`` (what gives its ``wn_claim`` arguments), a
+        submission on this server may run the claim in its own transaction: then :class:`Handed`
+        with the jobs it took. ``keys``: the projects' names as the claim gave them, with their ids."""
+        for key, project_id in (keys or {}).items():
+            self.handoff.remember(key, project_id)
+        return await self.waiters.wait(projects, timeout, **claim_of)

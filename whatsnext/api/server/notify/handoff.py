@@ -9,7 +9,7 @@ claim of its own. A claim that took nothing goes back in line (:meth:`HandOff.ta
 from __future__ import annotations
 
 from .events import CLOSED, LOOK
-from .waiters import Waiter, Waiters
+from .waiters import ANY, Waiter, Waiters
 
 
 class HandOff:
@@ -26,28 +26,29 @@ class HandOff:
             self._project_ids[key] = project_id
 
     def offer(self, project: str) -> Waiter | None:
-        """The first claim waiting for jobs of ``project`` (its name or id) whose arguments a
-        submission may run, taken out of the queue until :meth:`take_back` (or its hand-off)."""
+        """The first claim waiting for jobs of ``project`` (its name or id), or of every project,
+        whose arguments a submission may run, set aside (neither woken nor offered again) until
+        :meth:`take_back` (or its hand-off)."""
         project_id = (
             int(project) if project.isascii() and project.isdigit() else self._project_ids.get(project)
         )
         queues = self._waiters.queues
-        queue = queues.get(project_id) if project_id is not None else None
-        if not queue:
-            return None
-        for i, waiter in enumerate(queue):
-            if waiter.claim is None or waiter.future.done() or (waiter.gone is not None and waiter.gone()):
-                continue
-            del queue[i]
-            if not queue:
-                queues.pop(project_id, None)  # type: ignore[arg-type]
-            waiter.offered = self._waiters.generation
-            return waiter
+        for key in (project_id, ANY) if project_id is not None else (ANY,):
+            for waiter in queues.get(key, ()):
+                if (
+                    waiter.claim is None
+                    or waiter.offered >= 0
+                    or waiter.future.done()
+                    or (waiter.gone is not None and waiter.gone())
+                ):
+                    continue
+                waiter.offered = self._waiters.generation
+                return waiter
         return None
 
     def take_back(self, waiter: Waiter) -> None:
-        """A waiter offered to a submission whose claim took nothing: it waits again, first in
-        line, or answers now when its wait ran out, the server closes, or a notification came
+        """A waiter offered to a submission whose claim took nothing: it waits again, in its
+        place, or answers now when its wait ran out, the server closes, or a notification came
         meanwhile (it looks again)."""
         generation, waiter.offered = waiter.offered, -1
         if waiter.future.done():
@@ -59,5 +60,3 @@ class HandOff:
             waiter.future.set_result(CLOSED)
         elif generation != waiters.generation:
             waiter.future.set_result(LOOK)
-        else:
-            waiters.queues.setdefault(waiter.project_id, []).insert(0, waiter)

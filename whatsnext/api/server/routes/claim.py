@@ -1,58 +1,98 @@
-"""The hot path: claim (with long-poll) and reports."""
+"""The hot path: claims (with long-poll), of one project or of several (fair share between them)."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import orjson
-import pydantic
 from aiohttp import web
 
-from ....limits import MAX_REPORTS
-from ....models import outcome_of
-from ....wire import AttemptEnd, ClaimArgs, wn_claim_json
+from ....wire import ClaimArgs, wn_claim_json, wn_pool_claim_json
 from ..config import Settings
-from ..errors import bad_request, invalid, validation_details
-from ..http import MAX_ID, actor, attempt_answer, client_gone, json_response, parse_body, path_id
+from ..errors import invalid
+from ..http import client_gone, json_response, parse_body
 from ..keys import hub_key, settings_key, store_key
 from ..metrics import Metrics, metrics_key
 from ..notify import CLOSED, FINISHED, Handed, Wakeup
 from ..roles import Rule
-from ..schemas import (
-    ClaimRequest,
-    ClaimResponse,
-    CompleteRequest,
-    FailRequest,
-    Report,
-    ReportBatch,
-    ReportBatchOut,
-    ReportOut,
-    StartedRequest,
-    suspicious,
-)
+from ..schemas import ClaimRequest, ClaimResponse
+from ..sharing import resolve_pool
 from ..store import Store
-from ..tokens import principal, worker_token
-from .table import OWN_ATTEMPT, routes
+from ..tokens import principal
+from .table import routes
 
 workers = routes.section("workers")
 
 EMPTY = b'{"jobs":[]}'
 WAITING_FULL_RETRY = 5
 """Seconds a claim refused for lack of room to wait is asked to wait before it asks again."""
+NO_IDLE: dict[str, Any] = {"pending": 0, "running": 0, "delayed": 0, "runnable": False, "unfit": None}
 
 
-async def _nothing(
-    store: Store, key: str, project_id: int | None, idle: bool, body: ClaimRequest
-) -> web.Response:
-    """The answer when there is nothing to hand out (with what is pending and running, if asked)."""
-    if not idle:
-        return web.Response(body=EMPTY, content_type="application/json")
-    if project_id is None:
-        project_id = (await store.projects.resolve(project=key))["id"]
-    row = await _idle(store, project_id, body)
-    return json_response({"jobs": [], "idle": row})
+@dataclass(slots=True)
+class Target:
+    """What a claim takes jobs from: one project (``key``, as the path names it; its id once
+    looked up) or several (``pool``: ``ids``, None for every project, and the names the claim
+    gave with their ids)."""
+
+    key: str | None = None
+    project_id: int | None = None
+    pool: bool = False
+    ids: tuple[int, ...] | None = None
+    names: dict[str, int] = field(default_factory=dict)
+
+    async def claim(self, store: Store, args: ClaimArgs) -> list[dict[str, Any]]:
+        if self.pool:
+            return await store.sharing.claim(projects=None if self.ids is None else list(self.ids), args=args)
+        return await store.jobs.claim(project=self.key or "", args=args)
+
+    async def next_available_in(self, store: Store) -> float | None:
+        """Seconds until a delayed job becomes eligible (and the project's id, looked up once)."""
+        if self.pool:
+            return await store.sharing.next_available_in(
+                projects=None if self.ids is None else list(self.ids)
+            )
+        info = await store.projects.resolve(project=self.key or "")
+        self.project_id = info["id"]
+        return info["next_available_in"]
+
+    async def idle(self, store: Store, body: ClaimRequest) -> dict[str, Any]:
+        """What is pending and running (for a worker that stops when its projects are done)."""
+        if not self.pool:
+            if self.project_id is None:
+                self.project_id = (await store.projects.resolve(project=self.key or ""))["id"]
+            return await _idle(store, self.project_id, body)
+        busy = await store.sharing.busy(projects=None if self.ids is None else list(self.ids))
+        total = dict(NO_IDLE)
+        for project_id in busy:
+            row = await _idle(store, project_id, body)
+            for count in ("pending", "running", "delayed"):
+                total[count] += row[count]
+            total["runnable"] = total["runnable"] or row["runnable"]
+            total["unfit"] = total["unfit"] or row["unfit"]
+        return total
+
+    def waits_on(self) -> int | tuple[int, ...] | None:
+        return self.ids if self.pool else self.project_id
+
+    def claim_json(self, args: ClaimArgs) -> dict[str, Any]:
+        if self.pool:
+            return wn_pool_claim_json(self.ids, args)
+        return wn_claim_json(self.project_id or 0, args)
+
+    async def claimed(self, request: web.Request, rows: list[dict[str, Any]], lease: float) -> None:
+        metrics = request.app[metrics_key]
+        if not self.pool:
+            await metrics.jobs_claimed(request, self.key or "", rows, lease)
+            return
+        by_project: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_project.setdefault(row["project"], []).append(row)
+        for project, its in by_project.items():
+            await metrics.jobs_claimed(request, project, its, lease)
 
 
 async def _idle(store: Store, project_id: int, body: ClaimRequest) -> dict[str, Any]:
@@ -64,6 +104,13 @@ async def _idle(store: Store, project_id: int, body: ClaimRequest) -> dict[str, 
         tasks=body.tasks,
         with_command=body.with_command,
     )
+
+
+async def _nothing(store: Store, target: Target, body: ClaimRequest) -> web.Response:
+    """The answer when there is nothing to hand out (with what is pending and running, if asked)."""
+    if not body.idle_summary:
+        return web.Response(body=EMPTY, content_type="application/json")
+    return json_response({"jobs": [], "idle": await target.idle(store, body)})
 
 
 def claim_actor(request: web.Request) -> str | None:
@@ -110,12 +157,36 @@ def _total_accelerators(body: ClaimRequest) -> int:
 )
 async def claim(request: web.Request) -> web.Response:
     body = await parse_body(request, ClaimRequest)
+    if body.projects is not None or body.all_projects:
+        field_name = "projects" if body.projects is not None else "all_projects"
+        raise invalid(
+            f"{field_name} is for POST /claim: this claim takes jobs of the project in its path", field_name
+        )
+    return await _serve(request, body, Target(key=request.match_info["project"]))
+
+
+@workers.post(
+    "/claim",
+    "Claim eligible jobs of several projects (`projects`, or `all_projects`), shared between them by "
+    "fair share; long-polls up to `wait` seconds",
+    rule=Rule("work", "pool", unmasked=True),
+    body=ClaimRequest,
+    response=ClaimResponse,
+    errors=(400, 403, 404, 422),
+)
+async def claim_pool(request: web.Request) -> web.Response:
+    body = await parse_body(request, ClaimRequest)
+    pool = await resolve_pool(request, body.projects, body.all_projects, principal(request))
+    return await _serve(request, body, Target(pool=True, ids=pool.ids, names=pool.keys))
+
+
+async def _serve(request: web.Request, body: ClaimRequest, target: Target) -> web.Response:
+    """Claim; when nothing fits, wait (up to ``wait``) for a notification that something might,
+    and claim again."""
     app = request.app
     store, hub, settings = app[store_key], app[hub_key], app[settings_key]
-    key = request.match_info["project"]
     loop = asyncio.get_running_loop()
     deadline = loop.time() + min(body.wait, settings.max_wait)
-    project_id: int | None = None
     tags = frozenset(body.tags)
     args = claim_args(body, settings, claim_actor(request))
     woken: Wakeup = None
@@ -126,26 +197,25 @@ async def claim(request: web.Request) -> web.Response:
             hub.hand_on(woken)
             return web.Response(body=EMPTY, content_type="application/json")
         generation = hub.generation
-        rows = await store.jobs.claim(project=key, args=args)
+        rows = await target.claim(store, args)
         if rows:
-            await app[metrics_key].jobs_claimed(request, key, rows, settings.lease_seconds)
+            await target.claimed(request, rows, settings.lease_seconds)
             return json_response({"jobs": rows})
         # Found nothing although woken: another claim (here or on another server) was faster.
         # The wake-up is not passed on: each server woke its own fitting waiter for that job.
         woken = None
         remaining = deadline - loop.time()
         if remaining <= 0 or hub.closing:
-            return await _nothing(store, key, project_id, body.idle_summary, body)
-        info = await store.projects.resolve(project=key)
-        project_id = info["id"]
+            return await _nothing(store, target, body)
         timeout = remaining
-        if info["next_available_in"] is not None:
-            timeout = max(0.0, min(timeout, info["next_available_in"] + 0.005))
+        next_available_in = await target.next_available_in(store)
+        if next_available_in is not None:
+            timeout = max(0.0, min(timeout, next_available_in + 0.005))
         if hub.generation != generation:
             woken = None
             continue  # something changed while we looked: look again before sleeping
         if body.idle_summary:
-            idle = await _idle(store, project_id, body)
+            idle = await target.idle(store, body)
             if not idle["running"] and not idle["runnable"]:
                 # Nothing runs and nothing this worker could take: waiting would change nothing.
                 return json_response({"jobs": [], "idle": idle})
@@ -160,15 +230,16 @@ async def claim(request: web.Request) -> web.Response:
                 headers={"Retry-After": str(WAITING_FULL_RETRY)},
             )
         Metrics.claim_waits(request)
+        keys = target.names if target.pool else {target.key or "": target.project_id or 0}
         woken = await hub.wait(
-            project_id,
+            target.waits_on(),
             timeout,
             cpu=body.free_cpu,
             gpus=body.free_accelerators,
             tags=tags,
             idle=body.idle_summary,
-            key=key,
-            claim=partial(wn_claim_json, project_id, args),
+            keys=keys,
+            claim=partial(target.claim_json, args),
             gone=partial(client_gone, request),
         )
         if isinstance(woken, Handed):
@@ -176,169 +247,13 @@ async def claim(request: web.Request) -> web.Response:
             if client_gone(request):
                 await store.jobs.release_unread(woken.rows)
                 return web.Response(body=EMPTY, content_type="application/json")
-            await app[metrics_key].jobs_claimed(request, key, woken.rows, settings.lease_seconds)
+            await target.claimed(request, woken.rows, settings.lease_seconds)
             return json_response({"jobs": woken.rows})
         if woken is CLOSED:
-            return await _nothing(store, key, project_id, body.idle_summary, body)
+            return await _nothing(store, target, body)
         if woken is None and timeout >= remaining:
             # The whole wait passed without a wake-up for a job this claim could take: looking
             # again would find nothing (a missed notification wakes every waiter at reconnect).
-            return await _nothing(store, key, project_id, body.idle_summary, body)
+            return await _nothing(store, target, body)
         if woken is FINISHED:
             deadline = loop.time()  # claim once more, then tell the worker what is left
-
-
-async def _end_one(request: web.Request, change: AttemptEnd) -> web.Response:
-    job_id = path_id(request, "job_id")
-    change["id"] = job_id
-    rows = await request.app[store_key].jobs.end_attempts([change], actor=actor(request))
-    request.app[metrics_key].attempts_ended([change], rows)
-    return attempt_answer(job_id, rows[0])
-
-
-@workers.post(
-    "/jobs/{job_id}/complete",
-    "Report an attempt's success (reporting it again answers the recorded status)",
-    body=CompleteRequest,
-    response=ReportOut,
-    **OWN_ATTEMPT,
-)
-async def complete(request: web.Request) -> web.Response:
-    b = await parse_body(request, CompleteRequest)
-    return await _end_one(
-        request,
-        {
-            "attempt": b.attempt,
-            "outcome": "COMPLETED",
-            "exit_code": b.exit_code,
-            "result": b.result,
-            "log": b.log,
-            "duration": b.duration,
-        },
-    )
-
-
-@workers.post(
-    "/jobs/{job_id}/fail",
-    "Report an attempt's failure (retried while attempts remain, else FAILED)",
-    body=FailRequest,
-    response=ReportOut,
-    **OWN_ATTEMPT,
-)
-async def fail(request: web.Request) -> web.Response:
-    b = await parse_body(request, FailRequest)
-    return await _end_one(
-        request,
-        {
-            "attempt": b.attempt,
-            "outcome": outcome_of("CANCELLED" if b.cancelled else "FAILED", b.requeue),
-            "exit_code": b.exit_code,
-            "error": b.error,
-            "log": b.log,
-            "duration": b.duration,
-            "retryable": b.retryable,
-        },
-    )
-
-
-def _change(report: Report) -> AttemptEnd:
-    return {
-        "id": report.id,
-        "attempt": report.attempt,
-        "outcome": outcome_of(report.status, report.requeue),
-        "exit_code": report.exit_code,
-        "result": report.result,
-        "error": report.error,
-        "log": report.log,
-        "duration": report.duration,
-        "retryable": report.retryable,
-    }
-
-
-@workers.post(
-    "/jobs/reports",
-    "Report several attempts in one round trip; each entry gets its own answer",
-    rule=Rule("work", "reports"),
-    body=ReportBatch,
-    response=ReportBatchOut,
-    errors=(400, 422),
-)
-async def report_many(request: web.Request) -> web.Response:
-    """Entries are validated one by one: an invalid entry is answered 422 in its place and never
-    holds back the others."""
-    raw = await request.read()
-    try:
-        # The common case, a batch without a bad entry, is validated in one pass.
-        reports = ReportBatch.model_validate_json(raw, context={"plain": not suspicious(raw)}).root
-    except pydantic.ValidationError:
-        pass
-    else:
-        changes = [_change(r) for r in reports]
-        return await _apply_reports(request, changes, list(range(len(changes))), [None] * len(changes))
-    try:
-        entries = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise bad_request("the body is not valid JSON", "body") from None
-    if not isinstance(entries, list) or not entries:
-        raise invalid("the body must be a non-empty JSON array of reports", "body")
-    if len(entries) > MAX_REPORTS:
-        raise invalid(f"at most {MAX_REPORTS} reports per batch, got {len(entries)}", "body")
-    results: list[dict[str, Any] | None] = [None] * len(entries)
-    changes = []
-    positions: list[int] = []
-    for i, entry in enumerate(entries):
-        try:
-            report = Report.model_validate(entry)
-        except pydantic.ValidationError as exc:
-            first = validation_details(exc, (i,))[0]
-            job_id = entry.get("id") if isinstance(entry, dict) else None
-            results[i] = {
-                "id": job_id if isinstance(job_id, int) and 0 < job_id <= MAX_ID else None,
-                "code": 422,
-                "status": None,
-                "message": f"{first['field']}: {first['message']}",
-            }
-            continue
-        changes.append(_change(report))
-        positions.append(i)
-    return await _apply_reports(request, changes, positions, results)
-
-
-async def _apply_reports(
-    request: web.Request,
-    changes: list[AttemptEnd],
-    positions: list[int],
-    results: list[dict[str, Any] | None],
-) -> web.Response:
-    """Apply valid reports (``changes``, at ``positions`` of the batch) and answer every entry (a
-    worker token's reports on jobs its workers do not hold: 403, decided in the same statement)."""
-    if changes:
-        rows = await request.app[store_key].jobs.end_attempts(
-            changes, actor=actor(request), token=worker_token(request)
-        )
-        request.app[metrics_key].attempts_ended(changes, rows)
-        for row in rows:
-            results[positions[row["ord"] - 1]] = {
-                "id": row["id"],
-                "code": row["code"],
-                "status": row["status"],
-                "message": row["message"],
-            }
-    return json_response({"results": results})
-
-
-@workers.post(
-    "/jobs/{job_id}/started",
-    "Say how an attempt started: its handle outside the worker (a SLURM job, a RUN:AI workload) "
-    "and its GPU ids",
-    body=StartedRequest,
-    response=ReportOut,
-    **OWN_ATTEMPT,
-)
-async def started(request: web.Request) -> web.Response:
-    job_id = path_id(request, "job_id")
-    b = await parse_body(request, StartedRequest)
-    row = await request.app[store_key].jobs.started(
-        job_id=job_id, attempt=b.attempt, external_id=b.external_id, gpus=b.gpus
-    )
-    return attempt_answer(job_id, row)

@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from ..errors import invalid
 from ..http import json_response, parse_body, path_id, query_choice
 from ..keys import settings_key, store_key
 from ..roles import READ_LIST, WORK_OWN_WORKER, Rule
 from ..schemas import Deregistered, Heartbeat, HeartbeatOut, WorkerList, WorkerRegister, WorkerRegistered
-from ..tokens import project_filter, token_id
+from ..sharing import resolve_pool
+from ..tokens import principal, project_filter, token_id
 from .table import routes
 
 workers = routes.section("workers")
@@ -22,8 +24,16 @@ workers = routes.section("workers")
 )
 async def register(request: web.Request) -> web.Response:
     b = await parse_body(request, WorkerRegister)
+    project_ids = None
+    if b.projects is not None or b.all_projects:
+        if b.project is not None:
+            raise invalid("give project, projects or all_projects, not several", "project")
+        pool = await resolve_pool(request, b.projects, b.all_projects, principal(request))
+        project_ids = None if pool.ids is None else list(pool.ids)
     row = await request.app[store_key].workers.register(
         project=None if b.project is None else str(b.project),
+        project_ids=project_ids,
+        all_projects=b.all_projects,
         name=b.name,
         entity=b.entity,
         host=b.host,

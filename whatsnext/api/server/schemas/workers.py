@@ -10,8 +10,8 @@ from pydantic import (
     Field,
 )
 
-from ....limits import MAX_NAME
-from .base import INT32, Count, Id, Strict, Tag
+from ....limits import MAX_LIST, MAX_NAME
+from .base import INT32, Count, Id, Name, Strict, Tag
 
 # ---------------------------------------------------------------- workers
 
@@ -24,6 +24,10 @@ class WorkerRegister(Strict):
     project: Id | Annotated[str, Field(min_length=1, max_length=MAX_NAME)] | None = Field(
         None, description="The project it works for (id or name)."
     )
+    projects: list[Name] | None = Field(
+        None, min_length=1, max_length=MAX_LIST, description="The projects it works for (ids or names)."
+    )
+    all_projects: bool = Field(False, description="It works for every project its token may work on.")
     cpu: Count = 0
     accelerators: Count = 0
     tags: list[Tag] = Field(default_factory=list)
@@ -32,6 +36,8 @@ class WorkerRegister(Strict):
 class WorkerOut(BaseModel):
     id: int
     project_id: int | None
+    project_ids: list[int] | None = Field(None, description="The projects of a worker that serves several.")
+    all_projects: bool = False
     name: str
     entity: str
     host: str

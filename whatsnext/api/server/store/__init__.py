@@ -13,6 +13,7 @@ from .jobs import JobStore
 from .logs import LogStore
 from .metrics import MetricsStore
 from .projects import ProjectStore
+from .sharing import SharingStore
 from .tasks import TaskStore
 from .tokens import TokenStore
 from .ui_sessions import UiSessionStore
@@ -27,6 +28,7 @@ class Store:
         self.artifacts = ArtifactStore(pool)
         self.workers = WorkerStore(pool)
         self.projects = ProjectStore(pool)
+        self.sharing = SharingStore(pool)
         self.tasks = TaskStore(pool)
         self.tokens = TokenStore(pool)
         self.metrics = MetricsStore(pool)
@@ -43,6 +45,7 @@ __all__ = [
     "LogStore",
     "MetricsStore",
     "ProjectStore",
+    "SharingStore",
     "Store",
     "TaskStore",
     "TokenStore",

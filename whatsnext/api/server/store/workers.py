@@ -14,6 +14,8 @@ class Registration(TypedDict):
     """A worker's registration: ``worker_register``'s parameters (``token_id`` may be left out)."""
 
     project: str | None
+    project_ids: NotRequired[list[int] | None]
+    all_projects: NotRequired[bool]
     name: str
     entity: str
     host: str
@@ -26,7 +28,8 @@ class Registration(TypedDict):
 
 class WorkerStore(Table):
     async def register(self, **fields: Unpack[Registration]) -> Row:
-        return await self.one(S.worker_register, **({"token_id": None} | fields))
+        defaults: dict[str, object] = {"token_id": None, "project_ids": None, "all_projects": False}
+        return await self.one(S.worker_register, **(defaults | fields))
 
     async def heartbeat(
         self, *, worker_id: int, lease_seconds: float, running: list[int] | None, grace: float
