@@ -84,6 +84,7 @@ def job_spec(data: ClaimedJob) -> JobSpec:
         command=data.get("command"),
         defaults=dict(data.get("defaults") or {}),
         shell=bool(data.get("shell")),
+        project=data.get("project"),
     )
 
 
@@ -112,6 +113,7 @@ class Runner:
     ) -> None:
         self.http = http
         self.project = project
+        """The worker's project when it serves one (a job's own ``project`` wins)."""
         self.formatter = formatter
         self.capacity = capacity
         self.grace = grace
@@ -147,7 +149,7 @@ class Runner:
             "WHATSNEXT_JOB_NAME": spec.name,
             "WHATSNEXT_TASK": spec.task,
             "WHATSNEXT_ATTEMPT": str(spec.attempt),
-            "WHATSNEXT_PROJECT": self.project or "",
+            "WHATSNEXT_PROJECT": spec.project or self.project or "",
             "WHATSNEXT_SERVER": self.http.base_url,
         }
         if self.capacity.gpu_ids:

@@ -16,6 +16,7 @@ from .backoff import Backoff
 from .errors import RETRYABLE, NotFound, WhatsNextError
 from .http import Http, worker_path
 from .resources import Capacity
+from .target import Target
 
 log = structlog.get_logger("whatsnext.worker")
 
@@ -29,7 +30,7 @@ class Session:
         *,
         name: str,
         entity: str,
-        project: str | None,
+        target: Target,
         capacity: Capacity,
         tags: list[str],
         formatter: str,
@@ -38,7 +39,8 @@ class Session:
         self.http = http
         self.name = name
         self.entity = entity
-        self.project = project
+        self.target = target
+        """The projects the worker serves (registered as ``project``, ``projects`` or ``all_projects``)."""
         self.capacity = capacity
         self.tags = tags
         self.formatter = formatter
@@ -62,7 +64,7 @@ class Session:
                         "entity": self.entity,
                         "host": socket.gethostname(),
                         "pid": os.getpid(),
-                        "project": self.project,
+                        **self.target.register_fields(),
                         "cpu": self.capacity.total_cpu,
                         "accelerators": self.capacity.total_accelerators,
                         "tags": self.tags,
@@ -82,7 +84,7 @@ class Session:
         log.info(
             "worker registered",
             worker_id=self.worker_id,
-            project=self.project,
+            **self.target.register_fields(),
             cpu=self.capacity.total_cpu,
             gpus=self.capacity.gpu_ids,
             formatter=self.formatter,

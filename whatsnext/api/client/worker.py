@@ -19,11 +19,12 @@ from ...wire import ClaimRequest
 from .artifacts import HASH_MAX_BYTES, HASH_MAX_SECONDS, ArtifactRecorder
 from .backoff import Backoff
 from .errors import RETRYABLE, Conflict
-from .formatters.base import Formatter, PreflightError
+from .formatters.base import Formatter
 from .formatters.task import TaskFormatter
-from .http import Http, project_path
+from .http import Http
 from .job import Job
 from .logship import LogShipper
+from .preflight import check_tasks, fetch_tasks
 from .project import AsyncProject, Project
 from .reporter import ERROR_CHARS, REPORT_BATCH_BYTES, REPORT_BATCH_ENTRIES, Reporter
 from .resources import Capacity, resolve_gpu_ids
@@ -31,8 +32,14 @@ from .runner import ERROR_LINE_CHARS, ERROR_LINES, Runner, Running, WorkSummary,
 from .server import AsyncServer, Server
 from .session import Session
 from .syncio import run_sync
+from .target import Target
 
 log = structlog.get_logger("whatsnext.worker")
+
+ProjectKey = Project | AsyncProject | str | int
+Projects = ProjectKey | Iterable[ProjectKey]
+"""What ``Client(project=...)`` and ``work(project=...)`` take: a project (a ``Project``, an
+``AsyncProject``, a name or an id) or several."""
 
 
 def unfit_reason(unfit: dict[str, Any], capacity: Capacity, tags: list[str], tasks: list[str] | None) -> str:
@@ -70,18 +77,23 @@ class Client:
     and returns once the project has nothing left that it could run. ``work(forever=True)`` keeps
     waiting for new jobs. SIGINT/SIGTERM stop claiming and let running jobs finish; a second signal
     stops the jobs too.
+
+    ``project`` may be a list: one worker then serves those projects from one pool of capacity (the
+    server shares it between them); ``all_projects=True`` serves every project it may work on. Each
+    job runs with its own project (``WHATSNEXT_PROJECT``).
     """
 
     def __init__(
         self,
         entity: str = "",
         name: str | None = None,
-        project: Project | AsyncProject | str | None = None,
+        project: Projects | None = None,
         formatter: Formatter | None = None,
         available_cpu: int | None = None,
         available_accelerators: int | str | Iterable[int | str] | None = None,
         tags: Iterable[str] = (),
         *,
+        all_projects: bool = False,
         tasks: Iterable[str] | None = None,
         server: Server | AsyncServer | str | None = None,
         poll_wait: float = 30.0,
@@ -109,9 +121,10 @@ class Client:
         self.artifact_roots = list(artifact_roots)
         """Directories (besides each job's working directory) whose files may be recorded as artifacts."""
         self.artifact_hash = (artifact_hash_bytes, artifact_hash_seconds)
-        self.project_key: str | None = None
+        self.target = Target()
+        """The projects this worker claims from."""
         self.http: Http | None = None
-        self._set_target(project, server)
+        self._set_target(project, server, all_projects)
         cpu = available_cpu if available_cpu is not None else (os.cpu_count() or 1)
         self.capacity = Capacity(cpu, resolve_gpu_ids(available_accelerators))
         self._session: Session | None = None
@@ -124,15 +137,29 @@ class Client:
         self._artifacts: ArtifactRecorder | None = None
         self.summary = WorkSummary()
         self._told_unfit = False
+        self._claim_fields: ClaimRequest = {}
 
-    def _set_target(self, project: Any, server: Any) -> None:
-        if isinstance(project, Project):
-            project = project.aio
-        if isinstance(project, AsyncProject):
-            self.project_key = str(project.id)
-            self.http = project._http
-        elif project is not None:
-            self.project_key = str(project)
+    @property
+    def project_key(self) -> str | None:
+        """The project of a worker that serves one (its name or id), else None."""
+        return self.target.one
+
+    def _set_target(self, project: Projects | None, server: Any, all_projects: bool = False) -> None:
+        if project is not None or all_projects:
+            items = [project] if isinstance(project, ProjectKey) else list(project or ())
+            keys: list[str] = []
+            for item in items:
+                if isinstance(item, Project):
+                    item = item.aio
+                if isinstance(item, AsyncProject):
+                    keys.append(str(item.id))
+                    if len(keys) == 1:
+                        self.http = item._http
+                else:
+                    keys.append(str(item))
+            self.target = Target.of(keys, all_projects)
+            if self.target.empty:
+                raise ValueError("no project: give at least one project, or all_projects=True")
         if isinstance(server, Server):
             server = server.aio
         if isinstance(server, AsyncServer):
@@ -144,10 +171,13 @@ class Client:
 
     # ------------------------------------------------------------ public API
 
-    def work(self, forever: bool = False, project: Project | AsyncProject | str | None = None) -> WorkSummary:
-        """Run jobs until nothing is left (or forever); returns what was done."""
-        if project is not None:
-            self._set_target(project, None)
+    def work(
+        self, forever: bool = False, project: Projects | None = None, *, all_projects: bool = False
+    ) -> WorkSummary:
+        """Run jobs until nothing is left (or forever); returns what was done. ``project`` or
+        ``all_projects`` replaces the projects given to ``Client()``."""
+        if project is not None or all_projects:
+            self._set_target(project, None, all_projects)
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -167,8 +197,8 @@ class Client:
         loop.call_soon_threadsafe(self._request_stop, kill)
 
     async def work_async(self, forever: bool = False, handle_signals: bool = False) -> WorkSummary:
-        if self.project_key is None:
-            raise ValueError("no project: pass project= to Client() or work()")
+        if self.target.empty:
+            raise ValueError("no project: pass project= (or all_projects=True) to Client() or work()")
         assert self.http is not None
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
@@ -189,7 +219,7 @@ class Client:
         )
         runner = self._runner = Runner(
             self.http,
-            project=self.project_key,
+            project=self.target.one,
             formatter=self.formatter,
             capacity=self.capacity,
             grace=self.grace,
@@ -204,7 +234,7 @@ class Client:
             self.http,
             name=self.name,
             entity=self.entity,
-            project=self.project_key,
+            target=self.target,
             capacity=self.capacity,
             tags=self.tags,
             formatter=type(self.formatter).__name__,
@@ -262,43 +292,13 @@ class Client:
         """Refuse to start (:class:`PreflightError`) when what this worker runs cannot work."""
         assert self.http is not None
         self.formatter.preflight()
+        if self.target.all_projects:
+            return  # which projects (and so which tasks) that covers, the server decides at each claim
         if not (self.tasks or self.formatter.uses_task_commands):
             return
-        backoff = Backoff()
-        while True:
-            try:
-                tasks = (await self.http.get(f"{project_path(self.project_key or '')}/tasks"))["tasks"]
-                break
-            except RETRYABLE as exc:  # the server may start after its workers
-                if self._stop is not None and self._stop.is_set():
-                    raise
-                delay = backoff.next()
-                log.warning("server unreachable; retrying", error=str(exc), retry_in=round(delay, 2))
-                await asyncio.sleep(delay)
-        names = [t["name"] for t in tasks]
-        unknown = [t for t in self.tasks or () if t not in names]
-        if unknown:
-            import difflib
-
-            guess = difflib.get_close_matches(unknown[0], names, n=1, cutoff=0.6)
-            hint = f" (did you mean {guess[0]!r}?)" if guess else ""
-            raise PreflightError(
-                f"project {self.project_key} has no task {unknown[0]!r}{hint}; its tasks: {', '.join(names) or 'none'}"
-            )
-        mine = [t for t in tasks if self.tasks is None or t["name"] in self.tasks]
-        if isinstance(self.formatter, TaskFormatter):
-            runnable = [t for t in mine if t.get("command")]
-            if not runnable:
-                which = ", ".join(t["name"] for t in mine) or "none"
-                raise PreflightError(
-                    f"no task of project {self.project_key} has a command to run (tasks: {which}): give "
-                    "one (whatsnext tasks add NAME --command 'python train.py --lr {lr}') or run the "
-                    "worker with --script, --command or --python"
-                )
-            self.formatter.check_tasks(runnable)
-            skipped = [t["name"] for t in mine if not t.get("command")]
-            if skipped:
-                log.info("tasks without a command are left to other workers", tasks=skipped)
+        check_tasks(
+            self.target, await fetch_tasks(self.http, self.target, self._stop), self.tasks, self.formatter
+        )
 
     # ------------------------------------------------------------ the session
 
@@ -352,7 +352,7 @@ class Client:
             min(MAX_CLAIM_JOBS, slots if slots is not None else max(cap.free_cpu, cap.free_accelerators, 1)),
         )
         max_wait = self.server_max_wait
-        return {
+        body: ClaimRequest = {
             "worker_name": self.name,
             "worker_id": self.worker_id,
             "free_cpu": cap.free_cpu,
@@ -366,6 +366,9 @@ class Client:
             "tasks": self.tasks,
             "with_command": self.formatter.uses_task_commands,
         }
+        if self._claim_fields:
+            body.update(self._claim_fields)
+        return body
 
     def _full(self) -> bool:
         if self.max_jobs is not None and len(self._running) >= self.max_jobs:
@@ -376,7 +379,8 @@ class Client:
         assert self.http is not None and self._stop is not None and self._session is not None
         reporter = runner.reporter
         backoff = Backoff()
-        path = f"{project_path(self.project_key or '')}/claim"
+        path = self.target.claim_path
+        self._claim_fields = self.target.claim_fields()
         long_poll = forever
         while not self._stop.is_set():
             if self._full():

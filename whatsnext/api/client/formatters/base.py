@@ -56,6 +56,8 @@ class JobSpec:
     """The task's default parameters (the job's own win)."""
     shell: bool = False
     """The task's command is a /bin/sh command line."""
+    project: str | None = None
+    """The job's project (its name; a worker may serve several)."""
 
 
 @dataclass(slots=True)
