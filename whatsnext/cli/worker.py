@@ -81,6 +81,14 @@ def worker_gpus(args: argparse.Namespace) -> list[str] | int | None:
     return ids
 
 
+def worker_projects(args: argparse.Namespace) -> list[str]:
+    """The projects given with ``--project`` (repeatable), each once; none given and no
+    ``--all-projects``: $WHATSNEXT_PROJECT, else 'default'."""
+    if args.all_projects:
+        return []
+    return list(dict.fromkeys(args.project or [tk.default_project()]))
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from ..api.client import Client
     from ..logs import configure
@@ -92,7 +100,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     client = Client(
         entity=args.entity,
         name=args.name,
-        project=args.project,
+        project=worker_projects(args),
+        all_projects=args.all_projects,
         formatter=formatter,
         available_cpu=args.cpus,
         available_accelerators=worker_gpus(args),
@@ -120,10 +129,25 @@ def register(sub: Any) -> None:
         cmd_worker,
         "run a worker: claim jobs that fit its CPUs/GPUs and run them (each with its task's "
         "command, unless --script/--command/--python says what to run)",
-        "whatsnext worker --project my-project --task train,evaluate --cpus 8 --gpus 0,1",
+        "whatsnext worker --project my-project --task train,evaluate --cpus 8 --gpus 0,1\n"
+        "  whatsnext worker --project vision --project nlp --cpus 16  # one pool for both projects\n"
+        "  whatsnext worker --all-projects --forever                  # every project it may work on",
         json_out=False,
     )
-    tk.add_project(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument(
+        "--project",
+        action="append",
+        default=None,
+        metavar="PROJECT",
+        help=tk.PROJECT_HELP + "; repeat it to serve several projects from one pool",
+    )
+    which.add_argument(
+        "--all-projects",
+        action="store_true",
+        help="serve every project this worker may work on (its token's; without --auth, all), "
+        "looked up at each claim",
+    )
     p.add_argument("--task", default=None, metavar="A,B", help="only jobs of these tasks (default: any)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--script", help="run EXECUTABLE SCRIPT --key value ... per job")
