@@ -12,7 +12,8 @@ SELECT * FROM wn_claim_pool(:projects::bigint[], :worker_id, :worker_name, :free
 -- has no row.
 SELECT k.key, p.id, p.name
   FROM unnest(:keys::text[]) AS k(key)
-  JOIN projects p ON (k.key ~ '^[0-9]{1,18}$' AND p.id = k.key::bigint) OR p.name = k.key;
+  JOIN projects p ON p.id = CASE WHEN k.key ~ '^[0-9]{1,18}$' THEN k.key::bigint END
+                  OR p.name = k.key;
 
 -- name: sharing_next_available
 -- In how many seconds the next delayed (retrying) job of :projects (NULL: any project) becomes

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
 from .errors import ApiError, invalid
 from .keys import store_key
 from .roles import Principal
-
-_POOL_KEY = "whatsnext.pool"
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +26,9 @@ class Pool:
 
     ids: tuple[int, ...] | None
     keys: dict[str, int] = field(default_factory=dict)
+
+
+_POOL_KEY: Any = web.RequestKey("whatsnext.pool", Pool) if hasattr(web, "RequestKey") else "whatsnext.pool"
 
 
 async def resolve_pool(
