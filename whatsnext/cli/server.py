@@ -91,6 +91,16 @@ SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         },
     ),
     (
+        "--fair-share-half-life",
+        {
+            "type": float,
+            "metavar": "S",
+            "help": "seconds after which a project's usage of the pool counts half when claims "
+            "choose between projects (default: $WHATSNEXT_FAIR_SHARE_HALF_LIFE or 3600; give every "
+            "server the same)",
+        },
+    ),
+    (
         "--max-wait",
         {
             "type": float,

@@ -52,8 +52,15 @@ async def _database_context(app: web.Application) -> AsyncIterator[None]:
         await pool.close()
         raise
     app[pool_key] = pool
-    app[store_key] = Store(pool)
+    app[store_key] = store = Store(pool)
     app[hub_key] = hub
+    before = await store.sharing.set_half_life(half_life=settings.fair_share_half_life)
+    if before is not None and before != settings.fair_share_half_life:
+        log.warning(
+            "the pool's fair-share half-life changed: give every server the same --fair-share-half-life",
+            was=before,
+            now=settings.fair_share_half_life,
+        )
     yield
     await hub.close()
     await pool.close()

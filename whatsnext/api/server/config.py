@@ -50,6 +50,9 @@ class Settings:
     """How long a claimed job stays leased without a heartbeat from its worker."""
     starvation_seconds: float = 300.0
     """After this long eligible, a job that fits a worker's total capacity stops backfilling past it."""
+    fair_share_half_life: float = 3600.0
+    """Seconds after which a project's usage of the pool counts half in fair share. One value for
+    every server on a database: each writes its own at start (the last one started holds)."""
     reaper_interval: float | None = None
     metrics_interval: float = 15.0
     """Seconds between computations of the database gauges of /metrics (by one server at a time)."""
@@ -109,6 +112,8 @@ class Settings:
             s.lease_seconds = float(os.environ["WHATSNEXT_LEASE_SECONDS"])
         if "WHATSNEXT_STARVATION_SECONDS" in os.environ:
             s.starvation_seconds = float(os.environ["WHATSNEXT_STARVATION_SECONDS"])
+        if "WHATSNEXT_FAIR_SHARE_HALF_LIFE" in os.environ:
+            s.fair_share_half_life = float(os.environ["WHATSNEXT_FAIR_SHARE_HALF_LIFE"])
         if "WHATSNEXT_MAX_WAIT" in os.environ:
             s.max_wait = float(os.environ["WHATSNEXT_MAX_WAIT"])
         if "WHATSNEXT_MAX_WAITING_CLAIMS" in os.environ:
@@ -195,6 +200,8 @@ class Settings:
             )
         if self.max_wait <= 0:
             raise SettingsError(f"--max-wait must be positive, got {self.max_wait}")
+        if not 0 < self.fair_share_half_life < float("inf"):
+            raise SettingsError(f"--fair-share-half-life must be positive, got {self.fair_share_half_life}")
         if self.max_parameters_bytes <= 0 or self.max_body_bytes <= 0:
             raise SettingsError(
                 "--max-parameters-bytes and --max-body-bytes must be positive, got "
