@@ -28,6 +28,7 @@ record = {
     "cuda": os.environ.get("CUDA_VISIBLE_DEVICES"),
     "order": os.environ.get("CUDA_DEVICE_ORDER"),
     "attempt": os.environ.get("WHATSNEXT_ATTEMPT"),
+    "project": os.environ.get("WHATSNEXT_PROJECT"),
 }
 (out / f"{job}.started").write_text(json.dumps(record))
 print(f"job {job} started", flush=True)
