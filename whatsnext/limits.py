@@ -52,6 +52,8 @@ MAX_DESCRIPTION: Final = 10_000
 """Characters of a project's description."""
 MAX_ATTEMPTS: Final = 1000
 """The largest ``max_attempts`` (and ``max_lost``) of a job or task."""
+MAX_SHARE: Final = 1_000_000
+"""The largest ``share`` of a project (its weight in the pool; the smallest is anything above 0)."""
 
 # ---------------------------------------------------------------- server options (defaults)
 

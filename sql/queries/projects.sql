@@ -1,29 +1,41 @@
 -- name: project_create
 INSERT INTO projects (name, description, strict_tasks) VALUES (:name, :description, :strict_tasks)
-RETURNING id, name, description, status, strict_tasks, created_at, updated_at;
+RETURNING id, name, description, status, strict_tasks, share, max_gpus, max_cpus, max_running,
+          created_at, updated_at;
 
 -- name: project_get
--- A project with its job counts by status.
-SELECT p.id, p.name, p.description, p.status, p.strict_tasks, p.created_at, p.updated_at,
+-- A project with its share, its quotas and its job counts by status.
+SELECT p.id, p.name, p.description, p.status, p.strict_tasks,
+       p.share, p.max_gpus, p.max_cpus, p.max_running, p.created_at, p.updated_at,
        (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
           FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id GROUP BY j.status) c)
          AS jobs
   FROM projects p WHERE p.id = wn_project_id(:project);
 
 -- name: project_list
-SELECT id, name, description, status, strict_tasks, created_at, updated_at
+-- Projects with their share and quotas, of one status (NULL: any) among :projects (NULL: all).
+SELECT id, name, description, status, strict_tasks, share, max_gpus, max_cpus, max_running,
+       created_at, updated_at
   FROM projects
  WHERE (:status::text IS NULL OR status = :status)
    AND (:projects::bigint[] IS NULL OR id = ANY(:projects))
  ORDER BY id;
 
 -- name: project_update
+-- Change what is given: a field left NULL stays as it is, but a quota named in :quotas takes its
+-- value, NULL included (NULL removes the quota).
 UPDATE projects
    SET name = coalesce(:name, name), description = coalesce(:description, description),
        status = coalesce(:status, status), strict_tasks = coalesce(:strict_tasks, strict_tasks),
+       share = coalesce(:share, share),
+       max_gpus = CASE WHEN 'max_gpus' = ANY (:quotas::text[]) THEN :max_gpus::integer ELSE max_gpus END,
+       max_cpus = CASE WHEN 'max_cpus' = ANY (:quotas::text[]) THEN :max_cpus::integer ELSE max_cpus END,
+       max_running = CASE WHEN 'max_running' = ANY (:quotas::text[]) THEN :max_running::integer
+                          ELSE max_running END,
        updated_at = now()
  WHERE id = wn_project_id(:project)
-RETURNING id, name, description, status, strict_tasks, created_at, updated_at;
+RETURNING id, name, description, status, strict_tasks, share, max_gpus, max_cpus, max_running,
+          created_at, updated_at;
 
 -- name: project_delete
 DELETE FROM projects WHERE id = wn_project_id(:project) RETURNING id;

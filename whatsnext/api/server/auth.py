@@ -124,7 +124,15 @@ async def check_body(
     request: web.Request, who: Principal, rule: Rule, decided: list[bool], body: Any
 ) -> None:
     """What the body names, on the body the route parsed: the project of a task, the project a
-    worker registers for, the worker a claim is for, the jobs of a log batch."""
+    worker registers for, the worker a claim is for, the jobs of a log batch; and fields that only a
+    token of every project may set (:attr:`Rule.global_fields`)."""
+    given = sorted(rule.global_fields & body.model_fields_set) if rule.global_fields else []
+    if given and who.projects is not None:
+        raise forbidden(
+            f"{given[0]} is set only with a token that covers every project; token {who.name!r} "
+            "covers some projects only",
+            given[0],
+        )
     if rule.scope == "claim":
         if body.worker_id is None:
             raise forbidden("a worker token claims for a worker it registered: give worker_id", "worker_id")

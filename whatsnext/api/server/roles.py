@@ -67,6 +67,9 @@ class Rule:
     """A worker token may act only on jobs held by the workers it registered."""
     unmasked: bool = False
     """The answer carries secret parameters in full (a claim: the worker runs the job)."""
+    global_fields: frozenset[str] = frozenset()
+    """Body fields only a token that covers every project may set (a project's share and quotas:
+    a token of some projects could otherwise raise their own). Decided on the parsed body."""
 
     def __post_init__(self) -> None:
         if self.permission is not None and self.permission not in PERMISSIONS["admin"]:
@@ -74,7 +77,7 @@ class Rule:
 
     @property
     def on_body(self) -> bool:
-        return self.scope in BODY_SCOPES
+        return self.scope in BODY_SCOPES or bool(self.global_fields)
 
 
 PUBLIC = Rule(None, "public")

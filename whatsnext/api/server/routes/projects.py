@@ -7,6 +7,7 @@ from ..http import json_response, parse_body, query_choice
 from ..keys import store_key
 from ..roles import READ_LIST, READ_PROJECT, Rule
 from ..schemas import Deleted, ProjectCreate, ProjectList, ProjectOut, ProjectUpdate
+from ..schemas.projects import POOL_FIELDS, QUOTA_FIELDS
 from ..tokens import project_filter
 from .table import routes
 
@@ -55,10 +56,13 @@ async def get_project(request: web.Request) -> web.Response:
     return json_response(row)
 
 
+UPDATABLE = ", ".join(ProjectUpdate.model_fields)
+
+
 @projects.patch(
     "/projects/{project}",
-    "Rename, describe, archive or re-activate a project",
-    rule=Rule("projects", "project"),
+    "Rename, describe, archive or re-activate a project; set its share of the pool and its quotas",
+    rule=Rule("projects", "project", global_fields=frozenset(POOL_FIELDS)),
     body=ProjectUpdate,
     response=ProjectOut,
     errors=(400, 404, 409, 422),
@@ -66,15 +70,18 @@ async def get_project(request: web.Request) -> web.Response:
 async def update_project(request: web.Request) -> web.Response:
     body = await parse_body(request, ProjectUpdate)
     if not body.model_fields_set:
-        raise ApiError(
-            422, "invalid", "nothing to change: give name, description or status", {"field": "body"}
-        )
+        raise ApiError(422, "invalid", f"nothing to change: give one of {UPDATABLE}", {"field": "body"})
     row = await request.app[store_key].projects.update(
         project=request.match_info["project"],
         name=body.name,
         description=body.description,
         status=body.status,
         strict_tasks=body.strict_tasks,
+        share=body.share,
+        max_gpus=body.max_gpus,
+        max_cpus=body.max_cpus,
+        max_running=body.max_running,
+        quotas=[f for f in QUOTA_FIELDS if f in body.model_fields_set],
     )
     return json_response(row)
 

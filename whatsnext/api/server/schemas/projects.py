@@ -9,11 +9,14 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
+    field_validator,
 )
+from pydantic import Strict as StrictValue
+from pydantic_core import PydanticCustomError
 
-from ....limits import MAX_ATTEMPTS, MAX_DESCRIPTION, MAX_LIST
+from ....limits import MAX_ATTEMPTS, MAX_DESCRIPTION, MAX_LIST, MAX_SHARE
 from ....models import DEFAULT_MAX_LOST
-from .base import Count, MaxLost, Name, PathTemplate, ProjectStatus, Strict, Tag, _bounded_json
+from .base import INT32, Count, MaxLost, Name, PathTemplate, ProjectStatus, Strict, Tag, _bounded_json
 
 # ---------------------------------------------------------------- projects
 
@@ -26,11 +29,55 @@ class ProjectCreate(Strict):
     )
 
 
+Share = Annotated[float, StrictValue(), Field(gt=0, le=MAX_SHARE)]
+"""A project's weight in the pool: a JSON number above 0, at most ``MAX_SHARE``."""
+Quota = Annotated[int, StrictValue(), Field(ge=0, le=INT32)]
+"""What a project's running jobs may hold at once: a JSON integer, 0 or more."""
+QUOTA_FIELDS = ("max_gpus", "max_cpus", "max_running")
+"""The quotas of a project; null removes one."""
+POOL_FIELDS = ("share", *QUOTA_FIELDS)
+"""What a project gets of the pool: set only with a token that covers every project (a token of
+some projects could otherwise raise their own share)."""
+_BY_ADMIN = " Set only with a token that covers every project (the `projects` permission)."
+
+
+def _left_out(schema: dict[str, Any]) -> None:
+    """A field that may be left out but not given as null: its schema shows no default."""
+    schema.pop("default", None)
+
+
 class ProjectUpdate(Strict):
     name: Name | None = None
     description: str | None = Field(None, max_length=MAX_DESCRIPTION)
     status: ProjectStatus | None = None
     strict_tasks: bool | None = None
+    share: Share = Field(  # left out: unchanged; null is refused (every project has a share)
+        None,  # type: ignore[assignment]
+        json_schema_extra=_left_out,
+        description="The project's weight when claims choose between projects (fair share): every "
+        "project starts at 1; one of share 2 gets about twice the pool of one of share 1 when both "
+        "wait." + _BY_ADMIN,
+    )
+    max_gpus: Quota | None = Field(
+        None,
+        description="GPUs its running jobs may hold at once, on all workers; null: no quota." + _BY_ADMIN,
+    )
+    max_cpus: Quota | None = Field(
+        None,
+        description="CPUs its running jobs may hold at once, on all workers; null: no quota." + _BY_ADMIN,
+    )
+    max_running: Quota | None = Field(
+        None, description="Jobs it may have running at once; null: no quota." + _BY_ADMIN
+    )
+
+    @field_validator("share", mode="before")
+    @classmethod
+    def _share_given(cls, value: object) -> object:
+        if value is None:
+            raise PydanticCustomError(
+                "share_required", "every project has a share: give a number above 0 (1 is the default)"
+            )
+        return value
 
 
 class ProjectOut(BaseModel):
@@ -39,6 +86,10 @@ class ProjectOut(BaseModel):
     description: str
     status: ProjectStatus
     strict_tasks: bool = False
+    share: float = Field(1.0, description="Its weight when claims choose between projects (fair share).")
+    max_gpus: int | None = Field(None, description="GPUs its running jobs may hold at once; null: no quota.")
+    max_cpus: int | None = Field(None, description="CPUs its running jobs may hold at once; null: no quota.")
+    max_running: int | None = Field(None, description="Jobs it may have running at once; null: no quota.")
     created_at: datetime
     updated_at: datetime
     jobs: dict[str, int] | None = Field(None, description="Job counts by status (single-project reads).")

@@ -11,11 +11,19 @@ from .base import Row, Table
 
 
 class ProjectUpdate(TypedDict):
+    """What to change of a project: None leaves a field as it is, but a quota named in ``quotas``
+    takes its value, None removing it."""
+
     project: str
     name: str | None
     description: str | None
     status: str | None
     strict_tasks: bool | None
+    share: float | None
+    max_gpus: int | None
+    max_cpus: int | None
+    max_running: int | None
+    quotas: list[str]
 
 
 class IdleQuestion(TypedDict):
