@@ -9,6 +9,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import structlog.testing
 
 from whatsnext.api.client import AsyncProject, Client
 from whatsnext.api.client.formatters.base import Formatter, JobSpec, Outcome, PreflightError, RunContext
@@ -298,7 +299,11 @@ def _claims(server: FakeServer) -> list[tuple[str, Any]]:
 
 
 async def test_one_project_sends_what_it_always_sent() -> None:
-    server, recorder = await _run([claimed(1, "demo")], project="demo")
+    with structlog.testing.capture_logs() as logs:
+        server, recorder = await _run([claimed(1, "demo")], project="demo")
+    assert [sorted(e) for e in logs if e["event"] == "job started"] == [
+        ["attempt", "event", "gpus", "job", "log_level", "name"]
+    ]
     method, path, register = server.requests[0]
     assert (method, path) == ("POST", "/workers")
     assert list(register) == ["name", "entity", "host", "pid", "project", "cpu", "accelerators", "tags"]
@@ -312,7 +317,10 @@ async def test_one_project_sends_what_it_always_sent() -> None:
 
 async def test_several_projects_claim_together_and_each_job_has_its_own() -> None:
     jobs = [claimed(1, "vision"), claimed(2, "nlp"), claimed(3, "vision")]
-    server, recorder = await _run(jobs, project=["vision", "nlp"])
+    with structlog.testing.capture_logs() as logs:
+        server, recorder = await _run(jobs, project=["vision", "nlp"])
+    started = {e["job"]: e["project"] for e in logs if e["event"] == "job started"}
+    assert started == {1: "vision", 2: "nlp", 3: "vision"}
     register = server.requests[0][2]
     assert list(register) == ["name", "entity", "host", "pid", "projects", "cpu", "accelerators", "tags"]
     assert register["projects"] == ["vision", "nlp"]

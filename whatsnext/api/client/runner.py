@@ -161,7 +161,11 @@ class Runner:
         entry = Running(spec, ctx, gpu_ids, time.monotonic())
         self.running[spec.id] = entry
         self.reporter.unacknowledged.add((spec.id, spec.attempt))
-        log.info("job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None)
+        # A worker of several projects says whose job it is.
+        whose = {} if self.project is not None else {"project": spec.project}
+        log.info(
+            "job started", job=spec.id, name=spec.name, attempt=spec.attempt, gpus=gpu_ids or None, **whose
+        )
         if _numeric(gpu_ids):
             self._record_external(spec, None)  # which GPUs this attempt got, for its history
         jobs.create_task(self._run_one(entry, previous))
