@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
@@ -72,6 +73,23 @@ def warn_new_tasks(created: Iterable[Mapping[str, Any]]) -> None:
         print(f"whatsnext: {line}", file=sys.stderr)
 
 
+class Keep(enum.Enum):
+    """An argument left out where None means something (a quota of None is removed)."""
+
+    KEEP = "keep"
+
+
+KEEP = Keep.KEEP
+
+
+async def update_project(http: Http, project: str | int, **changes: Any) -> dict[str, Any]:
+    """Change a project (name or id): ``changes`` as the server takes them (``PATCH
+    /projects/{project}``: a quota of None is removed). The project as the server answers."""
+    if not changes:
+        raise ValueError("nothing to change")
+    return dict(await http.patch(project_path(project), changes))
+
+
 class AsyncProject:
     """Async handle on a project: ``await project.append_queue(job)``."""
 
@@ -89,6 +107,10 @@ class AsyncProject:
         self.created_at: datetime | None = _ts(data.get("created_at"))
         self.last_updated: datetime | None = _ts(data.get("updated_at"))
         self.job_counts: dict[str, int] = dict(data.get("jobs") or {})
+        self.share: float = data.get("share", 1.0)
+        self.max_gpus: int | None = data.get("max_gpus")
+        self.max_cpus: int | None = data.get("max_cpus")
+        self.max_running: int | None = data.get("max_running")
 
     def __repr__(self) -> str:
         return f"Project(id={self.id}, name={self.name!r}, status={self.status})"
@@ -103,6 +125,34 @@ class AsyncProject:
 
     async def _patch(self, **fields: Any) -> AsyncProject:
         self._update(await self._http.patch(self._path, fields))
+        return self
+
+    async def update(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        status: str | None = None,
+        strict_tasks: bool | None = None,
+        share: float | None = None,
+        max_gpus: int | Keep | None = KEEP,
+        max_cpus: int | Keep | None = KEEP,
+        max_running: int | Keep | None = KEEP,
+    ) -> AsyncProject:
+        """Change what is given, in one request: ``await project.update(share=2, max_gpus=8)``.
+        A quota (``max_gpus``, ``max_cpus``, ``max_running``) given as None is removed; left out,
+        it stays. ``share`` and the quotas need a token that covers every project."""
+        given: dict[str, Any] = {
+            "name": name,
+            "description": description,
+            "status": None if status is None else status.upper(),
+            "strict_tasks": strict_tasks,
+            "share": share,
+        }
+        changes = {k: v for k, v in given.items() if v is not None}
+        quotas = {"max_gpus": max_gpus, "max_cpus": max_cpus, "max_running": max_running}
+        changes |= {k: v for k, v in quotas.items() if v is not KEEP}
+        self._update(await update_project(self._http, self.id, **changes))
         return self
 
     async def set_name(self, name: str) -> AsyncProject:
@@ -318,6 +368,34 @@ class Project:
 
     def refresh(self) -> Project:
         self._run(self._async.refresh())
+        return self
+
+    def update(
+        self,
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        status: str | None = None,
+        strict_tasks: bool | None = None,
+        share: float | None = None,
+        max_gpus: int | Keep | None = KEEP,
+        max_cpus: int | Keep | None = KEEP,
+        max_running: int | Keep | None = KEEP,
+    ) -> Project:
+        """Change what is given, in one request: ``project.update(share=2, max_gpus=8)``; a quota
+        given as None is removed (see :meth:`AsyncProject.update`)."""
+        self._run(
+            self._async.update(
+                name=name,
+                description=description,
+                status=status,
+                strict_tasks=strict_tasks,
+                share=share,
+                max_gpus=max_gpus,
+                max_cpus=max_cpus,
+                max_running=max_running,
+            )
+        )
         return self
 
     def set_name(self, name: str) -> Project:
