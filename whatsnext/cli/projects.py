@@ -1,4 +1,4 @@
-"""``whatsnext projects ls|add|show|archive``."""
+"""``whatsnext projects ls|add|show|update|archive``."""
 
 from __future__ import annotations
 
@@ -7,13 +7,33 @@ from typing import Any
 
 from . import toolkit as tk
 
+QUOTAS = (("max_gpus", "GPU"), ("max_cpus", "CPU"), ("max_running", "running"))
+"""A project's quotas, and how a person reads each: ``8 GPU, 64 CPU, 10 running``."""
+NONE = "none"
+"""The value of a quota option that removes the quota (``--max-gpus none``)."""
+
+
+def share_text(project: dict[str, Any]) -> str:
+    """A project's share as a person reads it: ``1``, ``2.5``."""
+    return f"{project.get('share', 1.0):g}"
+
+
+def quota_text(project: dict[str, Any]) -> str:
+    """A project's quotas in one cell: ``8 GPU, 64 CPU, 10 running``; ``-`` for none."""
+    parts = [f"{project[key]} {unit}" for key, unit in QUOTAS if project.get(key) is not None]
+    return ", ".join(parts) or "-"
+
 
 def cmd_projects_ls(args: argparse.Namespace) -> int:
+    def rows(projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{**p, "share": share_text(p), "quota": quota_text(p)} for p in projects]
+
     return tk.show_list(
         args,
         "/projects",
         "projects",
-        ["id", "name", "status", "description", "created_at"],
+        ["id", "name", "status", "share", "quota", "description", "created_at"],
+        rows=rows,
         status=args.status,
     )
 
@@ -46,6 +66,8 @@ def cmd_projects_show(args: argparse.Namespace) -> int:
                 ("name", d["name"]),
                 ("status", d["status"]),
                 ("strict", "yes: jobs for unknown tasks are refused" if d.get("strict_tasks") else "no"),
+                ("share", share_text(d)),
+                ("quota", quota_text(d)),
                 ("description", d["description"] or "-"),
                 ("created", tk.cell(d["created_at"])),
                 ("updated", tk.cell(d["updated_at"])),
@@ -54,6 +76,43 @@ def cmd_projects_show(args: argparse.Namespace) -> int:
         )
 
     return tk.emit(args, data, render)
+
+
+def cmd_projects_update(args: argparse.Namespace) -> int:
+    from ..api.client.project import update_project
+
+    changes = {k: getattr(args, k) for k in ("share", *(key for key, _ in QUOTAS)) if hasattr(args, k)}
+    if not changes:
+        return tk.fail(
+            "nothing to change: give --share, --max-gpus, --max-cpus or --max-running", tk.EXIT_USAGE
+        )
+    data = tk.with_http(args, lambda http: update_project(http, args.project, **changes))
+    return tk.emit(
+        args, data, lambda d: f"updated project {d['name']}: share {share_text(d)}, quota {quota_text(d)}"
+    )
+
+
+def _quota(text: str) -> int | None:
+    """A quota option's value: a whole number, 0 or more, or ``none`` (no quota)."""
+    if text.strip().lower() == NONE:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number or {NONE!r}, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more (or {NONE!r}), got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text!r}")
+    return value
 
 
 def cmd_projects_archive(args: argparse.Namespace) -> int:
@@ -86,6 +145,32 @@ def register(sub: Any) -> None:
         "whatsnext projects show demo",
     )
     p.add_argument("project")
+    p = tk.add(
+        projects,
+        "update",
+        cmd_projects_update,
+        "set a project's share of the pool and its quotas (a token that covers every project)",
+        "whatsnext projects update demo --share 2 --max-gpus 8 --max-cpus 64 --max-running 10\n"
+        "  whatsnext projects update demo --max-gpus none     # remove the GPU quota",
+    )
+    p.add_argument("project")
+    p.add_argument(
+        "--share",
+        type=_share,
+        default=argparse.SUPPRESS,
+        metavar="N",
+        help="its weight when projects wait for the pool (every project starts at 1)",
+    )
+    for key, unit in QUOTAS:
+        held = "jobs it may run" if key == "max_running" else f"{unit}s its running jobs may hold"
+        p.add_argument(
+            "--" + key.replace("_", "-"),
+            dest=key,
+            type=_quota,
+            default=argparse.SUPPRESS,
+            metavar="N|none",
+            help=f"{held} at once, on all workers ({NONE}: no quota)",
+        )
     p = tk.add(
         projects,
         "archive",
