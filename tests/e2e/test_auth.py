@@ -63,6 +63,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/workers/{worker_id}/heartbeat"): ADMIN_ONLY,
     ("DELETE", "/workers/{worker_id}"): ADMIN_ONLY,
     ("POST", "/projects/{project}/claim"): ADMIN_ONLY,
+    ("POST", "/claim"): ADMIN_ONLY,
     ("POST", "/jobs/{job_id}/started"): ADMIN_ONLY,
     ("POST", "/jobs/{job_id}/complete"): ADMIN_ONLY,
     ("POST", "/jobs/{job_id}/fail"): ADMIN_ONLY,
@@ -260,6 +261,7 @@ EXAMPLES: dict[tuple[str, str], Example] = {
     ("POST", "/projects/{project}/claim"): _with(
         "/projects/{a}/claim", lambda w: {"worker_id": w.worker_id, "wait": 0}
     ),
+    ("POST", "/claim"): _with("/claim", lambda w: {"worker_id": w.worker_id, "projects": [w.a], "wait": 0}),
     ("POST", "/jobs/{job_id}/started"): _fixed("/jobs/{run}/started", {"attempt": 1}),
     ("POST", "/jobs/{job_id}/complete"): _fixed("/jobs/{run}/complete", {"attempt": 1}),
     ("POST", "/jobs/{job_id}/fail"): _fixed("/jobs/{run}/fail", {"attempt": 1}),

@@ -72,7 +72,19 @@ async def test_wn_claims_parameters_come_from_one_mapping(conn: asyncpg.Connecti
     source = (await _function(conn, "wn_enqueue_claim"))["prosrc"]
     read = set(re.findall(r"p_claim\s*->>?\s*'(\w+)'", source))
     args: wire.ClaimArgs = dict.fromkeys(wire.CLAIM_ARG_FIELDS)  # type: ignore[assignment]
-    assert read == set(wire.wn_claim_json(7, args)) == {"project_id", *wire.WN_CLAIM_PARAMETERS}
+    assert set(wire.wn_claim_json(7, args)) == {"project_id", *wire.WN_CLAIM_PARAMETERS}
+    assert set(wire.wn_pool_claim_json((7, 8), args)) == {"pool", "projects", *wire.WN_CLAIM_PARAMETERS}
+    assert read == set(wire.wn_claim_json(7, args)) | set(wire.wn_pool_claim_json(None, args))
+
+
+async def test_a_claim_of_several_projects_takes_and_gives_what_a_claim_of_one_does(
+    conn: asyncpg.Connection,
+) -> None:
+    pool = await _function(conn, "wn_claim_pool")
+    assert [n.removeprefix("p_") for n in _args(pool, ("i",))] == ["projects", *wire.WN_CLAIM_PARAMETERS]
+    assert S.sharing_claim.params == ("projects", *wire.WN_CLAIM_PARAMETERS.values())
+    for name in ("wn_claim_pool", "wn_claim_hand"):
+        assert tuple(_args(await _function(conn, name), ("t", "o"))) == wire.CLAIMED_JOB_FIELDS, name
 
 
 async def test_the_report_entry_is_what_wn_end_attempts_reads(conn: asyncpg.Connection) -> None:
@@ -100,7 +112,7 @@ def test_the_claim_arguments_are_the_requests_under_the_same_names() -> None:
     args = claim_args(body, Settings(lease_seconds=12.0, starvation_seconds=34.0), "token")
     assert tuple(args) == wire.CLAIM_ARG_FIELDS
     shared = set(wire.CLAIM_REQUEST_FIELDS) & set(args)
-    assert shared == set(wire.CLAIM_REQUEST_FIELDS) - {"wait", "idle_summary"}
+    assert shared == set(wire.CLAIM_REQUEST_FIELDS) - {"wait", "idle_summary", "projects", "all_projects"}
     assert {k: args[k] for k in ("total_cpu", "total_accelerators")} == {
         "total_cpu": 3,
         "total_accelerators": 1,
@@ -114,7 +126,11 @@ def test_the_claim_arguments_are_the_requests_under_the_same_names() -> None:
 def test_the_worker_claims_with_the_wire_fields() -> None:
     client = Client(project="p", server="http://localhost:1", available_cpu=4)
     body = client._claim_body(5.0, True)
-    assert tuple(body) == wire.CLAIM_REQUEST_FIELDS
+    # A worker of one project sends what it always sent; one of several names them.
+    assert tuple(body) == tuple(f for f in wire.CLAIM_REQUEST_FIELDS if f not in ("projects", "all_projects"))
+    several = Client(project=["p", "q"], server="http://localhost:1", available_cpu=4)
+    pool = {**several._claim_body(5.0, True), **several.target.claim_fields()}
+    assert set(pool) <= set(wire.CLAIM_REQUEST_FIELDS) and pool["projects"] == ["p", "q"]
     assert body["max_jobs"] <= limits.MAX_CLAIM_JOBS
     big = Client(project="p", server="http://localhost:1", available_cpu=100_000)
     assert big._claim_body(0.0, False)["max_jobs"] == limits.MAX_CLAIM_JOBS
@@ -131,7 +147,7 @@ def test_the_worker_reads_claimed_jobs_by_the_wire_fields() -> None:
     spec = job_spec(_claimed(command="echo {a}", inputs=["in"], previous_external_ids=["slurm:1"]))
     taken = {"id", "name", "task", "parameters", "attempt", "priority", "required_cpu"}
     taken |= {"required_accelerators", "timeout", "inputs", "outputs", "previous_external_ids"}
-    taken |= {"command", "defaults", "shell"}
+    taken |= {"command", "defaults", "shell", "project"}
     assert taken <= set(wire.CLAIMED_JOB_FIELDS)
     assert set(JobSpec.__dataclass_fields__) - {"gpu_ids"} == taken
     assert (spec.id, spec.attempt, spec.command, spec.inputs, spec.outputs) == (5, 3, "echo {a}", ["in"], [])
