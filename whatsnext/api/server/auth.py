@@ -21,6 +21,7 @@ from .keys import settings_key, store_key, worker_tokens_key
 from .masking import masked
 from .registry import UnregisteredRoute, spec_for
 from .roles import Principal, Rule
+from .sharing import resolve_pool
 from .tokens import authenticate, worker_token
 
 log = structlog.get_logger("whatsnext.server")
@@ -80,6 +81,8 @@ def _restricted(who: Principal, rule: Rule) -> bool:
     """Whether the body can matter: a token of some projects, or a worker token on its workers."""
     if rule.scope in ("claim", "logs"):
         return who.worker_token is not None
+    if rule.scope == "pool":
+        return who.worker_token is not None or who.projects is not None
     return who.projects is not None
 
 
@@ -133,18 +136,26 @@ async def check_body(
             "covers some projects only",
             given[0],
         )
-    if rule.scope == "claim":
-        if body.worker_id is None:
-            raise forbidden("a worker token claims for a worker it registered: give worker_id", "worker_id")
-        await _own_worker(request, who, body.worker_id)
+    if rule.scope in ("claim", "pool"):
+        if rule.scope == "pool":
+            await resolve_pool(request, body.projects, body.all_projects, who)
+        if who.worker_token is not None:
+            if body.worker_id is None:
+                raise forbidden(
+                    "a worker token claims for a worker it registered: give worker_id", "worker_id"
+                )
+            await _own_worker(request, who, body.worker_id)
     elif rule.scope == "body_project":
         await _project_covered(request, who, str(body.project_id))
     elif rule.scope == "register":
-        if body.project is None:
+        if body.projects is not None or body.all_projects:
+            await resolve_pool(request, body.projects, body.all_projects, who)
+        elif body.project is None:
             raise forbidden(
                 f"token {who.name!r} covers some projects only: register the worker for one", "project"
             )
-        await _project_covered(request, who, str(body.project))
+        else:
+            await _project_covered(request, who, str(body.project))
     elif rule.scope == "logs":
         foreign = await refused_jobs(request, [entry.id for entry in body.root])
         if foreign:

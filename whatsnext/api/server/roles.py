@@ -32,6 +32,7 @@ Scope = Literal[
     "body_project",
     "register",
     "claim",
+    "pool",
     "reports",
     "logs",
     "dashboard",
@@ -47,12 +48,14 @@ Scope = Literal[
 - ``body_project``: the project named in the body (``project_id``);
 - ``register``: the project a worker registers for (a token covering some projects must name one);
 - ``claim``: the project in the path, and a worker token claims for a worker it registered;
+- ``pool``: the projects named in the body (``projects``; ``all_projects``: the token's), and a
+  worker token claims for a worker it registered;
 - ``reports``: each reported job is held by a worker of the token (decided in the report's SQL);
 - ``logs``: each job of a log batch is held by a worker of the token;
 - ``dashboard``: a web page, which checks the session or token itself.
 """
 
-BODY_SCOPES: frozenset[str] = frozenset({"body_project", "register", "claim", "logs"})
+BODY_SCOPES: frozenset[str] = frozenset({"body_project", "register", "claim", "pool", "logs"})
 """Scopes decided on the request body, once the route has parsed it (``http.parse_body``)."""
 
 
