@@ -41,6 +41,10 @@ _JOB_NEEDS_AND_RETRIES: Final[tuple[str, ...]] = (
 )
 """What a job needs of a worker and how it is retried, in the order the lists below give them."""
 
+_JOB_CONCURRENCY: Final[tuple[str, ...]] = ("concurrency_key", "concurrency_limit")
+"""At most ``concurrency_limit`` jobs with one ``concurrency_key`` run at once in a project; a job
+gives both or neither (then it takes its task's pair)."""
+
 JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
     "name",
     "task",
@@ -51,6 +55,7 @@ JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
     "inputs",
     "outputs",
     "group",
+    *_JOB_CONCURRENCY,
 )
 """What a user may say about a job when submitting it (REST body, SDK ``Job``, CLI ``jobs add``).
 Every field but name, task and depends is stored as given or, when left out, taken from the task."""
@@ -66,6 +71,7 @@ JOB_ENTRY_FIELDS: Final[tuple[str, ...]] = (
     "inputs",
     "outputs",
     "group_id",
+    *_JOB_CONCURRENCY,
 )
 """The attributes of the database type ``wn_job_entry`` that ``wn_enqueue`` reads, in order."""
 

@@ -1,6 +1,8 @@
 -- Insert a batch of jobs. p_jobs is a JSON array of wn_job_entry objects (an entry's position in
 -- the array is its batch index, which dep_idx refers to, 1-based); a NULL field takes the task's
--- value. A job for an unknown task creates the task with defaults, unless the project is strict.
+-- value. The concurrency key and limit go as a pair: a job that gives neither takes its task's
+-- pair, one that gives only one is refused by the jobs table's check. A job for an unknown task
+-- creates the task with defaults, unless the project is strict.
 -- A job whose task has a command template must give every placeholder the template uses (in its
 -- parameters or the task's defaults).
 --
@@ -88,7 +90,8 @@ BEGIN
         WITH ins AS (
             INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, required_cpu,
                               required_accelerators, required_tags, max_attempts, max_lost,
-                              retry_delay, timeout, inputs, outputs, eligible_at, group_id, created_by)
+                              retry_delay, timeout, inputs, outputs, eligible_at, group_id, created_by,
+                              concurrency_key, concurrency_limit)
             SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                    coalesce(s.priority, 0), coalesce(s.required_cpu, t.required_cpu),
                    coalesce(s.required_accelerators, t.required_accelerators),
@@ -96,7 +99,11 @@ BEGIN
                    coalesce(s.max_lost, t.max_lost),
                    coalesce(s.retry_delay, t.retry_delay), coalesce(s.timeout, t.timeout),
                    coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs), now(), s.group_id,
-                   p_actor
+                   p_actor,
+                   CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
+                        THEN t.concurrency_key ELSE s.concurrency_key END,
+                   CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
+                        THEN t.concurrency_limit ELSE s.concurrency_limit END
               FROM unnest(v_src) WITH ORDINALITY s JOIN tasks t ON t.project_id = v_project AND t.name = s.task
             RETURNING required_cpu, required_accelerators, required_tags
         )
@@ -126,7 +133,8 @@ BEGIN
     WITH ins AS (
         INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, status, unmet_deps,
                           required_cpu, required_accelerators, required_tags, max_attempts, max_lost,
-                          retry_delay, timeout, blocked_by, error, inputs, outputs, group_id, created_by)
+                          retry_delay, timeout, blocked_by, error, inputs, outputs, group_id, created_by,
+                          concurrency_key, concurrency_limit)
         SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                coalesce(s.priority, 0),
                CASE WHEN bad.id IS NULL THEN 'PENDING' ELSE 'BLOCKED' END,
@@ -145,7 +153,11 @@ BEGIN
                bad.id,
                CASE WHEN bad.id IS NULL THEN NULL
                     ELSE format('dependency %s (%s) is %s', bad.id, bad.name, lower(bad.status)) END,
-               coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs), s.group_id, p_actor
+               coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs), s.group_id, p_actor,
+               CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
+                    THEN t.concurrency_key ELSE s.concurrency_key END,
+               CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
+                    THEN t.concurrency_limit ELSE s.concurrency_limit END
         FROM unnest(v_src) WITH ORDINALITY s
         JOIN tasks t ON t.project_id = v_project AND t.name = s.task
         LEFT JOIN LATERAL (

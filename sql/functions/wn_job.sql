@@ -11,7 +11,8 @@ RETURNS TABLE (id bigint, project_id bigint, project text, name text, task text,
                available_at timestamptz, eligible_at timestamptz, started_at timestamptz,
                finished_at timestamptz, exit_code integer, error text, result jsonb, log_tail text,
                duration double precision, blocked_by bigint, inputs text[], outputs text[],
-               external_id text, gpus integer[], group_id bigint, "group" text, depends bigint[])
+               external_id text, gpus integer[], group_id bigint, "group" text, depends bigint[],
+               concurrency_key text, concurrency_limit integer)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
@@ -23,7 +24,8 @@ BEGIN
            j.started_at, j.finished_at, j.exit_code, j.error, j.result, j.log_tail, j.duration,
            j.blocked_by, j.inputs, j.outputs, j.external_id, j.gpus, j.group_id, g.name,
            (SELECT coalesce(array_agg(d.depends_on ORDER BY d.depends_on), '{}') FROM job_dependencies d
-             WHERE d.job_id = j.id)
+             WHERE d.job_id = j.id),
+           j.concurrency_key, j.concurrency_limit
       FROM jobs j JOIN tasks t ON t.id = j.task_id JOIN projects p ON p.id = j.project_id
       LEFT JOIN job_groups g ON g.id = j.group_id
      WHERE j.id = p_job_id;

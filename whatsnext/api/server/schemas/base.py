@@ -121,10 +121,27 @@ MaxLost = Annotated[int, Field(ge=0, le=MAX_ATTEMPTS)]
 PathTemplate = Annotated[str, Field(min_length=1, max_length=MAX_URI)]
 """A path or URI a job reads or writes, with {parameter} fields the worker fills in."""
 ProjectStatus = Literal["ACTIVE", "ARCHIVED"]
+ConcurrencyKey = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+"""What jobs that may not all run at once share (a licence, a dataset): 1 to 200 characters."""
+ConcurrencyLimit = Annotated[int, StrictValue(), Field(ge=1, le=INT32)]
+"""How many jobs with one concurrency key may run at once: a JSON integer, at least 1."""
 DependsOn = (
     list[Annotated[int, Field(ge=1, le=INT64)] | Annotated[str, Field(min_length=1, max_length=MAX_JOB_NAME)]]
     | dict[str, Any]
 )
+
+
+def check_concurrency_pair(key: str | None, limit: int | None) -> None:
+    """Refuse a concurrency key given without its limit, or a limit without its key, naming the
+    missing field (a job or task gives both or neither)."""
+    if (key is None) == (limit is None):
+        return
+    given, missing = ("concurrency_key", "concurrency_limit")
+    if key is None:
+        given, missing = missing, given
+    raise PydanticCustomError(
+        "missing", "{given} needs {field} too (they go together)", {"field": missing, "given": given}
+    )
 
 
 class Strict(BaseModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Required
+from typing import Annotated, Any, Required, Self
 
 import orjson
 from pydantic import (
@@ -13,12 +13,15 @@ from pydantic import (
     Field,
     RootModel,
     TypeAdapter,
+    model_validator,
 )
 from typing_extensions import TypedDict
 
 from ....limits import MAX_ATTEMPTS, MAX_BATCH, MAX_LIST
 from ....models import DEFAULT_MAX_LOST, JobStatus
 from .base import (
+    ConcurrencyKey,
+    ConcurrencyLimit,
     Count,
     DependsOn,
     Int32,
@@ -30,6 +33,7 @@ from .base import (
     Tag,
     _bounded_json,
     _name_problem,
+    check_concurrency_pair,
 )
 
 # ---------------------------------------------------------------- jobs
@@ -66,6 +70,19 @@ class JobCreate(Strict):
     group: Name | None = Field(
         None, description="A group (a sweep, a named batch) to follow, cancel and retry the job with."
     )
+    concurrency_key: ConcurrencyKey | None = Field(
+        None,
+        description="At most concurrency_limit jobs with this key run at once in the project (given with "
+        "concurrency_limit; neither: the task's pair).",
+    )
+    concurrency_limit: ConcurrencyLimit | None = Field(
+        None, description="How many jobs with concurrency_key may run at once (given with concurrency_key)."
+    )
+
+    @model_validator(mode="after")
+    def _concurrency_pair(self) -> Self:
+        check_concurrency_pair(self.concurrency_key, self.concurrency_limit)
+        return self
 
 
 JobEntries = Annotated[list[JobCreate], Field(min_length=1, max_length=MAX_BATCH)]
@@ -100,13 +117,20 @@ def _entry_of(model: type[BaseModel]) -> Any:
     return entry
 
 
+def _entry_pair(entry: dict[str, Any]) -> dict[str, Any]:
+    """:class:`JobCreate`'s check of the concurrency pair, on an entry."""
+    check_concurrency_pair(entry.get("concurrency_key"), entry.get("concurrency_limit"))
+    return entry
+
+
 JobEntry = _entry_of(JobCreate)
 """A submitted job as the dict of the fields it gave, validated as :class:`JobCreate` validates
 them without building a model (twice as fast for a batch of jobs). For a body that holds nothing
 unstorable (see :func:`suspicious`); the others go through :class:`JobCreate` and its walk."""
-JOB_ENTRY: TypeAdapter[dict[str, Any]] = TypeAdapter(JobEntry)
+_CheckedEntry = Annotated[JobEntry, AfterValidator(_entry_pair)]  # type: ignore[valid-type]
+JOB_ENTRY: TypeAdapter[dict[str, Any]] = TypeAdapter(_CheckedEntry)
 JOB_ENTRIES: TypeAdapter[list[dict[str, Any]]] = TypeAdapter(
-    Annotated[list[JobEntry], Field(min_length=1, max_length=MAX_BATCH)]  # type: ignore[valid-type]
+    Annotated[list[_CheckedEntry], Field(min_length=1, max_length=MAX_BATCH)]
 )
 
 
@@ -216,6 +240,10 @@ class JobOut(BaseModel):
     outputs: list[str] = Field(default_factory=list)
     group: str | None = Field(None, description="The group the job belongs to.")
     group_id: int | None = None
+    concurrency_key: str | None = Field(
+        None, description="At most concurrency_limit jobs with this key run at once in the project."
+    )
+    concurrency_limit: int | None = None
     created_tasks: list[CreatedTask] = Field(
         default_factory=list,
         description="On submission: the task it created (the project had none by that name).",
