@@ -52,6 +52,8 @@ async def create_task(request: web.Request) -> web.Response:
         timeout=b.timeout,
         inputs=b.inputs,
         outputs=b.outputs,
+        concurrency_key=b.concurrency_key,
+        concurrency_limit=b.concurrency_limit,
     )
     return json_response(row, 201)
 

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Self
 
 from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
     field_validator,
+    model_validator,
 )
 from pydantic import Strict as StrictValue
 from pydantic_core import PydanticCustomError
 
 from ....limits import MAX_ATTEMPTS, MAX_DESCRIPTION, MAX_LIST, MAX_SHARE
 from ....models import DEFAULT_MAX_LOST
-from .base import INT32, Count, MaxLost, Name, PathTemplate, ProjectStatus, Strict, Tag, _bounded_json
+from .base import (
+    INT32,
+    ConcurrencyKey,
+    ConcurrencyLimit,
+    Count,
+    MaxLost,
+    Name,
+    PathTemplate,
+    ProjectStatus,
+    Strict,
+    Tag,
+    _bounded_json,
+    check_concurrency_pair,
+)
 
 # ---------------------------------------------------------------- projects
 
@@ -134,6 +148,19 @@ class TaskCreate(Strict):
         max_length=MAX_LIST,
         description="Paths or URIs its jobs write ({param} fields).",
     )
+    concurrency_key: ConcurrencyKey | None = Field(
+        None,
+        description="Its jobs' concurrency key (given with concurrency_limit): at most concurrency_limit "
+        "jobs with one key run at once in the project.",
+    )
+    concurrency_limit: ConcurrencyLimit | None = Field(
+        None, description="How many jobs with concurrency_key may run at once (given with concurrency_key)."
+    )
+
+    @model_validator(mode="after")
+    def _concurrency_pair(self) -> Self:
+        check_concurrency_pair(self.concurrency_key, self.concurrency_limit)
+        return self
 
 
 class TaskOut(BaseModel):
@@ -152,6 +179,8 @@ class TaskOut(BaseModel):
     timeout: float | None
     inputs: list[str] = Field(default_factory=list)
     outputs: list[str] = Field(default_factory=list)
+    concurrency_key: str | None = None
+    concurrency_limit: int | None = None
     created_at: datetime
 
 

@@ -12,7 +12,8 @@ from .base import Row, Table
 
 
 class TaskFields(TypedDict):
-    """A new task's fields: ``wn_task_create``'s parameters (``placeholders`` and ``shell`` may be left out)."""
+    """A new task's fields: ``task_create``'s parameters (``placeholders``, ``shell`` and the
+    concurrency pair may be left out)."""
 
     project: str
     name: str
@@ -29,11 +30,19 @@ class TaskFields(TypedDict):
     timeout: float | None
     inputs: list[str]
     outputs: list[str]
+    concurrency_key: NotRequired[str | None]
+    concurrency_limit: NotRequired[int | None]
 
 
 class TaskStore(Table):
     async def create(self, **fields: Unpack[TaskFields]) -> Row:
-        args: dict[str, Any] = {"placeholders": None, "shell": False, **fields}
+        args: dict[str, Any] = {
+            "placeholders": None,
+            "shell": False,
+            "concurrency_key": None,
+            "concurrency_limit": None,
+            **fields,
+        }
         args["defaults"] = orjson.dumps(args["defaults"]).decode()
         return await self.one(S.task_create, **args)
 
