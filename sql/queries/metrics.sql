@@ -50,3 +50,12 @@ SELECT name FROM projects WHERE id = :project_id;
 -- name: metrics_project_names
 -- The names of projects from their ids (what a token of some projects may see of /metrics).
 SELECT name FROM projects WHERE id = ANY (:project_ids::bigint[]);
+
+-- name: metrics_pool
+-- Each project's standing in the shared pool (wn_project_usage): its share, its quotas (NULL:
+-- none) and its usage decayed with the pool's half-life (weighted, GPU- and CPU-seconds), for
+-- active projects and any other with a running job.
+SELECT p.name AS project, u.share, p.max_gpus, p.max_cpus, p.max_running,
+       u.usage, u.gpu_seconds, u.cpu_seconds
+  FROM wn_project_usage() u JOIN projects p ON p.id = u.project_id
+ WHERE p.status = 'ACTIVE' OR u.running_jobs > 0;

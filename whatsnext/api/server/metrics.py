@@ -3,10 +3,10 @@
 Counters and histograms of events (jobs submitted, attempts ended, claims, HTTP requests) are kept
 in-process: each server counts what it did, so the sum over all servers is the cluster's total.
 Gauges that read the database (jobs by status, waiting time of the oldest eligible job, workers,
-capacity, allocation) are computed every ``metrics_interval`` seconds by the one server that holds
-a PostgreSQL session advisory lock; only that server exports them, and
-``whatsnext_metrics_leader`` says which one it is (1 there, 0 elsewhere), so summing over servers
-never doubles them. The hot path pays no extra SQL: waiting times come from what the claim returns,
+capacity, allocation, each project's share, quotas and usage of the pool) are computed every
+``metrics_interval`` seconds by the one server that holds a PostgreSQL session advisory lock; only
+that server exports them, and ``whatsnext_metrics_leader`` says which one it is (1 there, 0
+elsewhere), so summing over servers never doubles them. The hot path pays no extra SQL: waiting times come from what the claim returns,
 run times from the report's ``duration``, outcomes from what the state machine answers.
 """
 
@@ -65,6 +65,32 @@ _CLAIMED = _request_key("whatsnext.metrics.claimed")
 _WAITED = _request_key("whatsnext.metrics.waited")
 
 
+@dataclass(frozen=True)
+class Standing:
+    """A project's place in the shared pool: its share, quotas (None: none) and its usage decayed
+    with the pool's half-life (weighted, GPU- and CPU-seconds)."""
+
+    share: float
+    usage: float
+    gpu_seconds: float
+    cpu_seconds: float
+    max_gpus: int | None = None
+    max_cpus: int | None = None
+    max_running: int | None = None
+
+    @classmethod
+    def of(cls, row: Row) -> Standing:
+        return cls(
+            share=float(row["share"]),
+            usage=float(row["usage"]),
+            gpu_seconds=float(row["gpu_seconds"]),
+            cpu_seconds=float(row["cpu_seconds"]),
+            max_gpus=row["max_gpus"],
+            max_cpus=row["max_cpus"],
+            max_running=row["max_running"],
+        )
+
+
 @dataclass
 class Snapshot:
     """The database gauges as one server computed them, in one read-only snapshot."""
@@ -77,6 +103,7 @@ class Snapshot:
     capacity_cpus: int
     capacity_gpus: int
     allocated: dict[str, tuple[int, int]] = field(default_factory=dict)
+    pool: dict[str, Standing] = field(default_factory=dict)
 
 
 async def compute_snapshot(db: MetricsStore, *, silent_seconds: float) -> Snapshot:
@@ -89,6 +116,7 @@ async def compute_snapshot(db: MetricsStore, *, silent_seconds: float) -> Snapsh
     workers = {r["state"]: r for r in await db.workers(silent_seconds=silent_seconds)}
     online = workers.get("online")
     allocated = {r["project"]: (int(r["cpus"]), int(r["gpus"])) for r in await db.allocated()}
+    pool = {r["project"]: Standing.of(r) for r in await db.standings()}
     return Snapshot(
         at=at,
         projects=projects,
@@ -98,6 +126,7 @@ async def compute_snapshot(db: MetricsStore, *, silent_seconds: float) -> Snapsh
         capacity_cpus=int(online["cpus"]) if online else 0,
         capacity_gpus=int(online["gpus"]) if online else 0,
         allocated=allocated,
+        pool=pool,
     )
 
 
@@ -162,6 +191,7 @@ class DatabaseGauges(Collector):
             cpus.add_metric([], s.capacity_cpus)
             gpus.add_metric([], s.capacity_gpus)
         yield from (jobs, oldest, workers, cpus, gpus, alloc_cpus, alloc_gpus)
+        yield from self._pool_families(s)
         at = GaugeMetricFamily(
             "whatsnext_metrics_computed_timestamp_seconds",
             "When this server last computed the database gauges (Unix time)",
@@ -169,6 +199,45 @@ class DatabaseGauges(Collector):
         if s is not None:
             at.add_metric([], s.at)
         yield at
+
+    @staticmethod
+    def _pool_families(s: Snapshot | None) -> Iterator[Metric]:
+        """Each project's share, quotas and usage of the pool (a quota's gauge only where the
+        project has that quota)."""
+
+        def gauge(name: str, text: str) -> GaugeMetricFamily:
+            return GaugeMetricFamily(name, text, labels=["project"])
+
+        usage_gpu = gauge(
+            "whatsnext_project_usage_gpu_seconds",
+            "GPU-seconds the project's attempts used, running ones included, decayed with the pool's half-life",
+        )
+        usage_cpu = gauge(
+            "whatsnext_project_usage_cpu_seconds",
+            "CPU-seconds the project's attempts used, running ones included, decayed with the pool's half-life",
+        )
+        usage = gauge(
+            "whatsnext_project_usage",
+            "The project's usage of the pool as fair share weighs it: seconds times each attempt's GPUs "
+            "(or CPUs / 8 when more), decayed with the pool's half-life",
+        )
+        share = gauge("whatsnext_project_share", "The project's share of the pool (its weight in fair share)")
+        quota_gpus = gauge("whatsnext_project_quota_gpus", "GPUs the project's running jobs may hold at once")
+        quota_cpus = gauge("whatsnext_project_quota_cpus", "CPUs the project's running jobs may hold at once")
+        quota_running = gauge("whatsnext_project_quota_running", "Jobs the project may have running at once")
+        for project, p in sorted(s.pool.items()) if s is not None else ():
+            usage_gpu.add_metric([project], p.gpu_seconds)
+            usage_cpu.add_metric([project], p.cpu_seconds)
+            usage.add_metric([project], p.usage)
+            share.add_metric([project], p.share)
+            for family, quota in (
+                (quota_gpus, p.max_gpus),
+                (quota_cpus, p.max_cpus),
+                (quota_running, p.max_running),
+            ):
+                if quota is not None:
+                    family.add_metric([project], quota)
+        yield from (usage_gpu, usage_cpu, usage, share, quota_gpus, quota_cpus, quota_running)
 
 
 class Metrics:

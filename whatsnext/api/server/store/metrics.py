@@ -37,6 +37,10 @@ class MetricsStore(Table):
     async def allocated(self) -> list[Row]:
         return await self.rows(S.metrics_allocated)
 
+    async def standings(self) -> list[Row]:
+        """Each project's share, quotas and usage of the pool (``metrics_pool``)."""
+        return await self.rows(S.metrics_pool)
+
     async def project_name(self, *, project_id: int) -> str | None:
         name: Any = await self.value(S.metrics_project_name, project_id=project_id)
         return None if name is None else str(name)
