@@ -28,6 +28,10 @@ class Job:
     ``depends`` lists jobs that must complete first: a mapping ``{job_id: job_name}`` (as in the
     original interface), or a list of :class:`Job` objects, job ids, or (inside one
     ``extend_queue`` batch) names of other jobs of the batch.
+
+    ``concurrency_key`` and ``concurrency_limit`` (given together): at most that many jobs with
+    the key run at once in the project, e.g. ``concurrency_key="licence-x", concurrency_limit=2``;
+    left out, the job takes its task's pair.
     """
 
     def __init__(
@@ -48,6 +52,8 @@ class Job:
         inputs: Iterable[str] | None = None,
         outputs: Iterable[str] | None = None,
         group: str | None = None,
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
     ) -> None:
         self.name = name
         self.task = task
@@ -64,6 +70,8 @@ class Job:
         self.inputs = list(inputs) if inputs is not None else None
         self.outputs = list(outputs) if outputs is not None else None
         self.group = group
+        self.concurrency_key = concurrency_key
+        self.concurrency_limit = concurrency_limit
         self.id: int | None = None
         self.status: str | None = None
         self.attempt: int = 0
@@ -145,6 +153,8 @@ class Job:
             "required_accelerators",
             "inputs",
             "outputs",
+            "concurrency_key",
+            "concurrency_limit",
         ):
             if key in data:
                 setattr(self, key, data[key])

@@ -25,8 +25,11 @@ def sweep_jobs(
     depends: Any = None,
     priority: int = 0,
     group: str | None = None,
+    concurrency_key: str | None = None,
+    concurrency_limit: int | None = None,
 ) -> list[Job]:
-    """Expand a parameter grid into jobs (the cartesian product), named after the values."""
+    """Expand a parameter grid into jobs (the cartesian product), named after the values; the
+    concurrency pair, if given, goes on every job."""
     keys = list(grid)
     for key in keys:
         if not isinstance(grid[key], (list, tuple)) or not grid[key]:
@@ -43,6 +46,8 @@ def sweep_jobs(
                 priority=priority,
                 depends=depends,
                 group=group,
+                concurrency_key=concurrency_key,
+                concurrency_limit=concurrency_limit,
             )
         )
     return jobs
@@ -204,11 +209,15 @@ class AsyncProject:
         defaults: Mapping[str, Any] | None = None,
         inputs: Iterable[str] = (),
         outputs: Iterable[str] = (),
+        concurrency_key: str | None = None,
+        concurrency_limit: int | None = None,
         exist_ok: bool = False,
     ) -> dict[str, Any]:
         """Create a task; ``command`` is the template its jobs run (``"python train.py --lr {lr}"``).
-        ``exist_ok=True``: a task of that name may exist already; it is returned as it is."""
-        body = {
+        ``concurrency_key`` with ``concurrency_limit``: at most that many of the project's jobs with
+        the key run at once (its jobs' default). ``exist_ok=True``: a task of that name may exist
+        already; it is returned as it is."""
+        body: dict[str, Any] = {
             "name": name,
             "project_id": self.id,
             "required_cpu": required_cpu,
@@ -224,6 +233,8 @@ class AsyncProject:
             "inputs": list(inputs),
             "outputs": list(outputs),
         }
+        if concurrency_key is not None or concurrency_limit is not None:
+            body |= {"concurrency_key": concurrency_key, "concurrency_limit": concurrency_limit}
         try:
             return dict(await self._http.post("/tasks/", body))
         except Conflict:
