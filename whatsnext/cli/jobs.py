@@ -49,6 +49,7 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
         inputs=args.input,
         outputs=args.output,
         group=args.group or None,
+        **tk.concurrency(args),
     )
     body = job.to_request()
     path = tk.project_path(args.project) + "/jobs"
@@ -88,6 +89,7 @@ def cmd_jobs_sweep(args: argparse.Namespace) -> int:
         parameters=tk.parse_params(args.param),
         depends=depends,
         priority=args.priority,
+        **tk.concurrency(args),
     )
     group = args.group or sweep_group_name(args.task)
     data = tk.call(
@@ -233,6 +235,8 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             "max_lost",
             "required_cpu",
             "required_accelerators",
+            "concurrency_key",
+            "concurrency_limit",
             "worker_name",
             "created_at",
             "started_at",
@@ -303,7 +307,8 @@ def _register_add(jobs: Any) -> None:
         cmd_jobs_add,
         "queue a job",
         "whatsnext jobs add data-pipeline --project my-project --name process-data "
-        "--param input=file.csv --param format=json",
+        "--param input=file.csv --param format=json\n"
+        "  whatsnext jobs add simulate --project demo --concurrency-key licence-x --concurrency-limit 2",
     )
     p.add_argument("task")
     tk.add_project(p)
@@ -330,6 +335,7 @@ def _register_add(jobs: Any) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
     p.add_argument("--input", action="append", metavar="PATH", help="a path it reads (replaces the task's)")
     p.add_argument("--output", action="append", metavar="PATH", help="a path it writes (replaces the task's)")
+    tk.add_concurrency(p, "replaces the task's pair")
 
 
 def _register_sweep(jobs: Any) -> None:
@@ -350,6 +356,7 @@ def _register_sweep(jobs: Any) -> None:
     p.add_argument("--priority", type=int, default=0)
     p.add_argument("--depends", default=None, metavar="ID", help="a job every sweep job waits for")
     p.add_argument("--group", default=None, help="the sweep's group name (default TASK-sweep-DATE-TIME)")
+    tk.add_concurrency(p, "for every job of the sweep, replacing the task's pair")
 
 
 def _register_ls(jobs: Any) -> None:

@@ -37,6 +37,7 @@ def cmd_tasks_add(args: argparse.Namespace) -> int:
         "required_tags": [t for t in (args.tags or "").split(",") if t],
         "inputs": args.input or [],
         "outputs": args.output or [],
+        **tk.concurrency(args),
     }
     try:
         data = tk.call(args, "POST", "/tasks/", body)
@@ -52,6 +53,11 @@ def cmd_tasks_add(args: argparse.Namespace) -> int:
             f"{'task exists' if d.get('existed') else 'created task'} {d['name']} (id {d['id']}): "
             f"{d['required_cpu']} CPU, {d['required_accelerators']} GPU"
             + (f", runs {d['command']}" if d.get("command") else "")
+            + (
+                f", at most {d['concurrency_limit']} at once with key {d['concurrency_key']}"
+                if d.get("concurrency_key")
+                else ""
+            )
         ),
     )
 
@@ -66,7 +72,9 @@ def register(sub: Any) -> None:
         cmd_tasks_add,
         "create a task: the command its jobs run and what they need",
         'whatsnext tasks add train --project demo --command "python train.py --lr {lr} --epochs {epochs}" '
-        "--default epochs=10 --cpus 8 --num-gpus 1 --max-attempts 3",
+        "--default epochs=10 --cpus 8 --num-gpus 1 --max-attempts 3\n"
+        "  whatsnext tasks add simulate --project demo --command 'sim {case}' "
+        "--concurrency-key licence-x --concurrency-limit 2",
     )
     p.add_argument("name")
     tk.add_project(p)
@@ -102,3 +110,4 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--output", action="append", metavar="PATH", help="a path its jobs write, {param} fields allowed"
     )
+    tk.add_concurrency(p, "the default of its jobs")

@@ -201,6 +201,37 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         super().__init__(prog, max_help_position=32)
 
 
+def add_concurrency(p: argparse.ArgumentParser, whose: str) -> None:
+    """``--concurrency-key KEY --concurrency-limit N``, given together (:func:`concurrency`);
+    ``whose``: what the pair applies to, ending the key's help."""
+    p.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="at most --concurrency-limit jobs with this key run at once in the project (a licence, "
+        f"a dataset); {whose}",
+    )
+    p.add_argument(
+        "--concurrency-limit",
+        type=int,
+        metavar="N",
+        help="how many jobs with --concurrency-key may run at once",
+    )
+
+
+def concurrency(args: argparse.Namespace) -> dict[str, Any]:
+    """The body fields of ``--concurrency-key`` and ``--concurrency-limit`` (none when neither is
+    given); one without the other is a usage error."""
+    key, limit = args.concurrency_key, args.concurrency_limit
+    if key is None and limit is None:
+        return {}
+    if key is None or limit is None:
+        given, missing = "--concurrency-key", "--concurrency-limit"
+        if key is None:
+            given, missing = missing, given
+        raise ValueError(f"{given} needs {missing} too")
+    return {"concurrency_key": key, "concurrency_limit": limit}
+
+
 def add(
     sub: Any,
     name: str,
