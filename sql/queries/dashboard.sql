@@ -102,16 +102,71 @@ SELECT e.attempt,
  ORDER BY e.attempt;
 
 -- name: dash_why_workers
--- The workers that could take jobs of a project (registered for it or for any project), with
--- what they hold now and whether they were heard from within :silent_seconds.
+-- The workers that could take jobs of a project (registered for it, for several projects among
+-- them it, or for any project), with what they hold now and whether they were heard from within
+-- :silent_seconds.
 SELECT w.id, w.name, w.cpu, w.accelerators, w.tags, w.status, w.last_seen,
        (w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)) AS online,
        coalesce(sum(j.required_cpu), 0)::int AS used_cpu,
        coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators
   FROM workers w LEFT JOIN jobs j ON j.worker_id = w.id AND j.status = 'RUNNING'
- WHERE w.project_id IS NULL OR w.project_id = :project_id
+ WHERE (w.project_id IS NULL AND w.project_ids IS NULL) OR w.project_id = :project_id
+    OR :project_id = ANY (w.project_ids)
  GROUP BY w.id
  ORDER BY w.id;
+
+-- name: dash_why_pool
+-- What sharing the pool holds a pending job (:job_id) to, in one row: its concurrency key with
+-- the key's running jobs in the project (key_running) and the smallest limit among them and the
+-- job (key_limit); its project's quotas against what the project's running jobs hold; its
+-- project's usage and share; and `ahead`, the projects a claim serves before it (a JSON array,
+-- lowest usage against share first): those sharing with it a live worker (heard from within
+-- :silent_seconds) that serves several projects and could run the job, with an eligible job such
+-- a worker could take, and a lower standing as wn_claim_pool compares them (usage / share, then
+-- what they hold now / share, then the older project).
+WITH me AS (
+    SELECT j.project_id, j.concurrency_key, j.concurrency_limit, j.required_cpu,
+           j.required_accelerators, j.required_tags
+      FROM jobs j WHERE j.id = :job_id
+), pool AS (
+    SELECT w.cpu, w.accelerators, w.tags, w.project_ids
+      FROM workers w, me
+     WHERE w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)
+       AND (w.project_ids IS NOT NULL OR w.all_projects)
+       AND (w.project_ids IS NULL OR me.project_id = ANY (w.project_ids))
+       AND w.cpu >= me.required_cpu AND w.accelerators >= me.required_accelerators
+       AND me.required_tags <@ w.tags
+), rivals AS (
+    SELECT q.id
+      FROM projects q, me
+     WHERE q.id <> me.project_id
+       AND EXISTS (SELECT 1 FROM pool w JOIN jobs o ON o.project_id = q.id
+                    WHERE (w.project_ids IS NULL OR q.id = ANY (w.project_ids))
+                      AND o.status = 'PENDING' AND o.unmet_deps = 0 AND o.available_at <= now()
+                      AND o.required_cpu <= w.cpu AND o.required_accelerators <= w.accelerators
+                      AND o.required_tags <@ w.tags)
+), u AS (
+    SELECT u.project_id, p.name, u.share, u.usage, u.running_jobs, u.running_cpus, u.running_gpus,
+           u.usage / u.share AS standing, u.running_weight / u.share AS holding,
+           p.max_gpus, p.max_cpus, p.max_running
+      FROM wn_project_usage(ARRAY(SELECT project_id FROM me UNION ALL SELECT id FROM rivals)) u
+      JOIN projects p ON p.id = u.project_id
+)
+SELECT mine.name AS project, mine.share, mine.usage, mine.running_jobs, mine.running_cpus,
+       mine.running_gpus, mine.max_gpus, mine.max_cpus, mine.max_running, me.concurrency_key,
+       k.running AS key_running, least(me.concurrency_limit, k.lim) AS key_limit,
+       coalesce((SELECT jsonb_agg(jsonb_build_object('id', o.project_id, 'name', o.name,
+                                                     'share', o.share, 'usage', o.usage)
+                                  ORDER BY o.standing, o.holding, o.project_id)
+                   FROM u o
+                  WHERE o.project_id <> mine.project_id
+                    AND (o.standing, o.holding, o.project_id)
+                        < (mine.standing, mine.holding, mine.project_id)), '[]') AS ahead
+  FROM me JOIN u mine ON mine.project_id = me.project_id
+  LEFT JOIN LATERAL (SELECT count(*)::integer AS running, min(r.concurrency_limit) AS lim
+                       FROM jobs r
+                      WHERE r.project_id = me.project_id AND r.status = 'RUNNING'
+                        AND r.concurrency_key = me.concurrency_key) k ON true;
 
 -- name: dash_queue_ahead
 -- How many eligible jobs of the job's project come before it in hand-out order.

@@ -39,7 +39,7 @@ from .base import (
     views,
     visible_projects,
 )
-from .why import explain
+from .why import explain, unnamed
 
 # ---------------------------------------------------------------- pages
 
@@ -175,7 +175,16 @@ async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
             project_id=job["project_id"], silent_seconds=silent_seconds(request)
         )
         ahead = await app_store.dashboard.queue_ahead(job_id=job_id)
-        why = explain(job, upstream, workers, ahead, datetime.now(UTC), settings.starvation_seconds)
+        pool = await app_store.dashboard.why_pool(job_id=job_id, silent_seconds=silent_seconds(request))
+        why = explain(
+            job,
+            upstream,
+            workers,
+            ahead,
+            datetime.now(UTC),
+            settings.starvation_seconds,
+            None if pool is None else unnamed(pool, who.covers),
+        )
     return {
         "job": job,
         "events": events,

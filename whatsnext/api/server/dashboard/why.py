@@ -1,10 +1,15 @@
-"""Why a pending job is not running: read off the job, its upstream jobs and the workers."""
+"""Why a pending job is not running: read off the job, its upstream jobs, the workers and what
+sharing the pool holds it to (its concurrency key, its project's quotas and fair share)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+NAMED_AHEAD = 5
+"""Projects ahead in the fair share named by name; the rest are counted."""
 
 
 @dataclass
@@ -57,8 +62,10 @@ def explain(
     ahead: int,
     now: datetime,
     starvation_seconds: float,
+    pool: dict[str, Any] | None = None,
 ) -> Why | None:
-    """The reasons a PENDING job waits (None for a job in any other status)."""
+    """The reasons a PENDING job waits (None for a job in any other status). ``pool`` is what
+    sharing the pool holds the job to (``dash_why_pool``, after :func:`unnamed`)."""
     if job["status"] != "PENDING":
         return None
     why = Why()
@@ -119,7 +126,9 @@ def explain(
                     else ""
                 )
             )
-    elif not why.reasons:
+    if pool is not None:
+        why.reasons += pool_reasons(job, pool)
+    if not why.reasons:
         fit = next(c for c in online if c.fits_now)
         why.reasons.append(
             f"{fit.name} has room for it: it is handed out at that worker's next claim"
@@ -134,3 +143,52 @@ def explain(
                 "smaller jobs no longer overtake it on workers it fits"
             )
     return why
+
+
+def unnamed(pool: dict[str, Any], covers: Callable[[int], bool]) -> dict[str, Any]:
+    """``pool`` with the names of the projects ahead that the viewer may not see left out."""
+    ahead = [a if covers(a["id"]) else {**a, "name": None} for a in pool.get("ahead") or []]
+    return {**pool, "ahead": ahead}
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} GPU-hours"
+
+
+def pool_reasons(job: dict[str, Any], pool: dict[str, Any]) -> list[str]:
+    """What sharing the pool holds a job to, in the order a claim checks it: its concurrency key
+    at its limit, its project's quota reached, other projects served first by fair share."""
+    reasons = []
+    key, running, limit = pool.get("concurrency_key"), pool.get("key_running") or 0, pool.get("key_limit")
+    if key is not None and limit is not None and running >= limit:
+        reasons.append(f"concurrency key {key}: {running} of {limit} running")
+    quotas = (
+        ("GPUs", "in use", pool.get("running_gpus") or 0, pool.get("max_gpus"), job["required_accelerators"]),
+        ("CPUs", "in use", pool.get("running_cpus") or 0, pool.get("max_cpus"), job["required_cpu"]),
+        ("jobs", "running", pool.get("running_jobs") or 0, pool.get("max_running"), 1),
+    )
+    for what, state, used, quota, need in quotas:
+        if quota is None or used + need <= quota:
+            continue
+        if need > quota:
+            reasons.append(f"project quota: the job needs {need} {what}, the quota allows {quota}")
+        elif used < quota:
+            reasons.append(f"project quota: {used} of {quota} {what} {state}, the job needs {need}")
+        else:
+            reasons.append(f"project quota: {used} of {quota} {what} {state}")
+    ahead = pool.get("ahead") or []
+    if ahead:
+        named = [a for a in ahead if a.get("name") is not None]
+        parts = [f"{a['name']} ({_hours(a['usage'])}, share {a['share']:g})" for a in named[:NAMED_AHEAD]]
+        others = len(ahead) - len(parts)
+        if others:
+            parts.append(_plural(others, "other project", "other projects"))
+        reasons.append(
+            f"waiting for project {pool['project']}'s fair share: usage {_hours(pool['usage'])} (weighted) "
+            f"vs share {pool['share']:g}; projects ahead: {', '.join(parts)}"
+        )
+    return reasons

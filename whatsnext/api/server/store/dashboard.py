@@ -49,6 +49,11 @@ class DashboardStore(Table):
     async def why_workers(self, *, project_id: int, silent_seconds: float) -> list[Row]:
         return await self.rows(S.dash_why_workers, project_id=project_id, silent_seconds=silent_seconds)
 
+    async def why_pool(self, *, job_id: int, silent_seconds: float) -> Row | None:
+        """What sharing the pool holds a pending job to: its concurrency key, its project's quotas
+        and the projects a claim serves before it (``ahead``, with their usage and share)."""
+        return await self.row(S.dash_why_pool, job_id=job_id, silent_seconds=silent_seconds)
+
     async def queue_ahead(self, *, job_id: int) -> int:
         return int(await self.value(S.dash_queue_ahead, job_id=job_id))
 
