@@ -168,6 +168,39 @@ SELECT mine.name AS project, mine.share, mine.usage, mine.running_jobs, mine.run
                       WHERE r.project_id = me.project_id AND r.status = 'RUNNING'
                         AND r.concurrency_key = me.concurrency_key) k ON true;
 
+-- name: dash_pool
+-- The pool page: each project of :projects (NULL: every project) that is active or runs a job,
+-- with its share, quotas, what its running jobs hold now and its usage decayed with the pool's
+-- half-life (weighted, GPU- and CPU-seconds); then one row (id and name NULL) summing the
+-- projects outside :projects that used the pool, so a viewer learns no other project's name.
+-- Each row carries the pool's totals (usage, running GPUs) and half-life.
+WITH u AS (
+    SELECT u.*, p.name, p.status, p.max_gpus, p.max_cpus, p.max_running,
+           (:projects::bigint[] IS NULL OR p.id = ANY (:projects::bigint[])) AS shown
+      FROM wn_project_usage() u JOIN projects p ON p.id = u.project_id
+), total AS (
+    SELECT coalesce(sum(u.usage), 0) AS usage, coalesce(sum(u.running_gpus), 0)::bigint AS gpus,
+           coalesce(sum(u.running_cpus), 0)::bigint AS cpus,
+           (SELECT half_life FROM pool_settings WHERE id = 1) AS half_life
+      FROM u
+), listed AS (
+    SELECT u.project_id AS id, u.name, u.share, u.max_gpus, u.max_cpus, u.max_running,
+           u.running_jobs::bigint AS running_jobs, u.running_gpus::bigint AS running_gpus,
+           u.running_cpus::bigint AS running_cpus, u.usage, u.gpu_seconds, u.cpu_seconds
+      FROM u
+     WHERE u.shown AND (u.status = 'ACTIVE' OR u.running_jobs > 0)
+    UNION ALL
+    SELECT NULL, NULL, NULL, NULL, NULL, NULL, sum(u.running_jobs), sum(u.running_gpus),
+           sum(u.running_cpus), sum(u.usage), sum(u.gpu_seconds), sum(u.cpu_seconds)
+      FROM u
+     WHERE NOT u.shown
+    HAVING sum(u.usage) > 0 OR sum(u.running_jobs) > 0
+)
+SELECT r.*, t.usage AS total_usage, t.gpus AS total_running_gpus, t.cpus AS total_running_cpus,
+       t.half_life
+  FROM listed r, total t
+ ORDER BY r.name IS NULL, r.name;
+
 -- name: dash_queue_ahead
 -- How many eligible jobs of the job's project come before it in hand-out order.
 SELECT count(*)::bigint

@@ -39,6 +39,7 @@ from .base import (
     views,
     visible_projects,
 )
+from .pool import pool_rows
 from .why import explain, unnamed
 
 # ---------------------------------------------------------------- pages
@@ -213,6 +214,13 @@ async def workers(request: web.Request, who: Principal) -> dict[str, Any]:
         "live_url": f"{PREFIX}/events",
         "title": "Workers",
     }
+
+
+@views.get(PREFIX + "/pool", "The pool: each project's share, quotas and usage", rule=PAGE)
+@page("pool.html")
+async def pool_page(request: web.Request, who: Principal) -> dict[str, Any]:
+    rows = await request.app[store_key].dashboard.pool_projects(projects=visible_projects(who))
+    return {**pool_rows(rows), "live_url": f"{PREFIX}/events", "title": "Pool"}
 
 
 # ---------------------------------------------------------------- live updates

@@ -54,6 +54,11 @@ class DashboardStore(Table):
         and the projects a claim serves before it (``ahead``, with their usage and share)."""
         return await self.row(S.dash_why_pool, job_id=job_id, silent_seconds=silent_seconds)
 
+    async def pool_projects(self, *, projects: list[int] | None) -> list[Row]:
+        """Each project of ``projects`` (None: all) in the pool, then one row (``id`` None) summing
+        the others; each row carries the pool's totals and half-life."""
+        return await self.rows(S.dash_pool, projects=projects)
+
     async def queue_ahead(self, *, job_id: int) -> int:
         return int(await self.value(S.dash_queue_ahead, job_id=job_id))
 
