@@ -118,7 +118,9 @@ async def test_a_handed_job_whose_claim_went_away_goes_back_to_the_queue(client:
         "tasks": None,
         "with_command": False,
     }
-    wait = asyncio.create_task(hub.wait(info["id"], 20, cpu=1, keys={project: info["id"]}, claim=lambda: args))
+    wait = asyncio.create_task(
+        hub.wait(info["id"], 20, cpu=1, keys={project: info["id"]}, claim=lambda: args)
+    )
     await wait_until(waiting(client), what="the waiter")
     waiter = hub.offer(project)
     assert waiter is not None and hub.offer(project) is None, "an offered waiter is offered once"

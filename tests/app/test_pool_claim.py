@@ -93,7 +93,9 @@ async def test_the_next_job_goes_to_the_project_furthest_below_its_share(
     assert [j["project"] for j in await pool_claim(client, [a, b])] == [a]
 
 
-async def test_one_claim_of_many_jobs_is_shared_by_the_shares(client: TestClient, db: asyncpg.Connection) -> None:
+async def test_one_claim_of_many_jobs_is_shared_by_the_shares(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
     a, b = await projects(client, db, 2, 1)
     await queue(client, a, 10)
     await queue(client, b, 10)
@@ -111,7 +113,11 @@ async def test_an_idle_share_is_used_by_the_others(client: TestClient, db: async
 @pytest.mark.parametrize(
     ("quota", "job", "capacity"),
     [
-        ("max_gpus", {"required_accelerators": 1, "required_cpu": 1}, {"free_cpu": 8, "free_accelerators": 8}),
+        (
+            "max_gpus",
+            {"required_accelerators": 1, "required_cpu": 1},
+            {"free_cpu": 8, "free_accelerators": 8},
+        ),
         ("max_cpus", {"required_cpu": 1}, {"free_cpu": 8}),
         ("max_running", {"required_cpu": 1}, {"free_cpu": 8}),
     ],
@@ -132,7 +138,9 @@ async def test_a_quota_caps_what_a_project_holds_across_claims(
     assert len(await pool_claim(client, [a], max_jobs=8, **capacity)) == 2
 
 
-async def test_a_job_larger_than_its_quota_is_never_handed_out(client: TestClient, db: asyncpg.Connection) -> None:
+async def test_a_job_larger_than_its_quota_is_never_handed_out(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
     (a,) = await projects(client, db, 1)
     await db.execute("UPDATE projects SET max_gpus = 1 WHERE name = $1", a)
     await queue(client, a, 1, required_accelerators=2)
@@ -160,12 +168,16 @@ async def test_a_concurrency_key_caps_its_running_jobs_and_the_smallest_limit_ho
     assert [j["id"] for j in await pool_claim(client, [a], **capacity)] == [one]
 
 
-async def test_the_end_of_a_job_under_quota_wakes_a_waiting_claim(client: TestClient, db: asyncpg.Connection) -> None:
+async def test_the_end_of_a_job_under_quota_wakes_a_waiting_claim(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
     (a,) = await projects(client, db, 1)
     await db.execute("UPDATE projects SET max_running = 1 WHERE name = $1", a)
     await queue(client, a, 2)
     (first,) = await pool_claim(client, [a])
-    waiting = asyncio.create_task(call(client, "POST", "/claim", {"worker_name": "w2", "projects": [a], "wait": 20}))
+    waiting = asyncio.create_task(
+        call(client, "POST", "/claim", {"worker_name": "w2", "projects": [a], "wait": 20})
+    )
 
     async def waits() -> bool:
         return client.app[hub_key].waiting() > 0
@@ -200,7 +212,9 @@ async def test_all_projects_claims_from_any_project(client: TestClient, db: asyn
     task = f"only-{uuid.uuid4().hex[:6]}"
     status, _ = await call(client, "POST", f"/projects/{a}/jobs", {"name": "j", "task": task})
     assert status == 201
-    status, out = await call(client, "POST", "/claim", {"worker_name": "w", "all_projects": True, "tasks": [task]})
+    status, out = await call(
+        client, "POST", "/claim", {"worker_name": "w", "all_projects": True, "tasks": [task]}
+    )
     assert status == 200 and [j["project"] for j in out["jobs"]] == [a]
 
 
