@@ -25,11 +25,11 @@ SELECT extract(epoch FROM min(j.available_at) - now())::float8
 
 -- name: sharing_busy
 -- The projects among :projects (NULL: all) with a pending or running job, by id (an idle summary
--- of several projects sums theirs).
-SELECT DISTINCT j.project_id
-  FROM jobs j
- WHERE (:projects::bigint[] IS NULL OR j.project_id = ANY (:projects::bigint[]))
-   AND j.status IN ('PENDING', 'RUNNING');
+-- of several projects sums theirs); one index probe per project.
+SELECT p.id AS project_id
+  FROM projects p
+ WHERE (:projects::bigint[] IS NULL OR p.id = ANY (:projects::bigint[]))
+   AND EXISTS (SELECT 1 FROM jobs j WHERE j.project_id = p.id AND j.status IN ('PENDING', 'RUNNING'));
 
 -- name: sharing_half_life
 -- Set the pool's half-life (every server writes its own at start; one value for all): the value
