@@ -35,6 +35,7 @@ DECLARE
     v_full text[];
     v_picked bigint[] := '{}';
     v_keys text[] := '{}';
+    v_limits integer[] := '{}';
     v_task_ids bigint[];
     v_block record;
     v_passed integer := 0;
@@ -129,11 +130,14 @@ BEGIN
             SELECT count(*)::integer, min(j.concurrency_limit) INTO v_count, v_limit
               FROM jobs j
              WHERE j.project_id = p_project AND j.status = 'RUNNING' AND j.concurrency_key = r.ck;
-            v_count := v_count + coalesce(array_length(array_positions(v_keys, r.ck), 1), 0);
+            -- With the jobs of the key this claim already took: their number and their limits.
+            SELECT v_count + count(*)::integer, least(v_limit, min(x.lim)) INTO v_count, v_limit
+              FROM unnest(v_keys, v_limits) AS x(key, lim) WHERE x.key = r.ck;
             IF v_count >= least(r.cl, v_limit) THEN
                 CONTINUE;  -- at its limit: no claim could take it now
             END IF;
             v_keys := v_keys || r.ck;
+            v_limits := v_limits || r.cl;
         END IF;
         v_picked := v_picked || r.id;
         v_cpu := v_cpu - r.rc;

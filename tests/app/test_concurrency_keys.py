@@ -207,11 +207,6 @@ async def test_the_smallest_limit_holds_while_the_stricter_jobs_run(app_api: Api
     assert await claim(app_api, project, "w2") == [], "two run with limit 2: the job with limit 5 waits"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a claim counts the jobs of a key it hands out itself against the candidate's limit and the "
-    "running jobs' smallest, not against the smallest limit of those it handed out",
-)
 async def test_the_smallest_limit_holds_within_one_claim(app_api: Api) -> None:
     project = await new_project(app_api)
     jobs = [
