@@ -18,6 +18,8 @@ MAX_CLAIM_JOBS: Final = 1000
 MAX_REPORTS: Final = 10_000
 """Reports in one ``POST /jobs/reports``."""
 MAX_CLAIM_WAIT: Final = 600
+MAX_TIME_LEFT: Final = 10 * 365 * 86400.0
+"""The longest time left a worker may announce (ten years: a worker without an end sends none)."""
 """Seconds a claim may ask to wait (``wait``); the server grants at most its ``--max-wait``."""
 MAX_LOG_BATCH: Final = 1000
 """Output lines of one job in one log request."""

@@ -31,6 +31,7 @@ class ClaimRequest(TypedDict, total=False):
     with_command: bool
     projects: list[str] | None
     all_projects: bool
+    time_left: float | None
 
 
 class ClaimedJob(TypedDict):
@@ -107,6 +108,7 @@ class ClaimArgs(TypedDict):
     tasks: list[str] | None
     with_command: bool
     actor: str | None
+    time_left: float | None
 
 
 CLAIM_REQUEST_FIELDS: Final[tuple[str, ...]] = tuple(ClaimRequest.__annotations__)
@@ -131,6 +133,7 @@ WN_CLAIM_PARAMETERS: Final[dict[str, str]] = {
     "tasks": "tasks",
     "with_command": "with_command",
     "actor": "actor",
+    "time_left": "time_left",
 }
 """``wn_claim``'s parameters after the project (their names without ``p_``, in order, which are the
 keys of the JSON object ``wn_enqueue_claim`` reads) and the claim argument each one takes."""

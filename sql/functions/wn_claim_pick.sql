@@ -13,6 +13,8 @@
 -- advisory lock; p_wait_quota false: give up instead of waiting, answering no jobs) and what its
 -- RUNNING jobs hold counts against the worker's free capacity. A project without quotas takes no
 -- lock. A job needing more than a quota allows is never considered.
+-- Walltime: a worker whose time ends (p_time_left seconds from now, NULL: no end) takes only jobs
+-- whose timeout fits in it; a job without a timeout fits any worker.
 -- Concurrency keys: at most concurrency_limit jobs with one key run at once in the project (the
 -- smallest limit among the job and the key's running jobs holds). A key at its limit is skipped;
 -- a job with a key takes the key's advisory lock (or is passed over, as a locked row is, when
@@ -21,7 +23,7 @@ CREATE OR REPLACE FUNCTION wn_claim_pick(
     p_project bigint, p_free_cpu integer, p_free_acc integer, p_total_cpu integer,
     p_total_acc integer, p_tags text[], p_max_jobs integer, p_starve double precision,
     p_tasks text[] DEFAULT NULL, p_with_command boolean DEFAULT false,
-    p_wait_quota boolean DEFAULT true
+    p_wait_quota boolean DEFAULT true, p_time_left double precision DEFAULT NULL
 ) RETURNS bigint[]
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -91,6 +93,7 @@ BEGIN
                AND j.required_cpu <= v_total_cpu AND j.required_accelerators <= v_total_acc
                AND j.required_tags <@ p_tags
                AND (v_task_ids IS NULL OR j.task_id = ANY (v_task_ids))
+               AND (p_time_left IS NULL OR j.timeout IS NULL OR j.timeout <= p_time_left)
              ORDER BY j.priority DESC, j.id
              LIMIT 200) s
      WHERE (s.required_cpu > v_cpu OR s.required_accelerators > v_acc)
@@ -107,6 +110,7 @@ BEGIN
            AND j.required_cpu <= v_cpu AND j.required_accelerators <= v_acc
            AND j.required_tags <@ p_tags
            AND (v_task_ids IS NULL OR j.task_id = ANY (v_task_ids))
+           AND (p_time_left IS NULL OR j.timeout IS NULL OR j.timeout <= p_time_left)
            AND (v_full IS NULL OR j.concurrency_key IS NULL OR j.concurrency_key <> ALL (v_full))
            AND (v_block.id IS NULL OR j.priority > v_block.priority
                 OR (j.priority = v_block.priority AND j.id < v_block.id))

@@ -15,7 +15,8 @@ CREATE OR REPLACE FUNCTION wn_claim_pool(
     p_projects bigint[], p_worker_id bigint, p_worker_name text,
     p_free_cpu integer, p_free_acc integer, p_total_cpu integer, p_total_acc integer,
     p_tags text[], p_max_jobs integer, p_lease double precision, p_starve double precision,
-    p_tasks text[] DEFAULT NULL, p_with_command boolean DEFAULT false, p_actor text DEFAULT NULL
+    p_tasks text[] DEFAULT NULL, p_with_command boolean DEFAULT false, p_actor text DEFAULT NULL,
+    p_time_left double precision DEFAULT NULL
 ) RETURNS TABLE (
     id bigint, name text, task text, parameters jsonb, priority integer, attempt integer,
     required_cpu integer, required_accelerators integer, timeout double precision,
@@ -61,7 +62,9 @@ BEGIN
                                WHERE j.project_id = p.id AND j.status = 'PENDING'
                                  AND j.unmet_deps = 0 AND j.available_at <= now()
                                  AND j.required_cpu <= p_total_cpu
-                                 AND j.required_accelerators <= p_total_acc))) u
+                                 AND j.required_accelerators <= p_total_acc
+                                 AND (p_time_left IS NULL OR j.timeout IS NULL
+                                      OR j.timeout <= p_time_left)))) u
       JOIN projects p ON p.id = u.project_id;
     v_n := coalesce(cardinality(v_ids), 0);
     v_live := v_n;
@@ -79,7 +82,7 @@ BEGIN
         END LOOP;
         v_new := wn_claim_pick(v_ids[v_best], v_cpu, v_acc, p_total_cpu, p_total_acc, p_tags,
                                CASE WHEN v_live = 1 THEN v_left ELSE 1 END, p_starve, p_tasks,
-                               p_with_command, NOT v_locked);
+                               p_with_command, NOT v_locked, p_time_left);
         v_locked := v_locked OR v_quota[v_best];
         IF cardinality(v_new) = 0 THEN
             v_active[v_best] := false;

@@ -1,7 +1,7 @@
 -- The claim wn_enqueue runs for a claim waiting on the submitting server: wn_claim (or, for a claim
 -- of several projects, wn_claim_pool) with its arguments from a JSON object (project_id or
 -- projects, worker_id, worker_name, free_cpu, free_acc, total_cpu, total_acc, tags, max_jobs,
--- lease, starve, tasks, with_command, actor), its rows as a JSON array in hand-out order; NULL when
+-- lease, starve, tasks, with_command, actor, time_left), its rows as a JSON array in hand-out order; NULL when
 -- there is no such claim, it waits for other projects than p_project, or it took nothing.
 -- A claim of several projects has "pool": true and "projects": their ids (null: every project).
 CREATE OR REPLACE FUNCTION wn_enqueue_claim(p_project bigint, p_claim jsonb) RETURNS jsonb
@@ -39,7 +39,7 @@ BEGIN
                              (p_claim->>'lease')::double precision,
                              (p_claim->>'starve')::double precision, v_tasks,
                              coalesce((p_claim->>'with_command')::boolean, false),
-                             p_claim->>'actor') c;
+                             p_claim->>'actor', (p_claim->>'time_left')::double precision) c;
     ELSE
         SELECT jsonb_agg(to_jsonb(c) ORDER BY c.priority DESC, c.id) INTO v_rows
           FROM wn_claim(p_project::text, (p_claim->>'worker_id')::bigint, p_claim->>'worker_name',
@@ -48,7 +48,8 @@ BEGIN
                         v_tags, (p_claim->>'max_jobs')::integer,
                         (p_claim->>'lease')::double precision,
                         (p_claim->>'starve')::double precision, v_tasks,
-                        coalesce((p_claim->>'with_command')::boolean, false), p_claim->>'actor') c;
+                        coalesce((p_claim->>'with_command')::boolean, false), p_claim->>'actor',
+                        (p_claim->>'time_left')::double precision) c;
     END IF;
     RETURN v_rows;
 END $$;

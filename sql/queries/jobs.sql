@@ -76,7 +76,8 @@ SELECT e.ids, e.created_tasks, e.claimed, j.project AS project_name,
 -- name: job_claim
 SELECT * FROM wn_claim(:project, :worker_id, :worker_name, :free_cpu, :free_accelerators,
                        :total_cpu, :total_accelerators, :tags, :max_jobs, :lease_seconds,
-                       :starvation_seconds, :tasks::text[], :with_command, :actor::text);
+                       :starvation_seconds, :tasks::text[], :with_command, :actor::text,
+                       :time_left::float8);
 
 -- name: job_end_attempts
 -- End attempts (reports of workers): one (ord, id, code, status, message) row per entry, in order,

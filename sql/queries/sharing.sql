@@ -5,7 +5,7 @@
 SELECT * FROM wn_claim_pool(:projects::bigint[], :worker_id, :worker_name, :free_cpu,
                             :free_accelerators, :total_cpu, :total_accelerators, :tags, :max_jobs,
                             :lease_seconds, :starvation_seconds, :tasks::text[], :with_command,
-                            :actor::text);
+                            :actor::text, :time_left::float8);
 
 -- name: sharing_projects
 -- The projects named by :keys (names or ids), as (key, id, name) rows; a key naming no project

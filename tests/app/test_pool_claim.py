@@ -251,3 +251,19 @@ async def test_a_worker_registers_for_several_projects(client: TestClient, db: a
     assert status == 200 and worker["id"] in [w["id"] for w in listed["workers"]]
     status, out = await call(client, "POST", "/workers", {"name": "x", "project": a, "projects": [b]})
     assert status == 422 and "project" in str(out)
+
+
+async def test_a_worker_near_its_end_takes_only_jobs_whose_timeout_fits(
+    client: TestClient, db: asyncpg.Connection
+) -> None:
+    (a,) = await projects(client, db, 1)
+    (long,) = await queue(client, a, 1, timeout=3600)
+    (short,) = await queue(client, a, 1, timeout=60)
+    (endless,) = await queue(client, a, 1)
+    body = {"worker_name": "w", "free_cpu": 3, "max_jobs": 3, "time_left": 600}
+    status, out = await call(client, "POST", f"/projects/{a}/claim", body)
+    assert status == 200 and sorted(j["id"] for j in out["jobs"]) == sorted([short, endless])
+    assert await pool_claim(client, [a], time_left=600) == []
+    assert [j["id"] for j in await pool_claim(client, [a], time_left=None)] == [long]
+    status, out = await call(client, "POST", f"/projects/{a}/claim", {"time_left": -1})
+    assert status == 422 and "time_left" in str(out)

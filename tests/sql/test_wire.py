@@ -113,6 +113,7 @@ def test_the_claim_arguments_are_the_requests_under_the_same_names() -> None:
     assert tuple(args) == wire.CLAIM_ARG_FIELDS
     shared = set(wire.CLAIM_REQUEST_FIELDS) & set(args)
     assert shared == set(wire.CLAIM_REQUEST_FIELDS) - {"wait", "idle_summary", "projects", "all_projects"}
+    assert args["time_left"] is None
     assert {k: args[k] for k in ("total_cpu", "total_accelerators")} == {
         "total_cpu": 3,
         "total_accelerators": 1,
@@ -126,8 +127,9 @@ def test_the_claim_arguments_are_the_requests_under_the_same_names() -> None:
 def test_the_worker_claims_with_the_wire_fields() -> None:
     client = Client(project="p", server="http://localhost:1", available_cpu=4)
     body = client._claim_body(5.0, True)
-    # A worker of one project sends what it always sent; one of several names them.
-    assert tuple(body) == tuple(f for f in wire.CLAIM_REQUEST_FIELDS if f not in ("projects", "all_projects"))
+    # A worker of one project without an end sends what it always sent; one of several names them.
+    sent_when_needed = ("projects", "all_projects", "time_left")
+    assert tuple(body) == tuple(f for f in wire.CLAIM_REQUEST_FIELDS if f not in sent_when_needed)
     several = Client(project=["p", "q"], server="http://localhost:1", available_cpu=4)
     pool = {**several._claim_body(5.0, True), **several.target.claim_fields()}
     assert set(pool) <= set(wire.CLAIM_REQUEST_FIELDS) and pool["projects"] == ["p", "q"]

@@ -137,6 +137,7 @@ def claim_args(body: ClaimRequest, settings: Settings, actor: str | None = None)
         "tasks": body.tasks,
         "with_command": body.with_command,
         "actor": actor,
+        "time_left": body.time_left,
     }
 
 

@@ -114,6 +114,8 @@ def _name_problem(value: str) -> str | None:
 
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(_check_name)]
+ProjectKey = Id | Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+"""A project named by its id (an integer, or its digits) or its name."""
 JobName = Annotated[str, Field(min_length=1, max_length=MAX_JOB_NAME)]
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG)]
 Count = Annotated[int, Field(ge=0, le=1_000_000)]

@@ -19,10 +19,11 @@ from ....limits import (
     MAX_LOG_TAIL,
     MAX_NAME,
     MAX_REPORTS,
+    MAX_TIME_LEFT,
 )
 from ....models import DEFAULT_MAX_LOST, JobStatus, ReportStatus
 from ....wire import CLAIM_REQUEST_FIELDS, CLAIMED_JOB_FIELDS, REPORT_FIELDS
-from .base import INT32, Attempt, Count, Id, Int32, Name, Printed, Produced, Strict, Tag
+from .base import INT32, Attempt, Count, Id, Int32, Name, Printed, Produced, ProjectKey, Strict, Tag
 
 # ---------------------------------------------------------------- claim and reports
 
@@ -48,7 +49,7 @@ class ClaimRequest(Strict):
     with_command: bool = Field(
         False, description="Only jobs whose task has a command template (a worker that runs the task's)."
     )
-    projects: list[Name] | None = Field(
+    projects: list[ProjectKey] | None = Field(
         None,
         min_length=1,
         max_length=MAX_LIST,
@@ -59,6 +60,11 @@ class ClaimRequest(Strict):
         False,
         description="`POST /claim` only: claim from every project the token may work on (without "
         "--auth, every project), looked up at each claim.",
+    )
+    time_left: Annotated[float, Field(ge=0, le=MAX_TIME_LEFT)] | None = Field(
+        None,
+        description="Seconds until the worker's time ends (its deadline, less its grace): only jobs "
+        "whose timeout fits are handed out; a job without a timeout fits any worker. Null: no end.",
     )
 
 

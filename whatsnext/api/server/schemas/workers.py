@@ -11,7 +11,7 @@ from pydantic import (
 )
 
 from ....limits import MAX_LIST, MAX_NAME
-from .base import INT32, Count, Id, Name, Strict, Tag
+from .base import INT32, Count, Id, ProjectKey, Strict, Tag
 
 # ---------------------------------------------------------------- workers
 
@@ -21,10 +21,8 @@ class WorkerRegister(Strict):
     entity: str = Field("", max_length=MAX_NAME)
     host: str = Field("", max_length=500)
     pid: Annotated[int, Field(ge=0, le=INT32)] | None = None
-    project: Id | Annotated[str, Field(min_length=1, max_length=MAX_NAME)] | None = Field(
-        None, description="The project it works for (id or name)."
-    )
-    projects: list[Name] | None = Field(
+    project: ProjectKey | None = Field(None, description="The project it works for (id or name).")
+    projects: list[ProjectKey] | None = Field(
         None, min_length=1, max_length=MAX_LIST, description="The projects it works for (ids or names)."
     )
     all_projects: bool = Field(False, description="It works for every project its token may work on.")
