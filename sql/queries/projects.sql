@@ -53,7 +53,8 @@ SELECT p.id,
 -- What a worker that found nothing to claim needs to decide whether to wait or to stop:
 -- its total CPUs, GPUs and tags. `runnable` is whether some pending job with its
 -- dependencies met could ever fit it (it may be locked by a concurrent claim, or still delayed),
--- among the tasks it takes (:tasks, NULL: any; :with_command: only tasks with a command).
+-- among the tasks it takes (:tasks, NULL: any; :with_command: only tasks with a command) and
+-- whose timeout fits in its :time_left (NULL: no end; a job without a timeout fits any worker).
 -- `unfit` is the first pending job with its dependencies met that it cannot take, and why.
 WITH mine AS (
     SELECT t.id FROM tasks t
@@ -66,15 +67,18 @@ SELECT count(*) FILTER (WHERE status = 'PENDING') AS pending,
        EXISTS (SELECT 1 FROM jobs r
                 WHERE r.project_id = :project_id AND r.status = 'PENDING' AND r.unmet_deps = 0
                   AND r.required_cpu <= :total_cpu AND r.required_accelerators <= :total_accelerators
-                  AND r.required_tags <@ :tags AND r.task_id IN (SELECT id FROM mine))
+                  AND r.required_tags <@ :tags AND r.task_id IN (SELECT id FROM mine)
+                  AND (:time_left::float8 IS NULL OR r.timeout IS NULL OR r.timeout <= :time_left::float8))
          AS runnable,
        (SELECT jsonb_build_object('id', r.id, 'task', t.name, 'cpu', r.required_cpu,
                                   'gpus', r.required_accelerators, 'tags', r.required_tags,
                                   'task_taken', r.task_id IN (SELECT id FROM mine),
-                                  'has_command', t.command IS NOT NULL)
+                                  'has_command', t.command IS NOT NULL, 'timeout', r.timeout)
           FROM jobs r JOIN tasks t ON t.id = r.task_id
          WHERE r.project_id = :project_id AND r.status = 'PENDING' AND r.unmet_deps = 0
            AND NOT (r.required_cpu <= :total_cpu AND r.required_accelerators <= :total_accelerators
-                    AND r.required_tags <@ :tags AND r.task_id IN (SELECT id FROM mine))
+                    AND r.required_tags <@ :tags AND r.task_id IN (SELECT id FROM mine)
+                    AND (:time_left::float8 IS NULL OR r.timeout IS NULL
+                         OR r.timeout <= :time_left::float8))
          ORDER BY r.priority DESC, r.id LIMIT 1) AS unfit
   FROM jobs WHERE project_id = :project_id AND status IN ('PENDING', 'RUNNING');

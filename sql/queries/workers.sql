@@ -1,12 +1,13 @@
 -- name: worker_register
--- A worker of one project (:project), of several (:project_ids) or of all its token's (:all_projects).
+-- A worker of one project (:project), of several (:project_ids) or of all its token's (:all_projects);
+-- :deadline is when its time ends (NULL: no end).
 INSERT INTO workers (project_id, project_ids, all_projects, name, entity, host, pid, cpu, accelerators,
-                     tags, token_id)
+                     tags, token_id, deadline)
 VALUES (CASE WHEN :project::text IS NULL THEN NULL ELSE wn_project_id(:project) END,
         :project_ids::bigint[], :all_projects, :name, :entity, :host, :pid, :cpu, :accelerators, :tags,
-        :token_id)
+        :token_id, :deadline::timestamptz)
 RETURNING id, project_id, project_ids, all_projects, name, entity, host, pid, cpu, accelerators, tags,
-          status, registered_at, last_seen;
+          status, registered_at, last_seen, deadline;
 
 -- name: worker_heartbeat
 -- Extend the worker's leases; the ids of its jobs to cancel.
@@ -22,7 +23,7 @@ SELECT w.id, w.project_id,
             ELSE ARRAY(SELECT x FROM unnest(w.project_ids) x WHERE x = ANY (:projects::bigint[]) ORDER BY x)
        END AS project_ids,
        w.all_projects, w.name, w.entity, w.host, w.pid, w.cpu, w.accelerators, w.tags, w.status,
-       w.registered_at, w.last_seen,
+       w.registered_at, w.last_seen, w.deadline,
        coalesce(array_agg(j.id ORDER BY j.id) FILTER (WHERE j.id IS NOT NULL), '{}') AS running,
        coalesce(sum(j.required_cpu), 0)::int AS used_cpu,
        coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators

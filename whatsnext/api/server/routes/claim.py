@@ -103,6 +103,7 @@ async def _idle(store: Store, project_id: int, body: ClaimRequest) -> dict[str, 
         tags=body.tags,
         tasks=body.tasks,
         with_command=body.with_command,
+        time_left=body.time_left,
     )
 
 

@@ -42,6 +42,7 @@ async def register(request: web.Request) -> web.Response:
         accelerators=b.accelerators,
         tags=b.tags,
         token_id=token_id(request),
+        deadline=b.deadline,
     )
     lease = request.app[settings_key].lease_seconds
     return json_response(

@@ -29,6 +29,11 @@ class WorkerRegister(Strict):
     cpu: Count = 0
     accelerators: Count = 0
     tags: list[Tag] = Field(default_factory=list)
+    deadline: datetime | None = Field(
+        None,
+        description="When the worker's time ends (its --deadline, or its SLURM allocation's end; an ISO "
+        "time, with a zone or in UTC): it claims only jobs whose timeout fits in what is left. Null: no end.",
+    )
 
 
 class WorkerOut(BaseModel):
@@ -46,6 +51,7 @@ class WorkerOut(BaseModel):
     status: Literal["ONLINE", "OFFLINE"]
     registered_at: datetime
     last_seen: datetime
+    deadline: datetime | None = Field(None, description="When the worker's time ends (null: no end).")
     running: list[int] = Field(default_factory=list)
     used_cpu: int = 0
     used_accelerators: int = 0

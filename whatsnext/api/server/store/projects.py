@@ -33,6 +33,7 @@ class IdleQuestion(TypedDict):
     tags: list[str]
     tasks: NotRequired[list[str] | None]
     with_command: NotRequired[bool]
+    time_left: NotRequired[float | None]
 
 
 class ProjectStore(Table):
@@ -60,4 +61,5 @@ class ProjectStore(Table):
 
     async def idle(self, **question: Unpack[IdleQuestion]) -> Row:
         """What a worker that found nothing needs to decide whether to wait or to stop."""
-        return await self.one(S.project_idle, **({"tasks": None, "with_command": False} | question))
+        defaults: dict[str, object] = {"tasks": None, "with_command": False, "time_left": None}
+        return await self.one(S.project_idle, **(defaults | question))

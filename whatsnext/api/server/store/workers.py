@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import NotRequired
 
 from typing_extensions import TypedDict, Unpack
@@ -24,11 +25,17 @@ class Registration(TypedDict):
     accelerators: int
     tags: list[str]
     token_id: NotRequired[int | None]
+    deadline: NotRequired[datetime | None]
 
 
 class WorkerStore(Table):
     async def register(self, **fields: Unpack[Registration]) -> Row:
-        defaults: dict[str, object] = {"token_id": None, "project_ids": None, "all_projects": False}
+        defaults: dict[str, object] = {
+            "token_id": None,
+            "project_ids": None,
+            "all_projects": False,
+            "deadline": None,
+        }
         return await self.one(S.worker_register, **(defaults | fields))
 
     async def heartbeat(
