@@ -103,10 +103,11 @@ SELECT e.attempt,
 
 -- name: dash_why_workers
 -- The workers that could take jobs of a project (registered for it, for several projects among
--- them it, or for any project), with what they hold now and whether they were heard from within
--- :silent_seconds.
+-- them it, or for any project), with what they hold now, whether they were heard from within
+-- :silent_seconds, and the seconds left until their time ends (time_left; NULL: no end).
 SELECT w.id, w.name, w.cpu, w.accelerators, w.tags, w.status, w.last_seen,
        (w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)) AS online,
+       extract(epoch FROM w.deadline - now())::float8 AS time_left,
        coalesce(sum(j.required_cpu), 0)::int AS used_cpu,
        coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators
   FROM workers w LEFT JOIN jobs j ON j.worker_id = w.id AND j.status = 'RUNNING'

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -139,4 +139,45 @@ def test_a_few_projects_ahead_are_named_and_the_rest_counted() -> None:
         "waiting for project p's fair share: usage 2.00 GPU-hours (weighted) vs share 0.5; projects ahead: "
         "q0 (0.00 GPU-hours, share 2), q1 (0.10 GPU-hours, share 2), q2 (0.20 GPU-hours, share 2), "
         "q4 (0.40 GPU-hours, share 2), q5 (0.50 GPU-hours, share 2), 3 other projects"
+    ]
+
+
+async def test_no_live_worker_has_time_enough_for_its_timeout(pool: PoolServer) -> None:
+    p, _ = await pool.project("walltime")
+    end = datetime.now(UTC) + timedelta(seconds=600)
+    await pool.worker(cpu=8, project=p, deadline=end.isoformat())
+    await pool.worker(cpu=8, project=p, deadline=(end - timedelta(seconds=300)).isoformat())
+    [long] = await pool.jobs(p, 1, timeout=3600)
+    [why] = await reasons(pool, long)
+    assert re.fullmatch(
+        r"the job needs 3600 s \(its timeout\); the live workers that could run it have at most "
+        r"5[89]\d s left",
+        why,
+    ), why
+    [short] = await pool.jobs(p, 1, timeout=60)
+    [why] = await reasons(pool, short)
+    assert ROOM in why
+    # A worker without an end could run it: then the job only waits for its next claim.
+    await pool.worker(cpu=8, project=p)
+    [why] = await reasons(pool, long)
+    assert ROOM in why
+
+
+def test_a_worker_short_of_time_is_never_the_closest() -> None:
+    job: dict[str, Any] = {
+        "status": "PENDING",
+        "unmet_deps": 0,
+        "required_cpu": 4,
+        "required_accelerators": 0,
+        "required_tags": [],
+        "timeout": 3600.0,
+    }
+    base = {"accelerators": 0, "used_accelerators": 0, "tags": [], "online": True}
+    ending = base | {"name": "ending", "cpu": 8, "used_cpu": 0, "time_left": 100.0}
+    busy = base | {"name": "busy", "cpu": 8, "used_cpu": 6, "time_left": None}
+    why = explain(job, [], [ending, busy], 0, datetime.now(UTC), 300)
+    assert why is not None and why.closest is not None and why.closest.name == "busy"
+    assert why.reasons == [
+        "no online worker has enough free capacity now (the job needs 4 CPUs, 0 GPUs); "
+        "closest: busy, which lacks 2 more free CPUs"
     ]

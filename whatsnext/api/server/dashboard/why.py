@@ -25,10 +25,20 @@ class Candidate:
     missing_tags: list[str]
     short_cpu: int
     short_gpu: int
+    time_left: float | None = None
+    """Seconds until the worker's time ends (None: no end)."""
+    short_time: bool = False
+    """Its time left is shorter than the job's timeout: it does not take the job."""
 
     @property
     def fits_now(self) -> bool:
-        return self.online and not self.missing_tags and self.short_cpu == 0 and self.short_gpu == 0
+        return (
+            self.online
+            and not self.missing_tags
+            and self.short_cpu == 0
+            and self.short_gpu == 0
+            and not self.short_time
+        )
 
     def lacks(self) -> str:
         parts = []
@@ -81,10 +91,12 @@ def explain(
         why.reasons.append(f"retry delay: not before {available.isoformat(timespec='seconds')}")
     need_cpu, need_gpu = job["required_cpu"], job["required_accelerators"]
     need_tags = list(job.get("required_tags") or [])
+    timeout = job.get("timeout")
     candidates = []
     for w in workers:
         free_cpu = w["cpu"] - w["used_cpu"]
         free_gpu = w["accelerators"] - w["used_accelerators"]
+        left = w.get("time_left")
         candidates.append(
             Candidate(
                 name=w["name"],
@@ -96,16 +108,26 @@ def explain(
                 missing_tags=[t for t in need_tags if t not in (w["tags"] or [])],
                 short_cpu=max(0, need_cpu - free_cpu),
                 short_gpu=max(0, need_gpu - free_gpu),
+                time_left=left,
+                short_time=timeout is not None and left is not None and left < timeout,
             )
         )
     online = [c for c in candidates if c.online]
     need = f"{need_cpu} CPU{'s' if need_cpu != 1 else ''}, {need_gpu} GPU{'s' if need_gpu != 1 else ''}"
     if need_tags:
         need += ", tags " + ", ".join(need_tags)
+    able = [c for c in online if not c.missing_tags and c.cpu >= need_cpu and c.gpu >= need_gpu]
     if not online:
         why.reasons.append(f"no worker of this project is online (the job needs {need})")
+    elif able and all(c.short_time for c in able):
+        # Walltime: workers that could run it, none with time enough left for its timeout.
+        most = max(c.time_left or 0.0 for c in able)
+        why.reasons.append(
+            f"the job needs {int(timeout or 0)} s (its timeout); the live workers that could run it "
+            f"have at most {max(0, int(most))} s left"
+        )
     elif not any(c.fits_now for c in online):
-        big_enough = [c for c in online if not c.missing_tags and c.cpu >= need_cpu and c.gpu >= need_gpu]
+        big_enough = [c for c in able if not c.short_time]
         why.closest = (
             min(big_enough, key=_distance)
             if big_enough
