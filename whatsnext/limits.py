@@ -18,9 +18,9 @@ MAX_CLAIM_JOBS: Final = 1000
 MAX_REPORTS: Final = 10_000
 """Reports in one ``POST /jobs/reports``."""
 MAX_CLAIM_WAIT: Final = 600
+"""Seconds a claim may ask to wait (``wait``); the server grants at most its ``--max-wait``."""
 MAX_TIME_LEFT: Final = 10 * 365 * 86400.0
 """The longest time left a worker may announce (ten years: a worker without an end sends none)."""
-"""Seconds a claim may ask to wait (``wait``); the server grants at most its ``--max-wait``."""
 MAX_LOG_BATCH: Final = 1000
 """Output lines of one job in one log request."""
 MAX_LOG_REQUEST: Final = 10_000
@@ -33,6 +33,10 @@ MAX_ARTIFACTS: Final = 10_000
 """Artifacts recorded in one request."""
 MAX_LIST: Final = 1000
 """Entries of a list inside one job or task: its inputs, its outputs, the tasks a claim names."""
+
+MAX_COUNT: Final = 1_000_000
+"""The largest CPU or GPU count a job may require and a worker offer (a worker whose jobs run on
+SLURM or RUN:AI offers it: the host it runs on does not bound them)."""
 
 # ---------------------------------------------------------------- lengths of one field
 

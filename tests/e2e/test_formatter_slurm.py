@@ -472,6 +472,7 @@ class FakeSlurm:
             False,
         ),
         ("JobState=TIMEOUT Reason=TimeLimit ExitCode=0:0", "FAILED", 0, "timeout", False),
+        ("JobState=TIMEOUT Reason=TimeLimit ExitCode=0:15", "FAILED", -15, "timeout", False),
         ("JobState=OUT_OF_MEMORY Reason=OutOfMemory ExitCode=0:125", "FAILED", 0, "OUT_OF_MEMORY", False),
         ("JobState=NODE_FAIL Reason=NodeDown ExitCode=0:0", "FAILED", 0, "NODE_FAIL", False),
         ("JobState=BOOT_FAIL Reason=None ExitCode=0:0", "FAILED", 0, "BOOT_FAIL", False),
@@ -497,6 +498,36 @@ async def test_state_mapping(
     assert tools.count("squeue") == 3  # PENDING, RUNNING, then gone
     # a preempted job is cancelled so that SLURM does not requeue it behind WhatsNext's back
     assert ("scancel" in tools) is requeue
+
+
+@pytest.mark.parametrize(
+    "squeue",
+    [
+        ["PENDING", "RUNNING", "PENDING"],  # scontrol requeue, or a preemption that requeues: waiting again
+        ["RUNNING", "COMPLETING", "REQUEUED"],
+        ["RUNNING", "REQUEUE_HOLD"],
+    ],
+)
+async def test_a_job_slurm_requeued_goes_back_to_the_whatsnext_queue(
+    tmp_path: Path, squeue: list[str | None]
+) -> None:
+    fake = FakeSlurm(tmp_path / "fake", squeue=squeue, scontrol=None)
+    outcome = await asyncio.wait_for(fake.formatter(tmp_path).run(make_job(1, {"x": 1}), RunContext()), 30)
+    assert (outcome.status, outcome.error, outcome.requeue) == ("FAILED", "requeued by SLURM", True)
+    tools = [call[1] for call in fake.calls()]
+    # SLURM would run it again by itself: it is cancelled there, and WhatsNext hands it out again.
+    assert tools.count("squeue") == len(squeue) and tools[-1] == "scancel"
+
+
+async def test_a_job_pending_before_it_ever_ran_only_waits(tmp_path: Path) -> None:
+    fake = FakeSlurm(
+        tmp_path / "fake",
+        squeue=["PENDING", "PENDING", "RUNNING"],
+        scontrol="JobState=COMPLETED Reason=None ExitCode=0:0",
+    )
+    outcome = await asyncio.wait_for(fake.formatter(tmp_path).run(make_job(1, {"x": 1}), RunContext()), 30)
+    assert (outcome.status, outcome.requeue) == ("COMPLETED", False)
+    assert "scancel" not in [call[1] for call in fake.calls()]
 
 
 async def test_poll_interval_backs_off_and_resets_on_change(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from helpers import wait_for_condition
 
 from whatsnext.api.client import CLIFormatter
 from whatsnext.api.client.formatters.base import FormatError, JobSpec, RunContext
-from whatsnext.api.client.formatters.runai import RUNAIFormatter, parse_describe, to_yaml
+from whatsnext.api.client.formatters.runai import RUNAIFormatter, parse_describe, parse_reasons, to_yaml
 
 
 def make_job(**kwargs: Any) -> JobSpec:
@@ -358,6 +358,55 @@ async def test_stopped_workload_is_cancelled(tmp_path: Path) -> None:
     fake.update(describe=describe_doc(2, "Stopped"))
     outcome = await asyncio.wait_for(fake_formatter(fake, 2).run(make_job(), RunContext()), 10)
     assert outcome.status == "CANCELLED"
+
+
+@pytest.mark.parametrize("cli_version", [1, 2])
+async def test_a_preempted_workload_goes_back_to_the_whatsnext_queue(
+    tmp_path: Path, cli_version: int
+) -> None:
+    # RUN:AI puts a preempted training workload back to Pending: WhatsNext requeues it instead.
+    fake = FakeRunai(tmp_path / "fake")
+    fake.update(describe=describe_doc(cli_version, "Running"), logs="epoch 1\n")
+    fmt = fake_formatter(fake, cli_version)
+    task = asyncio.create_task(fmt.run(make_job(), RunContext()))
+    await wait_for_condition(lambda: fake.count("describe") >= 2, 10, "the workload seen running")
+    fake.update(describe=describe_doc(cli_version, "Pending"))
+    outcome = await asyncio.wait_for(task, 10)
+    assert (outcome.status, outcome.requeue) == ("FAILED", True)
+    assert outcome.error is not None and outcome.error.startswith("preempted in RUN:AI")
+    assert outcome.log_tail == "epoch 1\n"
+    assert fake.calls()[-2:] == [fmt.logs_argv("wn-7-2")[1:], fmt.delete_argv("wn-7-2")[1:]]
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "error", "requeue"),
+    [
+        ("Preempted", None, "preempted in RUN:AI (workload Preempted)", True),
+        ("Evicted", None, "preempted in RUN:AI (workload Evicted)", True),
+        ("Failed", "Evicted", "preempted in RUN:AI (workload Failed)", True),
+        ("Failed", "Preempted", "preempted in RUN:AI (workload Failed)", True),
+        ("Failed", "DeadlineExceeded", "timeout", False),
+        ("TimedOut", None, "timeout", False),
+        ("Failed", "BackoffLimitExceeded", "workload Failed", False),
+    ],
+)
+async def test_preemption_and_time_limit_states(
+    tmp_path: Path, status: str, reason: str | None, error: str, requeue: bool
+) -> None:
+    fake = FakeRunai(tmp_path / "fake")
+    doc = describe_doc(2, status)
+    if reason is not None:
+        doc["pods"][0]["reason"] = reason
+    fake.update(describe=doc)
+    outcome = await asyncio.wait_for(fake_formatter(fake, 2).run(make_job(), RunContext()), 10)
+    assert (outcome.status, outcome.error, outcome.requeue) == ("FAILED", error, requeue)
+    assert (fake.count("delete") == 1) is requeue  # a preempted workload is deleted: RUN:AI would rerun it
+
+
+def test_parse_reasons() -> None:
+    doc = {"general": {"status": "Failed"}, "pods": [{"reason": "Evicted", "conditions": [{"reason": "X"}]}]}
+    assert parse_reasons("noise\n" + json.dumps(doc)) == {"evicted", "x"}
+    assert parse_reasons("no json") == set() and parse_reasons("{broken") == set()
 
 
 async def test_submit_failure_reports_stderr(tmp_path: Path) -> None:

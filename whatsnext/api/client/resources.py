@@ -7,6 +7,11 @@ import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
 
+from ...limits import MAX_COUNT
+
+UNBOUNDED = MAX_COUNT
+"""What an unbounded capacity offers: as many CPUs (or GPUs) as a job may ask for."""
+
 
 def detect_gpus() -> list[str]:
     """GPU indexes from ``nvidia-smi --query-gpu``, or NVML when importable; [] when there are none."""
@@ -77,24 +82,31 @@ def resolve_gpu_ids(given: str | int | Sequence[str | int] | None) -> list[str]:
 
 
 class Capacity:
-    """Free CPU and GPU ids of one worker. Jobs take and give back; GPUs are never shared."""
+    """Free CPU and GPU ids of one worker. Jobs take and give back; GPUs are never shared.
 
-    def __init__(self, cpu: int, gpu_ids: Iterable[str]) -> None:
-        self.total_cpu = cpu
-        self.gpu_ids = list(gpu_ids)
-        self.free_cpu = cpu
+    ``cpu=None`` or ``gpu_ids=None``: not bounded (a worker whose jobs run elsewhere, on SLURM or
+    RUN:AI): it offers :data:`UNBOUNDED` and taking never lessens it (no GPU ids are handed out)."""
+
+    def __init__(self, cpu: int | None, gpu_ids: Iterable[str] | None) -> None:
+        self.cpu_bounded = cpu is not None
+        self.gpus_bounded = gpu_ids is not None
+        self.total_cpu = cpu if cpu is not None else UNBOUNDED
+        self.gpu_ids = list(gpu_ids or ())
+        self.free_cpu = self.total_cpu
         self._free_gpus = list(self.gpu_ids)
 
     @property
     def total_accelerators(self) -> int:
-        return len(self.gpu_ids)
+        return len(self.gpu_ids) if self.gpus_bounded else UNBOUNDED
 
     @property
     def free_accelerators(self) -> int:
-        return len(self._free_gpus)
+        return len(self._free_gpus) if self.gpus_bounded else UNBOUNDED
 
     def fits(self, cpu: int, accelerators: int) -> bool:
-        return cpu <= self.free_cpu and accelerators <= len(self._free_gpus)
+        return (not self.cpu_bounded or cpu <= self.free_cpu) and (
+            not self.gpus_bounded or accelerators <= len(self._free_gpus)
+        )
 
     def take(self, cpu: int, accelerators: int) -> list[str]:
         if not self.fits(cpu, accelerators):
@@ -102,14 +114,32 @@ class Capacity:
                 f"capacity exceeded: need {cpu} CPU/{accelerators} GPU, "
                 f"free {self.free_cpu}/{len(self._free_gpus)}"
             )
-        self.free_cpu -= cpu
+        if self.cpu_bounded:
+            self.free_cpu -= cpu
+        if not self.gpus_bounded:
+            return []
         ids, self._free_gpus = self._free_gpus[:accelerators], self._free_gpus[accelerators:]
         return ids
 
     def give(self, cpu: int, ids: Iterable[str]) -> None:
-        self.free_cpu += cpu
+        if self.cpu_bounded:
+            self.free_cpu += cpu
         for gpu in ids:
             if gpu not in self._free_gpus:
                 self._free_gpus.append(gpu)
         order = {g: i for i, g in enumerate(self.gpu_ids)}
         self._free_gpus.sort(key=lambda g: order.get(g, len(order)))
+
+
+def worker_capacity(
+    cpu: int | None,
+    accelerators: str | int | Sequence[str | int] | None,
+    *,
+    runs_elsewhere: bool = False,
+) -> Capacity:
+    """A worker's capacity: the CPUs and GPUs given, else this host's. A worker whose formatter
+    runs its jobs elsewhere (SLURM, RUN:AI) is bounded only by what is given: the host it runs
+    on (a login node) does not bound the cluster, its number of jobs at once does (``max_jobs``)."""
+    if runs_elsewhere:
+        return Capacity(cpu, None if accelerators is None else resolve_gpu_ids(accelerators))
+    return Capacity(cpu if cpu is not None else (os.cpu_count() or 1), resolve_gpu_ids(accelerators))

@@ -132,6 +132,9 @@ class Formatter(ABC):
 
     #: How many jobs this formatter may run at once regardless of CPU/GPU (None: no limit).
     max_concurrency: int | None = None
+    #: Whether its jobs run outside the worker's host (SLURM, RUN:AI): the host's CPUs and GPUs
+    #: then do not bound what the worker takes; ``max_concurrency`` does.
+    runs_elsewhere: bool = False
     #: Whether it runs each job with its task's command template (the worker then claims only
     #: jobs of tasks that have one).
     uses_task_commands: bool = False

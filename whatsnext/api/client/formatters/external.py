@@ -37,6 +37,9 @@ DROPPED_MARKER = "[... earlier output dropped ...]\n"
 """What starts an output tail that lost its beginning."""
 MAX_POLL_ERRORS = 10
 """Failed status queries in a row after which the jobs they are about are given up."""
+DEFAULT_MAX_JOBS = 100
+"""How many jobs a worker keeps on the cluster at once unless told otherwise (``--max-jobs``): its
+capacity, since the CPUs and GPUs of the host it runs on do not bound what the cluster runs."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -76,8 +79,13 @@ async def cancel_on_teardown(argv: Sequence[str], limit: float) -> None:
 
 class ExternalFormatter(Formatter):
     """A formatter that submits each job to a cluster, to run ``script`` (with ``executable``) or
-    the template ``command`` there."""
+    the template ``command`` there.
 
+    Its jobs do not run on the worker's host, so that host's CPUs and GPUs do not bound them: the
+    worker takes jobs of any size, up to ``max_concurrency`` at once (``--max-jobs``)."""
+
+    runs_elsewhere = True
+    max_concurrency: int | None = DEFAULT_MAX_JOBS
     script: str | None
     executable: str
     command: str | None
@@ -260,6 +268,8 @@ class Tracked:
     final: bool = False
     lost: str | None = None
     """Set when the cluster no longer knows the job, or cannot be asked about it any more."""
+    ran: bool = False
+    """Seen running once: waiting again after that means the cluster requeued it."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 

@@ -45,6 +45,16 @@ FAILED_STATES = frozenset({"failed", "error", "crashloopbackoff", "imagepullback
 CANCELLED_STATES = frozenset({"deleted", "stopped"})
 #: States in which the workload's container runs (the timeout clock starts at the first one).
 RUNNING_STATES = frozenset({"running", "degraded"})
+#: The scheduler took the workload's resources back (a higher-priority or in-quota workload):
+#: the attempt goes back to the WhatsNext queue without using an attempt. So does a workload
+#: that waits again (``Pending``) after it ran: RUN:AI requeued it after a preemption.
+PREEMPTED_STATES = frozenset({"preempted", "evicted"})
+#: The workload reached its time limit (``activeDeadlineSeconds``): a failure as a timeout.
+TIMED_OUT_STATES = frozenset({"timedout", "deadlineexceeded"})
+#: Reasons (``reason`` fields of the workload, its pods and conditions) that say the same of a
+#: failed workload, lower-cased.
+PREEMPTED_REASONS = frozenset({"preempted", "preemption", "evicted", "preempting"})
+TIMED_OUT_REASONS = frozenset({"deadlineexceeded", "timedout"})
 
 _STATUS_KEYS = ("status", "phase", "state", "actualPhase", "jobStatus")
 _EXIT_KEYS = ("exitCode", "exit_code", "ExitCode")
@@ -83,6 +93,31 @@ def parse_describe(text: str) -> tuple[str | None, int | None]:
     status = _bfs(data, _STATUS_KEYS, str)
     code = _bfs(data, _EXIT_KEYS, int)
     return status, code
+
+
+def parse_reasons(text: str) -> set[str]:
+    """Every ``reason`` in a ``describe -o json`` document (the workload's, its pods' and their
+    conditions'), lower-cased; empty when there is none or no JSON."""
+    start = text.find("{")
+    if start < 0:
+        return set()
+    try:
+        data, _ = json.JSONDecoder().raw_decode(text[start:])
+    except ValueError:
+        return set()
+    found: set[str] = set()
+    stack: list[Any] = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("reason", "statusReason") and isinstance(value, str):
+                    found.add(value.strip().lower())
+                elif isinstance(value, (dict, list)):
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(v for v in node if isinstance(v, (dict, list)))
+    return found
 
 
 def _number(value: float) -> str:
@@ -159,9 +194,6 @@ class RUNAIFormatter(ExternalFormatter):
     Each submission is reported to ``ctx.on_external`` as ``"runai:<name>"``;
     :meth:`cancel_external` deletes such a workload.
     """
-
-    #: RUN:AI queues the workloads: the worker does not need to hold any back.
-    max_concurrency: int | None = None
 
     def __init__(
         self,
@@ -388,6 +420,7 @@ class RUNAIFormatter(ExternalFormatter):
         interval = PollInterval(self)
         run_deadline: float | None = None
         last_status: str | None = None
+        ran = False
         errors = 0
         cancel_wait = asyncio.ensure_future(ctx.cancel.wait())
         try:
@@ -426,9 +459,21 @@ class RUNAIFormatter(ExternalFormatter):
                         log.warning("runai describe %s: %s", name, exc)
                     if status is not None:
                         key = status.strip().lower()
+                        ran = ran or key in RUNNING_STATES
+                        if key in PREEMPTED_STATES or (ran and key == "pending"):
+                            return await self._hand_back(name, ctx, started, status)
+                        if key in TIMED_OUT_STATES:
+                            return await self._finish(name, ctx, started, "FAILED", error="timeout")
                         if key in COMPLETED_STATES:
                             return await self._finish(name, ctx, started, "COMPLETED", exit_code=0)
                         if key in FAILED_STATES:
+                            reasons = parse_reasons(out)
+                            if reasons & PREEMPTED_REASONS:
+                                return await self._hand_back(name, ctx, started, status)
+                            if reasons & TIMED_OUT_REASONS:
+                                return await self._finish(
+                                    name, ctx, started, "FAILED", exit_code=code, error="timeout"
+                                )
                             error = f"exit code {code}" if code is not None else f"workload {status}"
                             return await self._finish(
                                 name, ctx, started, "FAILED", exit_code=code, error=error
@@ -489,6 +534,13 @@ class RUNAIFormatter(ExternalFormatter):
             duration=time.monotonic() - started,
         )
 
+    async def _hand_back(self, name: str, ctx: RunContext, started: float, status: str) -> Outcome:
+        """RUN:AI preempted the workload: keep its logs, delete it (RUN:AI would run it again on its
+        own) and hand the attempt back to the WhatsNext queue without using an attempt."""
+        outcome = await self._stop(name, ctx, "FAILED", f"preempted in RUN:AI (workload {status})", started)
+        outcome.requeue = True
+        return outcome
+
     async def _stop(
         self,
         name: str,
@@ -506,4 +558,4 @@ class RUNAIFormatter(ExternalFormatter):
         return Outcome(status=status, error=error, log_tail=log_tail, duration=time.monotonic() - started)
 
 
-__all__ = ["RUNAIFormatter", "parse_describe", "to_yaml"]
+__all__ = ["RUNAIFormatter", "parse_describe", "parse_reasons", "to_yaml"]

@@ -72,6 +72,12 @@ FINAL_STATES = frozenset(
 )
 #: States in which the job's processes exist (the timeout clock runs from the first of these).
 STARTED_STATES = frozenset({"RUNNING", "COMPLETING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT"})
+#: States of a job SLURM put back in its queue after it ran (``scontrol requeue``, a preemption
+#: with PreemptMode=REQUEUE, a node failure): PENDING counts only once the job was seen running.
+REQUEUE_STATES = frozenset({"REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED"})
+#: What WhatsNext makes of a job that SLURM took away from it: the attempt goes back to the
+#: WhatsNext queue without using an attempt (the SLURM job is cancelled first).
+HANDED_BACK = {"PREEMPTED": "preempted in SLURM", "REQUEUED": "requeued by SLURM"}
 
 _FAILURE_REASONS = {
     "TIMEOUT": "timeout",
@@ -151,7 +157,11 @@ class _SlurmPoller(BatchPoller):
         reason: str | None = None,
     ) -> bool:
         state = state.upper()
-        final = state in FINAL_STATES
+        if state in STARTED_STATES:
+            tracked.ran = True
+        elif state in REQUEUE_STATES or (state == "PENDING" and tracked.ran):
+            state = "REQUEUED"  # SLURM requeued it: WhatsNext requeues it instead (see HANDED_BACK)
+        final = state in FINAL_STATES or state == "REQUEUED"
         if state == tracked.state and final == tracked.final:
             return False
         tracked.state = state
@@ -187,9 +197,6 @@ class SlurmFormatter(ExternalFormatter):
     Each submission is reported to ``ctx.on_external`` as ``"slurm:<id>"``;
     :meth:`cancel_external` cancels such a job (a worker taking over a lost job does that first).
     """
-
-    #: SLURM queues the jobs: the worker does not need to hold any back.
-    max_concurrency: int | None = None
 
     def __init__(
         self,
@@ -472,8 +479,8 @@ class SlurmFormatter(ExternalFormatter):
         finally:
             cancel_wait.cancel()
 
-        if tracked.state == "PREEMPTED":
-            # SLURM may requeue a preempted job by itself; WhatsNext requeues it instead.
+        if tracked.state in HANDED_BACK and stopped_by is None:
+            # SLURM may run a preempted or requeued job again by itself; WhatsNext requeues it instead.
             await run_command([self.scancel, tracked.job_id], limit=60)
         if follower is not None:
             await self._emit(follower, ctx, final=True)
@@ -504,8 +511,10 @@ class SlurmFormatter(ExternalFormatter):
             return ended(status="COMPLETED", exit_code=0)
         if state == "CANCELLED":
             return ended(status="CANCELLED", exit_code=code, error="cancelled in SLURM (scancel)")
-        if state == "PREEMPTED":
-            return ended(status="FAILED", exit_code=code, error="preempted", requeue=True)
+        if state in HANDED_BACK:
+            return ended(status="FAILED", exit_code=code, error=HANDED_BACK[state], requeue=True)
+        if state == "TIMEOUT" and tracked.signal and not code:
+            code = -tracked.signal  # killed at its time limit, as the worker's own timeout kills
         if state == "FAILED":
             if tracked.signal:
                 error = f"killed by signal {tracked.signal}"

@@ -19,7 +19,7 @@ from pydantic import (
 from pydantic import Strict as StrictValue
 from pydantic_core import PydanticCustomError
 
-from ....limits import MAX_ATTEMPTS, MAX_JOB_NAME, MAX_NAME, MAX_PARAMETERS_BYTES, MAX_TAG, MAX_URI
+from ....limits import MAX_ATTEMPTS, MAX_COUNT, MAX_JOB_NAME, MAX_NAME, MAX_PARAMETERS_BYTES, MAX_TAG, MAX_URI
 
 INT32 = 2**31 - 1
 """The largest value of a PostgreSQL ``integer`` column (attempt, cpu, priority, exit code ...)."""
@@ -118,7 +118,7 @@ ProjectKey = Id | Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 """A project named by its id (an integer, or its digits) or its name."""
 JobName = Annotated[str, Field(min_length=1, max_length=MAX_JOB_NAME)]
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG)]
-Count = Annotated[int, Field(ge=0, le=1_000_000)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 MaxLost = Annotated[int, Field(ge=0, le=MAX_ATTEMPTS)]
 PathTemplate = Annotated[str, Field(min_length=1, max_length=MAX_URI)]
 """A path or URI a job reads or writes, with {parameter} fields the worker fills in."""
