@@ -134,6 +134,11 @@ def test_the_worker_claims_with_the_wire_fields() -> None:
     pool = {**several._claim_body(5.0, True), **several.target.claim_fields()}
     assert set(pool) <= set(wire.CLAIM_REQUEST_FIELDS) and pool["projects"] == ["p", "q"]
     assert body["max_jobs"] <= limits.MAX_CLAIM_JOBS
+    # A worker with a deadline sends the same and its time left (less its grace and the wait).
+    ending = Client(project="p", server="http://localhost:1", available_cpu=4, deadline=600, grace=10)
+    timed = ending._claim_body(5.0, True)
+    assert tuple(timed) == (*body, "time_left")
+    assert 600 - 10 - 5 - 5 < timed["time_left"] <= 600 - 10 - 5
     big = Client(project="p", server="http://localhost:1", available_cpu=100_000)
     assert big._claim_body(0.0, False)["max_jobs"] == limits.MAX_CLAIM_JOBS
 

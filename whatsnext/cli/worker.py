@@ -113,6 +113,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         artifact_roots=args.artifact_root or (),
         artifact_hash_bytes=int(args.artifact_hash_gib * (1 << 30)),
         artifact_hash_seconds=args.artifact_hash_seconds,
+        deadline=args.deadline,
     )
     summary = client.work(forever=args.forever)
     print(
@@ -168,19 +169,39 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--formatter", choices=["cli", "slurm", "runai"], default="cli", help="how jobs run (default cli)"
     )
-    p.add_argument("--cpus", type=int, default=None, help="CPUs to offer (default: all)")
+    p.add_argument(
+        "--cpus",
+        type=int,
+        default=None,
+        help="CPUs to offer (default: all of this host's; slurm and runai: no bound but --max-jobs)",
+    )
     p.add_argument(
         "--gpus",
         default=None,
         metavar="IDS",
         help="GPU ids to offer, as CUDA_VISIBLE_DEVICES: 0,1,3 or 3 (GPU 3), all, none "
-        "(default: all visible: $CUDA_VISIBLE_DEVICES, else nvidia-smi)",
+        "(default: all visible: $CUDA_VISIBLE_DEVICES, else nvidia-smi; slurm and runai: no bound)",
     )
     p.add_argument("--gpu-count", type=int, default=None, metavar="N", help="offer the first N visible GPUs")
     p.add_argument("--tags", default="", help="comma-separated tags of this worker")
     p.add_argument("--name", default=None, help="worker name (default host-pid)")
     p.add_argument("--entity", default=os.environ.get("USER", ""))
-    p.add_argument("--max-jobs", type=int, default=None, help="at most this many jobs at once")
+    p.add_argument(
+        "--max-jobs",
+        type=int,
+        default=None,
+        help="at most this many jobs at once (slurm and runai: 100 by default, and the only bound: "
+        "their jobs do not run on this host, so its CPUs and GPUs do not count unless given)",
+    )
+    p.add_argument(
+        "--deadline",
+        default=None,
+        metavar="T",
+        help="when this worker's time ends: an ISO time (2025-06-01T18:00, local unless it has a zone) "
+        "or a duration (90m, 2h, 1h30m, 3600, 01:30:00); it claims only jobs whose timeout fits in "
+        "what is left less --grace, and hands back what still runs when only --grace is left. "
+        "Default: inside a SLURM allocation, its end; 'none': no end",
+    )
     p.add_argument(
         "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL of a stopped job"
     )

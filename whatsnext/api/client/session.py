@@ -8,6 +8,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Callable
+from datetime import datetime
 
 import structlog
 
@@ -52,6 +53,8 @@ class Session:
         self.heartbeat_interval = 20.0
         self.max_wait: float | None = None
         """The longest claim wait the server grants (from its register answer); asked for no longer."""
+        self.deadline: datetime | None = None
+        """When the worker's time ends (registered when it has one)."""
 
     async def register(self) -> None:
         backoff = Backoff()
@@ -68,6 +71,7 @@ class Session:
                         "cpu": self.capacity.total_cpu,
                         "accelerators": self.capacity.total_accelerators,
                         "tags": self.tags,
+                        **self._deadline_field(),
                     },
                 )
                 break
@@ -88,7 +92,12 @@ class Session:
             cpu=self.capacity.total_cpu,
             gpus=self.capacity.gpu_ids,
             formatter=self.formatter,
+            **self._deadline_field(),
         )
+
+    def _deadline_field(self) -> dict[str, str]:
+        """The registration's ``deadline`` when the worker has one (else it registers as always)."""
+        return {} if self.deadline is None else {"deadline": self.deadline.isoformat()}
 
     async def deregister(self) -> None:
         if self.worker_id is None:

@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ from ...limits import MAX_CLAIM_JOBS
 from ...wire import ClaimRequest
 from .artifacts import HASH_MAX_BYTES, HASH_MAX_SECONDS, ArtifactRecorder
 from .backoff import Backoff
+from .deadline import as_deadline, claim_time_left, slurm_deadline
 from .errors import RETRYABLE, Conflict
 from .formatters.base import Formatter
 from .formatters.task import TaskFormatter
@@ -27,7 +29,7 @@ from .logship import LogShipper
 from .preflight import check_tasks, fetch_tasks
 from .project import AsyncProject, Project
 from .reporter import ERROR_CHARS, REPORT_BATCH_BYTES, REPORT_BATCH_ENTRIES, Reporter
-from .resources import Capacity, resolve_gpu_ids
+from .resources import Capacity, worker_capacity
 from .runner import ERROR_LINE_CHARS, ERROR_LINES, Runner, Running, WorkSummary, failure_reason
 from .server import AsyncServer, Server
 from .session import Session
@@ -42,8 +44,15 @@ Projects = ProjectKey | Iterable[ProjectKey]
 ``AsyncProject``, a name or an id) or several."""
 
 
-def unfit_reason(unfit: dict[str, Any], capacity: Capacity, tags: list[str], tasks: list[str] | None) -> str:
-    """Why a worker cannot take a pending job (from the claim's idle summary)."""
+def unfit_reason(
+    unfit: dict[str, Any],
+    capacity: Capacity,
+    tags: list[str],
+    tasks: list[str] | None,
+    time_left: float | None = None,
+) -> str:
+    """Why a worker cannot take a pending job (from the claim's idle summary; ``time_left``: what
+    its claims say is left of its time, None when it has no end)."""
     task = unfit.get("task")
     if not unfit.get("task_taken", True):
         if tasks is not None and task not in tasks:
@@ -57,6 +66,9 @@ def unfit_reason(unfit: dict[str, Any], capacity: Capacity, tags: list[str], tas
         return f"it needs {unfit['gpus']} GPUs, this worker has {capacity.total_accelerators}"
     if unfit.get("cpu", 0) > capacity.total_cpu:
         return f"it needs {unfit['cpu']} CPUs, this worker has {capacity.total_cpu}"
+    timeout = unfit.get("timeout")
+    if timeout is not None and time_left is not None and timeout > time_left:
+        return f"its timeout ({timeout:g} s) is longer than this worker's time left ({time_left:.0f} s)"
     return "it does not fit this worker"
 
 
@@ -104,6 +116,7 @@ class Client:
         artifact_roots: Iterable[str] = (),
         artifact_hash_bytes: int = HASH_MAX_BYTES,
         artifact_hash_seconds: float = HASH_MAX_SECONDS,
+        deadline: datetime | float | str | None = None,
     ) -> None:
         if formatter is None:
             formatter = TaskFormatter()  # each job runs its task's command template
@@ -125,8 +138,13 @@ class Client:
         """The projects this worker claims from."""
         self.http: Http | None = None
         self._set_target(project, server, all_projects)
-        cpu = available_cpu if available_cpu is not None else (os.cpu_count() or 1)
-        self.capacity = Capacity(cpu, resolve_gpu_ids(available_accelerators))
+        self.capacity = worker_capacity(
+            available_cpu, available_accelerators, runs_elsewhere=formatter.runs_elsewhere
+        )
+        self.deadline = as_deadline(deadline)
+        """When this worker's time ends (None: no end); inside a SLURM allocation and not given, the
+        allocation's end, read when ``work()`` starts."""
+        self._find_deadline = deadline is None
         self._session: Session | None = None
         self._stop_requested = False
         self._kill_requested = False
@@ -242,6 +260,7 @@ class Client:
         )
         try:
             await self._preflight()
+            await self._find_end()
             await session.register()
             async with anyio.create_task_group() as services:
                 services.start_soon(reporter.run)
@@ -301,6 +320,20 @@ class Client:
         )
 
     # ------------------------------------------------------------ the session
+
+    async def _find_end(self) -> None:
+        """The worker's end, registered with it: as given, else its SLURM allocation's."""
+        if self.deadline is None and self._find_deadline:
+            self.deadline = await asyncio.to_thread(slurm_deadline)
+            if self.deadline is not None:
+                log.info("deadline: the end of this SLURM allocation", deadline=self.deadline.isoformat())
+        if self._session is not None:
+            self._session.deadline = self.deadline
+
+    def _time_left(self, wait: float = 0.0) -> float | None:
+        """What a claim that waits up to ``wait`` says is left of this worker's time (its deadline
+        less its grace and the wait; None: it has no end)."""
+        return None if self.deadline is None else claim_time_left(self.deadline, self.grace, wait)
 
     @property
     def worker_id(self) -> int | None:
@@ -368,6 +401,8 @@ class Client:
         }
         if self._claim_fields:
             body.update(self._claim_fields)
+        if self.deadline is not None:
+            body["time_left"] = self._time_left(body["wait"])  # only jobs whose timeout fits
         return body
 
     def _full(self) -> bool:
@@ -446,12 +481,13 @@ class Client:
                     log.info(
                         "nothing left that this worker can run",
                         pending=idle["pending"],
-                        why=None
-                        if not unfit
-                        else f"job {unfit['id']}: {unfit_reason(unfit, self.capacity, self.tags, self.tasks)}",
+                        why=None if not unfit else f"job {unfit['id']}: {self._unfit_reason(unfit)}",
                     )
                 return
             long_poll = True
+
+    def _unfit_reason(self, unfit: dict[str, Any]) -> str:
+        return unfit_reason(unfit, self.capacity, self.tags, self.tasks, self._time_left())
 
     def _say_unfit(self, idle: dict[str, Any] | None) -> None:
         """A waiting worker that found nothing says once why, when pending jobs do not fit it."""
@@ -462,7 +498,7 @@ class Client:
             log.info(
                 "waiting: no pending job fits this worker",
                 pending=idle["pending"],
-                why=f"job {unfit['id']}: {unfit_reason(unfit, self.capacity, self.tags, self.tasks)}",
+                why=f"job {unfit['id']}: {self._unfit_reason(unfit)}",
             )
 
 
