@@ -89,6 +89,18 @@ def worker_projects(args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(args.project or [tk.default_project()]))
 
 
+def stopping_options(args: argparse.Namespace) -> dict[str, Any]:
+    """How the worker stops and where its jobs keep checkpoints (``Client`` keyword arguments)."""
+    from ..api.client.shutdown import check_drain_timeout, parse_signal
+
+    return {
+        "on_sigterm": args.on_sigterm,
+        "drain_timeout": check_drain_timeout(args.drain_timeout),
+        "job_signal": parse_signal(args.job_signal),
+        "checkpoint_root": args.checkpoint_root,
+    }
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from ..api.client import Client
     from ..logs import configure
@@ -114,10 +126,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
         artifact_hash_bytes=int(args.artifact_hash_gib * (1 << 30)),
         artifact_hash_seconds=args.artifact_hash_seconds,
         deadline=args.deadline,
+        **stopping_options(args),
     )
     summary = client.work(forever=args.forever)
+    requeued = f", {summary.requeued} requeued" if summary.requeued else ""
     print(
-        f"worker done: {summary.completed} completed, {summary.failed} failed, {summary.cancelled} cancelled",
+        f"worker done: {summary.completed} completed, {summary.failed} failed, "
+        f"{summary.cancelled} cancelled{requeued}",
         file=sys.stderr,
     )
     return tk.EXIT_OK
@@ -203,7 +218,38 @@ def register(sub: Any) -> None:
         "Default: inside a SLURM allocation, its end; 'none': no end",
     )
     p.add_argument(
-        "--grace", type=float, default=10.0, help="seconds between SIGTERM and SIGKILL of a stopped job"
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds between the job signal and SIGKILL of a stopped job (default 10)",
+    )
+    p.add_argument(
+        "--on-sigterm",
+        choices=["drain", "requeue"],
+        default=None,
+        help="on SIGTERM, drain (finish running jobs, claim no more) or requeue (stop them now, "
+        "back to the queue); default requeue when $SLURM_JOB_ID is set, else drain. A second "
+        "signal always stops and requeues",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=None,
+        metavar="S",
+        help="while draining, stop and requeue the jobs still running after S seconds (default: no limit)",
+    )
+    p.add_argument(
+        "--job-signal",
+        default="SIGTERM",
+        metavar="SIG",
+        help="the first signal a stopped job gets, SIGKILL following after --grace (default SIGTERM)",
+    )
+    p.add_argument(
+        "--checkpoint-root",
+        default=None,
+        metavar="DIR",
+        help="each job's checkpoint directory is DIR/PROJECT/JOB_ID (default $WHATSNEXT_CHECKPOINT_ROOT, "
+        "else ~/.whatsnext/checkpoints); use a filesystem shared by the workers' hosts",
     )
     p.add_argument(
         "--forever", action="store_true", help="keep waiting for new jobs instead of exiting when done"

@@ -218,7 +218,9 @@ async def run_process(
 
     Output (stdout and stderr, merged) is passed line by line to ``ctx.on_output`` and its tail is
     kept for the report. When ``ctx.cancel`` is set or ``ctx.timeout`` passes, the job's whole
-    process group gets SIGTERM, then SIGKILL after ``ctx.grace`` seconds.
+    process group gets ``ctx.stop_signal`` (SIGTERM unless the worker says otherwise), then SIGKILL
+    after ``ctx.grace`` seconds; a suspended job, or one whose lease was lost, gets SIGKILL at once.
+    While the group runs, ``ctx.signal_job`` sends it a signal (suspend, resume).
     """
     env = {**os.environ, **ctx.env}
     started = time.monotonic()
@@ -273,6 +275,9 @@ async def run_process(
     tail = OutputTail(ctx.tail_bytes)
     pump = _OutputPump(out_r, tail, ctx.on_output)
     control = _Control(ctl_w)
+    ctx.signal_job = control.signal  # suspend (fenced lease), resume, kill at once (lease lost)
+    if ctx.suspended:
+        control.signal(signal.SIGSTOP)  # its lease ran past its fence before it started
     wait_task = asyncio.ensure_future(proc.wait())
     cancel_task = asyncio.ensure_future(ctx.cancel.wait())
     stopped_by: str | None = None
@@ -282,7 +287,9 @@ async def run_process(
         )
         if wait_task not in done:
             stopped_by = ctx.cancel_reason if cancel_task in done else "timeout"
-            control.signal(signal.SIGTERM)
+            # A job suspended because its lease may be lost must not run again, not even to clean
+            # up: another attempt may run elsewhere.
+            control.signal(signal.SIGKILL if ctx.suspended or ctx.lost else ctx.stop_signal)
             try:
                 await asyncio.wait_for(asyncio.shield(wait_task), ctx.grace)
             except TimeoutError:
@@ -300,6 +307,7 @@ async def run_process(
         wait_task.cancel()
         raise
     finally:
+        ctx.signal_job = None
         cancel_task.cancel()
         control.close()  # should the supervisor still run, it now stops the job's group
         pump.close()

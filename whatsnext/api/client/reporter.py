@@ -27,8 +27,9 @@ def _report_size(report: ReportEntry) -> int:
 
 
 def _slimmed(report: ReportEntry) -> ReportEntry:
-    """A report the server can surely take: the outcome without the output tail and result."""
-    slim = cast(ReportEntry, {k: v for k, v in report.items() if k not in ("log", "result")})
+    """A report the server can surely take: the outcome without the output tail, the result and
+    the checkpoint (which a server older than checkpoints refuses)."""
+    slim = cast(ReportEntry, {k: v for k, v in report.items() if k not in ("log", "result", "checkpoint")})
     error = slim.get("error")
     if isinstance(error, str):
         slim["error"] = error[-ERROR_CHARS:]

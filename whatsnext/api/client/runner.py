@@ -5,6 +5,7 @@ report to the reporter when it ends."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -14,7 +15,10 @@ import structlog
 from ...wire import ClaimedJob, ReportEntry
 from .artifacts import ArtifactRecorder
 from .backoff import Backoff
-from .errors import RETRYABLE, WhatsNextError
+from .checkpoint import Checkpoints
+from .control import ControlStream
+from .errors import RETRYABLE, Conflict, WhatsNextError
+from .fence import Attempt, LeaseGuard
 from .formatters.base import Formatter, JobSpec, Outcome, RunContext
 from .http import Http, job_path
 from .logship import LogShipper
@@ -49,11 +53,13 @@ class WorkSummary:
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    requeued: int = 0
+    """Attempts stopped and handed back to the queue (the worker stopped, preemption, requeue)."""
     jobs: list[int] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return self.completed + self.failed + self.cancelled
+        return self.completed + self.failed + self.cancelled + self.requeued
 
 
 @dataclass
@@ -64,6 +70,12 @@ class Running:
     started: float
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once the attempt has stopped and given its capacity back."""
+    lost: bool = False
+    """The attempt is no longer this worker's (lease lost, or superseded): it reports nothing."""
+
+    @property
+    def key(self) -> Attempt:
+        return (self.spec.id, self.spec.attempt)
 
 
 def job_spec(data: ClaimedJob) -> JobSpec:
@@ -85,6 +97,8 @@ def job_spec(data: ClaimedJob) -> JobSpec:
         defaults=dict(data.get("defaults") or {}),
         shell=bool(data.get("shell")),
         project=data.get("project"),
+        checkpoint=data.get("checkpoint"),
+        resume=bool(data.get("resume")),
     )
 
 
@@ -110,6 +124,8 @@ class Runner:
         slot_freed: asyncio.Event,
         logs: LogShipper | None,
         artifacts: ArtifactRecorder | None,
+        checkpoints: Checkpoints | None = None,
+        job_signal: int = signal.SIGTERM,
     ) -> None:
         self.http = http
         self.project = project
@@ -127,6 +143,18 @@ class Runner:
         self._external_reports: set[asyncio.Task[None]] = set()
         self._started_posts: dict[tuple[int, int], list[asyncio.Task[None]]] = {}
         """Per running attempt, its ``started`` posts: its report waits for them (else they are stale)."""
+        self.checkpoints = checkpoints
+        self.job_signal = job_signal
+        """The first signal a stopped job gets (SIGKILL follows after the grace)."""
+        self.attempts: dict[Attempt, Running] = {}
+        """Every attempt not ended yet, an older one handed back included (``running`` holds the
+        newest of each job)."""
+        self.guard: LeaseGuard | None = None
+        """Keeps each attempt inside its lease (set once the worker knows its lease terms)."""
+        self.stopping: str | None = None
+        """Set when the worker stops its jobs: an attempt that starts now is handed back at once."""
+        self.control: ControlStream | None = None
+        """The worker's control stream (cancels and requeues at once), once it is open."""
 
     def start(self, jobs: asyncio.TaskGroup, data: ClaimedJob) -> None:
         spec = job_spec(data)
@@ -141,6 +169,7 @@ class Runner:
                 attempt=spec.attempt,
                 older=previous.spec.attempt,
             )
+            previous.lost = True  # its lease is gone: nothing to report
             previous.ctx.request_cancel("superseded by a newer attempt")
         gpu_ids = self.capacity.take(spec.required_cpu, spec.required_accelerators)
         spec.gpu_ids = gpu_ids
@@ -152,14 +181,25 @@ class Runner:
             "WHATSNEXT_PROJECT": spec.project or self.project or "",
             "WHATSNEXT_SERVER": self.http.base_url,
         }
+        if self.checkpoints is not None:
+            env.update(self.checkpoints.prepare(spec, env["WHATSNEXT_PROJECT"]))
         if self.capacity.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
             env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         on_output = self.logs.open(spec.id, spec.attempt) if self.logs is not None else None
-        ctx = RunContext(env=env, on_output=on_output, timeout=spec.timeout, grace=self.grace)
+        ctx = RunContext(
+            env=env, on_output=on_output, timeout=spec.timeout, grace=self.grace, stop_signal=self.job_signal
+        )
         ctx.on_external = lambda handle: self._record_external(spec, handle)
         entry = Running(spec, ctx, gpu_ids, time.monotonic())
         self.running[spec.id] = entry
+        self.attempts[entry.key] = entry
+        if self.guard is not None:
+            self.guard.started(entry.key)
+        if self.stopping is not None:
+            ctx.request_stop(self.stopping)  # handed out as the worker stops: straight back
+        if self.control is not None:
+            self.control.started(entry.key)
         self.reporter.unacknowledged.add((spec.id, spec.attempt))
         # A worker of several projects says whose job it is.
         whose = {} if self.project is not None else {"project": spec.project}
@@ -177,6 +217,48 @@ class Runner:
             if running is not None and not running.ctx.cancel.is_set():
                 log.info("job cancelled on the server; stopping it", job=job_id)
                 running.ctx.request_cancel("cancelled")
+
+    def stop_attempt(self, attempt: Attempt, how: str) -> None:
+        """Stop one attempt at the server's word (its control stream): ``cancel`` reports it
+        CANCELLED, ``requeue`` hands it back to the queue."""
+        entry = self.attempts.get(attempt)
+        if entry is None or entry.ctx.cancel.is_set():
+            return
+        log.info(
+            f"job {'cancelled' if how == 'cancel' else 'requeued'} on the server; stopping it", job=attempt[0]
+        )
+        if how == "cancel":
+            entry.ctx.request_cancel("cancelled")
+        else:
+            entry.ctx.request_stop("requeued on the server")
+
+    def running_attempts(self) -> list[Attempt]:
+        return list(self.attempts)
+
+    def stop_all(self, reason: str) -> None:
+        """Stop every running attempt now; each is handed back to the queue (the worker stops)."""
+        self.stopping = reason
+        for entry in list(self.attempts.values()):
+            entry.ctx.request_stop(reason)
+
+    # ------------------------------------------------------------ fenced leases (LeaseGuard)
+
+    def suspend(self, attempt: Attempt) -> bool:
+        entry = self.attempts.get(attempt)
+        return entry is not None and entry.ctx.suspend()
+
+    def resume(self, attempt: Attempt) -> None:
+        entry = self.attempts.get(attempt)
+        if entry is not None:
+            entry.ctx.resume()
+
+    def lose(self, attempt: Attempt) -> None:
+        """The attempt is no longer this worker's: kill its job at once, report nothing for it."""
+        entry = self.attempts.get(attempt)
+        if entry is None:
+            return
+        entry.lost = True
+        entry.ctx.kill_lost()
 
     def _record_external(self, spec: JobSpec, handle: str | None) -> None:
         """``ctx.on_external``: tell the server, in the background, where this attempt runs (its
@@ -206,7 +288,15 @@ class Runner:
                 await asyncio.sleep(backoff.next())
             except WhatsNextError as exc:  # stale attempt (409), or a server without the route
                 log.warning("external handle refused", job=job_id, handle=handle, error=str(exc))
+                if isinstance(exc, Conflict):
+                    self._lost((job_id, attempt), "the server refused its start as a stale attempt")
                 return
+
+    def _lost(self, attempt: Attempt, why: str) -> None:
+        if self.guard is not None:
+            self.guard.lost(attempt, why)
+        else:
+            self.lose(attempt)
 
     async def _run_one(self, entry: Running, previous: Running | None = None) -> None:
         spec, ctx = entry.spec, entry.ctx
@@ -218,7 +308,10 @@ class Runner:
             for handle in spec.previous_external_ids:
                 log.info("cancelling the external job of a lost attempt", job=spec.id, handle=handle)
                 await self.formatter.cancel_external(handle)
-            outcome = await self.formatter.run(spec, ctx)
+            if ctx.cancel.is_set():  # stopped before it began (the worker stops, or lost)
+                outcome = Outcome(status="CANCELLED", error=ctx.cancel_reason)
+            else:
+                outcome = await self.formatter.run(spec, ctx)
         except Exception as exc:  # a formatter bug fails this job, not the worker
             outcome = Outcome(
                 status="FAILED",
@@ -228,6 +321,10 @@ class Runner:
         finally:
             if self.running.get(spec.id) is entry:
                 del self.running[spec.id]
+            if self.attempts.get(entry.key) is entry:
+                del self.attempts[entry.key]
+            if self.guard is not None:
+                self.guard.ended(entry.key)
             self.capacity.give(spec.required_cpu, entry.gpu_ids)
             entry.ended.set()
             self.slot_freed.set()
@@ -240,9 +337,17 @@ class Runner:
         posts = self._started_posts.pop((spec.id, spec.attempt), None)
         if posts:
             await asyncio.wait(posts, timeout=30)  # how it started reaches the server before how it ended
+        checkpoint = self.checkpoints.read(spec) if self.checkpoints is not None else None
+        if entry.lost or ctx.lost:
+            self.reporter.unacknowledged.discard(entry.key)
+            log.info(
+                "attempt ended after its lease was lost; not reported", job=spec.id, attempt=spec.attempt
+            )
+            return
         status = outcome.status
-        if status == "CANCELLED" and ctx.cancel_reason == "worker terminated":
-            status = "FAILED"
+        requeue = outcome.requeue
+        if status == "CANCELLED" and ctx.requeue:
+            status, requeue = "FAILED", True  # handed back: PREEMPTED, no attempt used
         error = outcome.error
         if status == "FAILED" and outcome.log_tail and (error or "").startswith(("exit code", "killed by")):
             error = failure_reason(error, outcome.log_tail)  # the cause is usually in the last lines
@@ -255,12 +360,16 @@ class Runner:
             "error": clean_text(error) if error else None,  # no NUL: PostgreSQL text refuses it
             "log": clean_text(outcome.log_tail) or None,
             "duration": round(outcome.duration, 6),
-            "requeue": outcome.requeue,
+            "requeue": requeue,
             "retryable": outcome.retryable,
         }
+        if checkpoint is not None:
+            report["checkpoint"] = checkpoint
         self.reporter.put(report)
         self.summary.jobs.append(spec.id)
-        if status == "COMPLETED":
+        if requeue:
+            self.summary.requeued += 1
+        elif status == "COMPLETED":
             self.summary.completed += 1
         elif status == "CANCELLED":
             self.summary.cancelled += 1
@@ -271,7 +380,7 @@ class Runner:
         emit(
             "job finished",
             job=spec.id,
-            status=status,
+            status="REQUEUED" if requeue else status,
             exit_code=outcome.exit_code,
             seconds=round(outcome.duration, 3),
             error=error,

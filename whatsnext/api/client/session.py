@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -15,6 +16,7 @@ import structlog
 from ...nudge import nudged_by_signal
 from .backoff import Backoff
 from .errors import RETRYABLE, NotFound, WhatsNextError
+from .fence import LeaseGuard, fence_margin, held_attempts
 from .http import Http, worker_path
 from .resources import Capacity
 from .target import Target
@@ -51,6 +53,8 @@ class Session:
         self.worker_id: int | None = None
         self.lease_seconds = 60.0
         self.heartbeat_interval = 20.0
+        self.fence_margin = fence_margin(self.lease_seconds)
+        """How long before a lease would run out an unconfirmed job is suspended (fenced leases)."""
         self.max_wait: float | None = None
         """The longest claim wait the server grants (from its register answer); asked for no longer."""
         self.deadline: datetime | None = None
@@ -85,6 +89,7 @@ class Session:
         self.lease_seconds = float(reg["lease_seconds"])
         self.heartbeat_interval = float(reg["heartbeat_interval"])
         self.max_wait = float(reg["max_wait"]) if reg.get("max_wait") else None
+        self._read_fence(reg)
         log.info(
             "worker registered",
             worker_id=self.worker_id,
@@ -107,25 +112,54 @@ class Session:
         except WhatsNextError as exc:
             log.warning("could not deregister (the server will expire our leases)", error=str(exc))
 
-    async def heartbeats(self, held: Callable[[], list[int]], cancel: Callable[[list[int]], None]) -> None:
+    def _read_fence(self, reg: dict[str, object]) -> None:
+        """The fence margin the server announces at registration (else the default)."""
+        announced = reg.get("fence_margin")
+        self.fence_margin = fence_margin(
+            self.lease_seconds, float(announced) if isinstance(announced, int | float) else None
+        )
+
+    async def heartbeats(
+        self,
+        held: Callable[[], list[int]],
+        cancel: Callable[[list[int]], None],
+        guard: LeaseGuard | None = None,
+    ) -> None:
         """Every ``heartbeat_interval``, and at once on SIGUSR1 (:mod:`whatsnext.nudge`): say which
         jobs this worker holds (``held()``), which keeps their leases; ``cancel`` gets the ids of
-        those cancelled on the server."""
+        those cancelled on the server. ``guard`` learns which running attempts' leases each answer
+        confirmed and which are no longer this worker's. A heartbeat that fails is tried again
+        sooner (backoff, up to the interval)."""
+        backoff = Backoff(cap=self.heartbeat_interval)
+        delay = self.heartbeat_interval
         with nudged_by_signal() as nudge:
             while True:
-                await nudge.sleep(self.heartbeat_interval)
+                await nudge.sleep(delay)
+                delay = self.heartbeat_interval
+                sent = guard.running() if guard is not None else []
+                sent_at = time.monotonic()
                 try:
                     out = await self.http.post(
-                        f"{worker_path(self.worker_id)}/heartbeat", {"running": held()}
+                        f"{worker_path(self.worker_id)}/heartbeat",
+                        {"running": held()},
+                        # an answer later than the fence could not keep any job running
+                        timeout=max(self.lease_seconds - self.fence_margin, 1.0),
                     )
                 except NotFound:
                     log.warning("the server forgot this worker; registering again")
                     with contextlib.suppress(WhatsNextError):
                         await self.register()
+                    if guard is not None:
+                        guard.set_terms(self.lease_seconds, self.fence_margin)
+                    delay = 0.0
                     continue
                 except RETRYABLE as exc:
-                    log.warning("heartbeat failed", error=str(exc))
+                    delay = min(backoff.next(exc.retry_after), self.heartbeat_interval)
+                    log.warning("heartbeat failed; retrying", error=str(exc), retry_in=round(delay, 2))
                     continue
+                backoff.reset()
+                if guard is not None:
+                    guard.answered(sent_at, sent, held_attempts(out))
                 cancel(out["cancel"])
 
     async def reconcile(self, held: list[int]) -> None:

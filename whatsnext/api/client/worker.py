@@ -19,12 +19,14 @@ from ...limits import MAX_CLAIM_JOBS
 from ...wire import ClaimRequest
 from .artifacts import HASH_MAX_BYTES, HASH_MAX_SECONDS, ArtifactRecorder
 from .backoff import Backoff
+from .checkpoint import Checkpoints
 from .deadline import as_deadline, claim_time_left, slurm_deadline
 from .errors import RETRYABLE, Conflict
 from .formatters.base import Formatter
 from .formatters.task import TaskFormatter
 from .http import Http
 from .job import Job
+from .lifetime import attempt_services
 from .logship import LogShipper
 from .preflight import check_tasks, fetch_tasks
 from .project import AsyncProject, Project
@@ -33,6 +35,7 @@ from .resources import Capacity, worker_capacity
 from .runner import ERROR_LINE_CHARS, ERROR_LINES, Runner, Running, WorkSummary, failure_reason
 from .server import AsyncServer, Server
 from .session import Session
+from .shutdown import OnSigterm, Shutdown, check_drain_timeout, default_on_sigterm, parse_signal
 from .syncio import run_sync
 from .target import Target
 
@@ -87,8 +90,12 @@ class Client:
     ``work()`` asks the server for as many jobs as fit its free CPU and GPUs (long-polling when none
     is eligible), runs them concurrently through the formatter, reports each result as it finishes,
     and returns once the project has nothing left that it could run. ``work(forever=True)`` keeps
-    waiting for new jobs. SIGINT/SIGTERM stop claiming and let running jobs finish; a second signal
-    stops the jobs too.
+    waiting for new jobs. SIGINT stops claiming and lets running jobs finish; SIGTERM does that
+    (``on_sigterm="drain"``, for at most ``drain_timeout`` seconds) or stops them at once
+    (``"requeue"``, the default inside a SLURM allocation). A second signal stops the jobs too:
+    each gets ``job_signal``, SIGKILL after ``grace`` seconds, and goes back to the queue without
+    using an attempt. Each job has a checkpoint directory under ``checkpoint_root`` (see
+    :mod:`whatsnext.api.client.checkpoint`).
 
     ``project`` may be a list: one worker then serves those projects from one pool of capacity (the
     server shares it between them); ``all_projects=True`` serves every project it may work on. Each
@@ -117,6 +124,10 @@ class Client:
         artifact_hash_bytes: int = HASH_MAX_BYTES,
         artifact_hash_seconds: float = HASH_MAX_SECONDS,
         deadline: datetime | float | str | None = None,
+        on_sigterm: OnSigterm | None = None,
+        drain_timeout: float | None = None,
+        job_signal: int | str = signal.SIGTERM,
+        checkpoint_root: str | os.PathLike[str] | None = None,
     ) -> None:
         if formatter is None:
             formatter = TaskFormatter()  # each job runs its task's command template
@@ -134,6 +145,10 @@ class Client:
         self.artifact_roots = list(artifact_roots)
         """Directories (besides each job's working directory) whose files may be recorded as artifacts."""
         self.artifact_hash = (artifact_hash_bytes, artifact_hash_seconds)
+        self.on_sigterm: OnSigterm = on_sigterm or default_on_sigterm()
+        self.drain_timeout = check_drain_timeout(drain_timeout)
+        self.job_signal = parse_signal(job_signal)
+        self.checkpoints = Checkpoints(checkpoint_root)
         self.target = Target()
         """The projects this worker claims from."""
         self.http: Http | None = None
@@ -206,7 +221,8 @@ class Client:
         return run_sync(self.work_async(forever, handle_signals=False))
 
     def stop(self, kill: bool = False) -> None:
-        """Stop claiming and let running jobs finish (``kill=True``: stop them too). Thread-safe."""
+        """Stop claiming and let running jobs finish, for at most ``drain_timeout`` (``kill=True``:
+        stop them now; they go back to the queue). Thread-safe."""
         loop = self._loop
         if loop is None:
             self._stop_requested = True
@@ -221,8 +237,6 @@ class Client:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         self._slot_freed = asyncio.Event()
-        if self._stop_requested:
-            self._request_stop(self._kill_requested)
         self.summary = WorkSummary()
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -247,7 +261,17 @@ class Client:
             slot_freed=self._slot_freed,
             logs=self._logs,
             artifacts=self._artifacts,
+            checkpoints=self.checkpoints,
+            job_signal=self.job_signal,
         )
+        self._shutdown = Shutdown(
+            on_sigterm=self.on_sigterm,
+            drain_timeout=self.drain_timeout,
+            stop_claiming=self._stop.set,
+            stop_jobs=runner.stop_all,
+        )
+        if self._stop_requested:
+            self._request_stop(self._kill_requested)
         session = self._session = Session(
             self.http,
             name=self.name,
@@ -266,8 +290,9 @@ class Client:
                 services.start_soon(reporter.run)
                 if self._logs is not None:
                     services.start_soon(self._logs.run)
-                if self.use_heartbeat:
-                    services.start_soon(session.heartbeats, self._held, runner.cancel)
+                if self.use_heartbeat:  # heartbeats, fenced leases, the control stream
+                    for service in attempt_services(self.http, session, runner, self._held):
+                        services.start_soon(service)
                 services.start_soon(self._progress_loop)
                 # Jobs run as plain asyncio tasks: many short ones start every second.
                 async with asyncio.TaskGroup() as jobs:
@@ -278,6 +303,7 @@ class Client:
                 services.cancel_scope.cancel()
             await session.deregister()
         finally:
+            self._shutdown.close()
             with contextlib.suppress(Exception):
                 await self.http.close()  # this loop's connections; a later call opens new ones
             if handle_signals:
@@ -289,21 +315,13 @@ class Client:
     # ------------------------------------------------------------ stopping
 
     def _on_signal(self, sig: int) -> None:
-        log.info(
-            "signal received",
-            signal=signal.Signals(sig).name,
-            action="stopping running jobs"
-            if self._stop and self._stop.is_set()
-            else "finishing running jobs, claiming no more (again to stop them)",
-        )
-        self._request_stop(kill=bool(self._stop and self._stop.is_set()))
+        self._shutdown.on_signal(sig)
 
     def _request_stop(self, kill: bool = False) -> None:
-        assert self._stop is not None
-        self._stop.set()
         if kill:
-            for running in self._running.values():
-                running.ctx.request_cancel("worker terminated")
+            self._shutdown.stop_now("worker stopped")
+        else:
+            self._shutdown.drain()
 
     # ------------------------------------------------------------ before the first claim
 

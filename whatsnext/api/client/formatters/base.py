@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import signal
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
@@ -58,6 +59,15 @@ class JobSpec:
     """The task's command is a /bin/sh command line."""
     project: str | None = None
     """The job's project (its name; a worker may serve several)."""
+    checkpoint: str | None = None
+    """The latest checkpoint an earlier attempt named (``WHATSNEXT_CHECKPOINT``), if any."""
+    resume: bool = False
+    """This attempt follows one that was preempted or lost (``WHATSNEXT_RESUME=1``)."""
+    checkpoint_dir: str | None = None
+    """The job's checkpoint directory, the same for every attempt (``WHATSNEXT_CHECKPOINT_DIR``)."""
+    checkpoint_file: str | None = None
+    """Where the job writes the path of its latest checkpoint (``WHATSNEXT_CHECKPOINT_FILE``); the
+    worker reads it when the attempt ends and the next attempt gets that path."""
 
 
 @dataclass(slots=True)
@@ -81,7 +91,48 @@ class RunContext:
     on_external: Callable[[str], None] | None = None
     """Called by a formatter right after it submitted the job elsewhere, with the handle of the
     external job (``"slurm:<id>"``, ``"runai:<name>"``), so the worker can record it."""
+    stop_signal: int = signal.SIGTERM
+    """The first signal a stopped job gets (the worker's ``--job-signal``); SIGKILL follows after ``grace``."""
+    requeue: bool = False
+    """Set when the job is stopped to go back to the queue (the worker stops, preemption, an
+    operator's requeue): its attempt is reported with ``requeue: true``."""
+    lost: bool = False
+    """Set when the attempt is no longer this worker's (its lease was lost): nothing is reported."""
+    suspended: bool = False
+    """The job's processes are stopped (SIGSTOP) until its lease is confirmed again."""
+    signal_job: Callable[[int], None] | None = None
+    """Set by the process runner while the job's process group runs: sends it a signal. A job
+    without one (run elsewhere, or a function in the worker) cannot be suspended."""
     _on_cancel: list[Callable[[], None]] = field(default_factory=list)
+
+    def request_stop(self, reason: str, *, requeue: bool = True) -> None:
+        """Stop the job so that its attempt goes back to the queue (``requeue``) or is cancelled."""
+        if not self.cancel.is_set():
+            self.requeue = requeue
+        self.request_cancel(reason)
+
+    def suspend(self) -> bool:
+        """Stop the job's processes where they are (SIGSTOP); False when it has none (yet: a
+        process group started later starts stopped)."""
+        if not self.suspended:
+            self.suspended = True
+            if self.signal_job is not None:
+                self.signal_job(signal.SIGSTOP)
+        return self.signal_job is not None
+
+    def resume(self) -> None:
+        """Let suspended processes go on (SIGCONT)."""
+        if self.suspended:
+            self.suspended = False
+            if self.signal_job is not None:
+                self.signal_job(signal.SIGCONT)
+
+    def kill_lost(self, reason: str = "lease lost") -> None:
+        """The attempt is no longer this worker's: kill the job at once (no grace), report nothing."""
+        self.lost = True
+        if self.signal_job is not None:
+            self.signal_job(signal.SIGKILL)
+        self.request_cancel(reason)
 
     def request_cancel(self, reason: str = "cancelled") -> None:
         """Ask the running job to stop (the worker calls this on cancel or termination)."""
