@@ -36,5 +36,17 @@ SELECT w.id, w.project_id,
 
 -- name: reap
 -- One sweep of the lease reaper (at most :batch jobs): how many jobs it handled, by project, task
--- and resulting status (no rows if another server holds it).
-SELECT project_name, task_name, status, jobs FROM wn_reap_jobs(:batch);
+-- and resulting status (no rows if another server holds it), after a row with status EXTENDED
+-- (jobs: leases extended, away: seconds) when the queue was away since the last sweep.
+SELECT project_name, task_name, status, jobs, away FROM wn_reap_sweep(:batch, :lease, :grace, :every);
+
+-- name: worker_stops
+-- The running attempts a worker is asked to stop (cancelled or requeued), as (id, attempt, stop);
+-- one row with a NULL id when there are none, no row when there is no such worker.
+SELECT j.id, j.attempt,
+       CASE WHEN j.cancel_requested THEN 'cancel' ELSE 'requeue' END AS stop
+  FROM workers w
+  LEFT JOIN jobs j ON j.worker_id = w.id AND j.status = 'RUNNING'
+                  AND (j.cancel_requested OR j.requeue_attempt = j.attempt)
+ WHERE w.id = :worker_id
+ ORDER BY j.id;

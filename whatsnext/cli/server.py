@@ -83,6 +83,16 @@ SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         },
     ),
     (
+        "--recovery-grace",
+        {
+            "type": float,
+            "metavar": "S",
+            "help": "after the queue was away longer than a lease (database or every server down, "
+            "a server paused), running leases are extended by the time away plus this (default: "
+            "$WHATSNEXT_RECOVERY_GRACE or one lease)",
+        },
+    ),
+    (
         "--starvation-seconds",
         {
             "type": float,

@@ -48,6 +48,10 @@ class Settings:
     data_dir: Path | None = None
     lease_seconds: float = 60.0
     """How long a claimed job stays leased without a heartbeat from its worker."""
+    recovery_grace: float | None = None
+    """After the queue was away (PostgreSQL, every server, or the sweeping server paused) for
+    longer than a lease, every running lease is extended by the time away plus this many seconds,
+    for the workers to reach a server again (default: one lease)."""
     starvation_seconds: float = 300.0
     """After this long eligible, a job that fits a worker's total capacity stops backfilling past it."""
     fair_share_half_life: float = 3600.0
@@ -110,6 +114,8 @@ class Settings:
         s.database_url = os.environ.get("WHATSNEXT_DATABASE_URL") or None
         if "WHATSNEXT_LEASE_SECONDS" in os.environ:
             s.lease_seconds = float(os.environ["WHATSNEXT_LEASE_SECONDS"])
+        if os.environ.get("WHATSNEXT_RECOVERY_GRACE"):
+            s.recovery_grace = float(os.environ["WHATSNEXT_RECOVERY_GRACE"])
         if "WHATSNEXT_STARVATION_SECONDS" in os.environ:
             s.starvation_seconds = float(os.environ["WHATSNEXT_STARVATION_SECONDS"])
         if "WHATSNEXT_FAIR_SHARE_HALF_LIFE" in os.environ:
@@ -198,6 +204,8 @@ class Settings:
                 "--max-streams-per-client and --max-streams must be at least 1, got "
                 f"{self.max_streams_per_client} and {self.max_streams}"
             )
+        if self.recovery_grace is not None and not 0 <= self.recovery_grace < float("inf"):
+            raise SettingsError(f"--recovery-grace must be 0 or more seconds, got {self.recovery_grace}")
         if self.max_wait <= 0:
             raise SettingsError(f"--max-wait must be positive, got {self.max_wait}")
         if not 0 < self.fair_share_half_life < float("inf"):
@@ -227,6 +235,11 @@ class Settings:
                     "($WHATSNEXT_DIRECT_DATABASE_URL): a connection to PostgreSQL that bypasses the "
                     "pooler, for LISTEN/NOTIFY wake-ups and migrations"
                 )
+
+    @property
+    def recovery_grace_seconds(self) -> float:
+        """``recovery_grace``, one lease when not set."""
+        return self.lease_seconds if self.recovery_grace is None else self.recovery_grace
 
     @property
     def reap_every(self) -> float:

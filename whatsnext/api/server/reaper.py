@@ -2,6 +2,11 @@
 
 It sweeps every ``Settings.reap_every`` seconds, and at once when the server receives SIGUSR1
 (see :mod:`whatsnext.nudge`): a test that backdated a lease needs no wait.
+
+Each sweep first reads and sets the reaper's clock in the database (``wn_reap_sweep``): when the
+last sweep of any server is older than its interval plus a lease, the queue was away (PostgreSQL
+down, every server down, or this one paused) and workers could not renew their leases, so every
+running lease is extended by the time away plus ``--recovery-grace`` before anything is reaped.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from ...nudge import nudged_by_signal
+from .config import Settings
 from .keys import settings_key, store_key
 from .metrics import Metrics, metrics_key
 from .store import Store
@@ -26,15 +32,27 @@ removes lines faster than autovacuum's naptime would reclaim them)."""
 LOG_VACUUM_EVERY = 10.0
 
 
-async def reap_once(store: Store, metrics: Metrics | None = None) -> int:
+async def reap_once(store: Store, settings: Settings, metrics: Metrics | None = None) -> int:
     """One sweep; returns how many jobs whose lease ran out it handled (requeued as lost, failed
     after max_lost, or cancelled), counting them in ``metrics`` when given."""
     total = 0
     while True:
-        rows = await store.workers.reap(batch=BATCH)
+        sweep = await store.workers.reap(
+            batch=BATCH,
+            lease=settings.lease_seconds,
+            grace=settings.recovery_grace_seconds,
+            every=settings.reap_every,
+        )
+        if sweep.away is not None:
+            log.warning(
+                f"queue was away for {sweep.away:.1f} s: leases extended",
+                away_seconds=round(sweep.away, 3),
+                jobs=sweep.extended,
+                extended_by=round(sweep.away + settings.recovery_grace_seconds, 3),
+            )
         if metrics is not None:
-            metrics.jobs_lost(rows)
-        n = sum(r["jobs"] for r in rows)
+            metrics.jobs_lost(sweep.handled)
+        n = sum(r["jobs"] for r in sweep.handled)
         total += n
         if n < BATCH:
             return total
@@ -49,14 +67,15 @@ async def vacuum_logs_if_needed(store: Store) -> bool:
 
 
 async def _loop(app: web.Application) -> None:
-    store, every = app[store_key], app[settings_key].reap_every
+    store, settings = app[store_key], app[settings_key]
+    every = settings.reap_every
     loop = asyncio.get_running_loop()
     next_vacuum_check = loop.time() + LOG_VACUUM_EVERY
     with nudged_by_signal() as nudge:
         while True:
             nudged = await nudge.sleep(every)
             try:
-                n = await reap_once(store, app.get(metrics_key))
+                n = await reap_once(store, settings, app.get(metrics_key))
                 if loop.time() >= next_vacuum_check:
                     next_vacuum_check = loop.time() + LOG_VACUUM_EVERY
                     if await vacuum_logs_if_needed(store):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import NotRequired
 
@@ -62,7 +63,40 @@ class WorkerStore(Table):
         """Workers, of ``projects`` only when given."""
         return await self.rows(S.worker_list, project=project, status=status, projects=projects)
 
-    async def reap(self, *, batch: int) -> list[Row]:
-        """One sweep of the lease reaper: the expired jobs it handled as (project_name, task_name,
-        status, jobs) rows (none if another server holds it)."""
-        return await self.rows(S.reap, batch=batch)
+    async def reap(self, *, batch: int, lease: float, grace: float, every: float) -> Sweep:
+        """One sweep of the lease reaper (none if another server holds it): first the reaper's
+        clock (leases extended when the queue was away for longer than ``every`` plus ``lease``:
+        by the gap plus ``grace``), then the expired jobs it handled."""
+        rows = await self.rows(S.reap, batch=batch, lease=lease, grace=grace, every=every)
+        sweep = Sweep()
+        for row in rows:
+            if row["status"] == EXTENDED:
+                sweep.away, sweep.extended = float(row["away"]), int(row["jobs"])
+            else:
+                del row["away"]
+                sweep.handled.append(row)
+        return sweep
+
+    async def stops(self, *, worker_id: int) -> list[Row] | None:
+        """The worker's running attempts it is asked to stop, as ``{id, attempt, stop}`` (stop:
+        ``cancel`` or ``requeue``); None when there is no such worker."""
+        rows = await self.rows(S.worker_stops, worker_id=worker_id)
+        if not rows:
+            return None
+        return [r for r in rows if r["id"] is not None]
+
+
+EXTENDED = "EXTENDED"
+"""The status of the row of a sweep that extended every running lease (the queue was away)."""
+
+
+@dataclass
+class Sweep:
+    """What one sweep of the lease reaper did."""
+
+    handled: list[Row] = field(default_factory=list)
+    """The expired jobs it handled: (project_name, task_name, status, jobs) rows."""
+    away: float | None = None
+    """Seconds since the sweep before, when the queue was away that long (None: it was not)."""
+    extended: int = 0
+    """Running leases extended because the queue was away."""
