@@ -1,6 +1,8 @@
 -- Cancel a job: a pending or blocked job at once (what waits on it is blocked), a running one
--- through its worker's next heartbeat (the worker stops it and reports CANCELLED; a lost or
--- failing attempt of a job with a cancel request ends CANCELLED too, see wn_end_attempts).
+-- through its worker (the worker stops it and reports CANCELLED; a lost or failing attempt of a
+-- job with a cancel request ends CANCELLED too, see wn_end_attempts). The worker learns it from
+-- its events stream, woken by NOTIFY whatsnext_workers (payload: the worker's id) sent in this
+-- transaction, or else from its next heartbeat's answer.
 CREATE OR REPLACE FUNCTION wn_cancel(p_job bigint, p_reason text, p_actor text DEFAULT NULL) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -15,6 +17,9 @@ BEGIN
         IF NOT j.cancel_requested THEN
             INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason, actor)
             VALUES (p_job, j.project_id, 'RUNNING', j.attempt, j.worker_id, 'cancel requested', p_actor);
+            IF j.worker_id IS NOT NULL THEN
+                PERFORM pg_notify('whatsnext_workers', j.worker_id::text);
+            END IF;
         END IF;
         RETURN 'RUNNING';
     ELSIF j.status IN ('PENDING', 'BLOCKED') THEN

@@ -12,9 +12,12 @@
 --   LOST       its worker vanished (lease expired, deregistered, claim never received)
 --                                                         -> PENDING now while lost < max_lost
 --              (uses no attempt), else FAILED "worker lost"
--- A cancel request wins over every outcome but COMPLETED. Only the job's current RUNNING attempt
--- changes state. A repeated report of an attempt's recorded outcome answers 200 with the job's
--- status and changes nothing; any other report for an ended or older attempt answers 409.
+-- A cancel request wins over every outcome but COMPLETED; an operator's requeue of the attempt
+-- (wn_requeue) turns every other outcome but COMPLETED into PREEMPTED, with the requeue's reason
+-- (a report of it as CANCELLED, FAILED or LOST, repeated, answers 200). Only the job's current
+-- RUNNING attempt changes state. A repeated report of an attempt's recorded outcome answers 200
+-- with the job's status and changes nothing; any other report for an ended or older attempt
+-- answers 409.
 -- With p_token (a worker token's id), only the jobs that workers registered with that token hold
 -- change; the others answer 403, checked under the same locks as the changes.
 -- Returns one row per entry, in input order: (ord, id, code, status, message, project_name,
@@ -50,12 +53,19 @@ BEGIN
     -- One entry per job changes it: the one for the job's running attempt (a batch may also hold
     -- a report of an older attempt, which is answered 409 below), else the first.
     WITH src AS (
-        SELECT DISTINCT ON (x.id) x.*
+        SELECT DISTINCT ON (x.id) x.id, x.attempt,
+               CASE WHEN rq.requeued THEN 'PREEMPTED' ELSE x.outcome END AS outcome,
+               x.exit_code, x.result,
+               CASE WHEN rq.requeued THEN cur.requeue_reason ELSE x.error END AS error,
+               x.log, x.duration, x.retryable
           FROM jsonb_array_elements(p_changes) WITH ORDINALITY AS e(doc, n)
          CROSS JOIN LATERAL jsonb_to_record(e.doc) AS x(
                    id bigint, attempt integer, outcome text, exit_code integer, result jsonb,
                    error text, log text, duration double precision, retryable boolean)
           LEFT JOIN jobs cur ON cur.id = x.id
+         CROSS JOIN LATERAL (SELECT coalesce(cur.requeue_attempt = x.attempt AND NOT cur.cancel_requested
+                                             AND x.outcome IN ('FAILED', 'CANCELLED', 'LOST'), false)
+                                    AS requeued) rq
          ORDER BY x.id, (cur.status = 'RUNNING' AND cur.attempt = x.attempt) DESC NULLS LAST, e.n
     ), dec AS (
         SELECT s.*, j.project_id, j.name AS job_name, j.worker_id, j.lost, j.max_lost,
@@ -183,6 +193,8 @@ BEGIN
                 WHEN j.id IS NULL THEN 404
                 WHEN x.outcome NOT IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'LOST') THEN 422
                 WHEN j.attempt = x.attempt AND j.status <> 'RUNNING' AND j.last_outcome = x.outcome THEN 200
+                WHEN j.attempt = x.attempt AND j.status <> 'RUNNING' AND j.last_outcome = 'PREEMPTED'
+                     AND j.requeue_attempt = x.attempt AND x.outcome IN ('FAILED', 'CANCELLED', 'LOST') THEN 200
                 ELSE 409 END,
            CASE WHEN x.id = ANY (v_refused) THEN NULL ELSE j.status END,
            CASE WHEN x.id = ANY (v_refused)
@@ -191,6 +203,8 @@ BEGIN
                 WHEN x.outcome NOT IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'LOST')
                   THEN format('unknown outcome %s', x.outcome)
                 WHEN j.attempt = x.attempt AND j.status <> 'RUNNING' AND j.last_outcome = x.outcome THEN NULL
+                WHEN j.attempt = x.attempt AND j.status <> 'RUNNING' AND j.last_outcome = 'PREEMPTED'
+                     AND j.requeue_attempt = x.attempt AND x.outcome IN ('FAILED', 'CANCELLED', 'LOST') THEN NULL
                 WHEN j.attempt = x.attempt AND j.status <> 'RUNNING'
                   THEN format('attempt %s of job %s already ended as %s; this report says %s',
                               x.attempt, x.id, j.last_outcome, x.outcome)

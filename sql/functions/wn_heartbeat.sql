@@ -1,4 +1,6 @@
--- Extend the leases of a worker's running jobs; answer the ids of those to cancel.
+-- Extend the leases of a worker's running jobs; answer the ids of those to stop: cancelled, or
+-- requeued by an operator (the worker stops both alike; how the attempt then ends is decided by
+-- wn_end_attempts).
 -- p_running (optional) lists the jobs the worker really runs: a job the server thinks it holds
 -- but that it does not (a claim answer lost on the way) older than p_grace seconds ends as LOST
 -- (back to the queue without using an attempt).
@@ -29,8 +31,8 @@ BEGIN
     WITH upd AS (
         UPDATE jobs SET lease_expires_at = now() + make_interval(secs => p_lease)
          WHERE worker_id = p_worker AND status = 'RUNNING'
-        RETURNING id, cancel_requested
+        RETURNING id, cancel_requested OR coalesce(requeue_attempt = attempt, false) AS stop
     )
-    SELECT coalesce(array_agg(id ORDER BY id) FILTER (WHERE cancel_requested), '{}') INTO v_cancel FROM upd;
+    SELECT coalesce(array_agg(id ORDER BY id) FILTER (WHERE stop), '{}') INTO v_cancel FROM upd;
     RETURN v_cancel;
 END $$;

@@ -95,6 +95,11 @@ SELECT wn_cancel(:job_id, :reason, :actor);
 -- name: job_retry
 SELECT wn_retry(:job_id, :actor);
 
+-- name: job_requeue
+-- An operator hands a running job back to the queue: its worker stops the attempt, which ends
+-- PREEMPTED (no attempt used); WN409 unless RUNNING.
+SELECT wn_requeue(:job_id, :actor);
+
 -- name: job_events
 -- A job's history, oldest first: its creation (recorded on its row: when, who), then every
 -- status change; the worker that took part (its id and registered name) apart from the actor.

@@ -19,6 +19,8 @@ M = TypeVar("M", bound=pydantic.BaseModel)
 MAX_ID = 2**63 - 1
 _INTEGER = re.compile(r"-?[0-9]{1,20}")
 """An integer in a URL: ASCII digits only (``int()`` would also take '١٢', ' 12' or '1_2')."""
+_NUMBER = re.compile(r"[0-9]{1,10}(\.[0-9]{1,9})?")
+"""A non-negative number in a URL: ASCII digits, at most one dot (no exponent, inf or nan)."""
 _BODYLESS = frozenset({"GET", "HEAD", "OPTIONS"})
 FORM_PATHS = "/ui/"
 """The web dashboard's forms post form-encoded bodies (each checked for its CSRF token)."""
@@ -89,6 +91,19 @@ def query_int(
     value = int(raw)
     if not lo <= value <= hi:
         raise invalid(f"{name} must be between {lo} and {hi}", name)
+    return value
+
+
+def query_number(request: web.Request, name: str, default: float, lo: float, hi: float) -> float:
+    """A number of seconds (or the like) in the query: ``2``, ``0.5``; 422 naming it otherwise."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not _NUMBER.fullmatch(raw):
+        raise invalid(f"{name} must be a number (ASCII digits and a dot), got {raw!r}", name)
+    value = float(raw)
+    if not lo <= value <= hi:
+        raise invalid(f"{name} must be between {lo:g} and {hi:g}", name)
     return value
 
 

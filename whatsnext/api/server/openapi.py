@@ -33,6 +33,8 @@ def security(spec: RouteSpec) -> list[dict[str, list[str]]]:
 INTEGER_QUERY = frozenset({"after", "attempt", "before", "limit", "offset", "tail"})
 """Query parameters that are integers wherever they appear (``query_int`` reads them)."""
 BOOLEAN_QUERY = frozenset({"follow"})
+NUMBER_QUERY = frozenset({"wait"})
+"""Query parameters that are numbers of seconds (``query_number`` reads them)."""
 ID = {"type": "integer", "format": "int64", "minimum": 1, "maximum": 2**63 - 1}
 ERROR_DESCRIPTIONS = {
     400: "Malformed request: the body is not JSON",
@@ -57,6 +59,8 @@ def _query_param(name: str, description: str) -> dict[str, Any]:
         schema = {"type": "integer", "format": "int64"}
     elif name in BOOLEAN_QUERY:
         schema = {"type": "boolean"}
+    elif name in NUMBER_QUERY:
+        schema = {"type": "number", "minimum": 0, "maximum": 3600}
     return {"name": name, "in": "query", "required": False, "description": description, "schema": schema}
 
 

@@ -26,6 +26,7 @@ from ..schemas import (
     JobList,
     JobOut,
     QueueList,
+    RequeueOut,
     RetryOut,
 )
 from ..store.base import Row
@@ -248,7 +249,7 @@ async def clear_queue(request: web.Request) -> web.Response:
 
 @jobs_routes.post(
     "/jobs/{job_id}/cancel",
-    "Cancel a job: pending at once, running through its worker's next heartbeat",
+    "Cancel a job: pending at once, running through its worker (events stream, else heartbeat)",
     rule=MANAGE_JOB,
     response=CancelOut,
     errors=(404, 409, 422),
@@ -256,6 +257,20 @@ async def clear_queue(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     job_id = path_id(request, "job_id")
     status = await request.app[store_key].jobs.cancel(job_id=job_id, reason="cancelled", actor=actor(request))
+    return json_response({"id": job_id, "status": status})
+
+
+@jobs_routes.post(
+    "/jobs/{job_id}/requeue",
+    "Hand a running job back to the queue: its worker stops it at once, and it goes back to "
+    "PENDING without using an attempt (409 unless RUNNING)",
+    rule=MANAGE_JOB,
+    response=RequeueOut,
+    errors=(404, 409, 422),
+)
+async def requeue_job(request: web.Request) -> web.Response:
+    job_id = path_id(request, "job_id")
+    status = await request.app[store_key].jobs.requeue(job_id=job_id, actor=actor(request))
     return json_response({"id": job_id, "status": status})
 
 

@@ -1,12 +1,25 @@
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from aiohttp import web
 
-from ..errors import invalid
-from ..http import json_response, parse_body, path_id, query_choice
-from ..keys import settings_key, store_key
+from ....limits import MAX_LIST
+from ..errors import invalid, not_found
+from ..http import client_gone, json_response, parse_body, path_id, query_choice, query_number
+from ..keys import hub_key, settings_key, store_key
+from ..notify.workers import worker_wakeup
 from ..roles import READ_LIST, WORK_OWN_WORKER, Rule
-from ..schemas import Deregistered, Heartbeat, HeartbeatOut, WorkerList, WorkerRegister, WorkerRegistered
+from ..schemas import (
+    Deregistered,
+    Heartbeat,
+    HeartbeatOut,
+    WorkerEvents,
+    WorkerList,
+    WorkerRegister,
+    WorkerRegistered,
+)
 from ..sharing import resolve_pool
 from ..tokens import principal, project_filter, token_id
 from .table import routes
@@ -76,6 +89,65 @@ async def heartbeat(request: web.Request) -> web.Response:
         worker_id=worker_id, lease_seconds=lease, running=body.running, grace=grace
     )
     return json_response({"cancel": cancel, "lease_seconds": lease})
+
+
+@workers.get(
+    "/workers/{worker_id}/events",
+    "Long-poll for the worker's running jobs to stop (cancelled, or requeued by an operator); "
+    "answers as soon as there is one that `seen` does not list",
+    rule=WORK_OWN_WORKER,
+    response=WorkerEvents,
+    query={
+        "wait": "seconds to wait for one (default 0: answer now; at most the server's max wait)",
+        "seen": "the stops already known, as JOB:ATTEMPT pairs separated by commas (48:2,51:1): "
+        "they do not end the wait",
+    },
+    errors=(404, 422),
+)
+async def worker_events(request: web.Request) -> web.Response:
+    worker_id = path_id(request, "worker_id")
+    seen = _seen(request.query.get("seen") or "")
+    app = request.app
+    store, hub, settings = app[store_key], app[hub_key], app[settings_key]
+    wait = query_number(request, "wait", 0.0, 0, 3600)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + min(wait, settings.max_wait)
+    async with worker_wakeup(hub, worker_id) as wakeup:
+        while True:
+            wakeup.before_look()
+            stops = await store.workers.stops(worker_id=worker_id)
+            if stops is None:
+                raise not_found("worker", worker_id, "worker_id")
+            news = [s for s in stops if (s["id"], s["attempt"]) not in seen]
+            if news or not await wakeup.wait(deadline, lambda: hub.closing or client_gone(request)):
+                return json_response(_events(news))
+
+
+def _seen(raw: str) -> set[tuple[int, int]]:
+    """The ``seen`` query parameter: JOB:ATTEMPT pairs separated by commas."""
+    pairs: set[tuple[int, int]] = set()
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        job, sep, attempt = item.strip().partition(":")
+        if not (sep and job.isascii() and job.isdigit() and attempt.isascii() and attempt.isdigit()):
+            raise invalid(
+                f"seen must be JOB:ATTEMPT pairs separated by commas (48:2,51:1), got {item!r}", "seen"
+            )
+        if len(job) > 19 or len(attempt) > 10:
+            raise invalid(f"seen: {item!r} is out of range", "seen")
+        pairs.add((int(job), int(attempt)))
+        if len(pairs) > MAX_LIST:
+            raise invalid(f"seen lists at most {MAX_LIST} pairs", "seen")
+    return pairs
+
+
+def _events(stops: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "cancel": [s["id"] for s in stops if s["stop"] == "cancel"],
+        "requeue": [s["id"] for s in stops if s["stop"] == "requeue"],
+        "jobs": stops,
+    }
 
 
 @workers.delete(

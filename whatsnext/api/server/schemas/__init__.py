@@ -76,6 +76,7 @@ from .jobs import (
     NamedBatch,
     QueueEntry,
     QueueList,
+    RequeueOut,
     RetryOut,
     plain_entries,
 )
@@ -96,10 +97,12 @@ from .workers import (
     Deregistered,
     Heartbeat,
     HeartbeatOut,
+    WorkerEvents,
     WorkerList,
     WorkerOut,
     WorkerRegister,
     WorkerRegistered,
+    WorkerStop,
 )
 
 __all__ = [
@@ -170,6 +173,7 @@ __all__ = [
     "ReportOut",
     "ReportResult",
     "ReportStatus",
+    "RequeueOut",
     "RetryOut",
     "StartedRequest",
     "Strict",
@@ -177,10 +181,12 @@ __all__ = [
     "TaskCreate",
     "TaskList",
     "TaskOut",
+    "WorkerEvents",
     "WorkerList",
     "WorkerOut",
     "WorkerRegister",
     "WorkerRegistered",
+    "WorkerStop",
     "_bounded_json",
     "_check_name",
     "_name_problem",

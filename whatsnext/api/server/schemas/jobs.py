@@ -351,6 +351,13 @@ class CancelOut(BaseModel):
     status: JobStatus = Field(description="CANCELLED, or RUNNING when the worker will stop it.")
 
 
+class RequeueOut(BaseModel):
+    id: int
+    status: JobStatus = Field(
+        description="RUNNING: its worker stops it, and it goes back to PENDING without using an attempt."
+    )
+
+
 class RetryOut(BaseModel):
     id: int
     requeued: int = Field(

@@ -80,8 +80,29 @@ class Heartbeat(Strict):
 
 
 class HeartbeatOut(BaseModel):
-    cancel: list[int] = Field(description="Ids of this worker's jobs to stop now.")
+    cancel: list[int] = Field(
+        description="Ids of this worker's jobs to stop now: cancelled, or requeued by an operator "
+        "(GET /workers/{worker_id}/events tells which)."
+    )
     lease_seconds: float
+
+
+class WorkerStop(BaseModel):
+    id: int
+    attempt: int = Field(description="The running attempt to stop (a report about it carries it).")
+    stop: Literal["cancel", "requeue"] = Field(
+        description="cancel: the job was cancelled; requeue: an operator handed it back to the queue "
+        "(its attempt ends PREEMPTED whatever the report says, unless COMPLETED)."
+    )
+
+
+class WorkerEvents(BaseModel):
+    cancel: list[int] = Field(description="Ids of the jobs among ``jobs`` that were cancelled.")
+    requeue: list[int] = Field(description="Ids of the jobs among ``jobs`` that an operator requeued.")
+    jobs: list[WorkerStop] = Field(
+        description="The worker's running attempts it is asked to stop and that ``seen`` did not list "
+        "(empty when the wait ended without any)."
+    )
 
 
 class Deregistered(BaseModel):

@@ -143,6 +143,10 @@ class JobStore(Table):
     async def retry(self, *, job_id: int, actor: str | None) -> int:
         return int(await self.value(S.job_retry, job_id=job_id, actor=actor))
 
+    async def requeue(self, *, job_id: int, actor: str | None) -> str:
+        """Ask the worker of a running job to hand it back to the queue; the job's status."""
+        return str(await self.value(S.job_requeue, job_id=job_id, actor=actor))
+
     async def events(self, *, job_id: int) -> list[Row]:
         return await self.rows(S.job_events, job_id=job_id)
 
