@@ -1,4 +1,4 @@
-"""``whatsnext jobs add|sweep|ls|show|rm|cancel|retry``: submit and inspect jobs."""
+"""``whatsnext jobs add|sweep|ls|show|rm|cancel|retry|requeue``: submit and inspect jobs."""
 
 from __future__ import annotations
 
@@ -277,6 +277,15 @@ def cmd_jobs_cancel(args: argparse.Namespace) -> int:
     )
 
 
+def cmd_jobs_requeue(args: argparse.Namespace) -> int:
+    data = tk.call(args, "POST", f"/jobs/{args.job_id}/requeue")
+    return tk.emit(
+        args,
+        data,
+        lambda d: f"job {d['id']}: running; its worker will stop it and it goes back to the queue",
+    )
+
+
 def cmd_jobs_retry(args: argparse.Namespace) -> int:
     data = tk.call(args, "POST", f"/jobs/{args.job_id}/retry")
     return tk.emit(args, data, lambda d: f"job {d['id']}: {d['requeued']} job(s) back in the queue")
@@ -295,6 +304,11 @@ def register(sub: Any) -> None:
         ("rm", cmd_jobs_rm, "remove a job that is not running"),
         ("cancel", cmd_jobs_cancel, "cancel a job (a running one is stopped by its worker)"),
         ("retry", cmd_jobs_retry, "put a failed, cancelled or blocked job back in the queue"),
+        (
+            "requeue",
+            cmd_jobs_requeue,
+            "hand a running job back to the queue: its worker stops it, no attempt is used",
+        ),
     ):
         p = tk.add(jobs, name, func, text, f"whatsnext jobs {name} 42")
         p.add_argument("job_id", type=int)

@@ -206,6 +206,13 @@ class Job:
         self.status = out["status"]
         return str(out["status"])
 
+    async def requeue_async(self) -> str:
+        """Hand the running job back to the queue: its worker stops it at once, and it goes back to
+        PENDING without using an attempt (``Conflict`` unless it is RUNNING)."""
+        out = await self._require().post(f"/jobs/{self.id}/requeue")
+        self.status = out["status"]
+        return str(out["status"])
+
     async def retry_async(self) -> int:
         out = await self._require().post(f"/jobs/{self.id}/retry")
         await self.refresh_async()
@@ -249,6 +256,9 @@ class Job:
 
     def retry(self) -> int:
         return run_sync(self.retry_async())
+
+    def requeue(self) -> str:
+        return run_sync(self.requeue_async())
 
     def history(self) -> list[dict[str, Any]]:
         return run_sync(self.history_async())
