@@ -58,9 +58,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/jobs/{job_id}/dependencies"): READ_A,
     ("POST", "/jobs/{job_id}/cancel"): MANAGE_A,
     ("POST", "/jobs/{job_id}/retry"): MANAGE_A,
+    ("POST", "/jobs/{job_id}/requeue"): MANAGE_A,
     ("POST", "/workers"): ADMIN_ONLY,
     ("GET", "/workers"): READ_ANY,
     ("POST", "/workers/{worker_id}/heartbeat"): ADMIN_ONLY,
+    ("GET", "/workers/{worker_id}/events"): ADMIN_ONLY,
     ("DELETE", "/workers/{worker_id}"): ADMIN_ONLY,
     ("POST", "/projects/{project}/claim"): ADMIN_ONLY,
     ("POST", "/claim"): ADMIN_ONLY,
@@ -254,9 +256,11 @@ EXAMPLES: dict[tuple[str, str], Example] = {
     ("GET", "/jobs/{job_id}/dependencies"): _fixed("/jobs/{job}/dependencies"),
     ("POST", "/jobs/{job_id}/cancel"): _fixed("/jobs/{job}/cancel"),
     ("POST", "/jobs/{job_id}/retry"): _fixed("/jobs/{job}/retry"),
+    ("POST", "/jobs/{job_id}/requeue"): _fixed("/jobs/{run}/requeue"),
     ("POST", "/workers"): _with("/workers", lambda w: {"name": "w", "project": w.a}),
     ("GET", "/workers"): _fixed("/workers"),
     ("POST", "/workers/{worker_id}/heartbeat"): _fixed("/workers/{worker}/heartbeat", {}),
+    ("GET", "/workers/{worker_id}/events"): _fixed("/workers/{worker}/events?wait=0"),
     ("DELETE", "/workers/{worker_id}"): _fresh_worker,
     ("POST", "/projects/{project}/claim"): _with(
         "/projects/{a}/claim", lambda w: {"worker_id": w.worker_id, "wait": 0}

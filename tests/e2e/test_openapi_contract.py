@@ -77,9 +77,10 @@ async def test_document_declares_what_the_server_does(api: Api) -> None:
 
 @pytest.fixture
 async def fuzz_server(pg_root_url: str, server_factory: Any) -> AsyncIterator[Any]:
-    """A server on a database of its own: the fuzzer deletes and archives whatever it finds."""
+    """A server on a database of its own: the fuzzer deletes and archives whatever it finds. Its
+    long-polls (a worker's events) last at most a second."""
     url = await create_database(pg_root_url, "wn_fuzz")
-    srv = await server_factory(database=url)
+    srv = await server_factory("--max-wait", "1", database=url)
     yield srv
     await srv.stop()
     await drop_database(pg_root_url, url)
