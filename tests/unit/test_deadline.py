@@ -33,6 +33,7 @@ from whatsnext.api.client.formatters.slurm import SlurmFormatter
 from whatsnext.api.client.resources import UNBOUNDED, Capacity, worker_capacity
 from whatsnext.api.client.worker import unfit_reason
 from whatsnext.cli import build_parser
+from whatsnext.cli.workers import worker_row
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -273,3 +274,10 @@ def test_capacity_of_a_host() -> None:
     assert cap.free_cpu == 4
     gpus = worker_capacity(2, ["0", "1"], runs_elsewhere=True)  # given: bounded
     assert gpus.take(1, 2) == ["0", "1"] and gpus.free_accelerators == 0 and gpus.free_cpu == 1
+
+
+def test_workers_ls_shows_when_a_worker_ends_and_an_unbounded_capacity() -> None:
+    w = {"used_cpu": 3, "cpu": limits.MAX_COUNT, "used_accelerators": 1, "accelerators": 2}
+    row = worker_row({**w, "deadline": "2025-06-01T18:00:00+00:00"})
+    assert (row["cpu_use"], row["gpu_use"], row["ends"]) == ("3/any", "1/2", "2025-06-01T18:00:00+00:00")
+    assert worker_row({**w, "deadline": None})["ends"] is None
