@@ -13,6 +13,11 @@ RETURNING id, project_id, project_ids, all_projects, name, entity, host, pid, cp
 -- Extend the worker's leases; the ids of its jobs to cancel.
 SELECT wn_heartbeat(:worker_id, :lease_seconds, :running, :grace);
 
+-- name: worker_leases
+-- The running attempts a worker holds, as (id, attempt). Read right after its heartbeat, in the
+-- same transaction, these are the leases the heartbeat extended (or fresher ones, just claimed).
+SELECT id, attempt FROM jobs WHERE worker_id = :worker_id AND status = 'RUNNING' ORDER BY id;
+
 -- name: worker_deregister
 -- The worker leaves; how many jobs it still held (back to the queue as lost).
 SELECT wn_deregister(:worker_id);

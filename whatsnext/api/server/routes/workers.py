@@ -85,10 +85,10 @@ async def heartbeat(request: web.Request) -> web.Response:
     body = await parse_body(request, Heartbeat) if request.body_exists else Heartbeat()
     lease = request.app[settings_key].lease_seconds
     grace = body.grace if body.grace is not None else max(lease / 3, 1.0)
-    cancel = await request.app[store_key].workers.heartbeat(
+    cancel, leases = await request.app[store_key].workers.heartbeat(
         worker_id=worker_id, lease_seconds=lease, running=body.running, grace=grace
     )
-    return json_response({"cancel": cancel, "lease_seconds": lease})
+    return json_response({"cancel": cancel, "lease_seconds": lease, "leases": leases})
 
 
 @workers.get(

@@ -79,12 +79,21 @@ class Heartbeat(Strict):
     )
 
 
+class Lease(BaseModel):
+    id: int
+    attempt: int
+
+
 class HeartbeatOut(BaseModel):
     cancel: list[int] = Field(
         description="Ids of this worker's jobs to stop now: cancelled, or requeued by an operator "
         "(GET /workers/{worker_id}/events tells which)."
     )
     lease_seconds: float
+    leases: list[Lease] = Field(
+        description="The running attempts this worker holds, whose leases the heartbeat extended: "
+        "an attempt it runs that is not listed is no longer its own (stop it, report nothing)."
+    )
 
 
 class WorkerStop(BaseModel):

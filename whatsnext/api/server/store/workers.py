@@ -41,17 +41,17 @@ class WorkerStore(Table):
 
     async def heartbeat(
         self, *, worker_id: int, lease_seconds: float, running: list[int] | None, grace: float
-    ) -> list[int]:
-        """Extend the worker's leases; the ids of its jobs to cancel."""
-        return list(
-            await self.value(
-                S.worker_heartbeat,
-                worker_id=worker_id,
-                lease_seconds=lease_seconds,
-                running=running,
-                grace=grace,
+    ) -> tuple[list[int], list[Row]]:
+        """Extend the worker's leases: the ids of its jobs to stop, and the running attempts it
+        holds (``{id, attempt}``: the leases just extended), read in one transaction."""
+        beat, held = S.worker_heartbeat, S.worker_leases
+        async with self.pool.acquire() as conn, conn.transaction():
+            stop = await conn.fetchval(
+                beat.text,
+                *beat.args(worker_id=worker_id, lease_seconds=lease_seconds, running=running, grace=grace),
             )
-        )
+            leases = await conn.fetch(held.text, *held.args(worker_id=worker_id))
+        return list(stop), [dict(r) for r in leases]
 
     async def deregister(self, *, worker_id: int) -> int:
         """The worker leaves; how many running jobs it held (they end as lost)."""
