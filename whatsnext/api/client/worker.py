@@ -20,7 +20,7 @@ from ...wire import ClaimRequest
 from .artifacts import HASH_MAX_BYTES, HASH_MAX_SECONDS, ArtifactRecorder
 from .backoff import Backoff
 from .checkpoint import Checkpoints
-from .deadline import as_deadline, claim_time_left, slurm_deadline
+from .deadline import as_deadline, claim_time_left, slurm_deadline, watch_end
 from .errors import RETRYABLE, Conflict
 from .formatters.base import Formatter
 from .formatters.task import TaskFormatter
@@ -294,6 +294,8 @@ class Client:
                     for service in attempt_services(self.http, session, runner, self._held):
                         services.start_soon(service)
                 services.start_soon(self._progress_loop)
+                if self.deadline is not None:  # near its end: claim no more, hand back what runs
+                    services.start_soon(watch_end, self.deadline, self.grace, self._shutdown.stop_now)
                 # Jobs run as plain asyncio tasks: many short ones start every second.
                 async with asyncio.TaskGroup() as jobs:
                     await self._claim_loop(jobs, runner, forever)
