@@ -193,9 +193,22 @@ def test_the_job_signal_is_given_by_name_or_number() -> None:
             parse_signal(bad)
 
 
-def test_sigterm_requeues_inside_a_slurm_allocation_and_drains_elsewhere() -> None:
+def test_sigterm_requeues_inside_a_slurm_allocation_and_drains_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     assert default_on_sigterm({"SLURM_JOB_ID": "12"}) == "requeue"
     assert default_on_sigterm({}) == "drain"
+    from whatsnext.api.client import Client
+
+    monkeypatch.setenv("SLURM_JOB_ID", "12")
+    assert Client(project="p").on_sigterm == "requeue"
+    assert Client(project="p", on_sigterm="drain").on_sigterm == "drain"
+    monkeypatch.delenv("SLURM_JOB_ID")
+    assert Client(project="p").on_sigterm == "drain"
+    with pytest.raises(ValueError, match="on_sigterm"):
+        Client(project="p", on_sigterm="later")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="job signal"):
+        Client(project="p", job_signal="SIGSTOP")
 
 
 def _shutdown(on_sigterm: str, drain_timeout: float | None = None) -> tuple[Shutdown, list[str]]:
@@ -269,3 +282,27 @@ def test_the_checkpoint_root_defaults_beside_the_workers_other_files(monkeypatch
     monkeypatch.setenv("WHATSNEXT_CHECKPOINT_ROOT", "/shared/ckpt")
     assert default_checkpoint_root() == Path("/shared/ckpt")
     assert path_part("..") == "_" and path_part("a b/c") == "a_b_c"
+
+
+# ---------------------------------------------------------------- the worker's options
+
+
+def test_the_worker_command_takes_how_it_stops_and_where_checkpoints_go() -> None:
+    from whatsnext.cli import build_parser
+    from whatsnext.cli.worker import stopping_options
+
+    parse = build_parser().parse_args
+    args = parse(["worker", "--on-sigterm", "requeue", "--drain-timeout", "30", "--job-signal", "USR1"])
+    assert stopping_options(args) == {
+        "on_sigterm": "requeue",
+        "drain_timeout": 30.0,
+        "job_signal": signal.SIGUSR1,
+        "checkpoint_root": None,
+    }
+    defaults = stopping_options(parse(["worker", "--checkpoint-root", "/shared/ckpt"]))
+    assert defaults["on_sigterm"] is None and defaults["drain_timeout"] is None  # None: the Client decides
+    assert defaults["job_signal"] == signal.SIGTERM and defaults["checkpoint_root"] == "/shared/ckpt"
+    with pytest.raises(ValueError, match="SIGKILL cannot be the job signal"):
+        stopping_options(parse(["worker", "--job-signal", "KILL"]))
+    with pytest.raises(ValueError, match="drain timeout"):
+        stopping_options(parse(["worker", "--drain-timeout", "-1"]))

@@ -34,6 +34,15 @@ def default_on_sigterm(env: Mapping[str, str] | None = None) -> OnSigterm:
     return "requeue" if env.get("SLURM_JOB_ID") else "drain"
 
 
+def check_on_sigterm(value: str | None) -> OnSigterm:
+    """``value`` when it is ``drain`` or ``requeue``, the default for None (ValueError otherwise)."""
+    if value is None:
+        return default_on_sigterm()
+    if value not in ON_SIGTERM:
+        raise ValueError(f"on_sigterm must be one of {', '.join(ON_SIGTERM)}, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def parse_signal(value: str | int) -> int:
     """A signal given as ``SIGTERM``, ``TERM``, ``term`` or ``15`` (ValueError when unknown)."""
     if isinstance(value, int):

@@ -35,7 +35,7 @@ from .resources import Capacity, worker_capacity
 from .runner import ERROR_LINE_CHARS, ERROR_LINES, Runner, Running, WorkSummary, failure_reason
 from .server import AsyncServer, Server
 from .session import Session
-from .shutdown import OnSigterm, Shutdown, check_drain_timeout, default_on_sigterm, parse_signal
+from .shutdown import OnSigterm, Shutdown, check_drain_timeout, check_on_sigterm, parse_signal
 from .syncio import run_sync
 from .target import Target
 
@@ -145,7 +145,7 @@ class Client:
         self.artifact_roots = list(artifact_roots)
         """Directories (besides each job's working directory) whose files may be recorded as artifacts."""
         self.artifact_hash = (artifact_hash_bytes, artifact_hash_seconds)
-        self.on_sigterm: OnSigterm = on_sigterm or default_on_sigterm()
+        self.on_sigterm: OnSigterm = check_on_sigterm(on_sigterm)
         self.drain_timeout = check_drain_timeout(drain_timeout)
         self.job_signal = parse_signal(job_signal)
         self.checkpoints = Checkpoints(checkpoint_root)
