@@ -160,6 +160,8 @@ class Session:
                 backoff.reset()
                 if guard is not None:
                     guard.answered(sent_at, sent, held_attempts(out))
+                    if guard.suspended():  # an answer sent before the outage: ask again now
+                        delay = backoff.next()
                 cancel(out["cancel"])
 
     async def reconcile(self, held: list[int]) -> None:
