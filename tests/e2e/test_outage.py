@@ -38,6 +38,10 @@ async def own_database(pg_root_url: str) -> AsyncIterator[str]:
     await drop_database(pg_root_url, url)
 
 
+async def swept(conn: asyncpg.Connection) -> bool:
+    return bool(await conn.fetchval("SELECT last_sweep_at IS NOT NULL FROM reaper_clock"))
+
+
 async def queue_was_away(conn: asyncpg.Connection, job_id: int) -> bool:
     """The last lease sweep is older than AWAY seconds and the job's lease ran out (database time)."""
     return bool(
@@ -70,6 +74,8 @@ async def run_through_an_outage(
     conn = await asyncpg.connect(database_url)
     try:
         await wait_for_file(tmp_path / f"{job['id']}.started")
+        # A sweep has set the reaper's clock (a database never swept knows of no outage).
+        await wait_until(lambda: swept(conn), what="a first lease sweep")
         await away()
         await wait_until(lambda: queue_was_away(conn, job["id"]), timeout=60, what="the queue away")
         go.touch()  # the job's body may finish now; its report cannot land until the queue is back
