@@ -45,6 +45,10 @@ _JOB_CONCURRENCY: Final[tuple[str, ...]] = ("concurrency_key", "concurrency_limi
 """At most ``concurrency_limit`` jobs with one ``concurrency_key`` run at once in a project; a job
 gives both or neither (then it takes its task's pair)."""
 
+_JOB_PREEMPTION: Final[tuple[str, ...]] = ("max_preempted",)
+"""How often the job may be handed back (preempted, its worker stopped) without using an attempt
+before it fails with "preempted N times"."""
+
 JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
     "name",
     "task",
@@ -56,6 +60,7 @@ JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
     "outputs",
     "group",
     *_JOB_CONCURRENCY,
+    *_JOB_PREEMPTION,
 )
 """What a user may say about a job when submitting it (REST body, SDK ``Job``, CLI ``jobs add``).
 Every field but name, task and depends is stored as given or, when left out, taken from the task."""
@@ -72,6 +77,7 @@ JOB_ENTRY_FIELDS: Final[tuple[str, ...]] = (
     "outputs",
     "group_id",
     *_JOB_CONCURRENCY,
+    *_JOB_PREEMPTION,
 )
 """The attributes of the database type ``wn_job_entry`` that ``wn_enqueue`` reads, in order."""
 
@@ -82,3 +88,6 @@ ROLES: Final[tuple[Role, ...]] = get_args(Role)
 DEFAULT_MAX_ATTEMPTS: Final = 1
 DEFAULT_MAX_LOST: Final = 3
 """How often a job may go back to the queue because its worker vanished before it fails."""
+DEFAULT_MAX_PREEMPTED: Final = 10
+"""How often a job may go back to the queue because it was preempted (or its worker stopped it to
+hand it back) before it fails: ``max_preempted`` N allows N requeues, the next preemption fails it."""

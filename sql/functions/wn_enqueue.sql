@@ -91,7 +91,7 @@ BEGIN
             INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, required_cpu,
                               required_accelerators, required_tags, max_attempts, max_lost,
                               retry_delay, timeout, inputs, outputs, eligible_at, group_id, created_by,
-                              concurrency_key, concurrency_limit)
+                              concurrency_key, concurrency_limit, max_preempted)
             SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                    coalesce(s.priority, 0), coalesce(s.required_cpu, t.required_cpu),
                    coalesce(s.required_accelerators, t.required_accelerators),
@@ -103,7 +103,8 @@ BEGIN
                    CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
                         THEN t.concurrency_key ELSE s.concurrency_key END,
                    CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
-                        THEN t.concurrency_limit ELSE s.concurrency_limit END
+                        THEN t.concurrency_limit ELSE s.concurrency_limit END,
+                   coalesce(s.max_preempted, t.max_preempted)
               FROM unnest(v_src) WITH ORDINALITY s JOIN tasks t ON t.project_id = v_project AND t.name = s.task
             RETURNING required_cpu, required_accelerators, required_tags
         )
@@ -134,7 +135,7 @@ BEGIN
         INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, status, unmet_deps,
                           required_cpu, required_accelerators, required_tags, max_attempts, max_lost,
                           retry_delay, timeout, blocked_by, error, inputs, outputs, group_id, created_by,
-                          concurrency_key, concurrency_limit)
+                          concurrency_key, concurrency_limit, max_preempted)
         SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                coalesce(s.priority, 0),
                CASE WHEN bad.id IS NULL THEN 'PENDING' ELSE 'BLOCKED' END,
@@ -157,7 +158,8 @@ BEGIN
                CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
                     THEN t.concurrency_key ELSE s.concurrency_key END,
                CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
-                    THEN t.concurrency_limit ELSE s.concurrency_limit END
+                    THEN t.concurrency_limit ELSE s.concurrency_limit END,
+               coalesce(s.max_preempted, t.max_preempted)
         FROM unnest(v_src) WITH ORDINALITY s
         JOIN tasks t ON t.project_id = v_project AND t.name = s.task
         LEFT JOIN LATERAL (

@@ -32,6 +32,9 @@ class Job:
     ``concurrency_key`` and ``concurrency_limit`` (given together): at most that many jobs with
     the key run at once in the project, e.g. ``concurrency_key="licence-x", concurrency_limit=2``;
     left out, the job takes its task's pair.
+
+    ``max_preempted``: how often the job may go back to the queue because it was preempted (no
+    attempt used) before it fails with "preempted N times" (left out: its task's, 10).
     """
 
     def __init__(
@@ -54,6 +57,7 @@ class Job:
         group: str | None = None,
         concurrency_key: str | None = None,
         concurrency_limit: int | None = None,
+        max_preempted: int | None = None,
     ) -> None:
         self.name = name
         self.task = task
@@ -72,6 +76,7 @@ class Job:
         self.group = group
         self.concurrency_key = concurrency_key
         self.concurrency_limit = concurrency_limit
+        self.max_preempted = max_preempted
         self.id: int | None = None
         self.status: str | None = None
         self.attempt: int = 0
@@ -155,6 +160,7 @@ class Job:
             "outputs",
             "concurrency_key",
             "concurrency_limit",
+            "max_preempted",
         ):
             if key in data:
                 setattr(self, key, data[key])

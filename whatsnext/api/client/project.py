@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from ...models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST
+from ...models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED
 from .errors import Conflict, NotFound
 from .http import Http, project_path
 from .job import Job
@@ -202,6 +202,7 @@ class AsyncProject:
         required_tags: Iterable[str] = (),
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
         max_lost: int = DEFAULT_MAX_LOST,
+        max_preempted: int = DEFAULT_MAX_PREEMPTED,
         retry_delay: float = 0.0,
         timeout: float | None = None,
         command: str | None = None,
@@ -215,8 +216,9 @@ class AsyncProject:
     ) -> dict[str, Any]:
         """Create a task; ``command`` is the template its jobs run (``"python train.py --lr {lr}"``).
         ``concurrency_key`` with ``concurrency_limit``: at most that many of the project's jobs with
-        the key run at once (its jobs' default). ``exist_ok=True``: a task of that name may exist
-        already; it is returned as it is."""
+        the key run at once (its jobs' default). ``max_preempted``: how often a job may be handed
+        back by a preemption without using an attempt before it fails. ``exist_ok=True``: a task of
+        that name may exist already; it is returned as it is."""
         body: dict[str, Any] = {
             "name": name,
             "project_id": self.id,
@@ -225,6 +227,7 @@ class AsyncProject:
             "required_tags": list(required_tags),
             "max_attempts": max_attempts,
             "max_lost": max_lost,
+            "max_preempted": max_preempted,
             "retry_delay": retry_delay,
             "timeout": timeout,
             "command": command,

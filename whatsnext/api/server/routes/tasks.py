@@ -48,6 +48,7 @@ async def create_task(request: web.Request) -> web.Response:
         defaults=b.defaults,
         max_attempts=b.max_attempts,
         max_lost=b.max_lost,
+        max_preempted=b.max_preempted,
         retry_delay=b.retry_delay,
         timeout=b.timeout,
         inputs=b.inputs,

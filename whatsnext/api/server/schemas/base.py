@@ -120,6 +120,7 @@ JobName = Annotated[str, Field(min_length=1, max_length=MAX_JOB_NAME)]
 Tag = Annotated[str, Field(min_length=1, max_length=MAX_TAG)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 MaxLost = Annotated[int, Field(ge=0, le=MAX_ATTEMPTS)]
+MaxPreempted = Annotated[int, Field(ge=0, le=MAX_ATTEMPTS)]
 PathTemplate = Annotated[str, Field(min_length=1, max_length=MAX_URI)]
 """A path or URI a job reads or writes, with {parameter} fields the worker fills in."""
 ProjectStatus = Literal["ACTIVE", "ARCHIVED"]

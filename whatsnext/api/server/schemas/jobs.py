@@ -27,6 +27,7 @@ from .base import (
     Int32,
     JobName,
     MaxLost,
+    MaxPreempted,
     Name,
     PathTemplate,
     Strict,
@@ -77,6 +78,11 @@ class JobCreate(Strict):
     )
     concurrency_limit: ConcurrencyLimit | None = Field(
         None, description="How many jobs with concurrency_key may run at once (given with concurrency_key)."
+    )
+    max_preempted: MaxPreempted | None = Field(
+        None,
+        description="Times the job may go back to the queue because it was preempted (no attempt used) "
+        "before it fails with 'preempted N times' (the task's by default, 10).",
     )
 
     @model_validator(mode="after")

@@ -16,13 +16,14 @@ from pydantic import Strict as StrictValue
 from pydantic_core import PydanticCustomError
 
 from ....limits import MAX_ATTEMPTS, MAX_DESCRIPTION, MAX_LIST, MAX_SHARE
-from ....models import DEFAULT_MAX_LOST
+from ....models import DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED
 from .base import (
     INT32,
     ConcurrencyKey,
     ConcurrencyLimit,
     Count,
     MaxLost,
+    MaxPreempted,
     Name,
     PathTemplate,
     ProjectStatus,
@@ -138,6 +139,11 @@ class TaskCreate(Strict):
     )
     max_attempts: Annotated[int, Field(ge=1, le=MAX_ATTEMPTS)] = 1
     max_lost: MaxLost = DEFAULT_MAX_LOST
+    max_preempted: MaxPreempted = Field(
+        DEFAULT_MAX_PREEMPTED,
+        description="Times a job may go back to the queue because it was preempted (no attempt used) "
+        "before it fails with 'preempted N times'.",
+    )
     retry_delay: Annotated[float, Field(ge=0, le=7 * 86400)] = 0.0
     timeout: Annotated[float, Field(gt=0, le=365 * 86400)] | None = None
     inputs: list[PathTemplate] = Field(
@@ -175,6 +181,7 @@ class TaskOut(BaseModel):
     defaults: dict[str, Any]
     max_attempts: int
     max_lost: int = DEFAULT_MAX_LOST
+    max_preempted: int = DEFAULT_MAX_PREEMPTED
     retry_delay: float
     timeout: float | None
     inputs: list[str] = Field(default_factory=list)

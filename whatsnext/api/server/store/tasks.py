@@ -26,6 +26,7 @@ class TaskFields(TypedDict):
     defaults: dict[str, Any]
     max_attempts: int
     max_lost: int
+    max_preempted: int
     retry_delay: float
     timeout: float | None
     inputs: list[str]
