@@ -58,6 +58,10 @@ class ClaimedJob(TypedDict):
     shell: bool
     project: str
     """The job's project (a worker may serve several)."""
+    checkpoint: str | None
+    """The latest checkpoint an attempt of this job named (a path or URI), if any."""
+    resume: bool
+    """The previous attempt ended PREEMPTED or LOST: this one should resume from ``checkpoint``."""
 
 
 class ReportEntry(TypedDict):
@@ -73,6 +77,8 @@ class ReportEntry(TypedDict):
     duration: NotRequired[float | None]
     requeue: NotRequired[bool]
     retryable: NotRequired[bool]
+    checkpoint: NotRequired[str | None]
+    """The path or URI of the latest checkpoint the attempt wrote (null: none new)."""
 
 
 class AttemptEnd(TypedDict, total=False):
@@ -88,6 +94,7 @@ class AttemptEnd(TypedDict, total=False):
     log: str | None
     duration: float | None
     retryable: bool
+    checkpoint: str | None
 
 
 class ClaimArgs(TypedDict):

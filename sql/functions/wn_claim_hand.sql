@@ -3,6 +3,9 @@
 -- must carry. The RUNNING event names the worker (worker_id, and its name as the reason) and, as
 -- its actor, p_actor: the token that claimed under --auth (a worker cannot name the actor);
 -- without a token, the worker's name. Rows in hand-out order (priority, then id).
+-- Each row carries the job's latest checkpoint and whether this attempt resumes (resume: the
+-- previous attempt ended PREEMPTED or LOST; last_outcome keeps the outcome of the latest ended
+-- attempt while the next one runs).
 CREATE OR REPLACE FUNCTION wn_claim_hand(
     p_ids bigint[], p_worker_id bigint, p_worker_name text, p_lease double precision,
     p_actor text DEFAULT NULL
@@ -11,7 +14,7 @@ CREATE OR REPLACE FUNCTION wn_claim_hand(
     required_cpu integer, required_accelerators integer, timeout double precision,
     max_attempts integer, max_lost integer, lease_expires_at timestamptz, inputs text[],
     outputs text[], eligible_at timestamptz, previous_external_ids text[], command text,
-    defaults jsonb, shell boolean, project text
+    defaults jsonb, shell boolean, project text, checkpoint text, resume boolean
 )
 LANGUAGE sql AS $$
     WITH upd AS (
@@ -19,11 +22,12 @@ LANGUAGE sql AS $$
            SET status = 'RUNNING', attempt = j.attempt + 1, worker_id = p_worker_id,
                worker_name = p_worker_name, started_at = now(), finished_at = NULL,
                lease_expires_at = now() + make_interval(secs => p_lease), cancel_requested = false,
-               last_outcome = NULL, external_id = NULL, gpus = NULL
+               external_id = NULL, gpus = NULL
          WHERE j.id = ANY (p_ids)
         RETURNING j.id, j.name, j.project_id, j.task_id, j.parameters, j.priority, j.attempt,
                   j.required_cpu, j.required_accelerators, j.timeout, j.max_attempts, j.max_lost,
-                  j.lease_expires_at, j.inputs, j.outputs, j.eligible_at, j.lost_external_ids
+                  j.lease_expires_at, j.inputs, j.outputs, j.eligible_at, j.lost_external_ids,
+                  j.checkpoint, coalesce(j.last_outcome IN ('PREEMPTED', 'LOST'), false) AS resume
     ), ev AS (
         INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason, actor)
         SELECT u.id, u.project_id, 'RUNNING', u.attempt, p_worker_id, p_worker_name,
@@ -33,7 +37,7 @@ LANGUAGE sql AS $$
     SELECT u.id, u.name, t.name, u.parameters, u.priority, u.attempt, u.required_cpu,
            u.required_accelerators, u.timeout, u.max_attempts, u.max_lost, u.lease_expires_at,
            u.inputs, u.outputs, u.eligible_at, u.lost_external_ids, t.command, t.defaults,
-           t.shell, p.name
+           t.shell, p.name, u.checkpoint, u.resume
       FROM upd u JOIN tasks t ON t.id = u.task_id JOIN projects p ON p.id = u.project_id
      ORDER BY u.priority DESC, u.id;
 $$;

@@ -22,7 +22,7 @@ CREATE OR REPLACE FUNCTION wn_claim_pool(
     required_cpu integer, required_accelerators integer, timeout double precision,
     max_attempts integer, max_lost integer, lease_expires_at timestamptz, inputs text[],
     outputs text[], eligible_at timestamptz, previous_external_ids text[], command text,
-    defaults jsonb, shell boolean, project text
+    defaults jsonb, shell boolean, project text, checkpoint text, resume boolean
 )
 LANGUAGE plpgsql AS $$
 DECLARE

@@ -3,12 +3,13 @@
 -- decided in one place.
 --
 -- p_changes: JSON array of {id, attempt, outcome, exit_code, result, error, log, duration,
--- retryable}; outcome is one of
+-- retryable, checkpoint}; outcome is one of
 --   COMPLETED  the job succeeded                           -> COMPLETED
 --   FAILED     the job failed (exit code, timeout, ...)    -> PENDING after retry_delay while
 --              attempts remain and it is retryable, else FAILED; counts against max_attempts
 --   CANCELLED  the job stopped because it was cancelled   -> CANCELLED
---   PREEMPTED  handed back (SLURM preemption, drain)      -> PENDING now; uses no attempt
+--   PREEMPTED  handed back (SLURM preemption, drain)      -> PENDING now while
+--              preempted < max_preempted (uses no attempt), else FAILED "preempted N times"
 --   LOST       its worker vanished (lease expired, deregistered, claim never received)
 --                                                         -> PENDING now while lost < max_lost
 --              (uses no attempt), else FAILED "worker lost"
@@ -22,6 +23,10 @@
 -- change; the others answer 403, checked under the same locks as the changes.
 -- Returns one row per entry, in input order: (ord, id, code, status, message, project_name,
 -- task_name, changed); changed says this call ended the entry's attempt (for the server's metrics).
+-- checkpoint (a path or URI, any outcome): the latest checkpoint the attempt wrote. It becomes the
+-- job's checkpoint (handed to the next attempt; null keeps the one it has), an artifact of the
+-- attempt (direction 'out', kind 'checkpoint') and a field of the ending's history row. Only the
+-- job's current attempt records one: an older attempt's report changes nothing.
 -- Entries are judged each on its own (job, attempt): an old attempt's report beside the current
 -- one's answers 409 and never keeps the current one from applying.
 CREATE OR REPLACE FUNCTION wn_end_attempts(p_changes jsonb, p_actor text DEFAULT NULL,
@@ -57,11 +62,12 @@ BEGIN
                CASE WHEN rq.requeued THEN 'PREEMPTED' ELSE x.outcome END AS outcome,
                x.exit_code, x.result,
                CASE WHEN rq.requeued THEN cur.requeue_reason ELSE x.error END AS error,
-               x.log, x.duration, x.retryable
+               x.log, x.duration, x.retryable, x.checkpoint
           FROM jsonb_array_elements(p_changes) WITH ORDINALITY AS e(doc, n)
          CROSS JOIN LATERAL jsonb_to_record(e.doc) AS x(
                    id bigint, attempt integer, outcome text, exit_code integer, result jsonb,
-                   error text, log text, duration double precision, retryable boolean)
+                   error text, log text, duration double precision, retryable boolean,
+                   checkpoint text)
           LEFT JOIN jobs cur ON cur.id = x.id
          CROSS JOIN LATERAL (SELECT coalesce(cur.requeue_attempt = x.attempt AND NOT cur.cancel_requested
                                              AND x.outcome IN ('FAILED', 'CANCELLED', 'LOST'), false)
@@ -69,7 +75,7 @@ BEGIN
          ORDER BY x.id, (cur.status = 'RUNNING' AND cur.attempt = x.attempt) DESC NULLS LAST, e.n
     ), dec AS (
         SELECT s.*, j.project_id, j.name AS job_name, j.worker_id, j.lost, j.max_lost,
-               t.new_status,
+               j.preempted, j.max_preempted, t.new_status,
                CASE WHEN t.new_status = 'PENDING' AND s.outcome = 'FAILED'
                     THEN j.retry_delay * power(2, greatest(j.attempt - j.attempt_base - 1, 0))
                     ELSE 0 END AS delay
@@ -78,7 +84,8 @@ BEGIN
          CROSS JOIN LATERAL (SELECT CASE
                  WHEN s.outcome = 'COMPLETED' THEN 'COMPLETED'
                  WHEN s.outcome = 'CANCELLED' OR j.cancel_requested THEN 'CANCELLED'
-                 WHEN s.outcome = 'PREEMPTED' THEN 'PENDING'
+                 WHEN s.outcome = 'PREEMPTED'
+                   THEN CASE WHEN j.preempted < j.max_preempted THEN 'PENDING' ELSE 'FAILED' END
                  WHEN s.outcome = 'LOST' THEN CASE WHEN j.lost < j.max_lost THEN 'PENDING' ELSE 'FAILED' END
                  WHEN s.outcome = 'FAILED' AND coalesce(s.retryable, true)
                       AND j.attempt - j.attempt_base < j.max_attempts THEN 'PENDING'
@@ -97,6 +104,8 @@ BEGIN
                error = CASE WHEN d.new_status = 'COMPLETED' THEN NULL
                             WHEN d.new_status = 'CANCELLED' THEN coalesce(d.error, 'cancelled')
                             WHEN d.outcome = 'LOST' THEN 'worker lost: ' || coalesce(d.error, 'no heartbeat')
+                            WHEN d.outcome = 'PREEMPTED' AND d.new_status = 'FAILED'
+                              THEN format('preempted %s times', d.preempted + 1)
                             ELSE d.error END,
                log_tail = coalesce(d.log, j.log_tail),
                duration = coalesce(d.duration, j.duration),
@@ -104,9 +113,13 @@ BEGIN
                                    THEN now() + make_interval(secs => d.delay) ELSE j.available_at END,
                eligible_at = CASE WHEN d.new_status = 'PENDING' AND j.unmet_deps = 0
                                   THEN now() + make_interval(secs => d.delay) END,
-               attempt_base = CASE WHEN d.new_status = 'PENDING' AND d.outcome IN ('LOST', 'PREEMPTED')
+               -- A lost or preempted attempt never counts against max_attempts.
+               attempt_base = CASE WHEN d.outcome IN ('LOST', 'PREEMPTED')
                                    THEN j.attempt_base + 1 ELSE j.attempt_base END,
                lost = CASE WHEN d.outcome = 'LOST' THEN j.lost + 1 ELSE j.lost END,
+               preempted = CASE WHEN d.outcome = 'PREEMPTED' AND d.new_status <> 'CANCELLED'
+                                THEN j.preempted + 1 ELSE j.preempted END,
+               checkpoint = coalesce(d.checkpoint, j.checkpoint),
                last_outcome = d.outcome,
                lost_external_ids = CASE WHEN d.outcome IN ('LOST', 'PREEMPTED') AND j.external_id IS NOT NULL
                                         THEN j.lost_external_ids || j.external_id
@@ -115,11 +128,13 @@ BEGIN
          WHERE j.id = d.id
         RETURNING j.id
     ), ev AS (
-        INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason, actor)
+        INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason, actor, checkpoint)
         SELECT d.id, d.project_id, d.new_status, d.attempt, d.worker_id,
                CASE
                  WHEN d.new_status = 'COMPLETED' THEN NULL
                  WHEN d.new_status = 'CANCELLED' THEN coalesce(d.error, 'cancelled')
+                 WHEN d.outcome = 'PREEMPTED' AND d.new_status = 'FAILED'
+                   THEN format('preempted %s times', d.preempted + 1)
                  WHEN d.outcome = 'PREEMPTED' THEN coalesce(d.error, 'requeued')
                  WHEN d.outcome = 'LOST' AND d.new_status = 'PENDING'
                    THEN format('worker lost (%s): requeued, %s of %s', coalesce(d.error, 'no heartbeat'),
@@ -130,8 +145,17 @@ BEGIN
                    THEN format('retry in %ss after: %s', d.delay, coalesce(d.error, 'failure'))
                  ELSE coalesce(d.error, 'failed')
                END,
-               p_actor
+               p_actor, d.checkpoint
           FROM dec d
+    ), ck AS (
+        -- The checkpoint an attempt named is an artifact of that attempt (the same path named
+        -- again, or declared as an output, keeps one row: now a checkpoint of this attempt).
+        INSERT INTO artifacts AS a (job_id, project_id, direction, uri, kind, attempt)
+        SELECT d.id, d.project_id, 'out', d.checkpoint, 'checkpoint', d.attempt
+          FROM dec d
+         WHERE d.checkpoint IS NOT NULL
+        ON CONFLICT (job_id, direction, uri) DO UPDATE
+           SET kind = 'checkpoint', attempt = EXCLUDED.attempt, recorded_at = now()
     )
     SELECT array_agg(d.id ORDER BY d.id), array_agg(d.project_id ORDER BY d.id),
            array_agg(d.job_name ORDER BY d.id), array_agg(d.new_status ORDER BY d.id),

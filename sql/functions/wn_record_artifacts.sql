@@ -1,6 +1,7 @@
 -- Record (or refresh) a job's artifacts. p_items: JSON array of
 -- {direction, uri, size, sha256, modified_at, missing, refused, reason}, recorded in that order; a (direction, uri)
 -- given twice keeps the last entry. p_attempt, when given, must be the job's current attempt (else code 409).
+-- Each row records the job's current attempt; a checkpoint recorded again keeps its kind.
 CREATE OR REPLACE FUNCTION wn_record_artifacts(p_job bigint, p_items jsonb, p_attempt integer)
 RETURNS TABLE (code integer, status text, message text, recorded integer)
 LANGUAGE plpgsql AS $$
@@ -34,15 +35,15 @@ BEGIN
          ORDER BY r.direction, r.uri, e.ord DESC
     ), ins AS (
         INSERT INTO artifacts AS a (job_id, project_id, direction, uri, size, sha256, modified_at, missing,
-                                    refused, reason)
+                                    refused, reason, attempt)
         SELECT p_job, v_project, i.direction, i.uri, i.size, i.sha256, i.modified_at, i.missing,
-               i.refused, i.reason
+               i.refused, i.reason, v_attempt
           FROM items i
          ORDER BY i.ord
         ON CONFLICT (job_id, direction, uri) DO UPDATE
            SET size = EXCLUDED.size, sha256 = EXCLUDED.sha256, modified_at = EXCLUDED.modified_at,
                missing = EXCLUDED.missing, refused = EXCLUDED.refused, reason = EXCLUDED.reason,
-               recorded_at = now()
+               attempt = EXCLUDED.attempt, recorded_at = now()
         RETURNING 1
     )
     SELECT count(*) INTO v_n FROM ins;

@@ -1,6 +1,7 @@
--- Put a FAILED or CANCELLED job back to PENDING with a fresh attempt and lost-worker budget, and
--- release what it blocked. The failed or cancelled jobs upstream of it are retried with it;
--- retrying a BLOCKED job retries just those. Returns how many jobs went back to the queue.
+-- Put a FAILED or CANCELLED job back to PENDING with fresh attempt, lost-worker and preemption
+-- budgets (its checkpoint stays, for its next attempt), and release what it blocked. The failed
+-- or cancelled jobs upstream of it are retried with it; retrying a BLOCKED job retries just those.
+-- Returns how many jobs went back to the queue.
 CREATE OR REPLACE FUNCTION wn_retry(p_job bigint, p_actor text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -32,8 +33,8 @@ BEGIN
         RETURN 0;
     END IF;
     WITH upd AS (
-        UPDATE jobs SET status = 'PENDING', attempt_base = attempt, lost = 0, cancel_requested = false,
-               error = NULL, exit_code = NULL, finished_at = NULL, worker_id = NULL,
+        UPDATE jobs SET status = 'PENDING', attempt_base = attempt, lost = 0, preempted = 0,
+               cancel_requested = false, error = NULL, exit_code = NULL, finished_at = NULL, worker_id = NULL,
                available_at = now(), eligible_at = CASE WHEN unmet_deps = 0 THEN now() END
          WHERE id = ANY (v_roots)
         RETURNING id, project_id, attempt, unmet_deps

@@ -264,6 +264,7 @@ SELECT l.id, l.attempt, l.line, l.at
 
 -- name: dash_artifacts
 -- A job's artifacts, inputs first.
-SELECT a.id, a.direction, a.uri, a.size, a.sha256, a.modified_at, a.missing, a.refused, a.reason
+SELECT a.id, a.direction, a.uri, a.size, a.sha256, a.modified_at, a.missing, a.refused, a.reason,
+       a.kind, a.attempt
   FROM artifacts a WHERE a.job_id = :job_id
  ORDER BY a.direction, a.id;

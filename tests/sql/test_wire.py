@@ -22,7 +22,14 @@ from whatsnext.api.client.runner import Runner, WorkSummary, job_spec
 from whatsnext.api.server import schema
 from whatsnext.api.server.config import Settings
 from whatsnext.api.server.routes.claim import claim_args
-from whatsnext.api.server.schemas import ClaimedJob, ClaimRequest, Report, ReportBatch
+from whatsnext.api.server.schemas import (
+    ClaimedJob,
+    ClaimRequest,
+    CompleteRequest,
+    FailRequest,
+    Report,
+    ReportBatch,
+)
 from whatsnext.api.server.sql import S
 from whatsnext.api.server.store.jobs import AttemptEnd
 
@@ -105,6 +112,16 @@ def test_the_servers_models_have_the_wire_fields() -> None:
     assert tuple(ClaimRequest.model_fields) == wire.CLAIM_REQUEST_FIELDS
     assert tuple(ClaimedJob.model_fields) == wire.CLAIMED_JOB_FIELDS
     assert tuple(Report.model_fields) == wire.REPORT_FIELDS
+    # The single-report routes take what a report entry says, but its id (in their path) and its
+    # status (their path says it).
+    single = set(CompleteRequest.model_fields) | set(FailRequest.model_fields)
+    assert set(wire.REPORT_FIELDS) - {"id", "status"} <= single
+    for model in (CompleteRequest, FailRequest):
+        field = model.model_fields["checkpoint"]
+        assert (field.annotation, field.metadata) == (
+            Report.model_fields["checkpoint"].annotation,
+            Report.model_fields["checkpoint"].metadata,
+        ), model.__name__
 
 
 def test_the_claim_arguments_are_the_requests_under_the_same_names() -> None:
@@ -151,12 +168,22 @@ def _claimed(**fields: Any) -> wire.ClaimedJob:
 
 
 def test_the_worker_reads_claimed_jobs_by_the_wire_fields() -> None:
-    spec = job_spec(_claimed(command="echo {a}", inputs=["in"], previous_external_ids=["slurm:1"]))
+    spec = job_spec(
+        _claimed(
+            command="echo {a}",
+            inputs=["in"],
+            previous_external_ids=["slurm:1"],
+            checkpoint="/ck/5/step-10.pt",
+            resume=True,
+        )
+    )
     taken = {"id", "name", "task", "parameters", "attempt", "priority", "required_cpu"}
     taken |= {"required_accelerators", "timeout", "inputs", "outputs", "previous_external_ids"}
-    taken |= {"command", "defaults", "shell", "project"}
+    taken |= {"command", "defaults", "shell", "project", "checkpoint", "resume"}
     assert taken <= set(wire.CLAIMED_JOB_FIELDS)
-    assert set(JobSpec.__dataclass_fields__) - {"gpu_ids"} == taken
+    # The worker's own: its GPU ids, the job's checkpoint directory and file.
+    assert set(JobSpec.__dataclass_fields__) - {"gpu_ids", "checkpoint_dir", "checkpoint_file"} == taken
+    assert (spec.checkpoint, spec.resume) == ("/ck/5/step-10.pt", True)
     assert (spec.id, spec.attempt, spec.command, spec.inputs, spec.outputs) == (5, 3, "echo {a}", ["in"], [])
     assert spec.previous_external_ids == ["slurm:1"] and spec.defaults == {}
 
@@ -188,7 +215,12 @@ async def test_the_worker_reports_with_the_wire_fields() -> None:
     async with asyncio.TaskGroup() as jobs:
         runner.start(jobs, _claimed())
     [(report, size)] = reporter.pending
-    assert tuple(report) == wire.REPORT_FIELDS
+    # A checkpoint goes with a report only when the job named one.
+    sent_when_needed = ("checkpoint",)
+    assert tuple(k for k in report if k not in sent_when_needed) == tuple(
+        f for f in wire.REPORT_FIELDS if f not in sent_when_needed
+    )
+    assert set(report) <= set(wire.REPORT_FIELDS)
     assert (report["id"], report["attempt"], report["status"], report["exit_code"]) == (5, 3, "FAILED", 3)
     assert report["error"] == "exit code 3; last output:\nboom"
     assert Report.model_validate(report).id == 5 and size > 0
@@ -219,6 +251,7 @@ def test_the_models_take_their_bounds_from_the_limits() -> None:
     assert _le(ClaimRequest, "max_jobs") == limits.MAX_CLAIM_JOBS == 1000
     assert _le(ClaimRequest, "wait") == limits.MAX_CLAIM_WAIT
     assert _le(Report, "log") == limits.MAX_LOG_TAIL and _le(Report, "error") == limits.MAX_ERROR
+    assert _le(Report, "checkpoint") == limits.MAX_URI, "a checkpoint is a path like any artifact's"
     assert ReportBatch.model_json_schema()["maxItems"] == limits.MAX_REPORTS == 10_000
     assert limits.MAX_BATCH == 10_000
 

@@ -13,6 +13,7 @@ from .schemas import INT64, Attempt, Id, JobStatus, Printed, Strict
 
 LogLine = Annotated[Printed, Field(max_length=MAX_LOG_LINE)]
 Direction = Literal["in", "out"]
+ArtifactKind = Literal["declared", "checkpoint"]
 
 
 # ---------------------------------------------------------------- live logs
@@ -125,6 +126,12 @@ class ArtifactOut(BaseModel):
     missing: bool
     refused: bool = False
     reason: str | None = None
+    kind: ArtifactKind = Field(
+        "declared",
+        description="'declared': an input or output the job declared, as its worker found it; "
+        "'checkpoint': a checkpoint an attempt named in its report.",
+    )
+    attempt: int | None = Field(None, description="The attempt that recorded it.")
     recorded_at: datetime
 
 

@@ -27,9 +27,16 @@ from ..schemas import (
     suspicious,
 )
 from ..tokens import worker_token
+from .artifacts import canonical_uri
 from .table import OWN_ATTEMPT, routes
 
 workers = routes.section("workers")
+
+
+def _checkpoint(path: str | None) -> str | None:
+    """A reported checkpoint as the job keeps it and its artifact records it (a ``file://`` URI as
+    its path, like every artifact)."""
+    return None if path is None else canonical_uri(path)
 
 
 async def _end_one(request: web.Request, change: AttemptEnd) -> web.Response:
@@ -58,6 +65,7 @@ async def complete(request: web.Request) -> web.Response:
             "result": b.result,
             "log": b.log,
             "duration": b.duration,
+            "checkpoint": _checkpoint(b.checkpoint),
         },
     )
 
@@ -81,6 +89,7 @@ async def fail(request: web.Request) -> web.Response:
             "log": b.log,
             "duration": b.duration,
             "retryable": b.retryable,
+            "checkpoint": _checkpoint(b.checkpoint),
         },
     )
 
@@ -96,6 +105,7 @@ def _change(report: Report) -> AttemptEnd:
         "log": report.log,
         "duration": report.duration,
         "retryable": report.retryable,
+        "checkpoint": _checkpoint(report.checkpoint),
     }
 
 

@@ -20,12 +20,25 @@ from ....limits import (
     MAX_NAME,
     MAX_REPORTS,
     MAX_TIME_LEFT,
+    MAX_URI,
 )
 from ....models import DEFAULT_MAX_LOST, JobStatus, ReportStatus
 from ....wire import CLAIM_REQUEST_FIELDS, CLAIMED_JOB_FIELDS, REPORT_FIELDS
 from .base import INT32, Attempt, Count, Id, Int32, Name, Printed, Produced, ProjectKey, Strict, Tag
 
 # ---------------------------------------------------------------- claim and reports
+
+
+def _checkpoint() -> Any:
+    """The ``checkpoint`` of a report: a path or URI, bounded like every artifact's."""
+    return Field(
+        None,
+        min_length=1,
+        max_length=MAX_URI,
+        description="The path or URI of the latest checkpoint the attempt wrote: kept as the job's "
+        "checkpoint (null keeps the one it has), recorded as an artifact of the attempt, handed to "
+        "the next attempt (a file:// URI is kept as its path).",
+    )
 
 
 class ClaimRequest(Strict):
@@ -93,6 +106,13 @@ class ClaimedJob(BaseModel):
     defaults: dict[str, Any] = Field(default_factory=dict, description="The task's default parameters.")
     shell: bool = Field(False, description="The task's command is a /bin/sh command line.")
     project: str = Field(description="The job's project (a worker may serve several).")
+    checkpoint: str | None = Field(
+        None, description="The latest checkpoint an attempt of this job named (a path or URI), if any."
+    )
+    resume: bool = Field(
+        False,
+        description="The previous attempt was preempted or lost: this one should resume from `checkpoint`.",
+    )
 
 
 class IdleSummary(BaseModel):
@@ -123,6 +143,7 @@ class CompleteRequest(Strict):
     result: Produced = None
     log: Printed | None = Field(None, max_length=MAX_LOG_TAIL, description="Tail of the job's output.")
     duration: Annotated[float, Field(ge=0)] | None = None
+    checkpoint: str | None = _checkpoint()
 
 
 class FailRequest(Strict):
@@ -136,6 +157,7 @@ class FailRequest(Strict):
     retryable: bool = Field(
         True, description="False when retrying cannot help (bad template, missing script): FAILED at once."
     )
+    checkpoint: str | None = _checkpoint()
 
 
 class ReportOut(BaseModel):
@@ -164,6 +186,7 @@ class Report(Strict):
     duration: Annotated[float, Field(ge=0)] | None = None
     requeue: bool = False
     retryable: bool = True
+    checkpoint: str | None = _checkpoint()
 
 
 class ReportBatch(RootModel[list[Report]]):

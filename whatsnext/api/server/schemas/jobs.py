@@ -18,7 +18,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from ....limits import MAX_ATTEMPTS, MAX_BATCH, MAX_LIST
-from ....models import DEFAULT_MAX_LOST, JobStatus
+from ....models import DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED, JobStatus
 from .base import (
     ConcurrencyKey,
     ConcurrencyLimit,
@@ -219,9 +219,16 @@ class JobOut(BaseModel):
     required_accelerators: int
     required_tags: list[str]
     attempt: int = Field(description="Hand-outs so far: the current attempt's fencing token.")
+    attempts_used: int = Field(
+        0,
+        description="Attempts that counted against max_attempts (the running one included); lost and "
+        "preempted attempts never count.",
+    )
     max_attempts: int
     max_lost: int = DEFAULT_MAX_LOST
     lost: int = Field(0, description="Times the job went back to the queue because its worker vanished.")
+    max_preempted: int = DEFAULT_MAX_PREEMPTED
+    preempted: int = Field(0, description="Times the job went back to the queue because it was preempted.")
     retry_delay: float
     timeout: float | None
     worker_id: int | None
@@ -250,6 +257,9 @@ class JobOut(BaseModel):
         None, description="At most concurrency_limit jobs with this key run at once in the project."
     )
     concurrency_limit: int | None = None
+    checkpoint: str | None = Field(
+        None, description="The latest checkpoint an attempt named (path or URI), for its next attempt."
+    )
     created_tasks: list[CreatedTask] = Field(
         default_factory=list,
         description="On submission: the task it created (the project had none by that name).",
@@ -316,6 +326,7 @@ class JobEvent(BaseModel):
         description="Who made the change: under --auth the token's name (a worker's claims and reports "
         "included), else the client's name for itself, the worker's name, or the reaper.",
     )
+    checkpoint: str | None = Field(None, description="The checkpoint the attempt named when it ended.")
     at: datetime
 
 
