@@ -44,6 +44,7 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
         required_accelerators=tk.num_gpus(args, None),
         max_attempts=args.max_attempts,
         max_lost=args.max_lost,
+        max_preempted=args.max_preempted,
         retry_delay=args.retry_delay,
         timeout=args.timeout,
         inputs=args.input,
@@ -230,9 +231,12 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             "parameters",
             "depends",
             "attempt",
+            "attempts_used",
             "max_attempts",
             "lost",
             "max_lost",
+            "preempted",
+            "max_preempted",
             "required_cpu",
             "required_accelerators",
             "concurrency_key",
@@ -244,6 +248,7 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
             "duration",
             "exit_code",
             "result",
+            "checkpoint",
         ]
         lines = [
             f"{k:<22} {tk.cell(d.get(k)) if k not in ('parameters', 'result') else json.dumps(d.get(k))}"
@@ -344,6 +349,13 @@ def _register_add(jobs: Any) -> None:
         type=int,
         default=None,
         help="override how often a lost worker may requeue it (default 3)",
+    )
+    p.add_argument(
+        "--max-preempted",
+        type=int,
+        default=None,
+        metavar="N",
+        help="override how often a preemption may requeue it without using an attempt (default 10)",
     )
     p.add_argument("--retry-delay", type=float, default=None, metavar="SECONDS")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")

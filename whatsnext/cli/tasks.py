@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ..models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST
+from ..models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED
 from . import toolkit as tk
 
 
@@ -32,6 +32,7 @@ def cmd_tasks_add(args: argparse.Namespace) -> int:
         "defaults": tk.parse_params(args.default),
         "max_attempts": args.max_attempts,
         "max_lost": args.max_lost,
+        "max_preempted": args.max_preempted,
         "retry_delay": args.retry_delay,
         "timeout": args.timeout,
         "required_tags": [t for t in (args.tags or "").split(",") if t],
@@ -101,6 +102,14 @@ def register(sub: Any) -> None:
         type=int,
         default=DEFAULT_MAX_LOST,
         help="times a job may go back to the queue because its worker vanished (no attempt used)",
+    )
+    p.add_argument(
+        "--max-preempted",
+        type=int,
+        default=DEFAULT_MAX_PREEMPTED,
+        metavar="N",
+        help="times a job may go back to the queue because it was preempted (no attempt used; "
+        f"default {DEFAULT_MAX_PREEMPTED})",
     )
     p.add_argument("--retry-delay", type=float, default=0.0, metavar="SECONDS")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
