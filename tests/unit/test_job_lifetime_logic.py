@@ -270,6 +270,8 @@ def test_each_job_has_one_checkpoint_directory_and_a_file_per_attempt(tmp_path: 
     assert store.read(spec) == str(folder / "step-200.pt")  # relative: in the directory
     Path(spec.checkpoint_file or "").write_text("/elsewhere/step-300.pt")
     assert store.read(spec) == "/elsewhere/step-300.pt"
+    Path(spec.checkpoint_file or "").write_text("s3://bucket/run/step-400.pt\n")
+    assert store.read(spec) == "s3://bucket/run/step-400.pt"  # a URI as it is
     Path(spec.checkpoint_file or "").write_text("  \n")
     assert store.read(spec) is None
     first = JobSpec(41, "train", "t", {}, attempt=1)

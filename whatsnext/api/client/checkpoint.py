@@ -31,6 +31,7 @@ FILE_BYTES = 64 * 1024
 """How much of the checkpoint file is read (its first line is the path)."""
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def default_checkpoint_root() -> Path:
@@ -81,8 +82,8 @@ class Checkpoints:
         return env
 
     def read(self, spec: JobSpec) -> str | None:
-        """The checkpoint the attempt named (the first line of its checkpoint file; a relative
-        path is taken from the checkpoint directory), or None when it named none."""
+        """The checkpoint the attempt named (the first line of its checkpoint file: a path or a URI;
+        a relative path is taken from the checkpoint directory), or None when it named none."""
         if not spec.checkpoint_file or not spec.checkpoint_dir:
             return None
         try:
@@ -97,7 +98,8 @@ class Checkpoints:
         text = lines[0].strip() if lines else ""
         if not text:
             return None
-        path = os.path.join(spec.checkpoint_dir, os.path.expanduser(text))
+        # A URI (s3://..., file://...) as it is; a relative path from the checkpoint directory.
+        path = text if _URI.match(text) else os.path.join(spec.checkpoint_dir, os.path.expanduser(text))
         if len(path) > MAX_CHECKPOINT_CHARS:
             log.warning("checkpoint path too long; not sent", job=spec.id, chars=len(path))
             return None
