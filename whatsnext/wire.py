@@ -146,6 +146,19 @@ WN_CLAIM_PARAMETERS: Final[dict[str, str]] = {
 keys of the JSON object ``wn_enqueue_claim`` reads) and the claim argument each one takes."""
 
 
+FENCE_FRACTION: Final = 0.25
+"""The fence margin a server announces, as a part of the lease."""
+MIN_FENCE_MARGIN: Final = 1.0
+"""The announced fence margin is at least this many seconds."""
+
+
+def fence_margin(lease: float) -> float:
+    """How long before its lease would run out a worker suspends an attempt whose lease it could
+    not renew: a quarter of the lease, at least 1 s, never more than 90 % of it. The server
+    announces it at registration (``fence_margin``); a worker of an older server computes it."""
+    return min(max(lease * FENCE_FRACTION, MIN_FENCE_MARGIN), lease * 0.9)
+
+
 def wn_claim_json(project_id: int, args: ClaimArgs) -> dict[str, Any]:
     """A waiting claim's ``wn_claim`` arguments as the JSON object ``wn_enqueue_claim`` reads: a
     submission runs the claim in its own transaction with them."""
@@ -176,6 +189,7 @@ __all__ = [
     "ClaimRequest",
     "ClaimedJob",
     "ReportEntry",
+    "fence_margin",
     "wn_claim_json",
     "wn_pool_claim_json",
 ]

@@ -34,7 +34,7 @@ SELECT w.id, w.project_id,
        coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators
   FROM workers w LEFT JOIN jobs j ON j.worker_id = w.id AND j.status = 'RUNNING'
  WHERE (:project::text IS NULL OR w.project_id = wn_project_id(:project)
-        OR wn_project_id(:project) = ANY (w.project_ids) OR w.all_projects)
+        OR wn_project_id(:project) = ANY (w.project_ids) OR (w.all_projects AND w.project_ids IS NULL))
    AND (:status::text IS NULL OR w.status = :status)
    AND (:projects::bigint[] IS NULL OR w.project_id = ANY(:projects) OR w.project_ids && :projects)
  GROUP BY w.id ORDER BY w.id;

@@ -28,24 +28,19 @@ from typing import Any
 
 import structlog
 
+from ...wire import fence_margin as wire_fence_margin
+
 log = structlog.get_logger("whatsnext.worker")
 
 Attempt = tuple[int, int]
 """A running attempt: (job id, attempt number)."""
 
-MARGIN_FRACTION = 0.25
-"""The default fence margin, as a part of the lease."""
-MIN_MARGIN = 1.0
-"""The default fence margin is at least this many seconds."""
-
 
 def fence_margin(lease: float, announced: float | None = None) -> float:
     """How long before its lease would expire an unconfirmed attempt is suspended: the server's
-    ``fence_margin`` when it announces one, else a quarter of the lease and at least 1 s; never
-    the whole lease (a fence at or before the confirmation would suspend every job at once)."""
-    margin = (
-        announced if announced is not None and announced > 0 else max(lease * MARGIN_FRACTION, MIN_MARGIN)
-    )
+    ``fence_margin`` when it announces one, else what a server announces (:func:`wire.fence_margin`);
+    never the whole lease (a fence at or before the confirmation would suspend every job at once)."""
+    margin = announced if announced is not None and announced > 0 else wire_fence_margin(lease)
     return min(margin, lease * 0.9)
 
 

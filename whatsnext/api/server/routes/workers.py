@@ -6,6 +6,7 @@ from typing import Any
 from aiohttp import web
 
 from ....limits import MAX_LIST
+from ....wire import fence_margin
 from ..errors import invalid, not_found
 from ..http import client_gone, json_response, parse_body, path_id, query_choice, query_number
 from ..keys import hub_key, settings_key, store_key
@@ -66,6 +67,7 @@ async def register(request: web.Request) -> web.Response:
             "used_accelerators": 0,
             "lease_seconds": lease,
             "heartbeat_interval": lease / 3,
+            "fence_margin": fence_margin(lease),
             "max_wait": request.app[settings_key].max_wait,
         },
         201,

@@ -60,6 +60,10 @@ class WorkerOut(BaseModel):
 class WorkerRegistered(WorkerOut):
     lease_seconds: float
     heartbeat_interval: float
+    fence_margin: float = Field(
+        description="Seconds before a lease runs out that a worker which could not renew it suspends "
+        "the attempt's processes (resumed when a heartbeat confirms the lease, killed when it is lost)."
+    )
     max_wait: float | None = Field(None, description="Longest claim wait (s) the server grants.")
 
 
