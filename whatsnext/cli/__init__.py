@@ -8,10 +8,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import groups, jobs, logs, projects, queue, server, status, tasks, tokens, worker, workers
+from . import alloc, groups, jobs, logs, projects, queue, server, status, tasks, tokens, worker, workers
 from . import toolkit as tk
 
-FAMILIES = (server, status, tokens, projects, tasks, jobs, logs, groups, queue, workers, worker)
+FAMILIES = (server, status, tokens, projects, tasks, jobs, logs, groups, queue, workers, worker, alloc)
 """In the order ``whatsnext --help`` lists their commands."""
 
 
