@@ -16,6 +16,7 @@ from bench.soak_count import (
     overlaps,
     parse_body,
     repeats,
+    segments,
     state_table,
 )
 from bench.soak_plan import Workload
@@ -94,6 +95,8 @@ def analyse(
         "server_stdout_files": len(server_out),
         "worker_non_json_lines": worker_log.non_json,
         "bodies": len(bodies),
+        "bodies_paused": sum(1 for b in bodies if len(segments(b)) > 1),
+        "bodies_unfinished": sum(1 for b in bodies if b.end is None),
         "jobs_run_more_than_once": sum(1 for n in per_job.values() if n > 1),
         "unreadable_records": unreadable,
     }
@@ -159,7 +162,10 @@ def render(result: dict[str, Any]) -> str:
         ("job processes left after workers stopped", f["orphans_left"]),
         ("HTTP 500s (server log; /metrics)", f"{f['http_500_logged']}; {run.get('metrics_500', '?')}"),
         ("server log lines that are not JSON", f["server_non_json_lines"]),
-        ("bodies run (jobs run more than once)", f"{f['bodies']} ({f['jobs_run_more_than_once']})"),
+        (
+            "bodies run (jobs run more than once; bodies paused, unfinished)",
+            f"{f['bodies']} ({f['jobs_run_more_than_once']}; {f['bodies_paused']}, {f['bodies_unfinished']})",
+        ),
         ("unexpected process exits", len(run.get("unexpected_exits", []))),
         (
             "seconds: faults done, all ended, wall",
