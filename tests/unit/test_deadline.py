@@ -22,7 +22,6 @@ from whatsnext.api.client.deadline import (
     claim_time_left,
     near_end,
     parse_deadline,
-    parse_duration,
     slurm_deadline,
     slurm_time,
     watch_end,
@@ -34,6 +33,7 @@ from whatsnext.api.client.resources import UNBOUNDED, Capacity, worker_capacity
 from whatsnext.api.client.worker import unfit_reason
 from whatsnext.cli import build_parser
 from whatsnext.cli.workers import worker_row
+from whatsnext.durations import parse_duration
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
@@ -65,7 +65,8 @@ def test_durations(text: str, seconds: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "m", "1x", "1h 30m", "5-", "1:2:3:4", "-5", "tomorrow"])
 def test_what_is_not_a_duration(text: str) -> None:
-    assert parse_duration(text) is None
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)
 
 
 def test_iso_times_with_and_without_a_zone() -> None:

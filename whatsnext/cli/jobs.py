@@ -357,8 +357,8 @@ def _register_add(jobs: Any) -> None:
         metavar="N",
         help="override how often a preemption may requeue it without using an attempt (default 10)",
     )
-    p.add_argument("--retry-delay", type=float, default=None, metavar="SECONDS")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--retry-delay", type=tk.duration, default=None, metavar="D", help=tk.DURATION_HELP)
+    p.add_argument("--timeout", type=tk.duration, default=None, metavar="D", help=tk.DURATION_HELP)
     p.add_argument("--input", action="append", metavar="PATH", help="a path it reads (replaces the task's)")
     p.add_argument("--output", action="append", metavar="PATH", help="a path it writes (replaces the task's)")
     tk.add_concurrency(p, "replaces the task's pair")
@@ -423,5 +423,5 @@ def _register_ls(jobs: Any) -> None:
         "--watch", action="store_true", help="redraw with a progress bar until every listed job is finished"
     )
     p.add_argument(
-        "--every", type=float, default=WATCH_EVERY, metavar="SECONDS", help="--watch: redraw interval"
+        "--every", type=tk.duration, default=WATCH_EVERY, metavar="D", help="--watch: redraw interval"
     )

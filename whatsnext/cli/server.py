@@ -77,16 +77,16 @@ SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--lease-seconds",
         {
-            "type": float,
-            "metavar": "N",
+            "type": tk.duration,
+            "metavar": "D",
             "help": "how long a job stays leased without a worker heartbeat (default 60)",
         },
     ),
     (
         "--recovery-grace",
         {
-            "type": float,
-            "metavar": "S",
+            "type": tk.duration,
+            "metavar": "D",
             "help": "after the queue was away longer than a lease (database or every server down, "
             "a server paused), running leases are extended by the time away plus this (default: "
             "$WHATSNEXT_RECOVERY_GRACE or one lease)",
@@ -95,16 +95,16 @@ SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--starvation-seconds",
         {
-            "type": float,
-            "metavar": "N",
+            "type": tk.duration,
+            "metavar": "D",
             "help": "after this long eligible, a large job stops smaller ones backfilling (default 300)",
         },
     ),
     (
         "--fair-share-half-life",
         {
-            "type": float,
-            "metavar": "S",
+            "type": tk.duration,
+            "metavar": "D",
             "help": "seconds after which a project's usage of the pool counts half when claims "
             "choose between projects (default: $WHATSNEXT_FAIR_SHARE_HALF_LIFE or 3600; give every "
             "server the same)",
@@ -113,8 +113,8 @@ SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--max-wait",
         {
-            "type": float,
-            "metavar": "S",
+            "type": tk.duration,
+            "metavar": "D",
             "help": "longest wait of one claim or log follow (default: $WHATSNEXT_MAX_WAIT or 30); "
             "a proxy in front must allow longer requests",
         },
@@ -165,8 +165,8 @@ SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
         "--metrics-interval",
         {
-            "type": float,
-            "metavar": "S",
+            "type": tk.duration,
+            "metavar": "D",
             "help": "seconds between computations of the database gauges of /metrics, done by one "
             "server at a time (default: $WHATSNEXT_METRICS_INTERVAL or 15)",
         },

@@ -111,8 +111,8 @@ def register(sub: Any) -> None:
         help="times a job may go back to the queue because it was preempted (no attempt used; "
         f"default {DEFAULT_MAX_PREEMPTED})",
     )
-    p.add_argument("--retry-delay", type=float, default=0.0, metavar="SECONDS")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS")
+    p.add_argument("--retry-delay", type=tk.duration, default=0.0, metavar="D", help=tk.DURATION_HELP)
+    p.add_argument("--timeout", type=tk.duration, default=None, metavar="D", help=tk.DURATION_HELP)
     p.add_argument(
         "--input", action="append", metavar="PATH", help="a path its jobs read, {param} fields allowed"
     )

@@ -65,7 +65,11 @@ def register(sub: Any) -> None:
         help="a project it covers (repeatable; default all)",
     )
     p.add_argument(
-        "--expires-in", type=float, default=None, metavar="SECONDS", help="lifetime (default none)"
+        "--expires-in",
+        type=tk.duration,
+        default=None,
+        metavar="D",
+        help="lifetime (30d, 12h, seconds; default none)",
     )
     p = tk.add(
         tokens, "ls", cmd_tokens_ls, "list tokens (never the tokens themselves)", "whatsnext tokens ls"

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
+from ..durations import duration as duration  # the argparse type of every duration option
+from ..durations import positive_duration as positive_duration
 from ..models import STATUSES, TERMINAL
 
 if TYPE_CHECKING:
@@ -22,6 +24,8 @@ EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 
 DEFAULT_PROJECT = "default"
 PROJECT_HELP = "project name or id (default: $WHATSNEXT_PROJECT, else 'default')"
 BAR_WIDTH = 30
+DURATION_HELP = "a duration: seconds (90) or with a unit (5m, 2h, 1h30m, 1d, HH:MM:SS)"
+"""The help of a duration option that says nothing more (each takes :func:`duration`)."""
 
 Command = Callable[[argparse.Namespace], int]
 T = TypeVar("T")

@@ -219,9 +219,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--grace",
-        type=float,
+        type=tk.duration,
         default=10.0,
-        help="seconds between the job signal and SIGKILL of a stopped job (default 10)",
+        metavar="D",
+        help="time between the job signal and SIGKILL of a stopped job (default 10 s)",
     )
     p.add_argument(
         "--on-sigterm",
@@ -233,10 +234,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--drain-timeout",
-        type=float,
+        type=tk.duration,
         default=None,
-        metavar="S",
-        help="while draining, stop and requeue the jobs still running after S seconds (default: no limit)",
+        metavar="D",
+        help="while draining, stop and requeue the jobs still running after D (10m, 600; default: no limit)",
     )
     p.add_argument(
         "--job-signal",
@@ -284,8 +285,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--artifact-hash-seconds",
-        type=float,
+        type=tk.duration,
         default=60.0,
-        help="spend at most this long hashing a job's artifacts (default 60)",
+        metavar="D",
+        help="spend at most this long hashing a job's artifacts (default 60 s)",
     )
     p.add_argument("--log-level", default="INFO")

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from ...durations import parse_duration
 from ...limits import MAX_TIME_LEFT
 
 log = structlog.get_logger("whatsnext.worker")
@@ -33,47 +34,23 @@ END_REASON = "the worker's time ends"
 LOOK_AGAIN = 60.0
 """Seconds between looks at the clock while the end is far (the wall clock may be set meanwhile)."""
 
-_UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-_UNIT_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
-_UNIT_FORM = re.compile(r"(?:\d+(?:\.\d+)?[dhms])+")
-_CLOCK_FORM = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
 _SLURM_NONE = frozenset({"", "n/a", "none", "unknown", "unlimited", "infinite"})
 
 
-def parse_duration(text: str) -> float | None:
-    """Seconds of a duration, or None when ``text`` is not one.
-
-    ``3600`` (seconds), ``90m``, ``2h``, ``1h30m``, ``1d``, ``45s``, or the clock forms SLURM uses
-    for ``--time``: ``01:30:00`` (hours:minutes:seconds), ``30:00`` (minutes:seconds),
-    ``1-12`` (days-hours), ``1-12:30`` and ``1-12:30:00``.
-    """
-    text = text.strip().lower()
-    if _NUMBER.fullmatch(text):
-        return float(text)
-    if _UNIT_FORM.fullmatch(text):
-        return sum(float(n) * _UNITS[unit] for n, unit in _UNIT_PART.findall(text))
-    clock = _CLOCK_FORM.fullmatch(text)
-    if clock is None or (clock.group(1) is None and clock.group(3) is None):
-        return None  # a bare number was handled above; "5-" or "1:2:3:4" are not durations
-    days, first, second, third = (int(g) if g is not None else None for g in clock.groups())
-    if days is not None:  # D-H, D-H:M, D-H:M:S
-        return days * 86400.0 + first * 3600.0 + (second or 0) * 60.0 + (third or 0)
-    if third is not None:  # H:M:S
-        return first * 3600.0 + (second or 0) * 60.0 + third
-    return first * 60.0 + (second or 0)  # M:S
-
-
 def parse_deadline(text: str, now: datetime | None = None) -> datetime | None:
-    """When a worker's time ends, from ``--deadline``: a duration from ``now`` (see
-    :func:`parse_duration`) or an ISO time (``2025-06-01T18:00``, ``2025-06-01 18:00:00+02:00``;
-    without a zone, local time). ``none`` gives None: no end. ValueError for anything else, and for
+    """When a worker's time ends, from ``--deadline``: a duration from ``now`` (the forms of
+    :func:`whatsnext.durations.parse_duration`) or an ISO time (``2025-06-01T18:00``,
+    ``2025-06-01 18:00:00+02:00``; without a zone, local time). ``none`` gives None: no end. ValueError for anything else, and for
     a time already past."""
     now = now or datetime.now(UTC)
     text = text.strip()
     if text.lower() in NO_DEADLINE:
         return None
-    seconds = parse_duration(text)
+    try:
+        seconds: float | None = parse_duration(text)
+    except ValueError:
+        seconds = None
     if seconds is not None:
         if seconds <= 0:
             raise ValueError(f"deadline {text!r}: a duration must be above 0")
@@ -210,7 +187,6 @@ __all__ = [
     "claim_time_left",
     "near_end",
     "parse_deadline",
-    "parse_duration",
     "seconds_until",
     "slurm_deadline",
     "slurm_time",

@@ -10,6 +10,7 @@ from typing import Literal, cast
 
 import platformdirs
 
+from ...durations import parse_duration
 from ...limits import (
     LOG_KEEP_LINES,
     MAX_BODY_BYTES,
@@ -113,23 +114,23 @@ class Settings:
         s = cls()
         s.database_url = os.environ.get("WHATSNEXT_DATABASE_URL") or None
         if "WHATSNEXT_LEASE_SECONDS" in os.environ:
-            s.lease_seconds = float(os.environ["WHATSNEXT_LEASE_SECONDS"])
+            s.lease_seconds = _seconds("WHATSNEXT_LEASE_SECONDS")
         if os.environ.get("WHATSNEXT_RECOVERY_GRACE"):
-            s.recovery_grace = float(os.environ["WHATSNEXT_RECOVERY_GRACE"])
+            s.recovery_grace = _seconds("WHATSNEXT_RECOVERY_GRACE")
         if "WHATSNEXT_STARVATION_SECONDS" in os.environ:
-            s.starvation_seconds = float(os.environ["WHATSNEXT_STARVATION_SECONDS"])
+            s.starvation_seconds = _seconds("WHATSNEXT_STARVATION_SECONDS")
         if "WHATSNEXT_FAIR_SHARE_HALF_LIFE" in os.environ:
-            s.fair_share_half_life = float(os.environ["WHATSNEXT_FAIR_SHARE_HALF_LIFE"])
+            s.fair_share_half_life = _seconds("WHATSNEXT_FAIR_SHARE_HALF_LIFE")
         if "WHATSNEXT_MAX_WAIT" in os.environ:
-            s.max_wait = float(os.environ["WHATSNEXT_MAX_WAIT"])
+            s.max_wait = _seconds("WHATSNEXT_MAX_WAIT")
         if "WHATSNEXT_MAX_WAITING_CLAIMS" in os.environ:
             s.max_waiting_claims = int(os.environ["WHATSNEXT_MAX_WAITING_CLAIMS"])
         if os.environ.get("WHATSNEXT_METRICS_INTERVAL"):
-            s.metrics_interval = float(os.environ["WHATSNEXT_METRICS_INTERVAL"])
+            s.metrics_interval = _seconds("WHATSNEXT_METRICS_INTERVAL")
         if "WHATSNEXT_KEEPALIVE_SECONDS" in os.environ:
-            s.keepalive_seconds = float(os.environ["WHATSNEXT_KEEPALIVE_SECONDS"])
+            s.keepalive_seconds = _seconds("WHATSNEXT_KEEPALIVE_SECONDS")
         if os.environ.get("WHATSNEXT_NOTIFY_CHECK_SECONDS"):
-            s.notify_check_seconds = float(os.environ["WHATSNEXT_NOTIFY_CHECK_SECONDS"])
+            s.notify_check_seconds = _seconds("WHATSNEXT_NOTIFY_CHECK_SECONDS")
         s.pooler = parse_pooler(os.environ.get("WHATSNEXT_DATABASE_POOLER") or "session")
         s.direct_database_url = os.environ.get("WHATSNEXT_DIRECT_DATABASE_URL") or None
         for env, attr, unit in (
@@ -246,6 +247,14 @@ class Settings:
         if self.reaper_interval is not None:
             return self.reaper_interval
         return max(0.5, self.lease_seconds / 4)
+
+
+def _seconds(env: str) -> float:
+    """A duration from the environment variable ``env`` (:func:`parse_duration`'s forms)."""
+    try:
+        return parse_duration(os.environ[env])
+    except ValueError as exc:
+        raise SettingsError(f"${env}: {exc}") from None
 
 
 def _words(value: str | None) -> list[str]:
