@@ -71,6 +71,7 @@ def test_format_reads_back(seconds: float) -> None:
         (["server", "--metrics-interval", "00:30"], "metrics_interval", 30),
         (["worker", "--grace", "1m"], "grace", 60),
         (["worker", "--drain-timeout", "10m"], "drain_timeout", 600),
+        (["worker", "--idle-timeout", "5m"], "idle_timeout", 300),
         (["worker", "--artifact-hash-seconds", "2m"], "artifact_hash_seconds", 120),
         (["jobs", "add", "t", "--timeout", "1h30m"], "timeout", 5400),
         (["jobs", "add", "t", "--retry-delay", "30s"], "retry_delay", 30),

@@ -152,6 +152,29 @@ def group_path(project: str, group: str) -> str:
 # ---------------------------------------------------------------- input
 
 
+def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The token on the first line of the file ``path`` (ValueError naming the file when it cannot
+    be read or holds none); a warning when others than its owner may read it."""
+    import stat
+    from pathlib import Path
+
+    file = Path(path).expanduser()
+    try:
+        text = file.read_text(encoding="utf-8")
+        mode = file.stat().st_mode
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file {str(file)!r}: {exc.strerror or exc}") from None
+    token = next((line.strip() for line in text.splitlines() if line.strip()), "")
+    if not token:
+        raise ValueError(f"the token file {str(file)!r} holds no token")
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        print(
+            f"whatsnext: warning: the token file {str(file)!r} may be read by others (chmod 600 it)",
+            file=sys.stderr,
+        )
+    return token
+
+
 def parse_params(pairs: Sequence[str] | None) -> dict[str, Any]:
     """``k=v`` pairs; values that read as JSON numbers, booleans, lists or objects keep that type."""
     out: dict[str, Any] = {}

@@ -101,6 +101,17 @@ def stopping_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def worker_server(args: argparse.Namespace) -> Any:
+    """The server the worker reaches (``--server``, else $WHATSNEXT_SERVER), with the token of
+    ``--token-file`` when given (else $WHATSNEXT_TOKEN)."""
+    from ..api.client import AsyncServer
+
+    url = tk.http(args).base_url
+    if args.token_file is None:
+        return url
+    return AsyncServer(url, token=tk.read_token_file(args.token_file))
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     from ..api.client import Client
     from ..logs import configure
@@ -119,13 +130,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
         available_accelerators=worker_gpus(args),
         tags=[t for t in (args.tags or "").split(",") if t],
         tasks=[t for t in (args.task or "").split(",") if t] or None,
-        server=tk.http(args).base_url,
+        server=worker_server(args),
         max_jobs=args.max_jobs,
         grace=args.grace,
         artifact_roots=args.artifact_root or (),
         artifact_hash_bytes=int(args.artifact_hash_gib * (1 << 30)),
         artifact_hash_seconds=args.artifact_hash_seconds,
         deadline=args.deadline,
+        idle_timeout=args.idle_timeout,
         **stopping_options(args),
     )
     summary = client.work(forever=args.forever)
@@ -254,6 +266,23 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--forever", action="store_true", help="keep waiting for new jobs instead of exiting when done"
+    )
+    p.add_argument(
+        "--idle-timeout",
+        type=tk.positive_duration,
+        default=None,
+        metavar="D",
+        help="stop (and deregister) after D with nothing running and nothing claimed (5m, 300); "
+        "with --forever, a worker of an allocation ends it this way when the work is gone",
+    )
+    p.add_argument(
+        "--token-file",
+        "--worker-token-file",
+        dest="token_file",
+        default=None,
+        metavar="PATH",
+        help="read the worker's token from the first line of PATH (default: $WHATSNEXT_TOKEN); keep "
+        "the file readable by you only",
     )
     p.add_argument("--partition", help="slurm: partition")
     p.add_argument("--account", help="slurm: account")

@@ -137,6 +137,9 @@ class Runner:
         self.reporter = reporter
         self.summary = summary
         self.slot_freed = slot_freed
+        self.last_ended: float | None = None
+        """When (``time.monotonic()``) a job last ended here: the worker is idle since then when
+        nothing else runs."""
         """Set whenever a job ends (its capacity is free again)."""
         self.logs = logs
         self.artifacts = artifacts
@@ -327,6 +330,7 @@ class Runner:
                 self.guard.ended(entry.key)
             self.capacity.give(spec.required_cpu, entry.gpu_ids)
             entry.ended.set()
+            self.last_ended = time.monotonic()
             self.slot_freed.set()
         if outcome.duration is None:
             outcome.duration = time.monotonic() - started

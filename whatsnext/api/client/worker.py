@@ -25,6 +25,7 @@ from .errors import RETRYABLE, Conflict
 from .formatters.base import Formatter
 from .formatters.task import TaskFormatter
 from .http import Http
+from .idle import IdleClock, check_idle_timeout
 from .job import Job
 from .lifetime import attempt_services
 from .logship import LogShipper
@@ -90,7 +91,8 @@ class Client:
     ``work()`` asks the server for as many jobs as fit its free CPU and GPUs (long-polling when none
     is eligible), runs them concurrently through the formatter, reports each result as it finishes,
     and returns once the project has nothing left that it could run. ``work(forever=True)`` keeps
-    waiting for new jobs. SIGINT stops claiming and lets running jobs finish; SIGTERM does that
+    waiting for new jobs, and ``idle_timeout=S`` ends that wait after S seconds with nothing running
+    and nothing claimed (the worker deregisters and returns). SIGINT stops claiming and lets running jobs finish; SIGTERM does that
     (``on_sigterm="drain"``, for at most ``drain_timeout`` seconds) or stops them at once
     (``"requeue"``, the default inside a SLURM allocation). A second signal stops the jobs too:
     each gets ``job_signal``, SIGKILL after ``grace`` seconds, and goes back to the queue without
@@ -128,6 +130,7 @@ class Client:
         drain_timeout: float | None = None,
         job_signal: int | str = signal.SIGTERM,
         checkpoint_root: str | os.PathLike[str] | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         if formatter is None:
             formatter = TaskFormatter()  # each job runs its task's command template
@@ -149,6 +152,8 @@ class Client:
         self.drain_timeout = check_drain_timeout(drain_timeout)
         self.job_signal = parse_signal(job_signal)
         self.checkpoints = Checkpoints(checkpoint_root)
+        self.idle_timeout = check_idle_timeout(idle_timeout)
+        """Seconds with nothing running and nothing claimed after which the worker stops (None: never)."""
         self.target = Target()
         """The projects this worker claims from."""
         self.http: Http | None = None
@@ -437,7 +442,18 @@ class Client:
         path = self.target.claim_path
         self._claim_fields = self.target.claim_fields()
         long_poll = forever
+        idle_clock = IdleClock(self.idle_timeout)
         while not self._stop.is_set():
+            if self._running:
+                idle_clock.busy()
+            else:
+                idle_clock.idle(since=runner.last_ended)
+                if idle_clock.expired():
+                    log.info(
+                        "idle: nothing ran or was claimed for the idle timeout; stopping",
+                        idle_timeout=self.idle_timeout,
+                    )
+                    return
             if self._full():
                 self._slot_freed.clear()
                 await _first(self._slot_freed.wait(), self._stop.wait())
@@ -453,6 +469,7 @@ class Client:
             ask_idle = forever and not self._told_unfit and not self._running
             if ask_idle:
                 wait, watch = 0.0, True
+            wait = idle_clock.bound(wait)  # back by the end of the idle timeout, to stop then
             claim = asyncio.ensure_future(
                 self.http.post(path, self._claim_body(wait, watch), timeout=wait + 60)
             )
@@ -471,7 +488,7 @@ class Client:
             except RETRYABLE as exc:
                 delay = backoff.next(exc.retry_after)
                 log.warning("claim failed; retrying", error=str(exc), retry_in=round(delay, 2))
-                await _first(asyncio.sleep(delay), self._stop.wait())
+                await _first(asyncio.sleep(idle_clock.bound(delay)), self._stop.wait())
                 continue
             backoff.reset()
             if out.get("retry_after") and not out["jobs"]:
