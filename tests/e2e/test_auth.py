@@ -79,6 +79,18 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/tokens"): ADMIN_ONLY,
     ("GET", "/tokens"): ADMIN_ONLY,
     ("DELETE", "/tokens/{token_id}"): ADMIN_ONLY,
+    ("GET", "/projects/{project}/demand"): READ_A,
+    ("GET", "/demand"): READ_ANY,
+    ("POST", "/alloc/queues"): MANAGE_A,
+    ("GET", "/alloc/queues"): READ_ANY,
+    ("GET", "/alloc/queues/{name}"): READ_A,
+    ("PATCH", "/alloc/queues/{name}"): MANAGE_A,
+    ("DELETE", "/alloc/queues/{name}"): MANAGE_A,
+    ("POST", "/alloc/queues/{name}/lease"): MANAGE_A,
+    ("DELETE", "/alloc/queues/{name}/lease"): MANAGE_A,
+    ("POST", "/alloc/queues/{name}/allocations"): MANAGE_A,
+    ("GET", "/alloc/queues/{name}/allocations"): READ_A,
+    ("PATCH", "/allocations/{alloc_id}"): MANAGE_A,
 }
 """Which token kinds each route lets through: the policy, written down apart from the server's."""
 
@@ -186,7 +198,17 @@ class World:
             "POST", f"/projects/{self.a}/claim", {"worker_id": self.worker_id, "max_jobs": 10, "free_cpu": 4}
         )
         assert self.running in [j["id"] for j in claimed["jobs"]]
+        self.queue = await self.alloc_queue()
+        allocation = {"name": "wn-1", "time_limit": 60}
+        made = await self.root.ok("POST", f"/alloc/queues/{self.queue}/allocations", allocation)
+        self.allocation = made["id"]
         return self
+
+    async def alloc_queue(self) -> str:
+        """A new allocation queue serving project A; its name."""
+        body = {"name": f"q-{uuid.uuid4().hex[:8]}", "backend": "slurm", "projects": [self.a]}
+        made = await self.root.ok("POST", "/alloc/queues", {**body, "time_limit": 60, "max_workers": 1})
+        return str(made["name"])
 
 
 Example = Callable[[World], Awaitable[tuple[str, Any]]]
@@ -206,20 +228,26 @@ async def _fresh_worker(w: World) -> tuple[str, Any]:
     return f"/workers/{await w.worker()}", None
 
 
+async def _fresh_queue(w: World) -> tuple[str, Any]:
+    return f"/alloc/queues/{await w.alloc_queue()}", None
+
+
 async def _fresh_job(w: World) -> tuple[str, Any]:
     return f"/projects/{w.a}/jobs/{await w.job()}", None
 
 
 def _fixed(path: str, body: Any = None) -> Example:
     async def build(w: World) -> tuple[str, Any]:
-        return path.format(a=w.a, job=w.job_id, run=w.running, worker=w.worker_id, a_id=w.a_id), body
+        return path.format(
+            a=w.a, job=w.job_id, run=w.running, worker=w.worker_id, a_id=w.a_id, q=w.queue, alloc=w.allocation
+        ), body
 
     return build
 
 
 def _with(path: str, make: Callable[[World], Any]) -> Example:
     async def build(w: World) -> tuple[str, Any]:
-        return path.format(a=w.a, job=w.job_id, run=w.running, worker=w.worker_id), make(w)
+        return path.format(a=w.a, job=w.job_id, run=w.running, worker=w.worker_id, q=w.queue), make(w)
 
     return build
 
@@ -283,6 +311,29 @@ EXAMPLES: dict[tuple[str, str], Example] = {
     ("POST", "/tokens"): _with("/tokens", lambda w: {"name": f"n-{uuid.uuid4().hex[:8]}", "role": "viewer"}),
     ("GET", "/tokens"): _fixed("/tokens"),
     ("DELETE", "/tokens/{token_id}"): _fresh_token,
+    ("GET", "/projects/{project}/demand"): _fixed("/projects/{a}/demand"),
+    ("GET", "/demand"): _fixed("/demand"),
+    ("POST", "/alloc/queues"): _with(
+        "/alloc/queues",
+        lambda w: {
+            "name": f"q-{uuid.uuid4().hex[:8]}",
+            "backend": "slurm",
+            "projects": [w.a],
+            "time_limit": 60,
+            "max_workers": 1,
+        },
+    ),
+    ("GET", "/alloc/queues"): _fixed("/alloc/queues"),
+    ("GET", "/alloc/queues/{name}"): _fixed("/alloc/queues/{q}"),
+    ("PATCH", "/alloc/queues/{name}"): _fixed("/alloc/queues/{q}", {"paused": False}),
+    ("DELETE", "/alloc/queues/{name}"): _fresh_queue,
+    ("POST", "/alloc/queues/{name}/lease"): _fixed("/alloc/queues/{q}/lease", {"holder": "matrix:1"}),
+    ("DELETE", "/alloc/queues/{name}/lease"): _fixed("/alloc/queues/{q}/lease?holder=matrix:1"),
+    ("POST", "/alloc/queues/{name}/allocations"): _fixed(
+        "/alloc/queues/{q}/allocations", {"name": "wn-2", "time_limit": 60}
+    ),
+    ("GET", "/alloc/queues/{name}/allocations"): _fixed("/alloc/queues/{q}/allocations"),
+    ("PATCH", "/allocations/{alloc_id}"): _fixed("/allocations/{alloc}", {"reason": "Priority"}),
 }
 """A request that reaches each route's handler when the token allows it."""
 

@@ -121,6 +121,24 @@ async def _check_path(request: web.Request, who: Principal, rule: Rule) -> None:
             )
     elif rule.scope == "worker" and worker:
         await _own_worker(request, who, path_id(request, "worker_id"))
+    elif rule.scope in ("alloc_queue", "alloc_projects") and who.projects is not None:
+        name = request.match_info.get("name")
+        if name is not None:
+            ids = await request.app[store_key].alloc.queue_projects(name=name)
+            if ids is None:
+                raise ApiError(404, "not_found", f"allocation queue {name!r} not found", {"field": "name"})
+            _queue_covered(who, ids, f"allocation queue {name!r}")
+    elif rule.scope == "allocation" and who.projects is not None:
+        alloc_id = path_id(request, "alloc_id")
+        row = await request.app[store_key].alloc.allocation_queue(id=alloc_id)
+        if row is None:
+            raise ApiError(404, "not_found", f"allocation {alloc_id} not found", {"field": "alloc_id"})
+        _queue_covered(who, row["project_ids"], f"the allocation queue of allocation {alloc_id}")
+
+
+def _queue_covered(who: Principal, project_ids: list[int], what: str) -> None:
+    if who.projects is not None and not set(project_ids) <= who.projects:
+        raise forbidden(f"token {who.name!r} does not cover every project {what} serves", "projects")
 
 
 async def check_body(
@@ -156,6 +174,9 @@ async def check_body(
             )
         else:
             await _project_covered(request, who, str(body.project))
+    elif rule.scope == "alloc_projects":
+        if body.projects is not None:
+            await resolve_pool(request, body.projects, False, who)
     elif rule.scope == "logs":
         foreign = await refused_jobs(request, [entry.id for entry in body.root])
         if foreign:

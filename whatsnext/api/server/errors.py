@@ -136,6 +136,8 @@ _UNIQUE_FIELDS = {
     "projects_name_key": "name",
     "tasks_project_id_name_key": "name",
     "tokens_live_name": "name",
+    "alloc_queues_name_key": "name",
+    "allocations_external": "external_id",
 }
 
 

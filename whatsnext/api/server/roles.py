@@ -35,6 +35,9 @@ Scope = Literal[
     "pool",
     "reports",
     "logs",
+    "alloc_queue",
+    "alloc_projects",
+    "allocation",
     "dashboard",
 ]
 """How a request is held to the token's projects (and a worker token to its own workers):
@@ -52,10 +55,16 @@ Scope = Literal[
   worker token claims for a worker it registered;
 - ``reports``: each reported job is held by a worker of the token (decided in the report's SQL);
 - ``logs``: each job of a log batch is held by a worker of the token;
+- ``alloc_queue``: the allocation queue named in the path serves only projects the token covers;
+- ``alloc_projects``: as ``alloc_queue`` when the path names a queue, and the projects the body
+  names (``projects``) are each covered;
+- ``allocation``: the queue of the allocation in the path serves only projects the token covers;
 - ``dashboard``: a web page, which checks the session or token itself.
 """
 
-BODY_SCOPES: frozenset[str] = frozenset({"body_project", "register", "claim", "pool", "logs"})
+BODY_SCOPES: frozenset[str] = frozenset(
+    {"body_project", "register", "claim", "pool", "logs", "alloc_projects"}
+)
 """Scopes decided on the request body, once the route has parsed it (``http.parse_body``)."""
 
 

@@ -1,6 +1,7 @@
 """HTTP routes: each parses its input, runs one query, and answers JSON."""
 
 from . import (  # noqa: F401  (register routes)
+    alloc,
     artifacts,
     claim,
     groups,

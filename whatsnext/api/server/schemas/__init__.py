@@ -3,12 +3,30 @@
 One module per family: :mod:`.base` (bounded types, the name rule, storable values),
 :mod:`.general` (health, errors), :mod:`.projects` (projects, tasks, groups), :mod:`.jobs`
 (submissions and job views), :mod:`.claim` (claim request, claimed job, reports) and
-:mod:`.workers`. Every name stays importable from here.
+:mod:`.workers` and :mod:`.alloc` (demand, allocation queues and allocations). Every name stays
+importable from here.
 """
 
 from __future__ import annotations
 
 from ....models import DEFAULT_MAX_LOST, JobStatus, ReportStatus
+from .alloc import (
+    AllocationCreate,
+    AllocationList,
+    AllocationOut,
+    AllocationUpdate,
+    AllocLeaseOut,
+    AllocLeaseReleased,
+    AllocLeaseRequest,
+    AllocQueueCreate,
+    AllocQueueDetail,
+    AllocQueueList,
+    AllocQueueOptions,
+    AllocQueueOut,
+    AllocQueueUpdate,
+    Demand,
+    DemandShape,
+)
 from .base import (
     INT32,
     INT64,
@@ -114,6 +132,19 @@ __all__ = [
     "MAX_BATCH",
     "MAX_PARAMETERS_BYTES",
     "NUL",
+    "AllocLeaseOut",
+    "AllocLeaseReleased",
+    "AllocLeaseRequest",
+    "AllocQueueCreate",
+    "AllocQueueDetail",
+    "AllocQueueList",
+    "AllocQueueOptions",
+    "AllocQueueOut",
+    "AllocQueueUpdate",
+    "AllocationCreate",
+    "AllocationList",
+    "AllocationOut",
+    "AllocationUpdate",
     "Attempt",
     "BatchCreated",
     "CancelOut",
@@ -124,6 +155,8 @@ __all__ = [
     "Count",
     "CreatedTask",
     "Deleted",
+    "Demand",
+    "DemandShape",
     "DependencyRef",
     "DependsOn",
     "Deregistered",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from .alloc import AllocStore
 from .artifacts import ArtifactStore
 from .dashboard import DashboardStore
 from .groups import GroupStore
@@ -35,9 +36,11 @@ class Store:
         self.groups = GroupStore(pool)
         self.dashboard = DashboardStore(pool)
         self.ui_sessions = UiSessionStore(pool)
+        self.alloc = AllocStore(pool)
 
 
 __all__ = [
+    "AllocStore",
     "ArtifactStore",
     "DashboardStore",
     "GroupStore",
