@@ -6,6 +6,7 @@
 -- Each row carries the job's latest checkpoint and whether this attempt resumes (resume: the
 -- previous attempt ended PREEMPTED or LOST; last_outcome keeps the outcome of the latest ended
 -- attempt while the next one runs).
+-- PL/pgSQL, not SQL: its statement's plan is kept for the session instead of planned at each call.
 CREATE OR REPLACE FUNCTION wn_claim_hand(
     p_ids bigint[], p_worker_id bigint, p_worker_name text, p_lease double precision,
     p_actor text DEFAULT NULL
@@ -16,7 +17,9 @@ CREATE OR REPLACE FUNCTION wn_claim_hand(
     outputs text[], eligible_at timestamptz, previous_external_ids text[], command text,
     defaults jsonb, shell boolean, project text, checkpoint text, resume boolean
 )
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
+    RETURN QUERY
     WITH upd AS (
         UPDATE jobs j
            SET status = 'RUNNING', attempt = j.attempt + 1, worker_id = p_worker_id,
@@ -40,4 +43,4 @@ LANGUAGE sql AS $$
            t.shell, p.name, u.checkpoint, u.resume
       FROM upd u JOIN tasks t ON t.id = u.task_id JOIN projects p ON p.id = u.project_id
      ORDER BY u.priority DESC, u.id;
-$$;
+END $$;

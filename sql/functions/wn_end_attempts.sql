@@ -1,6 +1,6 @@
 -- The state machine of a running job: every way an attempt ends goes through here, so the next
--- status, attempt accounting, retry delay, history row, BLOCKED propagation and wake-ups are
--- decided in one place.
+-- status, attempt accounting, retry delay, history row, BLOCKED propagation, wake-ups and the
+-- project's usage of the pool (fair share) are decided in one place.
 --
 -- p_changes: JSON array of {id, attempt, outcome, exit_code, result, error, log, duration,
 -- retryable, checkpoint}; outcome is one of
@@ -42,6 +42,8 @@ DECLARE
     v_done bigint[];
     v_released bigint[];
     v_refused bigint[] := '{}';
+    v_freed jsonb;
+    v_half double precision := (SELECT s.half_life FROM pool_settings s WHERE s.id = 1);
     r record;
 BEGIN
     -- Lock the jobs in id order: concurrent batches cannot deadlock.
@@ -75,7 +77,8 @@ BEGIN
          ORDER BY x.id, (cur.status = 'RUNNING' AND cur.attempt = x.attempt) DESC NULLS LAST, e.n
     ), dec AS (
         SELECT s.*, j.project_id, j.name AS job_name, j.worker_id, j.lost, j.max_lost,
-               j.preempted, j.max_preempted, t.new_status,
+               j.preempted, j.max_preempted, t.new_status, j.required_cpu, j.required_accelerators,
+               j.concurrency_key, greatest(extract(epoch FROM now() - j.started_at), 0) AS held,
                CASE WHEN t.new_status = 'PENDING' AND s.outcome = 'FAILED'
                     THEN j.retry_delay * power(2, greatest(j.attempt - j.attempt_base - 1, 0))
                     ELSE 0 END AS delay
@@ -147,6 +150,26 @@ BEGIN
                END,
                p_actor, d.checkpoint
           FROM dec d
+    ), acct AS (
+        -- What the ended attempts used of the pool joins their projects' usage (decayed to now:
+        -- wn_project_usage), in this session's stripe of project_usage.
+        INSERT INTO project_usage AS u (project_id, stripe, usage, gpu_seconds, cpu_seconds, attempts,
+                                        updated_at)
+        SELECT d.project_id, (pg_backend_pid() % 8)::smallint,
+               sum(wn_decayed_span(wn_usage_weight(d.required_cpu, d.required_accelerators), d.held, v_half)),
+               sum(wn_decayed_span(d.required_accelerators, d.held, v_half)),
+               sum(wn_decayed_span(d.required_cpu, d.held, v_half)), count(*), now()
+          FROM dec d
+         GROUP BY d.project_id
+        ON CONFLICT (project_id, stripe) DO UPDATE
+           SET usage = wn_decayed(u.usage, extract(epoch FROM now() - u.updated_at), v_half) + excluded.usage,
+               gpu_seconds = wn_decayed(u.gpu_seconds, extract(epoch FROM now() - u.updated_at), v_half)
+                             + excluded.gpu_seconds,
+               cpu_seconds = wn_decayed(u.cpu_seconds, extract(epoch FROM now() - u.updated_at), v_half)
+                             + excluded.cpu_seconds,
+               attempts = wn_decayed(u.attempts, extract(epoch FROM now() - u.updated_at), v_half)
+                          + excluded.attempts,
+               updated_at = greatest(u.updated_at, now())
     ), ck AS (
         -- The checkpoint an attempt named is an artifact of that attempt (the same path named
         -- again, or declared as an output, keeps one row: now a checkpoint of this attempt).
@@ -159,8 +182,17 @@ BEGIN
     )
     SELECT array_agg(d.id ORDER BY d.id), array_agg(d.project_id ORDER BY d.id),
            array_agg(d.job_name ORDER BY d.id), array_agg(d.new_status ORDER BY d.id),
-           array_agg(d.id ORDER BY d.id) FILTER (WHERE d.new_status = 'COMPLETED')
-      INTO v_ids, v_projects, v_names, v_status, v_done
+           array_agg(d.id ORDER BY d.id) FILTER (WHERE d.new_status = 'COMPLETED'),
+           -- Projects where an ended attempt may let a waiting job run: it held a concurrency key,
+           -- or its project has a quota (how many ended, and the least they needed).
+           (SELECT jsonb_agg(jsonb_build_object('p', w.project_id, 'n', w.n, 'c', w.cpu, 'g', w.gpus))
+              FROM (SELECT e.project_id, count(*) AS n, min(e.required_cpu) AS cpu,
+                           min(e.required_accelerators) AS gpus
+                      FROM dec e JOIN projects p ON p.id = e.project_id
+                     WHERE e.concurrency_key IS NOT NULL OR p.max_gpus IS NOT NULL
+                        OR p.max_cpus IS NOT NULL OR p.max_running IS NOT NULL
+                     GROUP BY e.project_id) w)
+      INTO v_ids, v_projects, v_names, v_status, v_done, v_freed
       FROM dec d JOIN upd u ON u.id = d.id;
     IF v_ids IS NULL THEN
         v_ids := '{}';
@@ -210,6 +242,11 @@ BEGIN
             PERFORM wn_notify_jobs(r.project_id, 0);
         END IF;
     END LOOP;
+    -- Room freed under a quota or a concurrency key: as many waiting claims as attempts ended
+    -- look again (the key or quota held back jobs they could take).
+    PERFORM wn_notify_jobs((w->>'p')::bigint, (w->>'n')::integer, 'f' || txid_current(),
+                           (w->>'c')::integer, (w->>'g')::integer)
+       FROM jsonb_array_elements(coalesce(v_freed, '[]')) w;
 
     RETURN QUERY
     SELECT e.n, x.id,

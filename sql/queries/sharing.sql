@@ -9,11 +9,14 @@ SELECT * FROM wn_claim_pool(:projects::bigint[], :worker_id, :worker_name, :free
 
 -- name: sharing_projects
 -- The projects named by :keys (names or ids), as (key, id, name) rows; a key naming no project
--- has no row.
+-- has no row. One index probe per key (a name cannot be all digits: a key is one or the other).
 SELECT k.key, p.id, p.name
   FROM unnest(:keys::text[]) AS k(key)
-  JOIN projects p ON p.id = CASE WHEN k.key ~ '^[0-9]{1,18}$' THEN k.key::bigint END
-                  OR p.name = k.key;
+  JOIN projects p ON p.name = k.key
+UNION ALL
+SELECT k.key, p.id, p.name
+  FROM unnest(:keys::text[]) AS k(key)
+  JOIN projects p ON p.id = CASE WHEN k.key ~ '^[0-9]{1,18}$' THEN k.key::bigint END;
 
 -- name: sharing_next_available
 -- In how many seconds the next delayed (retrying) job of :projects (NULL: any project) becomes
