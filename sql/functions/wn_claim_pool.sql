@@ -24,7 +24,7 @@ CREATE OR REPLACE FUNCTION wn_claim_pool(
     outputs text[], eligible_at timestamptz, previous_external_ids text[], command text,
     defaults jsonb, shell boolean, project text, checkpoint text, resume boolean
 )
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_ids bigint[];
     v_share double precision[];

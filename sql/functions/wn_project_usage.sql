@@ -3,7 +3,8 @@
 -- attempts have used so far. usage is in weighted seconds (wn_usage_weight); gpu_seconds and
 -- cpu_seconds are the same in GPUs and CPUs; attempts counts ended attempts, decayed alike (usage
 -- / attempts: what an attempt of the project recently cost). running_* describe its RUNNING jobs
--- now. Projects that never ran anything answer zeros.
+-- now. Projects that never ran anything answer zeros. (PL/pgSQL: its plan is kept for the
+-- session; a claim of several projects reads it every time.)
 CREATE OR REPLACE FUNCTION wn_project_usage(p_projects bigint[] DEFAULT NULL)
 RETURNS TABLE (
     project_id bigint, share double precision, usage double precision,
@@ -11,7 +12,9 @@ RETURNS TABLE (
     running_jobs integer, running_cpus integer, running_gpus integer,
     running_weight double precision
 )
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
+BEGIN
+    RETURN QUERY
     WITH s AS (SELECT half_life AS h FROM pool_settings WHERE id = 1),
     ended AS (
         SELECT u.project_id,
@@ -45,4 +48,4 @@ LANGUAGE sql STABLE AS $$
       LEFT JOIN ended e ON e.project_id = p.id
       LEFT JOIN running r ON r.project_id = p.id
      WHERE p_projects IS NULL OR p.id = ANY (p_projects);
-$$;
+END $$;
