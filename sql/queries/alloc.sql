@@ -168,3 +168,13 @@ SELECT a.id, q.name AS queue, a.name, a.external_id, a.state, a.reason, a.worker
 -- such allocation.
 SELECT q.name, q.project_ids FROM allocations a JOIN alloc_queues q ON q.id = a.queue_id
  WHERE a.id = :id;
+
+-- name: alloc_recent
+-- The latest :per_queue allocations of each queue of :queue_ids, by queue, newest first.
+SELECT a.id, q.name AS queue, a.name, a.external_id, a.state, a.reason, a.workers, a.time_limit,
+       a.shape, a.submitted_at, a.started_at, a.ended_at, a.updated_at
+  FROM (SELECT a.*, row_number() OVER (PARTITION BY a.queue_id ORDER BY a.id DESC) AS n
+          FROM allocations a WHERE a.queue_id = ANY (:queue_ids::bigint[])) a
+  JOIN alloc_queues q ON q.id = a.queue_id
+ WHERE a.n <= :per_queue
+ ORDER BY q.name, a.id DESC;

@@ -268,3 +268,23 @@ SELECT a.id, a.direction, a.uri, a.size, a.sha256, a.modified_at, a.missing, a.r
        a.kind, a.attempt
   FROM artifacts a WHERE a.job_id = :job_id
  ORDER BY a.direction, a.id;
+
+-- name: dash_why_alloc
+-- The allocations requested for a pending job (:job_id): QUEUED or RUNNING ones of a queue that
+-- serves its project, whose shape the job fits (the CPUs, GPUs and tags it names, where it names
+-- them) and whose time limit its timeout fits; running ones first, then the oldest.
+SELECT q.name AS queue, a.id, a.name, a.external_id, a.state, a.reason
+  FROM jobs j
+  JOIN alloc_queues q ON j.project_id = ANY (q.project_ids)
+  JOIN allocations a ON a.queue_id = q.id AND a.state IN ('QUEUED', 'RUNNING')
+ WHERE j.id = :job_id
+   AND CASE WHEN jsonb_typeof(a.shape -> 'cpu') = 'number'
+            THEN j.required_cpu <= (a.shape ->> 'cpu')::numeric ELSE true END
+   AND CASE WHEN jsonb_typeof(a.shape -> 'gpus') = 'number'
+            THEN j.required_accelerators <= (a.shape ->> 'gpus')::numeric ELSE true END
+   AND CASE WHEN jsonb_typeof(a.shape -> 'tags') = 'array'
+            THEN j.required_tags <@ ARRAY(SELECT jsonb_array_elements_text(a.shape -> 'tags'))
+            ELSE true END
+   AND (j.timeout IS NULL OR j.timeout <= a.time_limit)
+ ORDER BY a.state = 'RUNNING' DESC, a.id
+ LIMIT 10;

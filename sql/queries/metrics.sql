@@ -59,3 +59,9 @@ SELECT p.name AS project, u.share, p.max_gpus, p.max_cpus, p.max_running,
        u.usage, u.gpu_seconds, u.cpu_seconds
   FROM wn_project_usage() u JOIN projects p ON p.id = u.project_id
  WHERE p.status = 'ACTIVE' OR u.running_jobs > 0;
+
+-- name: metrics_allocations
+-- Allocations by queue and state (a queue without any has one row with a NULL state).
+SELECT q.name AS queue, a.state, count(a.id)::bigint AS allocations
+  FROM alloc_queues q LEFT JOIN allocations a ON a.queue_id = q.id
+ GROUP BY q.name, a.state;

@@ -3,7 +3,8 @@
 Counters and histograms of events (jobs submitted, attempts ended, claims, HTTP requests) are kept
 in-process: each server counts what it did, so the sum over all servers is the cluster's total.
 Gauges that read the database (jobs by status, waiting time of the oldest eligible job, workers,
-capacity, allocation, each project's share, quotas and usage of the pool) are computed every
+capacity, allocation, each project's share, quotas and usage of the pool, allocations of the
+allocation queues by state) are computed every
 ``metrics_interval`` seconds by the one server that holds a PostgreSQL session advisory lock; only
 that server exports them, and ``whatsnext_metrics_leader`` says which one it is (1 there, 0
 elsewhere), so summing over servers never doubles them. The hot path pays no extra SQL: waiting times come from what the claim returns,
@@ -104,6 +105,8 @@ class Snapshot:
     capacity_gpus: int
     allocated: dict[str, tuple[int, int]] = field(default_factory=dict)
     pool: dict[str, Standing] = field(default_factory=dict)
+    allocations: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Each allocation queue's allocations by state."""
 
 
 async def compute_snapshot(db: MetricsStore, *, silent_seconds: float) -> Snapshot:
@@ -117,6 +120,11 @@ async def compute_snapshot(db: MetricsStore, *, silent_seconds: float) -> Snapsh
     online = workers.get("online")
     allocated = {r["project"]: (int(r["cpus"]), int(r["gpus"])) for r in await db.allocated()}
     pool = {r["project"]: Standing.of(r) for r in await db.standings()}
+    allocations: dict[str, dict[str, int]] = {}
+    for r in await db.allocations():
+        by_state = allocations.setdefault(r["queue"], {})
+        if r["state"] is not None:
+            by_state[r["state"]] = int(r["allocations"])
     return Snapshot(
         at=at,
         projects=projects,
@@ -127,6 +135,7 @@ async def compute_snapshot(db: MetricsStore, *, silent_seconds: float) -> Snapsh
         capacity_gpus=int(online["gpus"]) if online else 0,
         allocated=allocated,
         pool=pool,
+        allocations=allocations,
     )
 
 
@@ -135,6 +144,7 @@ class DatabaseGauges(Collector):
     ``whatsnext_metrics_leader 0`` otherwise (another server exports them)."""
 
     WORKER_STATES = ("online", "silent", "offline")
+    ALLOCATION_STATES = ("QUEUED", "RUNNING", "FINISHED", "FAILED", "CANCELLED")
 
     def __init__(self) -> None:
         self.leader = False
@@ -192,6 +202,15 @@ class DatabaseGauges(Collector):
             gpus.add_metric([], s.capacity_gpus)
         yield from (jobs, oldest, workers, cpus, gpus, alloc_cpus, alloc_gpus)
         yield from self._pool_families(s)
+        queues = GaugeMetricFamily(
+            "whatsnext_allocations",
+            "Allocations of each allocation queue by state (QUEUED, RUNNING, FINISHED, FAILED, CANCELLED)",
+            labels=["queue", "state"],
+        )
+        for queue, by_state in sorted(s.allocations.items()) if s is not None else ():
+            for state in self.ALLOCATION_STATES:
+                queues.add_metric([queue, state], by_state.get(state, 0))
+        yield queues
         at = GaugeMetricFamily(
             "whatsnext_metrics_computed_timestamp_seconds",
             "When this server last computed the database gauges (Unix time)",

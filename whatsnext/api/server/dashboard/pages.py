@@ -177,6 +177,7 @@ async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
         )
         ahead = await app_store.dashboard.queue_ahead(job_id=job_id)
         pool = await app_store.dashboard.why_pool(job_id=job_id, silent_seconds=silent_seconds(request))
+        allocations = await app_store.dashboard.why_alloc(job_id=job_id)
         why = explain(
             job,
             upstream,
@@ -185,6 +186,7 @@ async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
             datetime.now(UTC),
             settings.starvation_seconds,
             None if pool is None else unnamed(pool, who.covers),
+            allocations,
         )
     return {
         "job": job,

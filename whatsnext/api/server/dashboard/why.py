@@ -1,5 +1,6 @@
-"""Why a pending job is not running: read off the job, its upstream jobs, the workers and what
-sharing the pool holds it to (its concurrency key, its project's quotas and fair share)."""
+"""Why a pending job is not running: read off the job, its upstream jobs, the workers, what
+sharing the pool holds it to (its concurrency key, its project's quotas and fair share) and the
+allocations requested for it."""
 
 from __future__ import annotations
 
@@ -73,9 +74,12 @@ def explain(
     now: datetime,
     starvation_seconds: float,
     pool: dict[str, Any] | None = None,
+    allocations: list[dict[str, Any]] | None = None,
 ) -> Why | None:
     """The reasons a PENDING job waits (None for a job in any other status). ``pool`` is what
-    sharing the pool holds the job to (``dash_why_pool``, after :func:`unnamed`)."""
+    sharing the pool holds the job to (``dash_why_pool``, after :func:`unnamed`); ``allocations``
+    those requested for it (``dash_why_alloc``: queued or running, of a queue serving its project,
+    of a shape it fits), named when no online worker fits it now."""
     if job["status"] != "PENDING":
         return None
     why = Why()
@@ -148,6 +152,8 @@ def explain(
                     else ""
                 )
             )
+    if allocations and not any(c.fits_now for c in online):
+        why.reasons.append(allocation_reason(allocations))
     if pool is not None:
         why.reasons += pool_reasons(job, pool)
     if not why.reasons:
@@ -165,6 +171,18 @@ def explain(
                 "smaller jobs no longer overtake it on workers it fits"
             )
     return why
+
+
+def allocation_reason(allocations: list[dict[str, Any]]) -> str:
+    """``an allocation has been requested for it (queue Q, allocation A: QUEUED, reason Priority)``,
+    naming the first of ``allocations`` (running ones come first) and counting the others."""
+    a = allocations[0]
+    reason = f", reason {a['reason']}" if a.get("reason") else ""
+    more = len(allocations) - 1
+    return (
+        f"an allocation has been requested for it (queue {a['queue']}, allocation {a['name']}: "
+        f"{a['state']}{reason})" + (f", and {_plural(more, 'other', 'others')}" if more else "")
+    )
 
 
 def unnamed(pool: dict[str, Any], covers: Callable[[int], bool]) -> dict[str, Any]:

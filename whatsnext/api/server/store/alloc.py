@@ -73,6 +73,10 @@ class AllocStore(Table):
         """Allocations, newest first."""
         return await self.rows(S.alloc_list, queue_id=queue_id, id=id, state=state, limit=limit)
 
+    async def recent(self, *, queue_ids: list[int], per_queue: int) -> list[Row]:
+        """The latest ``per_queue`` allocations of each of ``queue_ids``, by queue name, newest first."""
+        return await self.rows(S.alloc_recent, queue_ids=queue_ids, per_queue=per_queue)
+
     async def allocation(self, *, id: int) -> Row | None:
         rows = await self.allocations(id=id, limit=1)
         return rows[0] if rows else None

@@ -54,6 +54,11 @@ class DashboardStore(Table):
         and the projects a claim serves before it (``ahead``, with their usage and share)."""
         return await self.row(S.dash_why_pool, job_id=job_id, silent_seconds=silent_seconds)
 
+    async def why_alloc(self, *, job_id: int) -> list[Row]:
+        """The allocations requested for a pending job: QUEUED or RUNNING ones of a queue serving
+        its project, whose shape and time limit it fits (running ones first)."""
+        return await self.rows(S.dash_why_alloc, job_id=job_id)
+
     async def pool_projects(self, *, projects: list[int] | None) -> list[Row]:
         """Each project of ``projects`` (None: all) in the pool, then one row (``id`` None) summing
         the others; each row carries the pool's totals and half-life."""

@@ -47,3 +47,7 @@ class MetricsStore(Table):
 
     async def project_names(self, *, project_ids: list[int]) -> list[str]:
         return [r["name"] for r in await self.rows(S.metrics_project_names, project_ids=project_ids)]
+
+    async def allocations(self) -> list[Row]:
+        """Allocations by queue and state (``metrics_allocations``)."""
+        return await self.rows(S.metrics_allocations)
