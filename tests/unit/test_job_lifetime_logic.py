@@ -228,6 +228,10 @@ async def test_drain_then_a_second_signal_stops_the_jobs() -> None:
     assert calls == ["stop claiming"]
     shutdown.on_signal(signal.SIGINT)
     assert calls[-1] == "stop jobs: worker stopped (SIGINT again)"
+    assert not shutdown.abandoned.is_set(), "reports still go out while the server is away"
+    shutdown.on_signal(signal.SIGTERM)
+    assert shutdown.abandoned.is_set(), "a third signal leaves the undelivered reports"
+    assert calls.count("stop jobs: worker stopped (SIGINT again)") == 1
     shutdown.close()
 
 

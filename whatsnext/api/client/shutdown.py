@@ -88,6 +88,8 @@ class Shutdown:
         self._stop_claiming = stop_claiming
         self._stop_jobs = stop_jobs
         self.draining = False
+        self.abandoned = asyncio.Event()
+        """Set by a signal once the jobs are stopped: exit without the reports not yet delivered."""
         self.stopping: str | None = None
         """Why the running jobs are being stopped (None: they are not)."""
         self._timers: list[asyncio.TimerHandle] = []
@@ -95,7 +97,12 @@ class Shutdown:
     def on_signal(self, sig: int) -> None:
         """SIGTERM or SIGINT reached the worker."""
         name = signal.Signals(sig).name
-        if self.draining or self.stopping is not None:
+        if self.stopping is not None:
+            # The jobs are stopped already; what keeps the worker is reports the server has not
+            # taken (it may be away). Leave them: the server requeues those jobs when their leases end.
+            log.warning("signal received again: exiting without the reports not yet delivered", signal=name)
+            self.abandoned.set()
+        elif self.draining:
             self.stop_now(f"worker stopped ({name} again)")
         elif sig == signal.SIGTERM and self.on_sigterm == "requeue":
             self.stop_now(f"worker stopped ({name})")

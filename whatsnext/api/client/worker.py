@@ -304,9 +304,10 @@ class Client:
                 # Jobs run as plain asyncio tasks: many short ones start every second.
                 async with asyncio.TaskGroup() as jobs:
                     await self._claim_loop(jobs, runner, forever)
-                await reporter.drain()
-                if self._logs is not None:
-                    await self._logs.drain()
+                # Reports go on being retried while the server is away, until a signal gives up.
+                await _first(reporter.drain(), self._shutdown.abandoned.wait())
+                if self._logs is not None and not self._shutdown.abandoned.is_set():
+                    await _first(self._logs.drain(), self._shutdown.abandoned.wait())
                 services.cancel_scope.cancel()
             await session.deregister()
         finally:
