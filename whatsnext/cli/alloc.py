@@ -6,11 +6,147 @@ loop that submits the allocations) registers itself in :func:`register` below.""
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
+from urllib.parse import quote
 
+from ..durations import format_duration, positive_duration
 from . import toolkit as tk
 
 GROUP_HELP = "allocation queues: workers started on SLURM or RUN:AI when there is work"
+STATES = ("QUEUED", "RUNNING", "FINISHED", "FAILED", "CANCELLED")
+OPTIONS = (
+    ("partition", "partition"),
+    ("account", "account"),
+    ("gpus_per_worker", "gpus_per_worker"),
+    ("cpus_per_worker", "cpus_per_worker"),
+    ("sbatch_arg", "sbatch_args"),
+    ("setup", "setup"),
+    ("runai_project", "runai_project"),
+    ("image", "image"),
+    ("runai_arg", "runai_args"),
+)
+"""Command-line options that become the queue's backend ``options``: (argument, option)."""
+LS_COLUMNS = ("name", "backend", "projects", "state", "max_workers", "limit")
+LS_HEADERS = ("name", "backend", "projects", "state", "max", "limit")
+STATE_COLUMNS = tuple(s.lower() for s in STATES)
+RECENT_COLUMNS = (
+    "id",
+    "name",
+    "external_id",
+    "state",
+    "reason",
+    "workers",
+    "submitted_at",
+    "started_at",
+    "ended_at",
+)
+RECENT_HEADERS = ("id", "name", "external id", "state", "reason", "workers", "submitted", "started", "ended")
+
+
+def queue_path(name: str) -> str:
+    return "/alloc/queues/" + quote(name, safe="")
+
+
+def queue_row(q: dict[str, Any]) -> dict[str, Any]:
+    """A queue as ``alloc ls`` shows it: its projects, limits and allocations by state."""
+    counts = q.get("allocations") or {}
+    return {
+        **q,
+        "projects": ",".join(q["projects"]),
+        "state": "paused" if q["paused"] else "active",
+        "limit": format_duration(q["time_limit"]),
+        **{s.lower(): counts.get(s, 0) for s in STATES},
+    }
+
+
+def cmd_alloc_add(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {
+        "name": args.name,
+        "backend": args.backend,
+        "projects": [int(p) if p.isdigit() else p for p in args.project],
+        "time_limit": args.time_limit,
+        "max_workers": args.max_workers,
+    }
+    for arg, field in (
+        ("worker_args", "worker_args"),
+        ("workers_per_alloc", "workers_per_alloc"),
+        ("idle_timeout", "idle_timeout"),
+        ("max_submits_per_minute", "max_submits_per_minute"),
+    ):
+        if getattr(args, arg) is not None:
+            body[field] = getattr(args, arg)
+    options = {field: getattr(args, arg) for arg, field in OPTIONS if getattr(args, arg) is not None}
+    if options:
+        body["options"] = options
+    data = tk.call(args, "POST", "/alloc/queues", body)
+    return tk.emit(args, data, lambda d: f"created allocation queue {d['name']} ({describe(d)})")
+
+
+def describe(q: dict[str, Any]) -> str:
+    """``slurm, projects a, b: at most 2 workers, 1 per allocation, time limit 2h, idle 5m``."""
+    return (
+        f"{q['backend']}, project{'s' if len(q['projects']) != 1 else ''} {', '.join(q['projects'])}: "
+        f"at most {q['max_workers']} worker{'s' if q['max_workers'] != 1 else ''}, "
+        f"{q['workers_per_alloc']} per allocation, time limit {format_duration(q['time_limit'])}, "
+        f"idle timeout {format_duration(q['idle_timeout'])}"
+    )
+
+
+def cmd_alloc_ls(args: argparse.Namespace) -> int:
+    return tk.show_list(
+        args,
+        "/alloc/queues",
+        "queues",
+        [*LS_COLUMNS, *STATE_COLUMNS, "last_error"],
+        [*LS_HEADERS, *STATE_COLUMNS, "last error"],
+        rows=lambda queues: (queue_row(q) for q in queues),
+    )
+
+
+def cmd_alloc_show(args: argparse.Namespace) -> int:
+    data = tk.call(args, "GET", queue_path(args.name))
+
+    def render(q: dict[str, Any]) -> str:
+        counts = q["allocations"]
+        options = ", ".join(f"{k}={v}" for k, v in sorted(q["options"].items())) or "-"
+        loop = f"{q['loop_holder']} until {tk.cell(q['loop_expires_at'])}" if q["loop_holder"] else "-"
+        error = f"{q['last_error']} ({tk.cell(q['last_error_at'])})" if q["last_error"] else "-"
+        head = tk.fields(
+            [
+                ("queue", f"{q['name']} ({'paused' if q['paused'] else 'active'})"),
+                ("serves", describe(q)),
+                ("worker args", q["worker_args"] or "-"),
+                ("options", options),
+                ("submits", f"at most {q['max_submits_per_minute']} a minute"),
+                ("allocations", ", ".join(f"{s.lower()} {counts.get(s, 0)}" for s in STATES)),
+                ("loop", loop),
+                ("last error", error),
+            ]
+        )
+        recent = tk.table(q["recent"], RECENT_COLUMNS, RECENT_HEADERS)
+        return f"{head}\n\n{recent}"
+
+    return tk.emit(args, data, render)
+
+
+def cmd_alloc_rm(args: argparse.Namespace) -> int:
+    data = tk.call(args, "DELETE", queue_path(args.name))
+    return tk.emit(args, data, lambda d: f"deleted allocation queue {args.name} and its allocations")
+
+
+def _pause(args: argparse.Namespace, paused: bool) -> int:
+    data = tk.call(args, "PATCH", queue_path(args.name), {"paused": paused})
+    word = "paused (no new allocations)" if paused else "resumed"
+    return tk.emit(args, data, lambda d: f"allocation queue {d['name']} {word}")
+
+
+def cmd_alloc_pause(args: argparse.Namespace) -> int:
+    return _pause(args, True)
+
+
+def cmd_alloc_resume(args: argparse.Namespace) -> int:
+    return _pause(args, False)
 
 
 def register(sub: Any) -> None:
@@ -21,6 +157,109 @@ def register(sub: Any) -> None:
 
 def register_queues(alloc: Any) -> None:
     """``alloc add|ls|show|rm|pause|resume``."""
+    p = tk.add(
+        alloc,
+        "add",
+        cmd_alloc_add,
+        "create an allocation queue: where and how workers are started for its projects' pending jobs",
+        'whatsnext alloc add gpu --project demo --backend slurm --worker-args "--cpus 8 --tags a100" '
+        "--time-limit 2h --max-workers 4 --idle-timeout 5m --partition gpu --gpus-per-worker 1 "
+        '--sbatch-arg=--qos=normal --setup "module load cuda"',
+    )
+    p.add_argument("name", help="the queue's name (its allocations' job names start with it)")
+    p.add_argument(
+        "--project",
+        action="append",
+        required=True,
+        metavar="NAME_OR_ID",
+        help="a project it serves (repeatable)",
+    )
+    p.add_argument("--backend", required=True, choices=["slurm", "runai"], help="where workers are started")
+    p.add_argument(
+        "--worker-args",
+        metavar="ARGS",
+        help="options of each `whatsnext worker` it starts, in one quoted string ('--cpus 8 --tags a100'; "
+        "one option alone is written --worker-args=--cpus=8)",
+    )
+    p.add_argument(
+        "--time-limit",
+        required=True,
+        type=positive_duration,
+        metavar="D",
+        help="each allocation's time limit (2h, 90m)",
+    )
+    p.add_argument(
+        "--max-workers", required=True, type=int, metavar="N", help="workers queued plus running, at most"
+    )
+    p.add_argument("--workers-per-alloc", type=int, metavar="N", help="workers in one allocation (default 1)")
+    p.add_argument(
+        "--idle-timeout",
+        type=positive_duration,
+        metavar="D",
+        help="a worker with nothing to do exits after this, which ends its allocation (default 5m)",
+    )
+    p.add_argument(
+        "--max-submits-per-minute", type=int, metavar="N", help="submissions a minute, at most (default 4)"
+    )
+    slurm = p.add_argument_group("SLURM")
+    slurm.add_argument("--partition", help="sbatch --partition")
+    slurm.add_argument("--account", help="sbatch --account")
+    slurm.add_argument("--gpus-per-worker", type=int, metavar="N", help="GPUs of each worker")
+    slurm.add_argument("--cpus-per-worker", type=int, metavar="N", help="CPUs of each worker")
+    slurm.add_argument(
+        "--sbatch-arg",
+        action="append",
+        metavar="ARG",
+        help="one more sbatch option, written --sbatch-arg=--qos=low (repeatable)",
+    )
+    slurm.add_argument(
+        "--setup", metavar="LINES", help="shell lines run before the worker ('module load cuda')"
+    )
+    runai = p.add_argument_group("RUN:AI")
+    runai.add_argument("--runai-project", metavar="NAME", help="runai submit --project")
+    runai.add_argument("--image", help="the workload's container image")
+    runai.add_argument(
+        "--runai-arg",
+        action="append",
+        metavar="ARG",
+        help="one more runai submit option, written --runai-arg=--node-pool=a100 (repeatable)",
+    )
+
+    tk.add(
+        alloc,
+        "ls",
+        cmd_alloc_ls,
+        "list allocation queues: their allocations by state and last error",
+        "whatsnext alloc ls",
+    )
+    p = tk.add(
+        alloc,
+        "show",
+        cmd_alloc_show,
+        "show an allocation queue with its latest allocations (state, scheduler reason)",
+        "whatsnext alloc show gpu",
+    )
+    p.add_argument("name")
+    p = tk.add(
+        alloc,
+        "rm",
+        cmd_alloc_rm,
+        "delete an allocation queue and its allocations (its loop cancels what it still has)",
+        "whatsnext alloc rm gpu",
+    )
+    p.add_argument("name")
+    p = tk.add(
+        alloc,
+        "pause",
+        cmd_alloc_pause,
+        "pause an allocation queue: no new allocations (those it has run on)",
+        "whatsnext alloc pause gpu",
+    )
+    p.add_argument("name")
+    p = tk.add(
+        alloc, "resume", cmd_alloc_resume, "resume a paused allocation queue", "whatsnext alloc resume gpu"
+    )
+    p.add_argument("name")
 
 
 def register_run(alloc: Any) -> None:
