@@ -302,3 +302,12 @@ async def test_allocations_lifecycle(app_api: Api) -> None:
 
     await app_api.ok("DELETE", f"/alloc/queues/{name}")
     assert (await app_api.patch(f"/allocations/{aid}", {"reason": "x"}))[0] == 404
+
+
+async def test_the_openapi_document_describes_demand_and_allocation(app_api: Api) -> None:
+    doc = await app_api.ok("GET", "/openapi.json")
+    demand = doc["paths"]["/projects/{project}/demand"]["get"]
+    assert demand["responses"]["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/Demand")
+    assert {"shapes", "pending", "unserved"} <= set(doc["components"]["schemas"]["Demand"]["properties"])
+    for path in ("/demand", "/alloc/queues", "/alloc/queues/{name}/lease", "/allocations/{alloc_id}"):
+        assert path in doc["paths"], path
