@@ -262,5 +262,123 @@ def register_queues(alloc: Any) -> None:
     p.add_argument("name")
 
 
+def cmd_alloc_run(args: argparse.Namespace) -> int:
+    """Run the allocation loop (see :mod:`whatsnext.alloc.loop`)."""
+    import asyncio
+    import os
+    import shlex
+    from pathlib import Path
+
+    from ..alloc.loop import Settings, default_log_dir
+    from ..alloc.run import backends, run_loop, warn_about
+    from ..logs import configure
+
+    configure(args.log_level)
+    token_file = None
+    if args.worker_token_file:
+        tk.read_token_file(args.worker_token_file)  # readable and holds a token; its path goes on
+        token_file = str(Path(args.worker_token_file).expanduser().resolve())
+    http = tk.http(args)
+    settings = Settings(
+        server=http.base_url,
+        token_file=token_file,
+        log_dir=Path(args.log_dir).expanduser() if args.log_dir else default_log_dir(),
+        worker_command=shlex.split(args.worker_command) if args.worker_command else None,
+        interval=args.interval,
+        lease_seconds=args.lease,
+        name_prefix=args.name_prefix,
+        first_backoff=args.backoff,
+        max_backoff=max(args.max_backoff, args.backoff),
+        dry_run=args.dry_run,
+    )
+    warn_about(settings, has_own_token=bool(os.environ.get("WHATSNEXT_TOKEN")))
+    kinds = backends(gres_flag=args.gres_flag, runai_bin=args.runai_bin, runai_cli=args.runai_cli)
+    asyncio.run(run_loop(http, settings, args.names, kinds, once=args.once or args.dry_run))
+    return tk.EXIT_OK
+
+
 def register_run(alloc: Any) -> None:
     """``alloc run``: the loop that submits allocations for the queues."""
+    p = tk.add(
+        alloc,
+        "run",
+        cmd_alloc_run,
+        "run the allocation loop where sbatch or runai works (a login node): submit allocations whose "
+        "workers run the queues' pending jobs, cancel those not started when the work is gone",
+        "whatsnext --server http://queue.lab:8000 alloc run gpu --worker-token-file ~/.whatsnext/worker-token\n"
+        "  whatsnext alloc run --dry-run          # what one pass would submit, and why",
+        json_out=False,
+    )
+    p.add_argument("names", nargs="*", metavar="NAME", help="the queues to serve (default: every queue)")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="submit and change nothing: print the sbatch or runai command (and script) a pass would "
+        "run, what it would cancel, and why (implies --once)",
+    )
+    p.add_argument(
+        "--worker-token-file",
+        metavar="PATH",
+        help="the workers' token file, readable where the allocations run; its path is handed to each "
+        "worker (--worker-token-file), never a token (the allocator's own is never handed on)",
+    )
+    p.add_argument(
+        "--log-dir",
+        metavar="DIR",
+        help="where pilot logs go: DIR/QUEUE/ALLOCATION.log, with the SLURM script beside it "
+        "(default $WHATSNEXT_ALLOC_LOG_DIR, else ~/.whatsnext/alloc); on a shared filesystem",
+    )
+    p.add_argument(
+        "--worker-command",
+        metavar="CMD",
+        help="how an allocation runs whatsnext (default: this Python with -m whatsnext on SLURM, "
+        "'whatsnext' in a RUN:AI image)",
+    )
+    p.add_argument(
+        "--interval",
+        type=tk.positive_duration,
+        default=30.0,
+        metavar="D",
+        help="time between passes (default 30s)",
+    )
+    p.add_argument(
+        "--lease",
+        type=tk.positive_duration,
+        default=None,
+        metavar="D",
+        help="how long a queue's loop lease lasts unless renewed (default three intervals, at least 1m)",
+    )
+    p.add_argument(
+        "--backoff",
+        type=tk.positive_duration,
+        default=30.0,
+        metavar="D",
+        help="wait after a failed submission before the next, doubled after each failure in a row "
+        "(default 30s)",
+    )
+    p.add_argument(
+        "--max-backoff",
+        type=tk.positive_duration,
+        default=600.0,
+        metavar="D",
+        help="the longest wait between failed submissions (default 10m)",
+    )
+    p.add_argument(
+        "--name-prefix",
+        default="whatsnext-alloc-",
+        metavar="PREFIX",
+        help="allocations are named PREFIX<queue>-<id> (SLURM job name, RUN:AI workload); a restarted "
+        "loop finds its queue's allocations by it (default whatsnext-alloc-)",
+    )
+    p.add_argument(
+        "--gres-flag",
+        choices=["gres", "gpus"],
+        default="gres",
+        help="slurm: ask for GPUs with --gres=gpu:N (default) or --gpus=N",
+    )
+    p.add_argument(
+        "--runai-bin", default="runai", metavar="PATH", help="runai: the runai command (default runai)"
+    )
+    p.add_argument("--runai-cli", type=int, choices=[1, 2], default=2, help="runai: CLI version (default 2)")
+    p.add_argument("--log-level", default="INFO")
