@@ -16,7 +16,8 @@ UNITS = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 FORMS = "seconds (90, 1.5), a number with a unit (45s, 5m, 2h, 1h30m, 1d) or a clock time (HH:MM:SS, MM:SS)"
 """What a duration may look like, for messages and help texts."""
 
-_NUMBER = re.compile(r"\d+(?:\.\d+)?")
+_NUMBER = re.compile(r"(?:\d+(?:\.\d*)?|\.\d+)(?:e[+-]?\d+)?")
+"""Plain seconds, as ``float`` reads them (``90``, ``1.5``, ``.5``, ``1e3``), never negative."""
 _UNIT_PART = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
 _UNIT_FORM = re.compile(r"(?:\d+(?:\.\d+)?[dhms])+")
 _CLOCK_FORM = re.compile(r"(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?")
@@ -29,7 +30,10 @@ def parse_duration(text: str) -> float:
         raise ValueError(f"{text!r} is not a duration: give {FORMS}")
     value = text.strip().lower()
     if _NUMBER.fullmatch(value):
-        return float(value)
+        seconds = float(value)
+        if seconds == float("inf"):
+            raise ValueError(f"{text!r} is not a duration: it is too large")
+        return seconds
     if _UNIT_FORM.fullmatch(value):
         units = [unit for _, unit in _UNIT_PART.findall(value)]
         if len(set(units)) != len(units):

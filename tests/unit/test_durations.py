@@ -16,6 +16,9 @@ from whatsnext.durations import duration, format_duration, parse_duration, posit
     [
         ("90", 90),
         ("1.5", 1.5),
+        (".5", 0.5),
+        ("1e3", 1000),
+        ("2.5e+06", 2.5e6),
         ("0", 0),
         (" 45s ", 45),
         ("5m", 300),
@@ -37,7 +40,8 @@ def test_forms(text: str, seconds: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "m", "1x", "1h 30m", "-5", "5-", "1:2:3:4", "soon", "1h1h", "10:75", "inf", "nan"]
+    "text",
+    ["", "m", "1x", "1h 30m", "-5", "5-", "1:2:3:4", "soon", "1h1h", "10:75", "inf", "nan", "1e999", "e3"],
 )
 def test_refusals_name_the_input(text: str) -> None:
     with pytest.raises(ValueError) as err:
