@@ -125,7 +125,16 @@ class Allocator:
         stop = stop or asyncio.Event()
         try:
             while True:
-                await self.run_pass()
+                try:
+                    await self.run_pass()
+                except NotFound:
+                    raise
+                except WhatsNextError as exc:  # the server is away: try again at the next pass
+                    if once:
+                        raise
+                    log.warning(
+                        "pass failed; trying again", error=exc.message, retry_in=self.settings.interval
+                    )
                 if once or stop.is_set():
                     break
                 try:
