@@ -39,14 +39,12 @@ import aiohttp
 import asyncpg
 
 from bench.soak_count import TERMINAL
-from bench.soak_plan import Fault, Workload, make_faults, make_workload
+from bench.soak_plan import PROJECT, TASK, Fault, Workload, make_faults, make_workload
 from bench.soak_procs import Cluster, Managed, ServerProc, find_pg_bin, free_port, job_processes, kill_all
-from bench.soak_report import analyse, render
+from bench.soak_report import analyse, reanalyse, render
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
 JOB_PROGRAM = Path(__file__).resolve().parent / "soak_job.py"
-PROJECT = "soak"
-TASK = "soak"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -398,18 +396,17 @@ async def run(cfg: SoakConfig) -> dict[str, Any]:
         with contextlib.suppress(Exception):
             await cluster.stop("immediate")
         shutil.rmtree(cluster.root, ignore_errors=True)
-    result = analyse(
-        workload=workload,
-        jobs=jobs,
-        bodies_dir=bodies,
-        logs_dir=logs,
-        killed_workers=st.killed_workers,
-        cut_off={
+    inputs = {
+        "jobs": jobs,
+        "killed_workers": st.killed_workers,
+        "cut_off": {
             pid: [(t0, t1) for index, t0, t1 in st.away if index == server]
             for pid, server in st.worker_server.items()
         },
-        orphans={"live_after_all_ended": live, "left_after_workers_stopped": left},
-    )
+        "orphans": {"live_after_all_ended": live, "left_after_workers_stopped": left},
+    }
+    result = analyse(workload, inputs, run_dir)
+    result["inputs"] = inputs
     result["run"] = {
         "faults_done_s": faults_end,
         "all_ended_s": settled,
@@ -462,7 +459,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=300.0, help="longest wait for every job to end (300)")
     parser.add_argument("--pg-bin", help="the folder of initdb and pg_ctl (default: found)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    parser.add_argument("--reanalyse", type=Path, metavar="JSON", help="count a past run's records again")
     args = parser.parse_args(argv)
+    if args.reanalyse:
+        result = reanalyse(args.reanalyse)
+        print(render(result))
+        return 0 if result["clean"] else 1
     base = SoakConfig(jobs=300, duration=75.0, fault_scale=0.5, waves=5) if args.quick else SoakConfig()
     given = {"jobs": args.jobs, "duration": args.duration}
     cfg = dataclasses.replace(

@@ -9,9 +9,9 @@ Pure functions over plain values, so that they can be tested without processes
   means it was suspended (or starved), and a body that was killed ran until its last line.
 * **Repeated bodies**: a body of a job started after another body of that job had completed its
   work (written its ``end`` line with exit code 0). Split by cause: the worker that ran the
-  completed body was killed before it could report; its server was away while the other one
-  served (the queue could not tell the worker from a dead one); or neither (the work was done and
-  the queue could have known it).
+  completed body was killed (while the body ran or before it could report); its server was away
+  while the other one served (the queue could not tell the worker from a dead one); or neither
+  (the work was done and the queue could have known it).
 * **DAG order violations**: a body of a job started before any body of a job it depends on had
   completed.
 * **Final states** against what the workload asks: a job whose program exits non-zero ends
@@ -161,9 +161,11 @@ class Repeat:
     completed_attempt: int
     again_attempt: int
     cause: str
-    """``worker_killed``: the worker of the completed body was killed (or died) between the body's
-    end and the new start; ``server_away``: its server was away (killed or paused) in that time
-    while the other one served (a partition: the queue lost the worker); ``other``."""
+    """``worker_killed``: the worker of the completed body was killed (or died) after the body
+    started and before the new start (a body may finish just after its worker died: nobody is
+    left to report it); ``server_away``: its server was away (killed or paused) between the
+    body's end and the new start while the other one served (a partition: the queue lost the
+    worker); ``other``."""
 
 
 def repeats(
@@ -186,7 +188,7 @@ def repeats(
         if not again:
             continue
         killed = (killed_workers or {}).get(first.worker)
-        if killed is not None and end < killed < again[0].start:
+        if killed is not None and first.start < killed < again[0].start:
             cause = "worker_killed"
         elif any(t0 < again[0].start and t1 > end for t0, t1 in (cut_off or {}).get(first.worker, ())):
             cause = "server_away"

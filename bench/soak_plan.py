@@ -10,6 +10,8 @@ import dataclasses
 import random
 from typing import Any
 
+PROJECT = "soak"
+TASK = "soak"
 ODD_OUTPUT = ("binary", "big", "longline", "unicode", "lookalike", "closed")
 """The odd outputs of :mod:`bench.soak_job`."""
 ODD_LABELS = (

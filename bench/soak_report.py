@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from bench.soak_count import (
     segments,
     state_table,
 )
-from bench.soak_plan import Workload
+from bench.soak_plan import TASK, Workload, make_workload
 
 
 def read_bodies(folder: Path) -> tuple[list[Body], int]:
@@ -42,16 +43,15 @@ def count_logs(paths: list[Path]) -> LogCount:
     return total
 
 
-def analyse(
-    *,
-    workload: Workload,
-    jobs: dict[str, dict[str, Any]],
-    bodies_dir: Path,
-    logs_dir: Path,
-    killed_workers: dict[int, float],
-    cut_off: dict[int, list[tuple[float, float]]],
-    orphans: dict[str, list[int]],
-) -> dict[str, Any]:
+def analyse(workload: Workload, inputs: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+    """The figures of a run from what it left in ``run_dir`` and ``inputs``: the jobs' final
+    states, when each killed worker died, when each worker's server was away, the job processes
+    left over (as saved in the results: keys may be strings)."""
+    jobs: dict[str, dict[str, Any]] = inputs["jobs"]
+    killed_workers = {int(pid): float(t) for pid, t in inputs["killed_workers"].items()}
+    cut_off = {int(pid): [(float(a), float(b)) for a, b in spans] for pid, spans in inputs["cut_off"].items()}
+    orphans: dict[str, list[int]] = inputs["orphans"]
+    bodies_dir, logs_dir = run_dir / "bodies", run_dir / "logs"
     bodies, unreadable = read_bodies(bodies_dir)
     ids = {name: int(job["id"]) for name, job in jobs.items()}
     names = {i: n for n, i in ids.items()}
@@ -131,6 +131,16 @@ def analyse(
             "worker_log_samples": worker_log.samples,
         },
     }
+
+
+def reanalyse(path: Path) -> dict[str, Any]:
+    """Counts a past run again (its JSON and the folder beside it) and rewrites its results."""
+    result: dict[str, Any] = json.loads(path.read_text())
+    cfg = result["config"]
+    workload = make_workload(cfg["seed"], cfg["jobs"], cfg["waves"], TASK)
+    result.update(analyse(workload, result["inputs"], path.with_suffix("")))
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def render(result: dict[str, Any]) -> str:

@@ -66,9 +66,12 @@ def test_a_completed_body_that_runs_again_is_a_repeat_with_its_cause() -> None:
     again = body(1, 2, 20, 6.0, 7.0, worker=200)
     [other] = repeats([done, again])
     assert (other.job, other.completed_attempt, other.again_attempt, other.cause) == (1, 1, 2, "other")
-    # Its worker was killed after the body ended and before the job ran again.
+    # Its worker was killed after the body ended, or just before (the body finished alone), and
+    # before the job ran again.
     assert repeats([done, again], killed_workers={100: 2.0})[0].cause == "worker_killed"
-    # ... but a kill after the new start explains nothing.
+    assert repeats([done, again], killed_workers={100: 0.99})[0].cause == "worker_killed"
+    # ... but a kill before the body started or after the new start explains nothing.
+    assert repeats([done, again], killed_workers={100: -1.0})[0].cause == "other"
     assert repeats([done, again], killed_workers={100: 6.5})[0].cause == "other"
     # Its worker's server was away between the two.
     assert repeats([done, again], cut_off={100: [(0.5, 5.0)]})[0].cause == "server_away"
