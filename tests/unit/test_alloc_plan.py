@@ -101,9 +101,17 @@ def test_queued_and_running_workers_count() -> None:
     )
 
 
-def test_only_unserved_jobs_call_for_workers() -> None:
-    served = plan(queue(), [shape(4, unserved=0)], [alloc("RUNNING")])
-    assert served.submit == [] and served.cancel == []
+def test_jobs_waiting_behind_busy_workers_call_for_more_up_to_the_maximum() -> None:
+    busy = plan(queue(), [shape(4, unserved=0)], [alloc("RUNNING")])
+    assert [s.workers for s in busy.submit] == [1] and busy.cancel == []
+    full = plan(queue(), [shape(4, unserved=0)], [alloc("RUNNING"), alloc("RUNNING", id=2)])
+    assert full.submit == [] and full.room == 0
+
+
+def test_jobs_no_live_worker_could_take_come_first() -> None:
+    gpu = shape(1, gpus=1, unserved=1)
+    decided = plan(queue(max_workers=1, options={"gpus_per_worker": 1}), [shape(5, unserved=0), gpu], [])
+    assert [s.shape for s in decided.submit] == [gpu]
 
 
 def test_workers_per_allocation() -> None:

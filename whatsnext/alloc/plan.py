@@ -193,7 +193,7 @@ class Plan:
     unfit: list[tuple[Shape, str]]
     """Pending jobs no worker of the queue could run, and why."""
     wanted: int
-    """Workers the unserved fitting jobs need."""
+    """Workers the pending fitting jobs need."""
     queued: int
     """Workers in allocations waiting to start."""
     running: int
@@ -203,7 +203,7 @@ class Plan:
     pending: int
     """Fitting pending jobs."""
     unserved: int
-    """Fitting pending jobs no live worker can take."""
+    """Fitting pending jobs no live worker could take."""
 
     def why(self) -> str:
         """The counts behind the plan, for the log and ``--dry-run``."""
@@ -229,10 +229,13 @@ def workers_in(allocations: Iterable[Mapping[str, Any]], state: str) -> int:
 def plan(queue: QueueSpec, shapes: Sequence[Shape], allocations: Sequence[Mapping[str, Any]]) -> Plan:
     """How many allocations to submit for the queue's demand and which to cancel.
 
-    Only the jobs no live worker can take (``unserved``) call for new workers; each allocation's
-    workers count once they are queued, so a pass never submits twice for the same jobs. Workers
-    queued plus running never exceed ``max_workers``. When no fitting job is pending any more, the
-    allocations that have not started are cancelled (those running end by their idle timeout).
+    The fitting jobs still pending want workers: a job pending at a pass is one no live worker has
+    room for now (a worker with room claims it at once), whether no live worker could ever take it
+    (``unserved``: those come first) or all that could are busy. Workers queued at the scheduler
+    count against that want (a pass never submits twice for the same jobs); running workers are
+    busy with what runs. Workers queued plus running never exceed ``max_workers``. When no fitting
+    job is pending any more, the allocations that have not started are cancelled (those running
+    end by their idle timeout).
     """
     fitting: list[Shape] = []
     unfit: list[tuple[Shape, str]] = []
@@ -247,11 +250,8 @@ def plan(queue: QueueSpec, shapes: Sequence[Shape], allocations: Sequence[Mappin
     queued = workers_in(allocations, "QUEUED")
     running = workers_in(allocations, "RUNNING")
     room = max(0, queue.max_workers - queued - running)
-    needs = [
-        (shape, math.ceil(shape.unserved / jobs_per_worker(shape, queue)))
-        for shape in sorted(fitting, key=lambda s: -s.unserved)
-        if shape.unserved > 0
-    ]
+    ordered = sorted(fitting, key=lambda s: (-s.unserved, -s.pending))
+    needs = [(shape, math.ceil(shape.pending / jobs_per_worker(shape, queue))) for shape in ordered]
     wanted = sum(n for _, n in needs)
     pending = sum(s.pending for s in fitting)
     submit: list[Submission] = []
@@ -260,9 +260,11 @@ def plan(queue: QueueSpec, shapes: Sequence[Shape], allocations: Sequence[Mappin
     for shape, need in needs:
         left = need - min(covered, need)
         covered -= min(covered, need)
+        jobs_left = min(shape.pending, left * jobs_per_worker(shape, queue))
         while left > 0 and room >= per_alloc:
-            jobs = min(shape.unserved, per_alloc * jobs_per_worker(shape, queue))
+            jobs = min(jobs_left, per_alloc * jobs_per_worker(shape, queue))
             submit.append(Submission(workers=per_alloc, shape=shape, jobs=jobs))
+            jobs_left -= jobs
             left -= per_alloc
             room -= per_alloc
     cancel: list[dict[str, Any]] = []
