@@ -108,6 +108,16 @@ def test_jobs_waiting_behind_busy_workers_call_for_more_up_to_the_maximum() -> N
     assert full.submit == [] and full.room == 0
 
 
+def test_workers_starting_count_as_on_their_way() -> None:
+    from datetime import UTC, datetime
+
+    started = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    just = {**alloc("RUNNING"), "started_at": started.isoformat()}
+    now = started.timestamp()
+    assert plan(queue(), [shape(1)], [just], now + 30).submit == [], "its worker will take the job"
+    assert len(plan(queue(), [shape(1)], [just], now + 61).submit) == 1, "running a minute: busy"
+
+
 def test_jobs_no_live_worker_could_take_come_first() -> None:
     gpu = shape(1, gpus=1, unserved=1)
     decided = plan(queue(max_workers=1, options={"gpus_per_worker": 1}), [shape(5, unserved=0), gpu], [])

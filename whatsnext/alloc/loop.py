@@ -216,7 +216,7 @@ class Allocator:
                 self.out(f"queue {spec.name} ({spec.backend}): paused, nothing would be submitted")
             return None
         demand = await self.api.demand(spec.projects)
-        decided = plan(spec, [Shape.from_api(s) for s in demand.get("shapes") or ()], active)
+        decided = plan(spec, [Shape.from_api(s) for s in demand.get("shapes") or ()], active, time.time())
         unfit = decided.unfit_message()
         summary = (decided.why(), unfit, len(decided.submit), len(decided.cancel))
         if summary != memory.summary:  # said when it changes, not every pass

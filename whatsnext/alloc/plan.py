@@ -16,6 +16,7 @@ import shlex
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 START_MARGIN = 60.0
@@ -25,6 +26,9 @@ FIRST_BACKOFF = 30.0
 """Seconds to wait after a first failed submission before the next; each failure doubles it."""
 MAX_BACKOFF = 600.0
 """The longest wait between failed submissions (with the first at 30 s: 5 tries in 5 minutes at most)."""
+STARTING = 60.0
+"""Seconds after an allocation started during which its workers count as on their way (they are
+starting: not registered yet, they claim nothing), not as busy."""
 ACTIVE = ("QUEUED", "RUNNING")
 """Allocation states that hold workers (waiting or running)."""
 
@@ -226,16 +230,33 @@ def workers_in(allocations: Iterable[Mapping[str, Any]], state: str) -> int:
     return sum(int(a.get("workers") or 1) for a in allocations if a.get("state") == state)
 
 
-def plan(queue: QueueSpec, shapes: Sequence[Shape], allocations: Sequence[Mapping[str, Any]]) -> Plan:
+def starting(allocation: Mapping[str, Any], now: float) -> bool:
+    """Whether a running allocation started less than :data:`STARTING` seconds before ``now``."""
+    started = allocation.get("started_at")
+    if allocation.get("state") != "RUNNING" or not started:
+        return False
+    try:
+        return now - datetime.fromisoformat(str(started)).timestamp() < STARTING
+    except ValueError:
+        return False
+
+
+def plan(
+    queue: QueueSpec,
+    shapes: Sequence[Shape],
+    allocations: Sequence[Mapping[str, Any]],
+    now: float | None = None,
+) -> Plan:
     """How many allocations to submit for the queue's demand and which to cancel.
 
     The fitting jobs still pending want workers: a job pending at a pass is one no live worker has
     room for now (a worker with room claims it at once), whether no live worker could ever take it
     (``unserved``: those come first) or all that could are busy. Workers queued at the scheduler
     count against that want (a pass never submits twice for the same jobs); running workers are
-    busy with what runs. Workers queued plus running never exceed ``max_workers``. When no fitting
-    job is pending any more, the allocations that have not started are cancelled (those running
-    end by their idle timeout).
+    busy with what runs, except in the first :data:`STARTING` seconds of their allocation (given
+    ``now``), when they count as on their way. Workers queued plus running never exceed
+    ``max_workers``. When no fitting job is pending any more, the allocations that have not
+    started are cancelled (those running end by their idle timeout).
     """
     fitting: list[Shape] = []
     unfit: list[tuple[Shape, str]] = []
@@ -255,7 +276,8 @@ def plan(queue: QueueSpec, shapes: Sequence[Shape], allocations: Sequence[Mappin
     wanted = sum(n for _, n in needs)
     pending = sum(s.pending for s in fitting)
     submit: list[Submission] = []
-    covered = queued  # workers on their way serve the first needs
+    on_the_way = sum(int(a.get("workers") or 1) for a in allocations if now is not None and starting(a, now))
+    covered = queued + on_the_way  # workers on their way serve the first needs
     per_alloc = max(1, queue.workers_per_alloc)
     for shape, need in needs:
         left = need - min(covered, need)
@@ -369,6 +391,7 @@ __all__ = [
     "ACTIVE",
     "FIRST_BACKOFF",
     "MAX_BACKOFF",
+    "STARTING",
     "START_MARGIN",
     "Plan",
     "QueueSpec",
