@@ -50,7 +50,7 @@ ENDED = ("FINISHED", "FAILED", "CANCELLED")
 
 
 def default_log_dir() -> Path:
-    return Path(os.environ.get("WHATSNEXT_ALLOC_LOG_DIR") or DEFAULT_LOG_DIR).expanduser()
+    return Path(os.environ.get("WHATSNEXT_ALLOC_LOG_DIR") or DEFAULT_LOG_DIR).expanduser().resolve()
 
 
 def default_worker_command(backend: str) -> list[str]:

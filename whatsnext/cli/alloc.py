@@ -282,7 +282,7 @@ def cmd_alloc_run(args: argparse.Namespace) -> int:
     settings = Settings(
         server=http.base_url,
         token_file=token_file,
-        log_dir=Path(args.log_dir).expanduser() if args.log_dir else default_log_dir(),
+        log_dir=Path(args.log_dir).expanduser().resolve() if args.log_dir else default_log_dir(),
         worker_command=shlex.split(args.worker_command) if args.worker_command else None,
         interval=args.interval,
         lease_seconds=args.lease,
