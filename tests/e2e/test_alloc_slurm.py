@@ -8,6 +8,7 @@ SLURM no longer knows; allocations not started are cancelled when the work is go
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 from pathlib import Path
@@ -289,3 +290,48 @@ async def test_dry_run_prints_what_it_would_submit_and_why(
     assert not (tmp_path / "logs").exists(), "a dry run writes nothing"
     missing = await asyncio.to_thread(cli, server, "alloc", "run", "no-such-queue", "--once")
     assert missing.returncode == 4 and "no allocation queue named 'no-such-queue'" in missing.stderr
+
+
+async def test_an_allocation_of_two_gpu_workers_gives_each_its_own_gpu(
+    slurm: None,
+    server: ServerProcess,
+    api: Api,
+    project: dict[str, Any],
+    tmp_path: Path,
+    allocators: Any,  # noqa: F811
+) -> None:
+    from helpers import wait_for_file
+
+    p = project["name"]
+    options = {"gpus_per_worker": 1, "cpus_per_worker": 1}
+    q = (await make_queue(api, p, max_workers=2, workers_per_alloc=2, idle_timeout=2, options=options))[
+        "name"
+    ]
+    out, gate = tmp_path / "out", tmp_path / "gate"
+    out.mkdir()
+    body = {"task": "t", "required_accelerators": 1, "parameters": {"out": str(out), "wait-for": str(gate)}}
+    ids = [(await api.ok("POST", f"/projects/{p}/jobs", {"name": f"g{i}", **body}))["id"] for i in range(2)]
+    loop = allocators(server.url, q, tmp_path / "logs")
+    stopping = asyncio.Event()
+    task = asyncio.create_task(loop.run(stop=stopping))
+    try:
+        for job_id in ids:  # both run at once: one on each worker, each worker with one GPU
+            await wait_for_file(out / f"{job_id}.started", timeout=60)
+        gate.touch()
+        await wait_jobs(api, ids, "COMPLETED", timeout=60)
+
+        async def ended() -> bool:
+            recent = await allocations(api, q)
+            return bool(recent) and all(a["state"] in ENDED for a in recent)
+
+        await wait_until(ended, timeout=60, interval=0.2, what="the allocation to end when idle")
+    finally:
+        await stop(task, stopping)
+        cancel_ours(q)
+    [allocation] = await allocations(api, q)
+    assert allocation["workers"] == 2 and allocation["state"] == "FINISHED", allocation
+    assert allocation["shape"]["gpus"] == 1
+    cuda = sorted(json.loads((out / f"{job_id}.json").read_text())["cuda"] for job_id in ids)
+    assert cuda == ["0", "1"], cuda
+    log = (tmp_path / "logs" / q / f"{allocation['name']}.log").read_text()
+    assert "2 worker(s) started" in log and log.count("idle: nothing ran") == 2
