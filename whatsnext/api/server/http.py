@@ -164,9 +164,13 @@ async def input_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 ACTOR_HEADER = "X-WhatsNext-Actor"
-PRINCIPAL_KEY = "whatsnext.principal"
+PRINCIPAL_KEY: Any = (
+    web.RequestKey("whatsnext.principal", object) if hasattr(web, "RequestKey") else "whatsnext.principal"
+)
 """Where the auth middleware leaves the token behind a request (``roles.Principal``)."""
-BODY_GUARD = "whatsnext.body_guard"
+BODY_GUARD: Any = (
+    web.RequestKey("whatsnext.body_guard", object) if hasattr(web, "RequestKey") else "whatsnext.body_guard"
+)
 """Where the auth middleware leaves the check of a route whose rule depends on its body: an async
 callable that :func:`parse_body` awaits with the parsed body (403 when the body names what the
 token does not cover)."""
