@@ -157,11 +157,8 @@ class Cluster:
 
 
 class Managed:
-    """``python -m whatsnext ARGV`` in a session of its own, its output in ``LOGS/NAME.N.log`` (N:
-    the how-many-th start)."""
-
-    split_stdout = False
-    """Servers: stdout apart (``.out``), so that the log is only what the server logs."""
+    """``python -m whatsnext ARGV`` in a session of its own, its log (stderr) in ``LOGS/NAME.N.log``
+    (N: the how-many-th start) and its stdout (a worker's summary) in ``LOGS/NAME.N.out``."""
 
     def __init__(self, name: str, logs: Path, argv: list[str], env: dict[str, str]) -> None:
         self.name = name
@@ -192,7 +189,7 @@ class Managed:
                 "whatsnext",
                 *self.argv,
                 stdin=subprocess.DEVNULL,
-                stdout=out if self.split_stdout else log,
+                stdout=out,
                 stderr=log,
                 env=env,
                 start_new_session=True,
@@ -233,8 +230,6 @@ class Managed:
 
 class ServerProc(Managed):
     """``whatsnext server`` number ``index`` on a fixed port (the same after a restart)."""
-
-    split_stdout = True
 
     def __init__(
         self, index: int, logs: Path, dsn: str, lease: float, port: int, auth: bool, env: dict[str, str]
