@@ -76,6 +76,9 @@ async def test_a_claim_of_several_projects_takes_from_each_and_names_the_project
     await queue(client, b, 1)
     jobs = await pool_claim(client, [a, b], free_cpu=4, max_jobs=4)
     assert sorted(j["project"] for j in jobs) == sorted([a, b])
+    await queue(client, a, 1)
+    status, out = await call(client, "POST", f"/projects/{a}/claim", {"worker_name": "w", "wait": 5})
+    assert status == 200 and 0 <= out["waited"] < 1, "the leases began as the claim arrived"
     single = await call(client, "POST", f"/projects/{a}/claim", {"worker_name": "w"})
     assert single == (200, {"jobs": []})
 

@@ -29,6 +29,26 @@ def test_the_fence_margin_is_announced_or_a_quarter_of_the_lease_and_at_least_a_
     assert fence_margin(10, 30) == 9
 
 
+def test_a_lease_counts_from_the_claim_not_from_a_late_answer() -> None:
+    """A claim answered late (its server paused after handing the job out) leaves less of the
+    lease: the attempt's fence counts from the claim's send time plus the server's own wait."""
+    now = [100.0]
+    guard = LeaseGuard(
+        lease=3,
+        margin=1,
+        suspend=lambda a: True,
+        resume=lambda a: None,
+        lose=lambda a: None,
+        clock=lambda: now[0],
+    )
+    guard.started((7, 1), leased_at=90.0)  # sent at 90 with no wait, answered at 100
+    assert guard.fences.fence((7, 1)) == 92.0 and guard.fences.plan(now[0]).suspend == [(7, 1)]
+    guard.started((8, 1), leased_at=99.5)
+    assert guard.fences.fence((8, 1)) == 101.5
+    guard.started((9, 1), leased_at=150.0)  # never later than now
+    assert guard.fences.fence((9, 1)) == 102.0
+
+
 def test_an_attempt_reaches_its_fence_a_margin_before_its_lease_would_end() -> None:
     fences = Fences(lease=3, margin=1)
     fences.add((7, 1), now=100.0)

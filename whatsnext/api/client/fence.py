@@ -155,8 +155,11 @@ class LeaseGuard:
         self.fences.set_terms(lease, margin)
         self._changed.set()
 
-    def started(self, attempt: Attempt) -> None:
-        self.fences.add(attempt, self.clock())
+    def started(self, attempt: Attempt, leased_at: float | None = None) -> None:
+        """``attempt`` starts; its lease began at ``leased_at`` on this clock (the claim's send time
+        plus the wait the server reported: a late answer leaves less of the lease), else now."""
+        now = self.clock()
+        self.fences.add(attempt, now if leased_at is None else min(leased_at, now))
         self._changed.set()
 
     def ended(self, attempt: Attempt) -> None:

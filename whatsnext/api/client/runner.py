@@ -159,7 +159,8 @@ class Runner:
         self.control: ControlStream | None = None
         """The worker's control stream (cancels and requeues at once), once it is open."""
 
-    def start(self, jobs: asyncio.TaskGroup, data: ClaimedJob) -> None:
+    def start(self, jobs: asyncio.TaskGroup, data: ClaimedJob, leased_at: float | None = None) -> None:
+        """Run a claimed job; its lease began at ``leased_at`` (``time.monotonic()``; None: now)."""
         spec = job_spec(data)
         previous = self.running.get(spec.id)
         if previous is not None:
@@ -198,7 +199,7 @@ class Runner:
         self.running[spec.id] = entry
         self.attempts[entry.key] = entry
         if self.guard is not None:
-            self.guard.started(entry.key)
+            self.guard.started(entry.key, leased_at)
         if self.stopping is not None:
             ctx.request_stop(self.stopping)  # handed out as the worker stops: straight back
         if self.control is not None:

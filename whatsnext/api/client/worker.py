@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -471,6 +472,7 @@ class Client:
             if ask_idle:
                 wait, watch = 0.0, True
             wait = idle_clock.bound(wait)  # back by the end of the idle timeout, to stop then
+            sent_at = time.monotonic()
             claim = asyncio.ensure_future(
                 self.http.post(path, self._claim_body(wait, watch), timeout=wait + 60)
             )
@@ -497,8 +499,11 @@ class Client:
                 await _first(asyncio.sleep(float(out["retry_after"])), self._stop.wait())
                 continue
             claimed = out["jobs"]
+            # The leases began no earlier than the claim was sent plus the server's own wait.
+            waited = out.get("waited")
+            leased_at = sent_at + float(waited) if isinstance(waited, int | float) else None
             for data in claimed:
-                runner.start(jobs, data)
+                runner.start(jobs, data, leased_at)
             if claimed:
                 self._told_unfit = False
             if forever:

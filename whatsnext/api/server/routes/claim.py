@@ -191,6 +191,7 @@ async def _serve(request: web.Request, body: ClaimRequest, target: Target) -> we
     deadline = loop.time() + min(body.wait, settings.max_wait)
     tags = frozenset(body.tags)
     args = claim_args(body, settings, claim_actor(request))
+    arrived = loop.time()
     woken: Wakeup = None
     while True:
         if woken is not None and client_gone(request):
@@ -199,10 +200,11 @@ async def _serve(request: web.Request, body: ClaimRequest, target: Target) -> we
             hub.hand_on(woken)
             return web.Response(body=EMPTY, content_type="application/json")
         generation = hub.generation
+        leased_after = loop.time() - arrived  # the leases begin in the claim's transaction, later
         rows = await target.claim(store, args)
         if rows:
             await target.claimed(request, rows, settings.lease_seconds)
-            return json_response({"jobs": rows})
+            return json_response({"jobs": rows, "waited": round(leased_after, 3)})
         # Found nothing although woken: another claim (here or on another server) was faster.
         # The wake-up is not passed on: each server woke its own fitting waiter for that job.
         woken = None
@@ -233,6 +235,8 @@ async def _serve(request: web.Request, body: ClaimRequest, target: Target) -> we
             )
         Metrics.claim_waits(request)
         keys = target.names if target.pool else {target.key or "": target.project_id or 0}
+        # A submission that runs this claim does it after the wait below begins.
+        leased_after = loop.time() - arrived
         woken = await hub.wait(
             target.waits_on(),
             timeout,
@@ -250,7 +254,7 @@ async def _serve(request: web.Request, body: ClaimRequest, target: Target) -> we
                 await store.jobs.release_unread(woken.rows)
                 return web.Response(body=EMPTY, content_type="application/json")
             await target.claimed(request, woken.rows, settings.lease_seconds)
-            return json_response({"jobs": woken.rows})
+            return json_response({"jobs": woken.rows, "waited": round(leased_after, 3)})
         if woken is CLOSED:
             return await _nothing(store, target, body)
         if woken is None and timeout >= remaining:

@@ -135,6 +135,12 @@ class ClaimResponse(BaseModel):
         description="Set when the server already holds as many waiting claims as it takes "
         "(--max-waiting-claims): ask again after this many seconds.",
     )
+    waited: float | None = Field(
+        None,
+        description="With jobs: at most how long after the request arrived their leases began (the "
+        "claim's own wait). A worker counts each lease from when it sent the claim plus this, so an "
+        "answer that comes late (a paused server, a slow network) does not stretch it.",
+    )
 
 
 class CompleteRequest(Strict):
