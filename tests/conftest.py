@@ -302,3 +302,12 @@ async def client(database_url: str) -> AsyncIterator[Any]:
     app = create_app(Settings(database_url=database_url), database_url)
     async with TestClient(TestServer(app, host="127.0.0.1")) as c:
         yield c
+
+
+@pytest.fixture
+def slurm() -> Iterator[None]:
+    """The suite's one-node SLURM, held by this test alone (``slurm_env.held_slurm``)."""
+    from slurm_env import held_slurm
+
+    with held_slurm():
+        yield

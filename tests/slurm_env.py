@@ -8,12 +8,18 @@ should have worked but did not, they fail with the script's output.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import os
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 START_SCRIPT = REPO / "scripts" / "local-slurm.sh"
@@ -97,3 +103,25 @@ def ensure_slurm() -> SlurmStatus:
             ok=False, error=f"{START_SCRIPT} start exited {proc.returncode}, SLURM is not up:\n{output}"
         )
     return SlurmStatus(ok=True)
+
+
+SLURM_LOCK = Path(tempfile.gettempdir()) / "whatsnext-tests-slurm.lock"
+"""Held by the test using the cluster: tests of other files run in parallel processes."""
+
+
+@contextlib.contextmanager
+def held_slurm() -> Iterator[None]:
+    """The one-node SLURM (started here if needed and possible), for the calling test alone: the
+    test processes running in parallel would otherwise share its few CPUs, and a job of one test
+    left waiting for resources by another's looks like a job SLURM requeued."""
+    status = ensure_slurm()
+    if status.skip_reason:
+        pytest.skip(status.skip_reason)
+    if status.error:
+        pytest.fail(status.error)
+    with SLURM_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

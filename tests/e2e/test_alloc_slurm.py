@@ -14,22 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from alloc_env import allocations, allocators, make_queue, stop, wait_jobs  # noqa: F401  (fixture)
 from conftest import Api, ServerProcess, wait_until
-from slurm_env import ensure_slurm
 
 from whatsnext.alloc.pilot import is_ours, new_name
 
 ENDED = ("FINISHED", "FAILED", "CANCELLED")
-
-
-@pytest.fixture
-def slurm() -> None:
-    status = ensure_slurm()
-    if status.skip_reason:
-        pytest.skip(status.skip_reason)
-    assert status.ok, status.error
 
 
 def ours_in_squeue(queue: str) -> list[str]:

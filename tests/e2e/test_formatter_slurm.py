@@ -29,22 +29,7 @@ from helpers import wait_for_condition
 from whatsnext.api.client.formatters.base import FormatError, JobSpec, Outcome, RunContext
 from whatsnext.api.client.formatters.slurm import SlurmFormatter
 
-try:
-    from .slurm_env import ensure_slurm
-except ImportError:  # tests/ is not a package: pytest put it on sys.path
-    from slurm_env import ensure_slurm
-
 ACTIVE_STATES = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED"}
-
-
-@pytest.fixture(scope="session")
-def slurm() -> None:
-    """A running SLURM cluster (started here if needed and possible)."""
-    status = ensure_slurm()
-    if status.skip_reason:
-        pytest.skip(status.skip_reason)
-    if status.error:
-        pytest.fail(status.error)
 
 
 def make_job(job_id: int, parameters: dict[str, Any], **kwargs: Any) -> JobSpec:

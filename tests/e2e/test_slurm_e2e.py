@@ -6,20 +6,10 @@ import asyncio
 import subprocess
 from pathlib import Path
 
-import pytest
 from conftest import Api, wait_until
-from slurm_env import ensure_slurm
 
 from whatsnext.api.client import AsyncServer, Client, Job
 from whatsnext.api.client.formatters.slurm import SlurmFormatter
-
-
-@pytest.fixture
-def slurm() -> None:
-    status = ensure_slurm()
-    if status.skip_reason:
-        pytest.skip(status.skip_reason)
-    assert status.ok, status.error
 
 
 def slurm_job_names() -> list[str]:

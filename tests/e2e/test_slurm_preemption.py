@@ -12,22 +12,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import pytest
 from conftest import Api, ServerProcess, wait_until
-from slurm_env import ensure_slurm
 
 from whatsnext.api.client import AsyncServer, Client
 from whatsnext.api.client.formatters.slurm import SlurmFormatter
 
 ACTIVE = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "SUSPENDED", "REQUEUED"}
-
-
-@pytest.fixture
-def slurm() -> None:
-    status = ensure_slurm()
-    if status.skip_reason:
-        pytest.skip(status.skip_reason)
-    assert status.ok, status.error
 
 
 def squeue_state(slurm_id: str) -> str:

@@ -270,6 +270,9 @@ class Tracked:
     """Set when the cluster no longer knows the job, or cannot be asked about it any more."""
     ran: bool = False
     """Seen running once: waiting again after that means the cluster requeued it."""
+    started_at: str | None = None
+    """When the cluster says its run started: a later start means it was requeued and started
+    again between two looks."""
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 

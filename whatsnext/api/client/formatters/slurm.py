@@ -117,20 +117,30 @@ class _SlurmPoller(BatchPoller):
     async def poll(self, pending: list[Tracked]) -> bool:
         fmt = self._fmt
         ids = ",".join(t.job_id for t in pending)
-        rc, out, err = await run_command([fmt.squeue, "-h", "-o", "%i %T", "-j", ids])
+        rc, out, err = await run_command([fmt.squeue, "-h", "-o", "%i %T %S %r", "-j", ids])
         listed: dict[str, str] = {}
+        starts: dict[str, str] = {}
+        held: set[str] = set()
         if rc == 0:
             for line in out.splitlines():
                 parts = line.split()
                 if len(parts) >= 2:
                     listed[parts[0]] = parts[1]
+                if len(parts) >= 3:
+                    starts[parts[0]] = parts[2]
+                if len(parts) >= 4 and parts[3] == "BeginTime":
+                    held.add(parts[0])
         elif "invalid job id" not in err.lower():
             raise PollError(f"squeue exited {rc}: {err.strip() or out.strip()}")
         changed = False
         for tracked in pending:
             state = listed.get(tracked.job_id)
+            if state == "PENDING" and not tracked.ran and tracked.job_id in held:
+                # Waiting for a start time although never seen running: SLURM holds a job it
+                # requeued that way (it may have run between two looks); its restart count says.
+                state = await self._requeued_state(tracked.job_id) or state
             if state is not None and state not in FINAL_STATES:
-                changed |= self._update(tracked, state)
+                changed |= self._update(tracked, state, started_at=starts.get(tracked.job_id))
                 continue
             # Gone from squeue (or listed as finished): scontrol keeps the final record.
             src, sout, serr = await run_command([fmt.scontrol, "-o", "show", "job", tracked.job_id])
@@ -148,6 +158,12 @@ class _SlurmPoller(BatchPoller):
             changed |= self._update(tracked, final_state, code, sig, reason)
         return changed
 
+    async def _requeued_state(self, job_id: str) -> str | None:
+        """REQUEUED when ``scontrol`` counts restarts of the job (None: it cannot tell)."""
+        rc, out, _ = await run_command([self._fmt.scontrol, "-o", "show", "job", job_id])
+        restarts = re.search(r"\bRestarts=(\d+)", out) if rc == 0 else None
+        return "REQUEUED" if restarts is not None and int(restarts.group(1)) > 0 else None
+
     @staticmethod
     def _update(
         tracked: Tracked,
@@ -155,11 +171,17 @@ class _SlurmPoller(BatchPoller):
         exit_code: int | None = None,
         sig: int | None = None,
         reason: str | None = None,
+        started_at: str | None = None,
     ) -> bool:
         state = state.upper()
+        restarted = False
         if state in STARTED_STATES:
             tracked.ran = True
-        elif state in REQUEUE_STATES or (state == "PENDING" and tracked.ran):
+            if started_at is not None and started_at not in ("N/A", "Unknown"):
+                # Running again with a later start: requeued and started again between two looks.
+                restarted = tracked.started_at is not None and started_at != tracked.started_at
+                tracked.started_at = tracked.started_at or started_at
+        if restarted or state in REQUEUE_STATES or (state == "PENDING" and tracked.ran):
             state = "REQUEUED"  # SLURM requeued it: WhatsNext requeues it instead (see HANDED_BACK)
         final = state in FINAL_STATES or state == "REQUEUED"
         if state == tracked.state and final == tracked.final:
