@@ -14,6 +14,7 @@ from helpers import call, wait_for_condition
 
 from whatsnext.api.server.keys import hub_key
 from whatsnext.api.server.notify import workers as worker_notify
+from whatsnext.api.server.notify.keyed import wakeups_of
 
 
 async def worker_with_jobs(client: TestClient, project: str, n: int) -> tuple[int, list[dict[str, Any]]]:
@@ -44,7 +45,7 @@ async def held(client: TestClient, worker_id: int) -> None:
     hub = client.app[hub_key]
 
     def waiting() -> bool:
-        wakeups = worker_notify._wakeups.get(hub)
+        wakeups = wakeups_of(hub, worker_notify.WORKERS_CHANNEL)
         return wakeups is not None and bool(wakeups.events.get(worker_id))
 
     await wait_for_condition(waiting, 10, f"an events request of worker {worker_id}")

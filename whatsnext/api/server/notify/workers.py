@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING
 
-import asyncpg
-import structlog
+from .keyed import KeyedWakeups, keyed_wakeup
 
 if TYPE_CHECKING:
     from . import NotifyHub
-
-log = structlog.get_logger("whatsnext.notify")
 
 WORKERS_CHANNEL = "whatsnext_workers"
 SLICE = 0.5
@@ -32,51 +28,12 @@ POLL = 1.0
 """Seconds between looks of a stream when the server cannot listen for notifications."""
 
 
-class WorkerWakeups:
-    """Fans the ``whatsnext_workers`` notifications (payload: a worker's id) out to the streams
-    waiting for that worker."""
-
-    def __init__(self) -> None:
-        self.events: dict[int, set[asyncio.Event]] = {}
-        self.listening = False
-        self._lock = asyncio.Lock()
-
-    async def ensure_listening(self, hub: NotifyHub) -> None:
-        if self.listening:
-            return
-        subscribe = getattr(hub, "subscribe", None)
-        if subscribe is None:
-            return
-        async with self._lock:
-            if not self.listening:
-                await subscribe(WORKERS_CHANNEL, self.notify)
-                self.listening = True
-
-    def notify(self, payload: str) -> None:
-        """A notification: wake that worker's streams (an empty payload, after a reconnect: all)."""
-        if not payload:
-            for events in self.events.values():
-                for event in events:
-                    event.set()
-            return
-        try:
-            worker_id = int(payload)
-        except ValueError:
-            log.warning("ignoring malformed notification", channel=WORKERS_CHANNEL, payload=payload)
-            return
-        for event in self.events.get(worker_id, ()):
-            event.set()
-
-
-_wakeups: weakref.WeakKeyDictionary[NotifyHub, WorkerWakeups] = weakref.WeakKeyDictionary()
-
-
 class WorkerWakeup:
     """What one stream of one worker waits on."""
 
-    def __init__(self, wakeups: WorkerWakeups) -> None:
+    def __init__(self, wakeups: KeyedWakeups, event: asyncio.Event) -> None:
         self._wakeups = wakeups
-        self.event = asyncio.Event()
+        self.event = event
 
     def before_look(self) -> None:
         """Forget earlier wake-ups: what they announced is about to be read."""
@@ -105,20 +62,5 @@ class WorkerWakeup:
 @contextlib.asynccontextmanager
 async def worker_wakeup(hub: NotifyHub, worker_id: int) -> AsyncIterator[WorkerWakeup]:
     """Wake-ups for one worker's stream, through the hub's subscription to ``whatsnext_workers``."""
-    wakeups = _wakeups.get(hub)
-    if wakeups is None:
-        wakeups = _wakeups[hub] = WorkerWakeups()
-    try:
-        await wakeups.ensure_listening(hub)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("cannot listen for worker events; streams poll", error=str(exc))
-    wakeup = WorkerWakeup(wakeups)
-    wakeups.events.setdefault(worker_id, set()).add(wakeup.event)
-    try:
-        yield wakeup
-    finally:
-        events = wakeups.events.get(worker_id)
-        if events is not None:
-            events.discard(wakeup.event)
-            if not events:
-                del wakeups.events[worker_id]
+    async with keyed_wakeup(hub, WORKERS_CHANNEL, worker_id, polling="streams poll") as (wakeups, event):
+        yield WorkerWakeup(wakeups, event)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -49,6 +48,7 @@ from ..http import (
 from ..keys import hub_key, settings_key, store_key
 from ..limits import stream_slot
 from ..notify import NotifyHub
+from ..notify.keyed import KeyedWakeups, keyed_wakeup
 from ..roles import READ_JOB, Rule
 from ..schemas_logs import LogAppend, LogAppendBatch, LogAppended, LogAppendResults, LogPage
 from .table import OWN_ATTEMPT, routes
@@ -70,49 +70,12 @@ KEEPALIVE_LINE = b'{"keepalive": true}\n'
 # ---------------------------------------------------------------- wake-ups of followers
 
 
-class _LogWakeups:
-    """Fans the hub's ``whatsnext_logs`` notifications (payload: job id) out to follow streams."""
-
-    def __init__(self) -> None:
-        self.events: dict[int, set[asyncio.Event]] = {}
-        self.listening = False
-        self._lock = asyncio.Lock()
-
-    async def ensure_listening(self, hub: NotifyHub) -> None:
-        if self.listening:
-            return
-        subscribe = getattr(hub, "subscribe", None)
-        if subscribe is None:
-            return  # an older hub: followers poll with backoff instead
-        async with self._lock:
-            if not self.listening:
-                await subscribe(LOG_CHANNEL, self.notify)
-                self.listening = True
-
-    def notify(self, payload: str) -> None:
-        """A notification: wake the job's followers (an empty payload, after a reconnect: all)."""
-        if not payload:
-            for events in self.events.values():
-                for event in events:
-                    event.set()
-            return
-        try:
-            job_id = int(payload)
-        except ValueError:
-            return
-        for event in self.events.get(job_id, ()):
-            event.set()
-
-
-_wakeups: weakref.WeakKeyDictionary[NotifyHub, _LogWakeups] = weakref.WeakKeyDictionary()
-
-
 class JobLogWaiter:
     """What one follow stream waits on: its job's notifications, or a bounded poll."""
 
-    def __init__(self, wakeups: _LogWakeups) -> None:
+    def __init__(self, wakeups: KeyedWakeups, event: asyncio.Event) -> None:
         self._wakeups = wakeups
-        self.event = asyncio.Event()
+        self.event = event
         self._delay = POLL_FIRST
 
     def before_read(self) -> None:
@@ -137,23 +100,8 @@ class JobLogWaiter:
 @contextlib.asynccontextmanager
 async def job_log_waiter(hub: NotifyHub, job_id: int) -> AsyncIterator[JobLogWaiter]:
     """Wake-ups for new lines of one job, through ``NotifyHub.subscribe`` when the hub has it."""
-    wakeups = _wakeups.get(hub)
-    if wakeups is None:
-        wakeups = _wakeups[hub] = _LogWakeups()
-    try:
-        await wakeups.ensure_listening(hub)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        log.warning("cannot listen for log lines; followers poll", error=str(exc))
-    waiter = JobLogWaiter(wakeups)
-    wakeups.events.setdefault(job_id, set()).add(waiter.event)
-    try:
-        yield waiter
-    finally:
-        events = wakeups.events.get(job_id)
-        if events is not None:
-            events.discard(waiter.event)
-            if not events:
-                del wakeups.events[job_id]
+    async with keyed_wakeup(hub, LOG_CHANNEL, job_id, polling="followers poll") as (wakeups, event):
+        yield JobLogWaiter(wakeups, event)
 
 
 # ---------------------------------------------------------------- routes
