@@ -22,7 +22,7 @@ class _StderrHandler(logging.Handler):
         try:
             sys.stderr.write(self.format(record) + "\n")
             sys.stderr.flush()
-        except Exception:
+        except (OSError, ValueError):  # a closed or broken stream: logging reports it its own way
             self.handleError(record)
 
 
