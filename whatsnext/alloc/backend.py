@@ -4,14 +4,13 @@ of the queue's allocations (and which of its allocations the server does not kno
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from ..api.client.formatters.external import run_command
 from .pilot import Pilot
 from .plan import QueueSpec
 
@@ -95,29 +94,7 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
 async def run(argv: Sequence[str], *, limit: float = COMMAND_LIMIT) -> tuple[int, str, str]:
     """Run a scheduler command without blocking the loop, in :func:`clean_env`: ``(returncode,
     stdout, stderr)``; 127 when it cannot start, 124 when it overruns ``limit``."""
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=clean_env(),
-        )
-    except OSError as exc:
-        return 127, "", f"cannot run {argv[0]}: {exc.strerror or exc}"
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), limit)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        await proc.wait()
-        return 124, "", f"{argv[0]} did not answer within {limit:.0f} s"
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
-        raise
-    rc = proc.returncode if proc.returncode is not None else -1
-    return rc, out.decode("utf-8", errors="replace"), err.decode("utf-8", errors="replace")
+    return await run_command(argv, limit=limit, env=clean_env())
 
 
 def first_line(text: str, limit: int = 500) -> str:

@@ -193,7 +193,11 @@ class OutputFollower:
 
 
 async def run_command(
-    argv: Sequence[str], *, cwd: str | None = None, limit: float = 120.0
+    argv: Sequence[str],
+    *,
+    cwd: str | None = None,
+    limit: float = 120.0,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[int, str, str]:
     """Run a short command (sbatch, squeue...) without blocking the event loop.
 
@@ -207,9 +211,10 @@ async def run_command(
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=cwd,
+            env=env,
         )
     except OSError as exc:
-        return 127, "", f"cannot run {argv[0]}: {exc}"
+        return 127, "", f"cannot run {argv[0]}: {exc.strerror or exc}"
     try:
         out, err = await asyncio.wait_for(proc.communicate(), limit)
     except TimeoutError:
