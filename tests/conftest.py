@@ -311,3 +311,29 @@ def slurm() -> Iterator[None]:
 
     with held_slurm():
         yield
+
+
+@pytest.fixture(scope="module")
+async def migrated(pg_root_url: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+    """A migrated database of the test module's own: no server's reaper runs on it."""
+    from whatsnext.api.server import schema
+
+    url = await create_database(pg_root_url, f"wn_{request.module.PROJECT}")
+    await asyncio.to_thread(schema.upgrade, url)
+    yield url
+    await drop_database(pg_root_url, url)
+
+
+@pytest.fixture
+async def db(migrated: str, request: pytest.FixtureRequest) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to :func:`migrated` inside a transaction rolled back afterwards, with the
+    module's project (its ``PROJECT``) created."""
+    conn = await asyncpg.connect(migrated)
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        await conn.execute("INSERT INTO projects (name) VALUES ($1)", request.module.PROJECT)
+        yield conn
+    finally:
+        await tx.rollback()
+        await conn.close()

@@ -5,36 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
-from conftest import create_database, drop_database
 
-from whatsnext.api.server import schema
-
-
-@pytest.fixture(scope="module")
-async def migrated(pg_root_url: str) -> AsyncIterator[str]:
-    """A database of these tests' own: no server's reaper runs on it."""
-    url = await create_database(pg_root_url, "wn_outage")
-    await asyncio.to_thread(schema.upgrade, url)
-    yield url
-    await drop_database(pg_root_url, url)
-
-
-@pytest.fixture
-async def db(migrated: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(migrated)
-    tx = conn.transaction()
-    await tx.start()
-    try:
-        await conn.execute("INSERT INTO projects (name) VALUES ('out')")
-        yield conn
-    finally:
-        await tx.rollback()
-        await conn.close()
+PROJECT = "out"
+"""The project of these tests (in a database of their own: ``migrated`` and ``db`` in conftest)."""
 
 
 async def running(db: asyncpg.Connection, n: int = 1, worker: int | None = None) -> list[int]:

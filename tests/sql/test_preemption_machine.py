@@ -11,39 +11,15 @@ is rolled back; leases are backdated and the reaper called directly):
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
-import pytest
-from conftest import create_database, drop_database
 
-from whatsnext.api.server import schema
 from whatsnext.api.server.sql import S
 
-
-@pytest.fixture(scope="module")
-async def migrated(pg_root_url: str) -> AsyncIterator[str]:
-    """A database of these tests' own: no server's reaper runs on it."""
-    url = await create_database(pg_root_url, "wn_pre")
-    await asyncio.to_thread(schema.upgrade, url)
-    yield url
-    await drop_database(pg_root_url, url)
-
-
-@pytest.fixture
-async def db(migrated: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(migrated)
-    tx = conn.transaction()
-    await tx.start()
-    try:
-        await conn.execute("INSERT INTO projects (name) VALUES ('pre')")
-        yield conn
-    finally:
-        await tx.rollback()
-        await conn.close()
+PROJECT = "pre"
+"""The project of these tests (in a database of their own: ``migrated`` and ``db`` in conftest)."""
 
 
 async def enqueue(db: asyncpg.Connection, *entries: dict[str, Any]) -> list[int]:
