@@ -15,11 +15,7 @@ BEGIN
     IF j.status = 'RUNNING' THEN
         UPDATE jobs SET cancel_requested = true WHERE id = p_job;
         IF NOT j.cancel_requested THEN
-            INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason, actor)
-            VALUES (p_job, j.project_id, 'RUNNING', j.attempt, j.worker_id, 'cancel requested', p_actor);
-            IF j.worker_id IS NOT NULL THEN
-                PERFORM pg_notify('whatsnext_workers', j.worker_id::text);
-            END IF;
+            PERFORM wn_stop_requested(p_job, j.project_id, j.attempt, j.worker_id, 'cancel requested', p_actor);
         END IF;
         RETURN 'RUNNING';
     ELSIF j.status IN ('PENDING', 'BLOCKED') THEN

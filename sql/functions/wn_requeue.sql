@@ -24,11 +24,7 @@ BEGIN
         UPDATE jobs SET requeue_attempt = j.attempt,
                         requeue_reason = 'requeued by ' || coalesce(p_actor, 'an operator')
          WHERE id = p_job;
-        INSERT INTO job_events (job_id, project_id, status, attempt, worker_id, reason, actor)
-        VALUES (p_job, j.project_id, 'RUNNING', j.attempt, j.worker_id, 'requeue requested', p_actor);
-        IF j.worker_id IS NOT NULL THEN
-            PERFORM pg_notify('whatsnext_workers', j.worker_id::text);
-        END IF;
+        PERFORM wn_stop_requested(p_job, j.project_id, j.attempt, j.worker_id, 'requeue requested', p_actor);
     END IF;
     RETURN 'RUNNING';
 END $$;
