@@ -277,19 +277,6 @@ async def test_the_drain_timeout_stops_the_jobs() -> None:
 # ---------------------------------------------------------------- checkpoints
 
 
-def test_a_checkpoint_directory_the_job_left_empty_is_removed(tmp_path: Path) -> None:
-    store = Checkpoints(tmp_path)
-    idle = JobSpec(1, "j", "t", {}, attempt=1)
-    store.prepare(idle, "p")
-    store.tidy(idle)
-    assert not (tmp_path / "p" / "1").exists(), "a job that never checkpoints leaves no directory"
-    busy = JobSpec(2, "j", "t", {}, attempt=1)
-    store.prepare(busy, "p")
-    (Path(busy.checkpoint_dir or "") / "step-1.pt").write_text("state")
-    store.tidy(busy)
-    assert (tmp_path / "p" / "2" / "step-1.pt").exists(), "what the job wrote stays"
-
-
 def test_each_job_has_one_checkpoint_directory_and_a_file_per_attempt(tmp_path: Path) -> None:
     store = Checkpoints(tmp_path)
     spec = JobSpec(41, "train", "t", {}, attempt=3, checkpoint="/ckpt/step-100", resume=True)

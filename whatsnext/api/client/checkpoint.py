@@ -15,7 +15,6 @@ The root is the worker's ``checkpoint_root`` (``--checkpoint-root``), else
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 from pathlib import Path
@@ -81,14 +80,6 @@ class Checkpoints:
         env["WHATSNEXT_CHECKPOINT_DIR"] = spec.checkpoint_dir
         env["WHATSNEXT_CHECKPOINT_FILE"] = spec.checkpoint_file
         return env
-
-    @staticmethod
-    def tidy(spec: JobSpec) -> None:
-        """Remove the attempt's checkpoint directory when the job left nothing in it (most jobs
-        never checkpoint: a directory per job would pile up); one with files stays."""
-        if spec.checkpoint_dir:
-            with contextlib.suppress(OSError):
-                os.rmdir(spec.checkpoint_dir)
 
     def read(self, spec: JobSpec) -> str | None:
         """The checkpoint the attempt named (the first line of its checkpoint file: a path or a URI;

@@ -342,10 +342,7 @@ class Runner:
         posts = self._started_posts.pop((spec.id, spec.attempt), None)
         if posts:
             await asyncio.wait(posts, timeout=30)  # how it started reaches the server before how it ended
-        checkpoint = None
-        if self.checkpoints is not None:
-            checkpoint = self.checkpoints.read(spec)
-            self.checkpoints.tidy(spec)
+        checkpoint = self.checkpoints.read(spec) if self.checkpoints is not None else None
         if entry.lost or ctx.lost:
             self.reporter.unacknowledged.discard(entry.key)
             log.info(
