@@ -14,6 +14,14 @@ TERMINAL: Final[frozenset[str]] = frozenset({"COMPLETED", "FAILED", "CANCELLED"}
 FINISHED: Final[frozenset[str]] = TERMINAL | {"BLOCKED"}
 """Statuses a job stays in until someone acts: waiting for a job (or following its log) ends there."""
 
+DependencyCondition = Literal["success", "finished", "failure"]
+"""When a dependency is met: ``success`` when its upstream COMPLETED (the default), ``finished``
+when it reached a state it does not leave by itself (COMPLETED, FAILED, CANCELLED, BLOCKED),
+``failure`` when it FAILED or was CANCELLED. A dependency that can no longer be met (``success``:
+the upstream FAILED, was CANCELLED or is BLOCKED; ``failure``: it COMPLETED or is BLOCKED) blocks
+the job that waits for it."""
+CONDITIONS: Final[tuple[DependencyCondition, ...]] = get_args(DependencyCondition)
+
 ReportStatus = Literal["COMPLETED", "FAILED", "CANCELLED"]
 """What a worker reports about an attempt it ran."""
 
@@ -61,6 +69,7 @@ JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
     "group",
     *_JOB_CONCURRENCY,
     *_JOB_PREEMPTION,
+    "unique_key",
 )
 """What a user may say about a job when submitting it (REST body, SDK ``Job``, CLI ``jobs add``).
 Every field but name, task and depends is stored as given or, when left out, taken from the task."""
@@ -78,6 +87,11 @@ JOB_ENTRY_FIELDS: Final[tuple[str, ...]] = (
     "group_id",
     *_JOB_CONCURRENCY,
     *_JOB_PREEMPTION,
+    "dep_ids_on",
+    "dep_idx_on",
+    "dep_groups",
+    "dep_groups_on",
+    "unique_key",
 )
 """The attributes of the database type ``wn_job_entry`` that ``wn_enqueue`` reads, in order."""
 

@@ -22,7 +22,8 @@ CREATE OR REPLACE FUNCTION wn_claim_pool(
     required_cpu integer, required_accelerators integer, timeout double precision,
     max_attempts integer, max_lost integer, lease_expires_at timestamptz, inputs text[],
     outputs text[], eligible_at timestamptz, previous_external_ids text[], command text,
-    defaults jsonb, shell boolean, project text, checkpoint text, resume boolean
+    defaults jsonb, shell boolean, project text, checkpoint text, resume boolean,
+    upstream jsonb
 )
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
