@@ -31,6 +31,13 @@ Outcome = Literal["COMPLETED", "FAILED", "CANCELLED", "PREEMPTED", "LOST"]
 vanished (lease expired, deregistered, claim never received)."""
 
 
+WorkerStatus = Literal["ONLINE", "LOST", "OFFLINE"]
+"""A worker's status, as the server derives it (``wn_worker_status``): ONLINE, LOST when its last
+heartbeat is older than its lease (crashed, killed, cut off; not during the recovery grace after
+an outage of the queue), OFFLINE once it left. A LOST worker that heartbeats again is ONLINE."""
+WORKER_STATUSES: Final[tuple[WorkerStatus, ...]] = get_args(WorkerStatus)
+
+
 def outcome_of(status: ReportStatus, requeue: bool = False) -> Outcome:
     """The state machine's outcome for a worker's report."""
     if requeue and status == "FAILED":

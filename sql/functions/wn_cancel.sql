@@ -1,4 +1,4 @@
--- Cancel a job: a pending or blocked job at once (what waits on it is blocked), a running one
+-- Cancel a job: a pending or blocked job at once (what waits on it settles: wn_settle_downstream), a running one
 -- through its worker (the worker stops it and reports CANCELLED; a lost or failing attempt of a
 -- job with a cancel request ends CANCELLED too, see wn_end_attempts). The worker learns it from
 -- its events stream, woken by NOTIFY whatsnext_workers (payload: the worker's id) sent in this
@@ -23,7 +23,7 @@ BEGIN
          WHERE id = p_job;
         INSERT INTO job_events (job_id, project_id, status, attempt, reason, actor)
         VALUES (p_job, j.project_id, 'CANCELLED', j.attempt, p_reason, p_actor);
-        PERFORM wn_block_downstream(p_job, format('dependency %s (%s) was cancelled', p_job, j.name), p_actor);
+        PERFORM wn_settle_downstream(ARRAY[p_job], p_actor);
         PERFORM wn_notify_jobs(j.project_id, 0);
         RETURN 'CANCELLED';
     END IF;

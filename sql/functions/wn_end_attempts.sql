@@ -1,5 +1,5 @@
 -- The state machine of a running job: every way an attempt ends goes through here, so the next
--- status, attempt accounting, retry delay, history row, BLOCKED propagation, wake-ups and the
+-- status, attempt accounting, retry delay, history row, what it means downstream, wake-ups and the
 -- project's usage of the pool (fair share) are decided in one place.
 --
 -- p_changes: JSON array of {id, attempt, outcome, exit_code, result, error, log, duration,
@@ -37,10 +37,8 @@ LANGUAGE plpgsql AS $$
 DECLARE
     v_ids bigint[];
     v_projects bigint[];
-    v_names text[];
     v_status text[];
-    v_done bigint[];
-    v_released bigint[];
+    v_final bigint[];
     v_refused bigint[] := '{}';
     v_freed jsonb;
     v_half double precision := (SELECT s.half_life FROM pool_settings s WHERE s.id = 1);
@@ -181,8 +179,7 @@ BEGIN
            SET kind = 'checkpoint', attempt = EXCLUDED.attempt, recorded_at = now()
     )
     SELECT array_agg(d.id ORDER BY d.id), array_agg(d.project_id ORDER BY d.id),
-           array_agg(d.job_name ORDER BY d.id), array_agg(d.new_status ORDER BY d.id),
-           array_agg(d.id ORDER BY d.id) FILTER (WHERE d.new_status = 'COMPLETED'),
+           array_agg(d.new_status ORDER BY d.id),
            -- Projects where an ended attempt may let a waiting job run: it held a concurrency key,
            -- or its project has a quota (how many ended, and the least they needed).
            (SELECT jsonb_agg(jsonb_build_object('p', w.project_id, 'n', w.n, 'c', w.cpu, 'g', w.gpus))
@@ -192,50 +189,27 @@ BEGIN
                      WHERE e.concurrency_key IS NOT NULL OR p.max_gpus IS NOT NULL
                         OR p.max_cpus IS NOT NULL OR p.max_running IS NOT NULL
                      GROUP BY e.project_id) w)
-      INTO v_ids, v_projects, v_names, v_status, v_done, v_freed
+      INTO v_ids, v_projects, v_status, v_freed
       FROM dec d JOIN upd u ON u.id = d.id;
     IF v_ids IS NULL THEN
         v_ids := '{}';
     END IF;
 
-    -- Completed: their dependants have one unmet dependency less.
-    IF v_done IS NOT NULL THEN
-        PERFORM 1 FROM jobs d
-         WHERE d.id IN (SELECT jd.job_id FROM job_dependencies jd WHERE jd.depends_on = ANY (v_done))
-         ORDER BY d.id FOR UPDATE;
-        WITH c AS (
-            SELECT jd.job_id, count(*) AS n FROM job_dependencies jd
-             WHERE jd.depends_on = ANY (v_done) GROUP BY jd.job_id
-        ), dec AS (
-            UPDATE jobs d
-               SET unmet_deps = d.unmet_deps - c.n,
-                   available_at = CASE WHEN d.unmet_deps = c.n THEN now() ELSE d.available_at END,
-                   eligible_at = CASE WHEN d.unmet_deps = c.n AND d.status = 'PENDING' THEN now()
-                                      ELSE d.eligible_at END
-              FROM c
-             WHERE d.id = c.job_id
-            RETURNING d.id, d.project_id, d.unmet_deps, d.status
-        )
-        SELECT array_agg(dec.id) INTO v_released FROM dec
-         WHERE dec.unmet_deps = 0 AND dec.status = 'PENDING';
+    -- Ended for good: what waits on them may run now, or can no longer run (its dependencies'
+    -- conditions: wn_settle_downstream, which announces what became eligible).
+    v_final := ARRAY(SELECT e.id FROM unnest(v_ids, v_status) AS e(id, new_status)
+                      WHERE e.new_status IN ('COMPLETED', 'FAILED', 'CANCELLED'));
+    IF cardinality(v_final) > 0
+       AND EXISTS (SELECT 1 FROM job_dependencies jd WHERE jd.depends_on = ANY (v_final)) THEN
+        PERFORM wn_settle_downstream(v_final, p_actor);
     END IF;
-
-    -- Failed or cancelled for good: whatever waits on them is blocked.
-    FOR r IN SELECT e.id, e.name, e.new_status FROM unnest(v_ids, v_names, v_status) AS e(id, name, new_status)
-              WHERE e.new_status IN ('FAILED', 'CANCELLED') ORDER BY e.id
-    LOOP
-        PERFORM wn_block_downstream(r.id, format('dependency %s (%s) %s', r.id, r.name,
-            CASE WHEN r.new_status = 'FAILED' THEN 'failed' ELSE 'was cancelled' END), p_actor);
-    END LOOP;
 
     -- Wake-ups, one per project: the jobs that became eligible (requeued ones included, even
     -- when they wait out a retry delay: a woken claim learns when they become eligible), or, when
     -- none did, that a job finished.
     FOR r IN SELECT e.project_id, array_agg(e.id) FILTER (WHERE e.new_status = 'PENDING') AS ids,
                     min(e.id) AS tag
-               FROM (SELECT u.project_id, u.new_status, u.id FROM unnest(v_projects, v_status, v_ids) AS u(project_id, new_status, id)
-                     UNION ALL
-                     SELECT j.project_id, 'PENDING', j.id FROM jobs j WHERE j.id = ANY (v_released)) e
+               FROM unnest(v_projects, v_status, v_ids) AS e(project_id, new_status, id)
               GROUP BY e.project_id ORDER BY e.project_id
     LOOP
         IF r.ids IS NULL OR wn_notify_eligible(r.project_id, r.ids, 'e' || r.tag) = 0 THEN

@@ -10,30 +10,53 @@
 -- wn_claim as a JSON object); the claim runs in this transaction, so the jobs it takes are handed
 -- to it without a notification and without a transaction of its own.
 --
--- Returns the new ids in batch order, the names of the tasks the batch created, and what p_claim
--- took (a JSON array of wn_claim rows, NULL without p_claim).
--- Refusals are WN422 with the field in DETAIL and what the server needs to explain them in HINT (a
--- JSON object: index, the 0-based batch index; unknown_task; or missing and command).
+-- Dependencies: dep_ids (existing jobs), dep_idx (1-based batch indexes) and dep_groups (every
+-- job a named group has when this batch is inserted, its own entries included, the job itself
+-- excluded), each with its condition (dep_ids_on, dep_idx_on, dep_groups_on: success by default;
+-- see wn_settle_downstream, which decides at once whether each new job waits, is eligible or is
+-- BLOCKED). One upstream named twice keeps the first condition given (ids, then batch, then groups).
+--
+-- unique_key: an entry whose key a job of the project already has is that job (nothing is inserted
+-- for it, its id is returned and its index listed in `existing`) when the fields it gives match
+-- the job's; else WN409 naming them. Keys are locked (advisory, in order) so that concurrent
+-- submissions of one key make one job.
+--
+-- warnings: a parameter that no placeholder of its task's command (or of the job's input and output
+-- templates) uses, as [{index, field, message}]; a project with strict_parameters refuses it.
+--
+-- Returns the ids in batch order, the names of the tasks the batch created, what p_claim took (a
+-- JSON array of wn_claim rows, NULL without p_claim), the 0-based indexes of the entries that were
+-- already there, and the warnings (NULL when none).
+-- Refusals are WN422 (WN409 for a unique key) with the field in DETAIL and what the server needs to
+-- explain them in HINT (a JSON object: index, the 0-based batch index; unknown_task; missing and
+-- command; unused; unknown_group or empty_group; id and fields).
 -- Its statements run with generic plans: each works on the batch, whatever its size, and custom
 -- plans would be planned again at every call (a millisecond for a batch of a thousand).
 CREATE OR REPLACE FUNCTION wn_enqueue(p_project text, p_jobs jsonb, p_actor text DEFAULT NULL,
                                       p_claim jsonb DEFAULT NULL,
-                                      OUT ids bigint[], OUT created_tasks text[], OUT claimed jsonb)
+                                      OUT ids bigint[], OUT created_tasks text[], OUT claimed jsonb,
+                                      OUT existing integer[], OUT warnings jsonb)
 LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_project bigint;
     v_status text;
     v_strict boolean;
+    v_strict_params boolean;
+    v_old bigint[];
+    v_deps boolean;
     v_src wn_job_entry[];
     v_tasks text[];
     v_bad record;
+    v_tasks_unused text[];
     v_missing bigint;
     v_eligible integer;
     v_taken integer := 0;
-    v_blocked record;
+    v_ups bigint[];
     v_summary record;
 BEGIN
-    SELECT p.id, p.status, p.strict_tasks INTO v_project, v_status, v_strict FROM projects p
+    existing := '{}';
+    SELECT p.id, p.status, p.strict_tasks, p.strict_parameters
+      INTO v_project, v_status, v_strict, v_strict_params FROM projects p
      WHERE p.id = wn_project_id(p_project);
     IF v_status = 'ARCHIVED' THEN
         RAISE EXCEPTION 'project % is archived: it accepts no new jobs', p_project
@@ -82,16 +105,100 @@ BEGIN
         END IF;
     END IF;
 
-    ids := ARRAY(SELECT nextval('jobs_id_seq') FROM generate_series(1, cardinality(v_src)));
+    -- Parameters no placeholder uses: a warning, or in a strict-parameters project a refusal.
+    IF EXISTS (SELECT 1 FROM tasks t WHERE t.project_id = v_project AND t.name = ANY (v_tasks)
+                 AND t.command IS NOT NULL) THEN
+        WITH unused AS (
+            SELECT s.ordinality - 1 AS idx, k.key AS name, t.name AS task, t.placeholders
+              FROM unnest(v_src) WITH ORDINALITY s
+              JOIN tasks t ON t.project_id = v_project AND t.name = s.task AND t.command IS NOT NULL
+             CROSS JOIN LATERAL jsonb_object_keys(coalesce(s.parameters, '{}')) AS k(key)
+             WHERE NOT k.key = ANY (coalesce(t.placeholders, '{}'))
+               AND NOT EXISTS (
+                   SELECT 1 FROM unnest(coalesce(s.inputs, t.inputs) || coalesce(s.outputs, t.outputs)) path
+                    WHERE path LIKE '%{' || k.key || '}%' OR path LIKE '%{' || k.key || ':%'
+                       OR path LIKE '%{' || k.key || '!%')
+        )
+        SELECT jsonb_agg(jsonb_build_object(
+                   'index', u.idx, 'field', 'parameters.' || u.name,
+                   'message', format('parameter %s is not used by task %s (its command uses: %s)',
+                                     u.name, u.task,
+                                     coalesce(nullif(array_to_string(u.placeholders, ', '), ''), 'none')))
+                   ORDER BY u.idx, u.name),
+               (array_agg(u.idx ORDER BY u.idx, u.name))[1],
+               array_agg(u.name ORDER BY u.name) FILTER (WHERE u.idx = (SELECT min(idx) FROM unused))
+          INTO warnings, v_missing, v_tasks_unused FROM unused u;
+        IF warnings IS NOT NULL AND v_strict_params THEN
+            RAISE EXCEPTION 'parameter % is not used by the task''s command (the project refuses unused parameters)',
+                  v_tasks_unused[1]
+                USING ERRCODE = 'WN422', DETAIL = 'parameters',
+                      HINT = json_build_object('index', v_missing, 'unused', v_tasks_unused)::text;
+        END IF;
+        v_missing := NULL;
+    END IF;
 
-    IF NOT EXISTS (SELECT 1 FROM unnest(v_src) s
-                    WHERE cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0) THEN
+    -- Unique keys: the entries whose key a job already has are that job, when they agree with it.
+    IF EXISTS (SELECT 1 FROM unnest(v_src) s WHERE s.unique_key IS NOT NULL) THEN
+        PERFORM pg_advisory_xact_lock(hashtextextended(v_project::text || '/' || k.key, 2611))
+           FROM (SELECT DISTINCT s.unique_key AS key FROM unnest(v_src) s
+                  WHERE s.unique_key IS NOT NULL ORDER BY 1) k;
+        SELECT m.idx, m.id, m.fields INTO v_bad
+          FROM (SELECT s.ordinality - 1 AS idx, j.id,
+                       array_remove(ARRAY[
+                           CASE WHEN s.name IS DISTINCT FROM j.name THEN 'name' END,
+                           CASE WHEN s.task IS DISTINCT FROM t.name THEN 'task' END,
+                           CASE WHEN coalesce(s.parameters, '{}') <> j.parameters THEN 'parameters' END,
+                           CASE WHEN coalesce(s.priority, 0) <> j.priority THEN 'priority' END,
+                           CASE WHEN s.required_cpu <> j.required_cpu THEN 'required_cpu' END,
+                           CASE WHEN s.required_accelerators <> j.required_accelerators THEN 'required_accelerators' END,
+                           CASE WHEN s.required_tags <> j.required_tags THEN 'required_tags' END,
+                           CASE WHEN s.max_attempts <> j.max_attempts THEN 'max_attempts' END,
+                           CASE WHEN s.max_lost <> j.max_lost THEN 'max_lost' END,
+                           CASE WHEN s.retry_delay <> j.retry_delay THEN 'retry_delay' END,
+                           CASE WHEN s.timeout <> j.timeout THEN 'timeout' END,
+                           CASE WHEN s.inputs <> j.inputs THEN 'inputs' END,
+                           CASE WHEN s.outputs <> j.outputs THEN 'outputs' END,
+                           CASE WHEN s.group_id IS NOT NULL AND s.group_id IS DISTINCT FROM j.group_id THEN 'group' END,
+                           CASE WHEN s.concurrency_key IS NOT NULL AND s.concurrency_key IS DISTINCT FROM j.concurrency_key
+                                THEN 'concurrency_key' END,
+                           CASE WHEN s.concurrency_limit IS NOT NULL AND s.concurrency_limit IS DISTINCT FROM j.concurrency_limit
+                                THEN 'concurrency_limit' END,
+                           CASE WHEN s.max_preempted <> j.max_preempted THEN 'max_preempted' END
+                       ], NULL) AS fields
+                  FROM unnest(v_src) WITH ORDINALITY s
+                  JOIN jobs j ON j.project_id = v_project AND j.unique_key = s.unique_key
+                  JOIN tasks t ON t.id = j.task_id) m
+         WHERE cardinality(m.fields) > 0
+         ORDER BY m.idx LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'unique key of job % is taken by job % with other %', v_bad.idx, v_bad.id,
+                  array_to_string(v_bad.fields, ', ')
+                USING ERRCODE = 'WN409', DETAIL = 'unique_key',
+                      HINT = json_build_object('index', v_bad.idx, 'id', v_bad.id, 'fields', v_bad.fields)::text;
+        END IF;
+        v_old := ARRAY(SELECT j.id FROM unnest(v_src) WITH ORDINALITY s
+                         LEFT JOIN jobs j ON j.project_id = v_project AND j.unique_key = s.unique_key
+                        ORDER BY s.ordinality);
+        existing := ARRAY(SELECT o.n - 1 FROM unnest(v_old) WITH ORDINALITY o(id, n)
+                           WHERE o.id IS NOT NULL ORDER BY o.n);
+    END IF;
+
+    ids := ARRAY(SELECT CASE WHEN v_old[g] IS NULL THEN nextval('jobs_id_seq') ELSE v_old[g] END
+                   FROM generate_series(1, cardinality(v_src)) g);
+    IF cardinality(existing) = cardinality(v_src) THEN
+        RETURN;  -- every job was there already
+    END IF;
+    v_deps := EXISTS (SELECT 1 FROM unnest(v_src) s
+                       WHERE cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0
+                          OR cardinality(s.dep_groups) > 0);
+
+    IF NOT v_deps THEN
         -- The common case: no dependencies, one insert.
         WITH ins AS (
             INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, required_cpu,
                               required_accelerators, required_tags, max_attempts, max_lost,
                               retry_delay, timeout, inputs, outputs, eligible_at, group_id, created_by,
-                              concurrency_key, concurrency_limit, max_preempted)
+                              concurrency_key, concurrency_limit, max_preempted, unique_key, task_version)
             SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                    coalesce(s.priority, 0), coalesce(s.required_cpu, t.required_cpu),
                    coalesce(s.required_accelerators, t.required_accelerators),
@@ -104,8 +211,9 @@ BEGIN
                         THEN t.concurrency_key ELSE s.concurrency_key END,
                    CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
                         THEN t.concurrency_limit ELSE s.concurrency_limit END,
-                   coalesce(s.max_preempted, t.max_preempted)
+                   coalesce(s.max_preempted, t.max_preempted), s.unique_key, t.version
               FROM unnest(v_src) WITH ORDINALITY s JOIN tasks t ON t.project_id = v_project AND t.name = s.task
+             WHERE v_old[s.ordinality] IS NULL
             RETURNING required_cpu, required_accelerators, required_tags
         )
         SELECT count(*) AS n, min(required_cpu) AS cpu, min(required_accelerators) AS gpus,
@@ -120,81 +228,100 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Dependencies on existing jobs: they must exist in this project; lock them so that a
-    -- completion cannot slip between counting and inserting.
-    SELECT d INTO v_missing FROM unnest(v_src) s, unnest(s.dep_ids) d
-     WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = d AND j.project_id = v_project)
+    -- Dependencies on existing jobs: they must exist in this project; named groups must exist.
+    SELECT d INTO v_missing FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_ids) d
+     WHERE v_old[s.ordinality] IS NULL
+       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = d AND j.project_id = v_project)
      LIMIT 1;
     IF v_missing IS NOT NULL THEN
         RAISE EXCEPTION 'unknown dependency: job % does not exist in project %', v_missing, p_project
             USING ERRCODE = 'WN422', DETAIL = 'depends';
     END IF;
-    PERFORM 1 FROM jobs WHERE id IN (SELECT unnest(s.dep_ids) FROM unnest(v_src) s) ORDER BY id FOR SHARE;
+    SELECT s.ordinality - 1 AS idx, g.name INTO v_bad
+      FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_groups) g(name)
+     WHERE v_old[s.ordinality] IS NULL
+       AND NOT EXISTS (SELECT 1 FROM job_groups jg WHERE jg.project_id = v_project AND jg.name = g.name)
+     ORDER BY s.ordinality LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'unknown group %: no job of project % is in it', v_bad.name, p_project
+            USING ERRCODE = 'WN422', DETAIL = 'depends',
+                  HINT = json_build_object('index', v_bad.idx, 'unknown_group', v_bad.name)::text;
+    END IF;
 
-    WITH ins AS (
-        INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, status, unmet_deps,
-                          required_cpu, required_accelerators, required_tags, max_attempts, max_lost,
-                          retry_delay, timeout, blocked_by, error, inputs, outputs, group_id, created_by,
-                          concurrency_key, concurrency_limit, max_preempted)
-        SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
-               coalesce(s.priority, 0),
-               CASE WHEN bad.id IS NULL THEN 'PENDING' ELSE 'BLOCKED' END,
-               coalesce(cardinality(s.dep_idx), 0)
-                 + CASE WHEN cardinality(s.dep_ids) > 0
-                        THEN (SELECT count(*) FROM jobs d
-                               WHERE d.id = ANY (s.dep_ids) AND d.status <> 'COMPLETED')
-                        ELSE 0 END,
-               coalesce(s.required_cpu, t.required_cpu),
-               coalesce(s.required_accelerators, t.required_accelerators),
-               coalesce(s.required_tags, t.required_tags),
-               coalesce(s.max_attempts, t.max_attempts),
-               coalesce(s.max_lost, t.max_lost),
-               coalesce(s.retry_delay, t.retry_delay),
-               coalesce(s.timeout, t.timeout),
-               bad.id,
-               CASE WHEN bad.id IS NULL THEN NULL
-                    ELSE format('dependency %s (%s) is %s', bad.id, bad.name, lower(bad.status)) END,
-               coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs), s.group_id, p_actor,
-               CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
-                    THEN t.concurrency_key ELSE s.concurrency_key END,
-               CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
-                    THEN t.concurrency_limit ELSE s.concurrency_limit END,
-               coalesce(s.max_preempted, t.max_preempted)
-        FROM unnest(v_src) WITH ORDINALITY s
-        JOIN tasks t ON t.project_id = v_project AND t.name = s.task
-        LEFT JOIN LATERAL (
-            SELECT d.id, d.name, d.status FROM jobs d
-             WHERE cardinality(s.dep_ids) > 0 AND d.id = ANY (s.dep_ids)
-               AND d.status IN ('FAILED', 'CANCELLED', 'BLOCKED')
-             LIMIT 1) bad ON true
-        RETURNING id, project_id, status, unmet_deps, error
-    ), ev AS (
-        -- Created behind a failed or cancelled dependency: blocked from the start, and the history
-        -- says why (creation itself is on the job's row).
-        INSERT INTO job_events (job_id, project_id, status, reason, actor)
-        SELECT id, project_id, status, error, p_actor FROM ins WHERE status = 'BLOCKED'
-    )
-    SELECT count(*) FILTER (WHERE status = 'PENDING' AND unmet_deps = 0) INTO v_eligible FROM ins;
-    UPDATE jobs SET eligible_at = now()
-     WHERE id = ANY (ids) AND status = 'PENDING' AND unmet_deps = 0;
+    -- Jobs with dependencies start PENDING and not eligible; wn_settle_downstream decides below.
+    INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, unmet_deps, required_cpu,
+                      required_accelerators, required_tags, max_attempts, max_lost, retry_delay, timeout,
+                      inputs, outputs, eligible_at, group_id, created_by, concurrency_key,
+                      concurrency_limit, max_preempted, unique_key, task_version)
+    SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
+           coalesce(s.priority, 0),
+           CASE WHEN cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0
+                     OR cardinality(s.dep_groups) > 0 THEN 1 ELSE 0 END,
+           coalesce(s.required_cpu, t.required_cpu),
+           coalesce(s.required_accelerators, t.required_accelerators),
+           coalesce(s.required_tags, t.required_tags),
+           coalesce(s.max_attempts, t.max_attempts),
+           coalesce(s.max_lost, t.max_lost),
+           coalesce(s.retry_delay, t.retry_delay),
+           coalesce(s.timeout, t.timeout),
+           coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs),
+           CASE WHEN cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0
+                     OR cardinality(s.dep_groups) > 0 THEN NULL ELSE now() END,
+           s.group_id, p_actor,
+           CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
+                THEN t.concurrency_key ELSE s.concurrency_key END,
+           CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
+                THEN t.concurrency_limit ELSE s.concurrency_limit END,
+           coalesce(s.max_preempted, t.max_preempted), s.unique_key, t.version
+      FROM unnest(v_src) WITH ORDINALITY s
+      JOIN tasks t ON t.project_id = v_project AND t.name = s.task
+     WHERE v_old[s.ordinality] IS NULL;
 
-    INSERT INTO job_dependencies (job_id, depends_on)
-    SELECT ids[s.ordinality], d FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_ids) d
-    UNION
-    SELECT ids[s.ordinality], ids[i] FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_idx) i;
+    -- The edges, each with its condition. A group's members are the jobs it has now, this batch's
+    -- included (they were just inserted), the job itself excluded.
+    INSERT INTO job_dependencies (job_id, depends_on, condition)
+    SELECT DISTINCT ON (e.job_id, e.up) e.job_id, e.up, e.cond
+      FROM (SELECT ids[s.ordinality] AS job_id, d.up, coalesce(s.dep_ids_on[d.n], 'success') AS cond,
+                   1 AS src, d.n
+              FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_ids) WITH ORDINALITY d(up, n)
+             WHERE v_old[s.ordinality] IS NULL
+            UNION ALL
+            SELECT ids[s.ordinality], ids[d.i], coalesce(s.dep_idx_on[d.n], 'success'), 2, d.n
+              FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_idx) WITH ORDINALITY d(i, n)
+             WHERE v_old[s.ordinality] IS NULL
+            UNION ALL
+            SELECT ids[s.ordinality], m.id, coalesce(s.dep_groups_on[g.n], 'success'), 3, g.n
+              FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_groups) WITH ORDINALITY g(name, n)
+              JOIN job_groups jg ON jg.project_id = v_project AND jg.name = g.name
+              JOIN jobs m ON m.group_id = jg.id
+             WHERE v_old[s.ordinality] IS NULL AND m.id <> ids[s.ordinality]) e
+     ORDER BY e.job_id, e.up, e.src, e.n;
 
-    -- A batch entry that depends on a blocked entry of the same batch is blocked too.
-    FOR v_blocked IN SELECT j.id, j.error FROM jobs j WHERE j.id = ANY (ids) AND j.status = 'BLOCKED' LOOP
-        PERFORM wn_block_downstream(v_blocked.id, v_blocked.error, p_actor);
-    END LOOP;
+    SELECT s.ordinality - 1 AS idx, g.name INTO v_bad
+      FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_groups) g(name)
+      JOIN job_groups jg ON jg.project_id = v_project AND jg.name = g.name
+     WHERE v_old[s.ordinality] IS NULL
+       AND NOT EXISTS (SELECT 1 FROM jobs m WHERE m.group_id = jg.id AND m.id <> ids[s.ordinality])
+     ORDER BY s.ordinality LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'group % has no jobs to wait for', v_bad.name
+            USING ERRCODE = 'WN422', DETAIL = 'depends',
+                  HINT = json_build_object('index', v_bad.idx, 'empty_group', v_bad.name)::text;
+    END IF;
 
+    -- Lock the existing upstream jobs so that a completion cannot slip between settling and
+    -- committing (it waits, then settles the new jobs itself); then decide each new job's state.
+    v_ups := ARRAY(SELECT DISTINCT jd.depends_on FROM job_dependencies jd WHERE jd.job_id = ANY (ids));
+    PERFORM 1 FROM jobs WHERE id = ANY (v_ups) AND NOT id = ANY (ids) ORDER BY id FOR SHARE;
+    PERFORM wn_settle_downstream(v_ups, p_actor, false);
+
+    SELECT count(*) INTO v_eligible FROM jobs j
+     WHERE j.id = ANY (ids) AND j.status = 'PENDING' AND j.unmet_deps = 0
+       AND NOT j.id = ANY (coalesce(v_old, '{}'));
     IF v_eligible > 0 THEN
         claimed := wn_enqueue_claim(v_project, p_claim);
     END IF;
-    -- Dependencies locked above that are themselves eligible were invisible to concurrent
-    -- claims (SKIP LOCKED): announce them too (wn_notify_eligible counts what is still pending).
-    IF v_eligible > 0 OR EXISTS (SELECT 1 FROM unnest(v_src) s WHERE cardinality(s.dep_ids) > 0) THEN
-        PERFORM wn_notify_eligible(v_project,
-            ids || ARRAY(SELECT DISTINCT unnest(s.dep_ids) FROM unnest(v_src) s), 'n' || ids[1]);
-    END IF;
+    -- Upstream jobs locked above that are themselves eligible were invisible to concurrent claims
+    -- (SKIP LOCKED): announce them too (wn_notify_eligible counts what is still pending).
+    PERFORM wn_notify_eligible(v_project, ids || v_ups, 'n' || ids[1]);
 END $$;

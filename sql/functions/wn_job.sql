@@ -1,5 +1,5 @@
--- A job as GET /jobs/{id} shows it (with its project's and task's names, its group and the ids
--- it depends on); no row for an unknown id. VOLATILE on purpose: called in the statement that
+-- A job as GET /jobs/{id} shows it (with its project's and task's names, its group, the ids it
+-- depends on, and each dependency with its condition); no row for an unknown id. VOLATILE on purpose: called in the statement that
 -- queued the job (job_enqueue_one), its query sees what wn_enqueue inserted just before.
 CREATE OR REPLACE FUNCTION wn_job(p_job_id bigint)
 RETURNS TABLE (id bigint, project_id bigint, project text, name text, task text, parameters jsonb,
@@ -13,7 +13,8 @@ RETURNS TABLE (id bigint, project_id bigint, project text, name text, task text,
                finished_at timestamptz, exit_code integer, error text, result jsonb, log_tail text,
                duration double precision, blocked_by bigint, inputs text[], outputs text[],
                external_id text, gpus integer[], group_id bigint, "group" text, depends bigint[],
-               concurrency_key text, concurrency_limit integer, checkpoint text)
+               concurrency_key text, concurrency_limit integer, checkpoint text, unique_key text,
+               task_version integer, depends_on jsonb)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
@@ -27,7 +28,10 @@ BEGIN
            j.blocked_by, j.inputs, j.outputs, j.external_id, j.gpus, j.group_id, g.name,
            (SELECT coalesce(array_agg(d.depends_on ORDER BY d.depends_on), '{}') FROM job_dependencies d
              WHERE d.job_id = j.id),
-           j.concurrency_key, j.concurrency_limit, j.checkpoint
+           j.concurrency_key, j.concurrency_limit, j.checkpoint, j.unique_key, j.task_version,
+           (SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.depends_on, 'on', d.condition)
+                                      ORDER BY d.depends_on), '[]')
+              FROM job_dependencies d WHERE d.job_id = j.id)
       FROM jobs j JOIN tasks t ON t.id = j.task_id JOIN projects p ON p.id = j.project_id
       LEFT JOIN job_groups g ON g.id = j.group_id
      WHERE j.id = p_job_id;

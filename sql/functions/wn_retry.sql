@@ -1,6 +1,8 @@
 -- Put a FAILED or CANCELLED job back to PENDING with fresh attempt, lost-worker and preemption
--- budgets (its checkpoint stays, for its next attempt), and release what it blocked. The failed
--- or cancelled jobs upstream of it are retried with it; retrying a BLOCKED job retries just those.
+-- budgets (its checkpoint stays, for its next attempt); what waits on it settles again
+-- (wn_settle_downstream: what it blocked is released, and a dependant waiting for it to finish
+-- waits again). The failed or cancelled jobs upstream of it are retried with it; retrying a
+-- BLOCKED job retries just those.
 -- Returns how many jobs went back to the queue.
 CREATE OR REPLACE FUNCTION wn_retry(p_job bigint, p_actor text DEFAULT NULL) RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -44,5 +46,5 @@ BEGIN
     )
     SELECT count(*) INTO v_count FROM upd;
     PERFORM wn_notify_eligible(j.project_id, v_roots, 't' || p_job);
-    RETURN cardinality(v_roots) + wn_release_downstream(v_roots, p_actor);
+    RETURN cardinality(v_roots) + wn_settle_downstream(v_roots, p_actor);
 END $$;

@@ -115,11 +115,11 @@ SELECT h.status, h.attempt, h.worker_id, w.name AS worker, h.reason, h.actor, h.
  ORDER BY h.part, h.id;
 
 -- name: job_dependencies
--- Direct upstream and downstream jobs of one job, with their statuses.
-SELECT 'upstream' AS direction, j.id, j.name, j.status
+-- Direct upstream and downstream jobs of one job, with their statuses and each dependency's condition.
+SELECT 'upstream' AS direction, j.id, j.name, j.status, jd.condition AS "on"
   FROM job_dependencies jd JOIN jobs j ON j.id = jd.depends_on WHERE jd.job_id = :job_id
 UNION ALL
-SELECT 'downstream', j.id, j.name, j.status
+SELECT 'downstream', j.id, j.name, j.status, jd.condition
   FROM job_dependencies jd JOIN jobs j ON j.id = jd.job_id WHERE jd.depends_on = :job_id
 ORDER BY 1 DESC, 2;
 
@@ -128,6 +128,6 @@ SELECT j.id, j.name, t.name AS task, j.status, j.priority
   FROM jobs j JOIN tasks t ON t.id = j.task_id WHERE j.project_id = wn_project_id(:project) ORDER BY j.id LIMIT :limit;
 
 -- name: project_graph_edges
-SELECT jd.depends_on AS source, jd.job_id AS target
+SELECT jd.depends_on AS source, jd.job_id AS target, jd.condition AS "on"
   FROM job_dependencies jd JOIN jobs j ON j.id = jd.job_id
  WHERE j.project_id = wn_project_id(:project) ORDER BY 1, 2 LIMIT :limit;

@@ -57,9 +57,9 @@ async def test_seed_dependency_example(server: ServerProcess, api: Api, project:
     [second] = (await api.ok("POST", f"/projects/{p}/claim", {"free_cpu": 4}))["jobs"]
     assert second["id"] == job_b.id
     deps = await api.ok("GET", f"/jobs/{job_b.id}/dependencies")
-    assert deps["upstream"] == [{"id": job_a.id, "name": "job-a", "status": "COMPLETED"}]
+    assert deps["upstream"] == [{"id": job_a.id, "name": "job-a", "status": "COMPLETED", "on": "success"}]
     deps = await api.ok("GET", f"/jobs/{job_a.id}/dependencies")
-    assert deps["downstream"] == [{"id": job_b.id, "name": "job-b", "status": "RUNNING"}]
+    assert deps["downstream"] == [{"id": job_b.id, "name": "job-b", "status": "RUNNING", "on": "success"}]
 
 
 async def test_diamond_dag_two_workers(

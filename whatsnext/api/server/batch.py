@@ -1,13 +1,17 @@
 """Turn submitted jobs into the normalised batch that ``wn_enqueue`` inserts: one
 ``wn_job_entry`` object per job, each field mapped by name (``whatsnext.models.JOB_ENTRY_FIELDS``).
 
-Dependencies may be job ids, the seed's mapping ``{id: name}``, or (inside a batch) the name of
-another job of the same batch. Names are resolved here, and cycles among the batch's own jobs are
-refused with the cycle named.
+Dependencies may be job ids, the seed's mapping ``{id: name}``, (inside a batch) the name of
+another job of the same batch, or items with a condition: ``{"id": 12, "on": "finished"}``,
+``{"name": "train"}``, ``{"group": "hp1", "on": "finished"}`` (every job the group has when the
+job is submitted; ``wn_enqueue`` finds those already queued). Names are resolved here, and cycles
+among the batch's own jobs (a group's members in the batch included) are refused with the cycle
+named.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -36,24 +40,48 @@ def entries_json(
     return orjson.dumps([{k: v for k, v in e.items() if v is not None} for e in normalised]).decode()
 
 
-def _dep_refs(job: Entry) -> list[int | str]:
+Ref = tuple[int | str, str]
+"""A dependency as (job id or name, condition)."""
+
+
+def _dep_refs(job: Entry) -> tuple[list[Ref], list[Ref]]:
+    """A job's dependencies on jobs, and on groups (names), each with its condition."""
     deps = job.get("depends")
     if deps is None:
-        return []
+        return [], []
     if isinstance(deps, dict):
-        return list(deps.keys())
-    return list(deps)
+        return [(key, "success") for key in deps], []
+    jobs: list[Ref] = []
+    groups: list[Ref] = []
+    for dep in deps:
+        if not isinstance(dep, dict):
+            jobs.append((dep, "success"))
+            continue
+        on = dep.get("on", "success")
+        if "group" in dep:
+            groups.append((dep["group"], on))
+        else:
+            jobs.append((dep["id"] if "id" in dep else dep["name"], on))
+    return jobs, groups
 
 
-def _resolve(
-    job: Entry, by_name: dict[str, list[int]], field: str
-) -> tuple[list[int] | None, list[int] | None]:
-    """A job's dependencies as (ids of existing jobs, 1-based indexes within the batch)."""
-    dep_ids: set[int] = set()
-    dep_idx: set[int] = set()
-    for ref in _dep_refs(job):
+@dataclass
+class Resolved:
+    """A job's dependencies as ``wn_enqueue`` takes them, each list with its conditions."""
+
+    ids: dict[int, str] = field(default_factory=dict)
+    idx: dict[int, str] = field(default_factory=dict)
+    groups: dict[str, str] = field(default_factory=dict)
+
+
+def _resolve(job: Entry, by_name: dict[str, list[int]], field_name: str) -> Resolved:
+    """A job's dependencies as existing job ids, 1-based indexes within the batch and group names
+    (the first condition given for one of them wins)."""
+    out = Resolved()
+    refs, groups = _dep_refs(job)
+    for ref, on in refs:
         if isinstance(ref, int):
-            dep_ids.add(ref)
+            out.ids.setdefault(ref, on)
             continue
         if ref in by_name:
             targets = by_name[ref]
@@ -62,19 +90,21 @@ def _resolve(
                     422,
                     "invalid",
                     f"dependency {ref!r} is ambiguous: {len(targets)} jobs of the batch have that name",
-                    {"field": field, "dependency": ref},
+                    {"field": field_name, "dependency": ref},
                 )
-            dep_idx.add(targets[0])
+            out.idx.setdefault(targets[0], on)
         elif ref.isdigit() and 0 < int(ref) < 2**63:
-            dep_ids.add(int(ref))
+            out.ids.setdefault(int(ref), on)
         else:
             raise ApiError(
                 422,
                 "invalid",
                 f"unknown dependency {ref!r}: not a job id, nor the name of a job in this batch",
-                {"field": field, "dependency": ref},
+                {"field": field_name, "dependency": ref},
             )
-    return sorted(dep_ids) or None, sorted(dep_idx) or None
+    for name, on in groups:
+        out.groups.setdefault(name, on)
+    return out
 
 
 def normalise(
@@ -82,22 +112,28 @@ def normalise(
 ) -> list[dict[str, Any]]:
     """``group_ids``: the ids of the jobs' groups by name; ``group``: the batch's (a job's own wins)."""
     by_name: dict[str, list[int]] = {}
+    members: dict[str, list[int]] = {}
     for i, job in enumerate(jobs, start=1):
         by_name.setdefault(job["name"], []).append(i)
+        in_group = job.get("group") or group
+        if in_group is not None:
+            members.setdefault(in_group, []).append(i)
 
     out: list[dict[str, Any]] = []
     edges: dict[int, list[int]] = {}
     groups = group_ids or {}
     for i, job in enumerate(jobs, start=1):
-        dep_ids: list[int] | None = None
-        dep_idx: list[int] | None = None
-        if job.get("depends"):
-            dep_ids, dep_idx = _resolve(job, by_name, f"{i - 1}.depends" if len(jobs) > 1 else "depends")
-            if dep_idx:
-                edges[i] = dep_idx
         entry = {k: v for k, v in job.items() if k not in ENTRY_EXCLUDED}
-        entry["dep_ids"] = dep_ids
-        entry["dep_idx"] = dep_idx
+        if job.get("depends"):
+            deps = _resolve(job, by_name, f"{i - 1}.depends" if len(jobs) > 1 else "depends")
+            # The batch's own members of a group it waits for are edges too (for the cycle check).
+            batch_edges = [*deps.idx, *(m for g in deps.groups for m in members.get(g, ()) if m != i)]
+            if batch_edges:
+                edges[i] = batch_edges
+            entry["dep_ids"], entry["dep_ids_on"] = list(deps.ids) or None, list(deps.ids.values()) or None
+            entry["dep_idx"], entry["dep_idx_on"] = list(deps.idx) or None, list(deps.idx.values()) or None
+            entry["dep_groups"] = list(deps.groups) or None
+            entry["dep_groups_on"] = list(deps.groups.values()) or None
         entry["group_id"] = groups.get(job.get("group") or group or "") if groups else None
         out.append(entry)
     cycle = find_cycle(edges)

@@ -297,7 +297,7 @@ async def job_dependencies(request: web.Request) -> web.Response:
     rows = await _of_job(request, JobStore.dependencies)
     out: dict[str, list[dict]] = {"upstream": [], "downstream": []}
     for r in rows:
-        out[r["direction"]].append({"id": r["id"], "name": r["name"], "status": r["status"]})
+        out[r["direction"]].append({"id": r["id"], "name": r["name"], "status": r["status"], "on": r["on"]})
     return json_response(out)
 
 

@@ -8,17 +8,22 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal, Self
 
 import orjson
+from annotated_types import Ge, Le, MaxLen, MinLen
 from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     ValidationInfo,
     model_validator,
 )
 from pydantic import Strict as StrictValue
+from pydantic import Tag as Choice
 from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict
 
+from ....models import DependencyCondition
 from ....limits import MAX_ATTEMPTS, MAX_COUNT, MAX_JOB_NAME, MAX_NAME, MAX_PARAMETERS_BYTES, MAX_TAG, MAX_URI
 
 INT32 = 2**31 - 1
@@ -128,10 +133,58 @@ ConcurrencyKey = Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
 """What jobs that may not all run at once share (a licence, a dataset): 1 to 200 characters."""
 ConcurrencyLimit = Annotated[int, StrictValue(), Field(ge=1, le=INT32)]
 """How many jobs with one concurrency key may run at once: a JSON integer, at least 1."""
-DependsOn = (
-    list[Annotated[int, Field(ge=1, le=INT64)] | Annotated[str, Field(min_length=1, max_length=MAX_JOB_NAME)]]
-    | dict[str, Any]
-)
+
+
+class DependencyItem(TypedDict, total=False):
+    """One dependency given with its condition: on a job (``id``, or ``name`` inside a batch) or on
+    every job a group has when the dependant is submitted (``group``)."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[misc]
+    id: Annotated[int, Field(ge=1, le=INT64)]
+    name: Annotated[str, Field(min_length=1, max_length=MAX_JOB_NAME)]
+    group: Annotated[str, Field(min_length=1, max_length=MAX_NAME)]
+    on: DependencyCondition
+
+
+def _one_target(item: DependencyItem) -> DependencyItem:
+    given = [key for key in ("id", "name", "group") if key in item]
+    if len(given) != 1:
+        raise PydanticCustomError(
+            "dependency_target",
+            "a dependency names exactly one of id, name or group (got {given})",
+            {"given": ", ".join(given) or "none"},
+        )
+    return item
+
+
+def _dependency_kind(value: Any) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return "dependency[id]"
+    if isinstance(value, str):
+        return "dependency[name]"
+    if isinstance(value, dict):
+        return "dependency[item]"
+    return None  # (the choices' names hold "[": error locations leave them out)
+
+
+Dependency = Annotated[
+    Annotated[int, Ge(1), Le(INT64), Choice("dependency[id]")]
+    | Annotated[str, MinLen(1), MaxLen(MAX_JOB_NAME), Choice("dependency[name]")]
+    | Annotated[DependencyItem, AfterValidator(_one_target), Choice("dependency[item]")],
+    Discriminator(
+        _dependency_kind,
+        custom_error_type="dependency_type",
+        custom_error_message='a dependency is a job id, a job name or an object such as {"group": "hp1", '
+        '"on": "finished"}',
+    ),
+]
+DependsOn = list[Dependency] | dict[str, Any]
+"""A job's dependencies: ids, names of jobs of the same batch, items with a condition, or the
+seed's mapping ``{job_id: job_name}`` (each must complete)."""
+UniqueKey = Annotated[str, Field(min_length=1, max_length=400)]
+"""A job's key in its project: a submission with a key a job already has returns that job."""
 
 
 def check_concurrency_pair(key: str | None, limit: int | None) -> None:

@@ -18,7 +18,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from ....limits import MAX_ATTEMPTS, MAX_BATCH, MAX_LIST
-from ....models import DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED, JobStatus
+from ....models import DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED, DependencyCondition, JobStatus
 from .base import (
     ConcurrencyKey,
     ConcurrencyLimit,
@@ -32,6 +32,7 @@ from .base import (
     PathTemplate,
     Strict,
     Tag,
+    UniqueKey,
     _bounded_json,
     _name_problem,
     check_concurrency_pair,
@@ -50,8 +51,11 @@ class JobCreate(Strict):
     priority: Int32 = 0
     depends: DependsOn | None = Field(
         None,
-        description="Jobs that must complete first: a list of job ids (or, inside a batch, names of "
-        "other jobs of the batch), or a mapping {job_id: job_name}.",
+        description="What the job waits for: a list of job ids, names of other jobs of the batch, or "
+        'items {"id": 12, "on": "finished"}, {"name": "train", "on": "success"}, {"group": "hp1", '
+        '"on": "finished"} (a group: every job it has when this job is submitted); "on" is success '
+        "(the default: it must complete), finished (any final state) or failure (it failed or was "
+        "cancelled). Also the mapping {job_id: job_name} (each must complete).",
     )
     required_cpu: Count | None = Field(None, description="Overrides the task's value.")
     required_accelerators: Count | None = None
@@ -83,6 +87,12 @@ class JobCreate(Strict):
         None,
         description="Times the job may go back to the queue because it was preempted (no attempt used) "
         "before it fails with 'preempted N times' (the task's by default, 10).",
+    )
+    unique_key: UniqueKey | None = Field(
+        None,
+        description="The job's key in its project (1 to 400 characters): submitting a job whose key a job "
+        "already has returns that job (200, existing: true) instead of creating one; the same key with "
+        "other fields is a 409 naming them.",
     )
 
     @model_validator(mode="after")
@@ -205,6 +215,14 @@ class BatchCreated(BaseModel):
     group_id: int | None = None
 
 
+class DependencyOut(BaseModel):
+    id: int
+    on: DependencyCondition = Field(
+        description="success: the upstream must complete; finished: any final state; failure: it must "
+        "fail or be cancelled."
+    )
+
+
 class JobOut(BaseModel):
     id: int
     project_id: int
@@ -259,6 +277,11 @@ class JobOut(BaseModel):
     concurrency_limit: int | None = None
     checkpoint: str | None = Field(
         None, description="The latest checkpoint an attempt named (path or URI), for its next attempt."
+    )
+    unique_key: str | None = Field(None, description="The job's key in its project, if it was given one.")
+    task_version: int = Field(1, description="The version of its task the job was submitted with (it runs that one).")
+    depends_on: list[DependencyOut] = Field(
+        default_factory=list, description="Each job this one waits for, with the condition that meets it."
     )
     created_tasks: list[CreatedTask] = Field(
         default_factory=list,
@@ -338,6 +361,7 @@ class DependencyRef(BaseModel):
     id: int
     name: str
     status: JobStatus
+    on: DependencyCondition = Field("success", description="The condition of the dependency between the two jobs.")
 
 
 class JobDependencies(BaseModel):
@@ -356,6 +380,7 @@ class GraphNode(BaseModel):
 class GraphEdge(BaseModel):
     source: int = Field(description="The job that must complete first.")
     target: int = Field(description="The job that waits for it.")
+    on: DependencyCondition = Field("success", description="When the dependency is met (success, finished, failure).")
 
 
 class Graph(BaseModel):
