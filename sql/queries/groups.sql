@@ -42,5 +42,8 @@ SELECT count(wn_cancel(j.id, 'group cancelled', :actor))
          ORDER BY id FOR UPDATE) j;
 
 -- name: group_retry
--- Put a group's failed and cancelled jobs back in the queue (and what they blocked).
-SELECT wn_retry_group(:group_id, :actor);
+-- Put a group's failed, lost or cancelled jobs back in the queue (those of the kinds chosen), with
+-- what they blocked and, with :downstream, the dependants that already ran over their results:
+-- the ids of every job put back, and of those dependants.
+SELECT ids, downstream
+  FROM wn_retry_group(:group_id, :actor, :failed, :cancelled, :lost, :downstream);

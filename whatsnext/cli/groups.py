@@ -54,8 +54,36 @@ def cmd_groups_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_groups_retry(args: argparse.Namespace) -> int:
-    data = tk.call(args, "POST", tk.group_path(args.project, args.group) + "/retry")
-    return tk.emit(args, data, lambda d: f"group {d['name']}: {d['count']} job(s) back in the queue")
+    body = {
+        "failed": args.failed,
+        "cancelled": args.cancelled,
+        "lost": args.lost,
+        "downstream": args.downstream,
+    }
+    data = tk.call(args, "POST", tk.group_path(args.project, args.group) + "/retry", body)
+
+    def render(d: dict[str, Any]) -> str:
+        line = f"group {d['name']}: {d['count']} job(s) back in the queue"
+        if d["ids"]:
+            line += ": " + " ".join(map(str, d["ids"]))
+        if d["downstream"]:
+            line += f"\n{len(d['downstream'])} of them ran downstream and run again: "
+            line += " ".join(map(str, d["downstream"]))
+        return line
+
+    return tk.emit(args, data, render)
+
+
+RETRY_HELP = (
+    "put a group's failed, lost or cancelled jobs back in the queue (none of --failed, --cancelled, "
+    "--lost given: all of them)"
+)
+RETRY_EXAMPLES = (
+    "whatsnext groups retry sweep-1 --project demo\n"
+    "  whatsnext groups retry sweep-1 --project demo --failed\n"
+    "  whatsnext groups retry sweep-1 --project demo --lost --cancelled\n"
+    "  whatsnext groups retry sweep-1 --project demo --failed --downstream"
+)
 
 
 def register(sub: Any) -> None:
@@ -72,8 +100,23 @@ def register(sub: Any) -> None:
     for name, func, text in (
         ("show", cmd_groups_show, "show a group's progress"),
         ("cancel", cmd_groups_cancel, "cancel a group's unfinished jobs"),
-        ("retry", cmd_groups_retry, "put a group's failed and cancelled jobs back in the queue"),
     ):
         p = tk.add(groups, name, func, text, f"whatsnext groups {name} sweep-1 --project demo")
         p.add_argument("group", help="the group's name or id")
         tk.add_project(p)
+    p = tk.add(groups, "retry", cmd_groups_retry, RETRY_HELP, RETRY_EXAMPLES)
+    p.add_argument("group", help="the group's name or id")
+    tk.add_project(p)
+    p.add_argument("--failed", action="store_true", help="the FAILED jobs whose last attempt was not lost")
+    p.add_argument("--cancelled", action="store_true", help="the CANCELLED jobs")
+    p.add_argument(
+        "--lost",
+        action="store_true",
+        help="the FAILED jobs whose last attempt was lost (their worker went away)",
+    )
+    p.add_argument(
+        "--downstream",
+        action="store_true",
+        help="also rerun the jobs downstream of those (in any group) that already ran over their "
+        "old results: they run again after the new run",
+    )

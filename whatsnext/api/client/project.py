@@ -7,10 +7,10 @@ import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from ...models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED
 from .errors import Conflict, NotFound
+from .groups import AsyncGroups, Groups
 from .http import Http, project_path
 from .job import Job
 from .syncio import run_sync
@@ -95,7 +95,7 @@ async def update_project(http: Http, project: str | int, **changes: Any) -> dict
     return dict(await http.patch(project_path(project), changes))
 
 
-class AsyncProject:
+class AsyncProject(AsyncGroups):
     """Async handle on a project: ``await project.append_queue(job)``."""
 
     def __init__(self, http: Http, data: Mapping[str, Any]) -> None:
@@ -284,14 +284,6 @@ class AsyncProject:
             sweep_jobs(task, grid, **kwargs), group=group or sweep_group_name(task)
         )
 
-    async def groups(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The project's groups (sweeps, named batches), newest first, with job counts by status."""
-        return list((await self._http.get(f"{self._path}/groups", limit=limit))["groups"])
-
-    async def group(self, name: str | int) -> dict[str, Any]:
-        """One group and its progress (total, finished, counts by status)."""
-        return dict(await self._http.get(f"{self._path}/groups/{quote(str(name), safe='')}"))
-
     async def get_queue(self, limit: int = 1000) -> list[Job]:
         """Pending jobs in the order they will be handed out."""
         data = await self._http.get(f"{self._path}/queue", limit=limit)
@@ -359,7 +351,7 @@ class AsyncProject:
         return dict(await self._http.get(f"{self._path}/graph"))
 
 
-class Project:
+class Project(Groups):
     """A project, synchronous API (as in ``server.get_project("my-project")``)."""
 
     def __init__(self, inner: AsyncProject) -> None:
@@ -462,12 +454,6 @@ class Project:
         self, task: str, grid: Mapping[str, Sequence[Any]], group: str | None = None, **kwargs: Any
     ) -> list[Job]:
         return self._run(self._async.sweep(task, grid, group, **kwargs))
-
-    def groups(self, limit: int = 100) -> list[dict[str, Any]]:
-        return self._run(self._async.groups(limit))
-
-    def group(self, name: str | int) -> dict[str, Any]:
-        return self._run(self._async.group(name))
 
     def get_queue(self, limit: int = 1000) -> list[Job]:
         return self._run(self._async.get_queue(limit))

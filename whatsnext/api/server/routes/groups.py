@@ -7,10 +7,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from ..errors import found
-from ..http import actor, json_response, query_int
+from ..http import actor, json_response, parse_body, query_int
 from ..keys import store_key
 from ..roles import MANAGE_PROJECT, READ_PROJECT
-from ..schemas import GroupAction, GroupList, GroupOut
+from ..schemas import GroupAction, GroupList, GroupOut, GroupRetried, GroupRetry
 from ..store.base import Row
 from ..store.groups import GroupStore
 from .table import routes
@@ -67,9 +67,31 @@ async def cancel_group(request: web.Request) -> web.Response:
 
 @groups.post(
     "/projects/{project}/groups/{group}/retry",
-    "Put a group's failed and cancelled jobs back in the queue (with what they blocked)",
+    "Put a group's failed, lost or cancelled jobs back in the queue (those of the kinds the body "
+    "chooses; no body: all of them), with what they blocked; `downstream` also reruns the "
+    "dependants that already ran over their results",
     rule=MANAGE_PROJECT,
-    response=GroupAction,
+    body=GroupRetry,
+    response=GroupRetried,
 )
 async def retry_group(request: web.Request) -> web.Response:
-    return await _group_action(request, GroupStore.retry)
+    body = await parse_body(request, GroupRetry) if request.body_exists else GroupRetry()
+    group = await _group(request)
+    every = not (body.failed or body.cancelled or body.lost)
+    out = await request.app[store_key].groups.retry(
+        group_id=group["id"],
+        actor=actor(request),
+        failed=every or body.failed,
+        cancelled=every or body.cancelled,
+        lost=every or body.lost,
+        downstream=body.downstream,
+    )
+    return json_response(
+        {
+            "id": group["id"],
+            "name": group["name"],
+            "count": len(out["ids"]),
+            "ids": out["ids"],
+            "downstream": out["downstream"],
+        }
+    )

@@ -216,3 +216,27 @@ class GroupAction(BaseModel):
     id: int
     name: str
     count: int = Field(description="Jobs cancelled (or asked to stop), or put back in the queue.")
+
+
+class GroupRetry(Strict):
+    """Which of a group's jobs go back in the queue: those of the kinds set true; none set true
+    (or no body at all): every failed, lost and cancelled one."""
+
+    failed: bool = Field(False, description="FAILED jobs whose last attempt was not lost.")
+    cancelled: bool = Field(False, description="CANCELLED jobs.")
+    lost: bool = Field(False, description="FAILED jobs whose last attempt was lost (worker gone).")
+    downstream: bool = Field(
+        False,
+        description="Also rerun the jobs downstream of those (transitively, in any group) that "
+        "already ran over their results: they wait for the new run.",
+    )
+
+
+class GroupRetried(GroupAction):
+    ids: list[int] = Field(
+        description="Every job put back in the queue: the chosen ones, the failed or cancelled jobs "
+        "upstream of them, what they had blocked and the dependants rerun."
+    )
+    downstream: list[int] = Field(
+        description="Those of them that already ran downstream and run again (with downstream)."
+    )

@@ -23,5 +23,25 @@ class GroupStore(Table):
     async def cancel(self, *, group_id: int, actor: str | None) -> int:
         return int(await self.value(S.group_cancel, group_id=group_id, actor=actor))
 
-    async def retry(self, *, group_id: int, actor: str | None) -> int:
-        return int(await self.value(S.group_retry, group_id=group_id, actor=actor))
+    async def retry(
+        self,
+        *,
+        group_id: int,
+        actor: str | None,
+        failed: bool = True,
+        cancelled: bool = True,
+        lost: bool = True,
+        downstream: bool = False,
+    ) -> Row:
+        """Put the group's jobs of the chosen kinds back in the queue (``downstream``: and the
+        dependants that already ran over their results); ``ids`` of every job put back, and
+        ``downstream`` of those dependants."""
+        return await self.one(
+            S.group_retry,
+            group_id=group_id,
+            actor=actor,
+            failed=failed,
+            cancelled=cancelled,
+            lost=lost,
+            downstream=downstream,
+        )
