@@ -5,6 +5,7 @@ members it waits for."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -154,3 +155,13 @@ async def test_retry_body_and_defaults(api: Api, project: dict[str, Any]) -> Non
     assert (await api.ok("GET", f"/jobs/{c}"))["status"] == "PENDING"
     again = await api.ok("POST", path)
     assert (again["count"], again["ids"]) == (0, [])
+    # The synchronous SDK, as a script calls it.
+    from whatsnext.api.client import Server
+
+    def sync_retry() -> dict[str, Any]:
+        return Server(api.base).get_project(p).retry_group("g", failed=True)
+
+    claim = await api.ok("POST", f"/projects/{p}/claim", {"worker_name": "w", "max_jobs": 1})
+    assert [j["id"] for j in claim["jobs"]] == [a]
+    await api.ok("POST", f"/jobs/{a}/fail", {"attempt": claim["jobs"][0]["attempt"], "error": "again"})
+    assert (await asyncio.to_thread(sync_retry))["ids"] == [a]
