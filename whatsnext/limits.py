@@ -74,3 +74,5 @@ MAX_STREAMS_PER_CLIENT: Final = 20
 """Open streams (live updates, log follows) of one client address (``--max-streams-per-client``)."""
 MAX_STREAMS: Final = 1000
 """Open streams of one server process, all clients together (``--max-streams``)."""
+MAX_DELAY: Final = 366 * 86400
+"""The longest delay a job may be submitted with (seconds): a year."""

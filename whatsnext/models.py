@@ -77,6 +77,8 @@ JOB_SUBMIT_FIELDS: Final[tuple[str, ...]] = (
     *_JOB_CONCURRENCY,
     *_JOB_PREEMPTION,
     "unique_key",
+    "not_before",
+    "delay",
 )
 """What a user may say about a job when submitting it (REST body, SDK ``Job``, CLI ``jobs add``).
 Every field but name, task and depends is stored as given or, when left out, taken from the task."""
@@ -99,6 +101,8 @@ JOB_ENTRY_FIELDS: Final[tuple[str, ...]] = (
     "dep_groups",
     "dep_groups_on",
     "unique_key",
+    "not_before",
+    "delay",
 )
 """The attributes of the database type ``wn_job_entry`` that ``wn_enqueue`` reads, in order."""
 

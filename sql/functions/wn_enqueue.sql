@@ -21,6 +21,9 @@
 -- the job's; else WN409 naming them. Keys are locked (advisory, in order) so that concurrent
 -- submissions of one key make one job.
 --
+-- not_before / delay: the job is not handed out before then (available_at), and its wait counts
+-- from then (eligible_at).
+--
 -- warnings: a parameter that no placeholder of its task's command (or of the job's input and output
 -- templates) uses, as [{index, field, message}]; a project with strict_parameters refuses it.
 --
@@ -197,16 +200,19 @@ BEGIN
         WITH ins AS (
             INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, required_cpu,
                               required_accelerators, required_tags, max_attempts, max_lost,
-                              retry_delay, timeout, inputs, outputs, eligible_at, group_id, created_by,
-                              concurrency_key, concurrency_limit, max_preempted, unique_key, task_version)
+                              retry_delay, timeout, inputs, outputs, available_at, eligible_at, group_id,
+                              created_by, concurrency_key, concurrency_limit, max_preempted, unique_key,
+                              task_version)
             SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
                    coalesce(s.priority, 0), coalesce(s.required_cpu, t.required_cpu),
                    coalesce(s.required_accelerators, t.required_accelerators),
                    coalesce(s.required_tags, t.required_tags), coalesce(s.max_attempts, t.max_attempts),
                    coalesce(s.max_lost, t.max_lost),
                    coalesce(s.retry_delay, t.retry_delay), coalesce(s.timeout, t.timeout),
-                   coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs), now(), s.group_id,
-                   p_actor,
+                   coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs),
+                   coalesce(s.not_before, now() + make_interval(secs => coalesce(s.delay, 0))),
+                   coalesce(s.not_before, now() + make_interval(secs => coalesce(s.delay, 0))),
+                   s.group_id, p_actor,
                    CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
                         THEN t.concurrency_key ELSE s.concurrency_key END,
                    CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
@@ -251,7 +257,7 @@ BEGIN
     -- Jobs with dependencies start PENDING and not eligible; wn_settle_downstream decides below.
     INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, unmet_deps, required_cpu,
                       required_accelerators, required_tags, max_attempts, max_lost, retry_delay, timeout,
-                      inputs, outputs, eligible_at, group_id, created_by, concurrency_key,
+                      inputs, outputs, available_at, eligible_at, group_id, created_by, concurrency_key,
                       concurrency_limit, max_preempted, unique_key, task_version)
     SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
            coalesce(s.priority, 0),
@@ -265,8 +271,10 @@ BEGIN
            coalesce(s.retry_delay, t.retry_delay),
            coalesce(s.timeout, t.timeout),
            coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs),
+           coalesce(s.not_before, now() + make_interval(secs => coalesce(s.delay, 0))),
            CASE WHEN cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0
-                     OR cardinality(s.dep_groups) > 0 THEN NULL ELSE now() END,
+                     OR cardinality(s.dep_groups) > 0 THEN NULL
+                ELSE coalesce(s.not_before, now() + make_interval(secs => coalesce(s.delay, 0))) END,
            s.group_id, p_actor,
            CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
                 THEN t.concurrency_key ELSE s.concurrency_key END,

@@ -1,7 +1,7 @@
 -- Sweeps and pipelines: dependencies with a condition (on a job, or on every member a group had
 -- when the dependant was submitted), submissions that never double (a unique key per project),
--- task versions (a job keeps the command it was submitted with), and projects that refuse
--- parameters no placeholder uses.
+-- task versions (a job keeps the command it was submitted with), projects that refuse parameters
+-- no placeholder uses, and jobs that start later (not_before or delay at submission).
 -- depends: 0013_allocation
 
 -- When a dependency is met: 'success' (the upstream COMPLETED), 'finished' (it reached a state it
@@ -17,7 +17,10 @@ ALTER TYPE wn_job_entry ADD ATTRIBUTE dep_ids_on   text[],
                         ADD ATTRIBUTE dep_idx_on   text[],
                         ADD ATTRIBUTE dep_groups   text[],
                         ADD ATTRIBUTE dep_groups_on text[],
-                        ADD ATTRIBUTE unique_key   text;
+                        ADD ATTRIBUTE unique_key   text,
+                        -- A delayed start: not before this time, or this many seconds from now.
+                        ADD ATTRIBUTE not_before   timestamptz,
+                        ADD ATTRIBUTE delay        double precision;
 
 -- A job submitted again with the same key (in the same project) is the job already there.
 ALTER TABLE jobs ADD COLUMN unique_key text CHECK (length(unique_key) BETWEEN 1 AND 400);

@@ -92,7 +92,8 @@ def explain(
     available = job.get("available_at")
     if available is not None and available > now:
         why.retry_at = available
-        why.reasons.append(f"retry delay: not before {available.isoformat(timespec='seconds')}")
+        what = "retry delay" if job.get("attempt") else "delayed start"
+        why.reasons.append(f"{what}: not before {available.isoformat(timespec='seconds')}")
     need_cpu, need_gpu = job["required_cpu"], job["required_accelerators"]
     need_tags = list(job.get("required_tags") or [])
     timeout = job.get("timeout")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Required, Self
 import orjson
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -15,9 +16,10 @@ from pydantic import (
     TypeAdapter,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from ....limits import MAX_ATTEMPTS, MAX_BATCH, MAX_LIST
+from ....limits import MAX_ATTEMPTS, MAX_BATCH, MAX_DELAY, MAX_LIST
 from ....models import DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED, DependencyCondition, JobStatus
 from .base import (
     ConcurrencyKey,
@@ -94,10 +96,19 @@ class JobCreate(Strict):
         "already has returns that job (200, existing: true) instead of creating one; the same key with "
         "other fields is a 409 naming them.",
     )
+    not_before: AwareDatetime | None = Field(
+        None,
+        description="Do not start the job before this time (ISO 8601 with an offset, e.g. "
+        "2026-12-07T02:00:00+01:00); not with delay.",
+    )
+    delay: Annotated[float, Field(ge=0, le=MAX_DELAY)] | None = Field(
+        None, description="Do not start the job before this many seconds from now; not with not_before."
+    )
 
     @model_validator(mode="after")
     def _concurrency_pair(self) -> Self:
         check_concurrency_pair(self.concurrency_key, self.concurrency_limit)
+        check_start(self.not_before, self.delay)
         return self
 
 
@@ -134,9 +145,16 @@ def _entry_of(model: type[BaseModel]) -> Any:
 
 
 def _entry_pair(entry: dict[str, Any]) -> dict[str, Any]:
-    """:class:`JobCreate`'s check of the concurrency pair, on an entry."""
+    """:class:`JobCreate`'s checks of the concurrency pair and of the start, on an entry."""
     check_concurrency_pair(entry.get("concurrency_key"), entry.get("concurrency_limit"))
+    check_start(entry.get("not_before"), entry.get("delay"))
     return entry
+
+
+def check_start(not_before: datetime | None, delay: float | None) -> None:
+    """Refuse a job that gives both a start time and a delay."""
+    if not_before is not None and delay is not None:
+        raise PydanticCustomError("start", "give not_before or delay, not both", {"field": "delay"})
 
 
 JobEntry = _entry_of(JobCreate)
