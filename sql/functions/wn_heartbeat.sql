@@ -4,6 +4,8 @@
 -- p_running (optional) lists the jobs the worker really runs: a job the server thinks it holds
 -- but that it does not (a claim answer lost on the way) older than p_grace seconds ends as LOST
 -- (back to the queue without using an attempt).
+-- The worker is seen now, with this lease (p_lease): a LOST worker is ONLINE again
+-- (wn_worker_status), and one that had left (OFFLINE) is back.
 CREATE OR REPLACE FUNCTION wn_heartbeat(p_worker bigint, p_lease double precision, p_running bigint[],
                                         p_grace double precision) RETURNS bigint[]
 LANGUAGE plpgsql AS $$
@@ -12,7 +14,8 @@ DECLARE
     v_lost jsonb;
     v_name text;
 BEGIN
-    UPDATE workers SET last_seen = now(), status = 'ONLINE' WHERE id = p_worker RETURNING name INTO v_name;
+    UPDATE workers SET last_seen = now(), status = 'ONLINE', lease_seconds = p_lease
+     WHERE id = p_worker RETURNING name INTO v_name;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'worker % not found', p_worker USING ERRCODE = 'WN404', DETAIL = 'worker_id';
     END IF;

@@ -6,7 +6,9 @@
 -- queue was away meanwhile: PostgreSQL was down, every server was, or the sweeping server was
 -- paused. Workers could not renew their leases then, so every running lease is extended by the
 -- gap plus p_grace (time for the workers to reach a server again) before anything is reaped:
--- an outage costs no job its attempt. p_every is this server's interval between sweeps.
+-- an outage costs no job its attempt, and no worker counts as LOST until p_grace has passed
+-- (reaper_clock.recovery_until, read by wn_worker_status). p_every is this server's interval
+-- between sweeps.
 -- Returns wn_reap_jobs's rows (away NULL), after one row with status EXTENDED when leases were
 -- extended: jobs is how many, away the seconds since the last sweep.
 CREATE OR REPLACE FUNCTION wn_reap_sweep(p_limit integer, p_lease double precision,
@@ -32,6 +34,7 @@ BEGIN
         UPDATE jobs j SET lease_expires_at = j.lease_expires_at + make_interval(secs => v_gap + p_grace)
          WHERE j.status = 'RUNNING' AND j.lease_expires_at IS NOT NULL;
         GET DIAGNOSTICS v_extended = ROW_COUNT;
+        UPDATE reaper_clock c SET recovery_until = now() + make_interval(secs => p_grace) WHERE c.id = 1;
         RETURN QUERY SELECT NULL::text, NULL::text, 'EXTENDED'::text, v_extended, v_gap;
     END IF;
     RETURN QUERY SELECT r.project_name, r.task_name, r.status, r.jobs, NULL::double precision

@@ -4,10 +4,10 @@
 -- name: alloc_demand
 -- The eligible pending jobs (pending, dependencies met, available now) of :projects (NULL: every
 -- project), grouped by shape (project, CPUs, GPUs, tags sorted, timeout), each shape with how many
--- of its jobs no live worker could take (unserved): a job could be taken when a worker is ONLINE,
--- heard from within :silent_seconds, serves its project (registered for it, for several projects
--- among them it, or for every project), offers its CPUs, GPUs and tags in all, and its time left
--- (NULL: no end) is at least the job's timeout (NULL: any time left will do).
+-- of its jobs no live worker could take (unserved): a job could be taken when a worker is ONLINE
+-- (wn_worker_status: neither LOST nor OFFLINE), serves its project (registered for it, for several
+-- projects among them it, or for every project), offers its CPUs, GPUs and tags in all, and its
+-- time left (NULL: no end) is at least the job's timeout (NULL: any time left will do).
 WITH pending AS (
     SELECT j.project_id, j.required_cpu AS cpu, j.required_accelerators AS gpus,
            ARRAY(SELECT DISTINCT t FROM unnest(j.required_tags) t ORDER BY t) AS tags, j.timeout
@@ -22,7 +22,7 @@ WITH pending AS (
     SELECT w.project_id, w.project_ids, w.cpu, w.accelerators, w.tags,
            extract(epoch FROM w.deadline - now())::float8 AS time_left
       FROM workers w
-     WHERE w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)
+     WHERE wn_worker_status(w.status, w.last_seen, w.lease_seconds) = 'ONLINE'
        AND (w.deadline IS NULL OR w.deadline > now())
 )
 SELECT p.name AS project, s.cpu, s.gpus, s.tags, s.timeout, s.pending,

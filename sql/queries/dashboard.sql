@@ -16,17 +16,20 @@ SELECT p.id, p.name, p.description, p.status AS project_status,
  ORDER BY p.name;
 
 -- name: dash_cluster
--- Workers heard from within :silent_seconds, and the CPUs and GPUs they declared and hold.
-SELECT count(*)::bigint AS workers_online,
-       coalesce(sum(w.cpu), 0)::bigint AS cpu_total,
-       coalesce(sum(w.accelerators), 0)::bigint AS gpu_total,
+-- How many workers are ONLINE and how many LOST (wn_worker_status), and the CPUs and GPUs the
+-- ONLINE ones declared and hold.
+SELECT count(*) FILTER (WHERE w.state = 'ONLINE')::bigint AS workers_online,
+       count(*) FILTER (WHERE w.state = 'LOST')::bigint AS workers_lost,
+       coalesce(sum(w.cpu) FILTER (WHERE w.state = 'ONLINE'), 0)::bigint AS cpu_total,
+       coalesce(sum(w.accelerators) FILTER (WHERE w.state = 'ONLINE'), 0)::bigint AS gpu_total,
        coalesce(sum(u.cpu), 0)::bigint AS cpu_used,
        coalesce(sum(u.gpu), 0)::bigint AS gpu_used
-  FROM workers w
+  FROM (SELECT w.id, w.cpu, w.accelerators, wn_worker_status(w.status, w.last_seen, w.lease_seconds) AS state
+          FROM workers w
+         WHERE w.status <> 'OFFLINE'
+           AND (:projects::bigint[] IS NULL OR w.project_id IS NULL OR w.project_id = ANY (:projects))) w
   LEFT JOIN LATERAL (SELECT sum(j.required_cpu) AS cpu, sum(j.required_accelerators) AS gpu
-                       FROM jobs j WHERE j.worker_id = w.id AND j.status = 'RUNNING') u ON true
- WHERE w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)
-   AND (:projects::bigint[] IS NULL OR w.project_id IS NULL OR w.project_id = ANY (:projects));
+                       FROM jobs j WHERE j.worker_id = w.id AND j.status = 'RUNNING') u ON w.state = 'ONLINE';
 
 -- name: dash_project
 -- One project by name or id, with its job counts by status.
@@ -103,10 +106,11 @@ SELECT e.attempt,
 
 -- name: dash_why_workers
 -- The workers that could take jobs of a project (registered for it, for several projects among
--- them it, or for any project), with what they hold now, whether they were heard from within
--- :silent_seconds, and the seconds left until their time ends (time_left; NULL: no end).
-SELECT w.id, w.name, w.cpu, w.accelerators, w.tags, w.status, w.last_seen,
-       (w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)) AS online,
+-- them it, or for any project), with what they hold now, their status (wn_worker_status) and
+-- whether it is ONLINE, and the seconds left until their time ends (time_left; NULL: no end).
+SELECT w.id, w.name, w.cpu, w.accelerators, w.tags, w.last_seen,
+       wn_worker_status(w.status, w.last_seen, w.lease_seconds) AS status,
+       wn_worker_status(w.status, w.last_seen, w.lease_seconds) = 'ONLINE' AS online,
        extract(epoch FROM w.deadline - now())::float8 AS time_left,
        coalesce(sum(j.required_cpu), 0)::int AS used_cpu,
        coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators
@@ -121,8 +125,8 @@ SELECT w.id, w.name, w.cpu, w.accelerators, w.tags, w.status, w.last_seen,
 -- the key's running jobs in the project (key_running) and the smallest limit among them and the
 -- job (key_limit); its project's quotas against what the project's running jobs hold; its
 -- project's usage and share; and `ahead`, the projects a claim serves before it (a JSON array,
--- lowest usage against share first): those sharing with it a live worker (heard from within
--- :silent_seconds) that serves several projects and could run the job, with an eligible job such
+-- lowest usage against share first): those sharing with it an ONLINE worker (wn_worker_status)
+-- that serves several projects and could run the job, with an eligible job such
 -- a worker could take, and a lower standing as wn_claim_pool compares them (usage / share, then
 -- what they hold now / share, then the older project).
 WITH me AS (
@@ -132,7 +136,7 @@ WITH me AS (
 ), pool AS (
     SELECT w.cpu, w.accelerators, w.tags, w.project_ids
       FROM workers w, me
-     WHERE w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)
+     WHERE wn_worker_status(w.status, w.last_seen, w.lease_seconds) = 'ONLINE'
        AND (w.project_ids IS NOT NULL OR w.all_projects)
        AND (w.project_ids IS NULL OR me.project_id = ANY (w.project_ids))
        AND w.cpu >= me.required_cpu AND w.accelerators >= me.required_accelerators
@@ -211,10 +215,12 @@ SELECT count(*)::bigint
    AND (j.priority > me.priority OR (j.priority = me.priority AND j.id < me.id));
 
 -- name: dash_workers
--- Every worker (or those of :projects), online ones first, with the jobs it holds and their GPUs.
-SELECT w.id, w.name, w.entity, w.host, w.pid, w.cpu, w.accelerators, w.tags, w.status,
+-- Every worker (or those of :projects) with its status (wn_worker_status), online ones first, with
+-- the jobs it holds and their GPUs.
+SELECT w.id, w.name, w.entity, w.host, w.pid, w.cpu, w.accelerators, w.tags,
+       wn_worker_status(w.status, w.last_seen, w.lease_seconds) AS status,
        w.registered_at, w.last_seen, p.name AS project,
-       (w.status = 'ONLINE' AND w.last_seen > now() - make_interval(secs => :silent_seconds)) AS online,
+       wn_worker_status(w.status, w.last_seen, w.lease_seconds) = 'ONLINE' AS online,
        coalesce(sum(j.required_cpu), 0)::int AS used_cpu,
        coalesce(sum(j.required_accelerators), 0)::int AS used_accelerators,
        coalesce(jsonb_agg(jsonb_build_object('id', j.id, 'name', j.name, 'gpus', j.gpus) ORDER BY j.id)

@@ -24,11 +24,9 @@ SELECT p.name AS project, extract(epoch FROM now() - min(j.eligible_at))::float8
  GROUP BY p.name;
 
 -- name: metrics_workers
--- Workers by state: online (heard from within :silent_seconds), silent (registered online but
--- not heard from since), offline (left); with the CPUs and GPUs they declared.
-SELECT CASE WHEN w.status = 'OFFLINE' THEN 'offline'
-            WHEN w.last_seen < now() - make_interval(secs => :silent_seconds) THEN 'silent'
-            ELSE 'online' END AS state,
+-- Workers by state, their status as wn_worker_status says in lower case (online, lost, offline),
+-- with the CPUs and GPUs they declared.
+SELECT lower(wn_worker_status(w.status, w.last_seen, w.lease_seconds)) AS state,
        count(*)::bigint AS workers,
        coalesce(sum(w.cpu), 0)::bigint AS cpus,
        coalesce(sum(w.accelerators), 0)::bigint AS gpus

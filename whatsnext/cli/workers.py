@@ -1,4 +1,4 @@
-"""``whatsnext workers ls``: the workers the server knows."""
+"""``whatsnext workers ls``: the workers the server knows, and their status (ONLINE, LOST, OFFLINE)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from ..limits import MAX_COUNT
+from ..models import WORKER_STATUSES
 from . import toolkit as tk
 
 
@@ -43,8 +44,15 @@ def register(sub: Any) -> None:
         workers,
         "ls",
         cmd_workers_ls,
-        "list workers: capacity, running jobs, last seen, when their time ends",
-        "whatsnext workers ls --project demo",
+        "list workers: status, capacity, running jobs, last seen, when their time ends",
+        "whatsnext workers ls --project demo --status lost",
     )
-    p.add_argument("--project", default=None)
-    p.add_argument("--status", choices=["online", "offline", "ONLINE", "OFFLINE"])
+    p.add_argument("--project", default=None, help="only the workers serving this project (name or id)")
+    p.add_argument(
+        "--status",
+        type=str.lower,
+        choices=[s.lower() for s in WORKER_STATUSES],
+        help="only the workers with this status: online; lost (their last heartbeat is older than "
+        "their lease: crashed, killed or cut off; online again at their next heartbeat); offline "
+        "(they left)",
+    )

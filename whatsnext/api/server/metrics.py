@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, disable_cre
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ...models import STATUSES, TERMINAL
+from ...models import STATUSES, TERMINAL, WORKER_STATUSES
 from .keys import database_key, settings_key, store_key
 from .store import Store
 from .store.base import Row
@@ -109,14 +109,14 @@ class Snapshot:
     """Each allocation queue's allocations by state."""
 
 
-async def compute_snapshot(db: MetricsStore, *, silent_seconds: float) -> Snapshot:
+async def compute_snapshot(db: MetricsStore) -> Snapshot:
     """Read the gauges (in one repeatable-read transaction: ``at``, taken before the first read,
     is a time the snapshot is no older than)."""
     at = time.time()
     projects = await db.projects()
     jobs = {(r["project"], r["status"]): int(r["jobs"]) for r in await db.job_counts()}
     oldest = {r["project"]: max(0.0, float(r["age"])) for r in await db.oldest_eligible()}
-    workers = {r["state"]: r for r in await db.workers(silent_seconds=silent_seconds)}
+    workers = {r["state"]: r for r in await db.workers()}
     online = workers.get("online")
     allocated = {r["project"]: (int(r["cpus"]), int(r["gpus"])) for r in await db.allocated()}
     pool = {r["project"]: Standing.of(r) for r in await db.standings()}
@@ -143,7 +143,9 @@ class DatabaseGauges(Collector):
     """Exports the latest :class:`Snapshot` while this server computes the gauges; nothing but
     ``whatsnext_metrics_leader 0`` otherwise (another server exports them)."""
 
-    WORKER_STATES = ("online", "silent", "offline")
+    WORKER_STATES = tuple(s.lower() for s in WORKER_STATUSES)
+    SILENT = "silent"
+    """The former name of ``lost``, exported beside it (same value) for one release."""
     ALLOCATION_STATES = ("QUEUED", "RUNNING", "FINISHED", "FAILED", "CANCELLED")
 
     def __init__(self) -> None:
@@ -175,8 +177,9 @@ class DatabaseGauges(Collector):
         )
         workers = GaugeMetricFamily(
             "whatsnext_workers",
-            "Registered workers by state: online (heard from within a lease), silent (not heard from "
-            "since), offline (left)",
+            "Registered workers by state: online, lost (last heartbeat older than its lease; not "
+            "during the recovery grace after an outage of the queue), offline (left); silent: the "
+            "former name of lost, the same value, exported for one release",
             labels=["state"],
         )
         cpus = GaugeMetricFamily("whatsnext_capacity_cpus", "CPUs declared by online workers")
@@ -198,6 +201,7 @@ class DatabaseGauges(Collector):
                 alloc_gpus.add_metric([project], g)
             for state in self.WORKER_STATES:
                 workers.add_metric([state], s.workers.get(state, 0))
+            workers.add_metric([self.SILENT], s.workers.get("lost", 0))
             cpus.add_metric([], s.capacity_cpus)
             gpus.add_metric([], s.capacity_gpus)
         yield from (jobs, oldest, workers, cpus, gpus, alloc_cpus, alloc_gpus)
@@ -497,7 +501,7 @@ async def _compute_gauges(app: web.Application) -> None:
                         log.info("computing the database gauges of /metrics")
                 if gauges.leader:
                     async with conn.transaction(isolation="repeatable_read", readonly=True):
-                        gauges.snapshot = await compute_snapshot(db, silent_seconds=settings.lease_seconds)
+                        gauges.snapshot = await compute_snapshot(db)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("computing the database gauges failed", error=str(exc))
                 gauges.step_down()

@@ -55,11 +55,6 @@ Page = Callable[[web.Request, Principal], Awaitable[dict[str, Any]]]
 # ---------------------------------------------------------------- helpers
 
 
-def silent_seconds(request: web.Request) -> float:
-    """A worker not heard from for this long counts as gone (twice the lease)."""
-    return 2 * request.app[settings_key].lease_seconds
-
-
 def visible_projects(who: Principal) -> list[int] | None:
     return None if who.projects is None else sorted(who.projects)
 

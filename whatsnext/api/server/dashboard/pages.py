@@ -35,7 +35,6 @@ from .base import (
     project_of,
     refuse_masked_filter,
     shows_secrets,
-    silent_seconds,
     views,
     visible_projects,
 )
@@ -55,7 +54,7 @@ async def root(request: web.Request) -> web.StreamResponse:
 async def overview(request: web.Request, who: Principal) -> dict[str, Any]:
     store = request.app[store_key].dashboard
     projects = await store.projects(projects=visible_projects(who))
-    cluster = await store.cluster(projects=visible_projects(who), silent_seconds=silent_seconds(request))
+    cluster = await store.cluster(projects=visible_projects(who))
     for p in projects:
         p["total"] = sum(p["counts"].values())
         p["finished"] = sum(p["counts"].get(s, 0) for s in ("COMPLETED", "FAILED", "CANCELLED"))
@@ -172,11 +171,9 @@ async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
     artifacts = await app_store.dashboard.artifacts(job_id=job_id)
     why = None
     if job["status"] == "PENDING":
-        workers = await app_store.dashboard.why_workers(
-            project_id=job["project_id"], silent_seconds=silent_seconds(request)
-        )
+        workers = await app_store.dashboard.why_workers(project_id=job["project_id"])
         ahead = await app_store.dashboard.queue_ahead(job_id=job_id)
-        pool = await app_store.dashboard.why_pool(job_id=job_id, silent_seconds=silent_seconds(request))
+        pool = await app_store.dashboard.why_pool(job_id=job_id)
         allocations = await app_store.dashboard.why_alloc(job_id=job_id)
         why = explain(
             job,
@@ -207,12 +204,11 @@ async def job_detail(request: web.Request, who: Principal) -> dict[str, Any]:
 @views.get(PREFIX + "/workers", "Workers", rule=PAGE)
 @page("workers.html")
 async def workers(request: web.Request, who: Principal) -> dict[str, Any]:
-    rows = await request.app[store_key].dashboard.workers(
-        projects=visible_projects(who), silent_seconds=silent_seconds(request)
-    )
+    rows = await request.app[store_key].dashboard.workers(projects=visible_projects(who))
     return {
-        "online": [w for w in rows if w["online"]],
-        "offline": [w for w in rows if not w["online"]],
+        "online": [w for w in rows if w["status"] == "ONLINE"],
+        "lost": [w for w in rows if w["status"] == "LOST"],
+        "offline": [w for w in rows if w["status"] == "OFFLINE"],
         "live_url": f"{PREFIX}/events",
         "title": "Workers",
     }

@@ -11,7 +11,7 @@ from aiohttp import web
 from ....limits import MAX_LIST
 from ..errors import ApiError, found, invalid, not_found
 from ..http import actor, json_response, parse_body, path_id, query_choice, query_int
-from ..keys import settings_key, store_key
+from ..keys import store_key
 from ..roles import READ_LIST, READ_PROJECT, Rule
 from ..schemas import (
     AllocationCreate,
@@ -49,15 +49,8 @@ MAX_ALLOCATIONS = 10_000
 # ---------------------------------------------------------------- demand
 
 
-def silent_seconds(request: web.Request) -> float:
-    """A worker not heard from for this long counts as gone (twice the lease, as the dashboard)."""
-    return 2 * request.app[settings_key].lease_seconds
-
-
 async def _demand(request: web.Request, projects: list[int] | None) -> web.Response:
-    shapes = await request.app[store_key].alloc.demand(
-        projects=projects, silent_seconds=silent_seconds(request)
-    )
+    shapes = await request.app[store_key].alloc.demand(projects=projects)
     return json_response(
         {
             "shapes": shapes,

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 
 from ....limits import MAX_LIST
+from ....models import WORKER_STATUSES, WorkerStatus
 from ....wire import fence_margin
 from ..errors import invalid, not_found
 from ..http import client_gone, json_response, parse_body, path_id, query_choice, query_number
@@ -18,6 +19,7 @@ from ..schemas import (
     HeartbeatOut,
     WorkerEvents,
     WorkerList,
+    WorkerOut,
     WorkerRegister,
     WorkerRegistered,
 )
@@ -57,6 +59,7 @@ async def register(request: web.Request) -> web.Response:
         tags=b.tags,
         token_id=token_id(request),
         deadline=b.deadline,
+        lease_seconds=request.app[settings_key].lease_seconds,
     )
     lease = request.app[settings_key].lease_seconds
     return json_response(
@@ -167,14 +170,32 @@ async def deregister(request: web.Request) -> web.Response:
 
 @workers.get(
     "/workers",
-    "Workers: capacity, what each holds now, when last seen",
+    "Workers: capacity, what each holds now, when last seen, status (ONLINE, LOST, OFFLINE)",
     rule=READ_LIST,
     response=WorkerList,
-    query={"project": "only this project's (id or name)", "status": "ONLINE or OFFLINE"},
+    query={
+        "project": "only this project's (id or name)",
+        "status": "ONLINE, LOST (last heartbeat older than its lease) or OFFLINE (any case)",
+    },
 )
 async def list_workers(request: web.Request) -> web.Response:
-    status = query_choice(request, "status", ("ONLINE", "OFFLINE"))
+    status = cast(WorkerStatus | None, query_choice(request, "status", WORKER_STATUSES))
     rows = await request.app[store_key].workers.list(
         project=request.query.get("project") or None, status=status, projects=project_filter(request)
     )
     return json_response({"workers": rows})
+
+
+@workers.get(
+    "/workers/{worker_id}",
+    "One worker, as GET /workers shows it",
+    rule=READ_LIST,
+    response=WorkerOut,
+    errors=(404, 422),
+)
+async def get_worker(request: web.Request) -> web.Response:
+    worker_id = path_id(request, "worker_id")
+    row = await request.app[store_key].workers.get(worker_id=worker_id, projects=project_filter(request))
+    if row is None:
+        raise not_found("worker", worker_id, "worker_id")
+    return json_response(row)

@@ -11,6 +11,7 @@ from pydantic import (
 )
 
 from ....limits import MAX_LIST, MAX_NAME
+from ....models import WorkerStatus
 from .base import INT32, Count, Id, ProjectKey, Strict, Tag
 
 # ---------------------------------------------------------------- workers
@@ -48,9 +49,16 @@ class WorkerOut(BaseModel):
     cpu: int
     accelerators: int
     tags: list[str]
-    status: Literal["ONLINE", "OFFLINE"]
+    status: WorkerStatus = Field(
+        description="ONLINE; LOST when its last heartbeat is older than its lease (crashed, killed, "
+        "cut off: not during the recovery grace after an outage of the queue; ONLINE again at its "
+        "next heartbeat); OFFLINE once it left."
+    )
     registered_at: datetime
-    last_seen: datetime
+    last_seen: datetime = Field(description="Its last heartbeat (or registration, or leaving).")
+    lease_seconds: float = Field(
+        description="The lease it was granted: LOST once its last heartbeat is older than this."
+    )
     deadline: datetime | None = Field(None, description="When the worker's time ends (null: no end).")
     running: list[int] = Field(default_factory=list)
     used_cpu: int = 0

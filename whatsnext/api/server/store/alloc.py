@@ -13,10 +13,10 @@ RECENT = 50
 
 
 class AllocStore(Table):
-    async def demand(self, *, projects: list[int] | None, silent_seconds: float) -> list[Row]:
-        """Eligible pending jobs of ``projects`` (None: all) by shape, with how many no live worker
-        (heard from within ``silent_seconds``) could take."""
-        return await self.rows(S.alloc_demand, projects=projects, silent_seconds=silent_seconds)
+    async def demand(self, *, projects: list[int] | None) -> list[Row]:
+        """Eligible pending jobs of ``projects`` (None: all) by shape, with how many no ONLINE
+        worker (``wn_worker_status``) could take."""
+        return await self.rows(S.alloc_demand, projects=projects)
 
     async def queues(self, *, name: str | None = None, projects: list[int] | None = None) -> list[Row]:
         """Queues (the one ``name``, None: all) serving only ``projects`` (None: any), with their

@@ -14,8 +14,9 @@ class DashboardStore(Table):
     async def projects(self, *, projects: list[int] | None) -> list[Row]:
         return await self.rows(S.dash_projects, projects=projects)
 
-    async def cluster(self, *, projects: list[int] | None, silent_seconds: float) -> Row:
-        return await self.one(S.dash_cluster, projects=projects, silent_seconds=silent_seconds)
+    async def cluster(self, *, projects: list[int] | None) -> Row:
+        """The ONLINE workers (``wn_worker_status``) and the CPUs and GPUs they declare and hold."""
+        return await self.one(S.dash_cluster, projects=projects)
 
     async def project(self, *, project: str) -> Row | None:
         return await self.row(S.dash_project, project=project)
@@ -46,13 +47,13 @@ class DashboardStore(Table):
     async def attempts(self, *, job_id: int) -> list[Row]:
         return await self.rows(S.dash_attempts, job_id=job_id)
 
-    async def why_workers(self, *, project_id: int, silent_seconds: float) -> list[Row]:
-        return await self.rows(S.dash_why_workers, project_id=project_id, silent_seconds=silent_seconds)
+    async def why_workers(self, *, project_id: int) -> list[Row]:
+        return await self.rows(S.dash_why_workers, project_id=project_id)
 
-    async def why_pool(self, *, job_id: int, silent_seconds: float) -> Row | None:
+    async def why_pool(self, *, job_id: int) -> Row | None:
         """What sharing the pool holds a pending job to: its concurrency key, its project's quotas
         and the projects a claim serves before it (``ahead``, with their usage and share)."""
-        return await self.row(S.dash_why_pool, job_id=job_id, silent_seconds=silent_seconds)
+        return await self.row(S.dash_why_pool, job_id=job_id)
 
     async def why_alloc(self, *, job_id: int) -> list[Row]:
         """The allocations requested for a pending job: QUEUED or RUNNING ones of a queue serving
@@ -67,8 +68,10 @@ class DashboardStore(Table):
     async def queue_ahead(self, *, job_id: int) -> int:
         return int(await self.value(S.dash_queue_ahead, job_id=job_id))
 
-    async def workers(self, *, projects: list[int] | None, silent_seconds: float) -> list[Row]:
-        return await self.rows(S.dash_workers, projects=projects, silent_seconds=silent_seconds)
+    async def workers(self, *, projects: list[int] | None) -> list[Row]:
+        """Every worker (of ``projects`` when given) with its status (``wn_worker_status``), online
+        ones first."""
+        return await self.rows(S.dash_workers, projects=projects)
 
     async def graph(self, *, project_id: int, group: str | None, limit: int) -> tuple[list[Row], list[Row]]:
         nodes = await self.rows(S.dash_graph_nodes, project_id=project_id, group=group, limit=limit)

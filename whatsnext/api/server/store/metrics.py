@@ -31,8 +31,9 @@ class MetricsStore(Table):
     async def oldest_eligible(self) -> list[Row]:
         return await self.rows(S.metrics_oldest_eligible)
 
-    async def workers(self, *, silent_seconds: float) -> list[Row]:
-        return await self.rows(S.metrics_workers, silent_seconds=silent_seconds)
+    async def workers(self) -> list[Row]:
+        """Workers by state (online, lost, offline: ``wn_worker_status``), with their CPUs and GPUs."""
+        return await self.rows(S.metrics_workers)
 
     async def allocated(self) -> list[Row]:
         return await self.rows(S.metrics_allocated)

@@ -8,6 +8,7 @@ from typing import NotRequired
 
 from typing_extensions import TypedDict, Unpack
 
+from ....models import WorkerStatus
 from ..sql import S
 from .base import Row, Table
 
@@ -27,6 +28,7 @@ class Registration(TypedDict):
     tags: list[str]
     token_id: NotRequired[int | None]
     deadline: NotRequired[datetime | None]
+    lease_seconds: float
 
 
 class WorkerStore(Table):
@@ -58,10 +60,18 @@ class WorkerStore(Table):
         return int(await self.value(S.worker_deregister, worker_id=worker_id))
 
     async def list(
-        self, *, project: str | None, status: str | None, projects: list[int] | None = None
+        self, *, project: str | None, status: WorkerStatus | None, projects: list[int] | None = None
     ) -> list[Row]:
-        """Workers, of ``projects`` only when given."""
-        return await self.rows(S.worker_list, project=project, status=status, projects=projects)
+        """Workers, of ``projects`` only when given; ``status`` as ``wn_worker_status`` says."""
+        return await self.rows(
+            S.worker_list, worker_id=None, project=project, status=status, projects=projects
+        )
+
+    async def get(self, *, worker_id: int, projects: list[int] | None = None) -> Row | None:
+        """One worker as :meth:`list` shows it (None: no such worker, or not of ``projects``)."""
+        return await self.row(
+            S.worker_list, worker_id=worker_id, project=None, status=None, projects=projects
+        )
 
     async def reap(self, *, batch: int, lease: float, grace: float, every: float) -> Sweep:
         """One sweep of the lease reaper (none if another server holds it): first the reaper's
