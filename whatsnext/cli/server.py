@@ -79,7 +79,8 @@ SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         {
             "type": tk.duration,
             "metavar": "D",
-            "help": "how long a job stays leased without a worker heartbeat (default 60)",
+            "help": "how long a job stays leased without a worker heartbeat, and a worker counts as "
+            "online without one (then lost) (default 60)",
         },
     ),
     (
@@ -88,8 +89,9 @@ SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "type": tk.duration,
             "metavar": "D",
             "help": "after the queue was away longer than a lease (database or every server down, "
-            "a server paused), running leases are extended by the time away plus this (default: "
-            "$WHATSNEXT_RECOVERY_GRACE or one lease)",
+            "a server paused), running leases are extended by the time away plus this, and no "
+            "worker counts as lost before it has passed (default: $WHATSNEXT_RECOVERY_GRACE or one "
+            "lease)",
         },
     ),
     (
