@@ -58,6 +58,10 @@ MAX_DESCRIPTION: Final = 10_000
 """Characters of a project's description."""
 MAX_ATTEMPTS: Final = 1000
 """The largest ``max_attempts`` (and ``max_lost``) of a job or task."""
+MAX_RESULT_BYTES: Final = 64 * 1024
+"""A job's ``result`` as JSON, in bytes: 64 KiB. A larger one is stored as
+``{"$oversized": {"bytes": N, "limit": L}}`` instead (by the worker before it reports, and by
+the server for any report): marked, never refused."""
 MAX_SHARE: Final = 1_000_000
 """The largest ``share`` of a project (its weight in the pool; the smallest is anything above 0)."""
 

@@ -2,7 +2,13 @@
 
 A template is text with ``{name}`` placeholders (``{name:.3f}`` takes a format spec as in
 ``str.format``); ``{{`` and ``}}`` stand for literal braces, so ``awk '{{print $1}}'`` works.
-Placeholders name parameters only: no positional ``{}``/``{0}``, no ``{a.b}`` or ``{a[0]}``.
+Placeholders name parameters: no positional ``{}``/``{0}``, no ``{a.b}`` or ``{a[0]}``, with one
+exception: an *upstream reference* ``{upstream.NAME.FIELD}`` takes a value of the upstream job
+named NAME (a job this one depends on) when the job runs: FIELD is ``id``, ``name``, ``task``,
+``status`` or ``result``, and ``result`` may go on with keys into the result
+(``{upstream.train.result.checkpoint}``, a list item by its index: ``result.scores.0``). A name
+or key with a dot in it goes in brackets: ``{upstream[train.v2].result[best.loss]}``. Upstream
+references are not parameters: :func:`placeholders` leaves them out.
 
 A *shell* template is run by ``/bin/sh``. Each value is inserted shell-quoted, which is only safe
 where the shell reads a bare word: inside quotes, after a backslash or ``$``, in a comment, in
@@ -19,15 +25,22 @@ import string
 from dataclasses import dataclass
 
 __all__ = [
+    "UPSTREAM_FIELDS",
     "Placeholder",
     "TemplateError",
+    "UpstreamRef",
     "check_shell_template",
     "check_template",
     "parse_template",
     "placeholders",
+    "upstream_refs",
 ]
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+UPSTREAM = "upstream"
+UPSTREAM_FIELDS = ("id", "name", "task", "status", "result")
+"""What an upstream reference may take of an upstream job (``result`` with keys into it)."""
+_SEGMENT = re.compile(r"\.([^.\[\]]+)|\[([^\[\]]+)\]")
 _WORD_START = frozenset(" \t\n;&|()<>")
 
 
@@ -49,6 +62,16 @@ class Placeholder:
         return "{" + self.name + conv + spec + "}"
 
 
+@dataclass(frozen=True, slots=True)
+class UpstreamRef(Placeholder):
+    """An ``{upstream.NAME.FIELD[.KEY...]}`` field: a value of the upstream job named ``job``
+    (``name`` holds the whole reference as written)."""
+
+    job: str = ""
+    field: str = "result"
+    keys: tuple[str, ...] = ()
+
+
 Piece = str | Placeholder
 
 
@@ -64,6 +87,9 @@ def parse_template(template: str) -> list[Piece]:
             pieces.append(literal)
         if field is None:
             continue
+        if field.startswith((UPSTREAM + ".", UPSTREAM + "[")):
+            pieces.append(_upstream_ref(template, field, spec or "", conversion))
+            continue
         if not _NAME.match(field):
             if field == "" or field.isdigit():
                 hint = "name it after a parameter, e.g. {lr}"
@@ -78,13 +104,54 @@ def parse_template(template: str) -> list[Piece]:
     return pieces
 
 
+def _upstream_ref(template: str, field: str, spec: str, conversion: str | None) -> UpstreamRef:
+    """``upstream.NAME.FIELD[.KEY...]`` (any part may be ``[...]`` instead of ``.part``)."""
+    parts: list[str] = []
+    pos, rest = 0, field[len(UPSTREAM) :]
+    while pos < len(rest):
+        match = _SEGMENT.match(rest, pos)
+        if match is None:
+            parts = []
+            break
+        parts.append(match.group(1) if match.group(1) is not None else match.group(2))
+        pos = match.end()
+    fields = ", ".join(UPSTREAM_FIELDS)
+    if len(parts) < 2:
+        raise TemplateError(
+            f"bad upstream reference {{{field}}} in template {template!r}: write {{upstream.NAME.FIELD}} "
+            f"(NAME: the upstream job's name, FIELD: one of {fields}; a name with a dot in brackets: "
+            "{upstream[NAME].FIELD})"
+        )
+    job, what, *keys = parts
+    if what not in UPSTREAM_FIELDS:
+        raise TemplateError(
+            f"bad upstream reference {{{field}}} in template {template!r}: {what!r} is not one of {fields}"
+        )
+    if keys and what != "result":
+        raise TemplateError(
+            f"bad upstream reference {{{field}}} in template {template!r}: only result has keys "
+            f"(e.g. {{upstream.{job}.result.KEY}})"
+        )
+    if spec and ("{" in spec or "}" in spec):
+        raise TemplateError(f"nested placeholder in {{{field}:{spec}}} of template {template!r}")
+    if conversion not in (None, "s", "r", "a"):
+        raise TemplateError(f"bad conversion !{conversion} in template {template!r}")
+    return UpstreamRef(field, spec, conversion, job=job, field=what, keys=tuple(keys))
+
+
 def placeholders(template: str) -> list[str]:
-    """The parameter names a template uses, in order of first use."""
+    """The parameter names a template uses, in order of first use (upstream references are not
+    parameters: they are left out)."""
     seen: dict[str, None] = {}
     for piece in parse_template(template):
-        if isinstance(piece, Placeholder):
+        if isinstance(piece, Placeholder) and not isinstance(piece, UpstreamRef):
             seen.setdefault(piece.name, None)
     return list(seen)
+
+
+def upstream_refs(template: str) -> list[UpstreamRef]:
+    """The upstream references of a template, in order."""
+    return [piece for piece in parse_template(template) if isinstance(piece, UpstreamRef)]
 
 
 def check_template(template: str, *, shell: bool = False) -> list[Piece]:

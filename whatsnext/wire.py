@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any, Final, NotRequired, TypedDict
 
+import orjson
+
+from .limits import MAX_RESULT_BYTES
 from .models import Outcome, ReportStatus
 
 
@@ -32,6 +35,30 @@ class ClaimRequest(TypedDict, total=False):
     projects: list[str] | None
     all_projects: bool
     time_left: float | None
+
+
+class UpstreamArtifact(TypedDict):
+    """An artifact an upstream job recorded (``GET /jobs/{id}/artifacts`` has the rest)."""
+
+    uri: str
+    direction: str
+    """``in`` or ``out``."""
+    kind: str
+    """``declared`` (an input or output the job declared) or ``checkpoint`` (a checkpoint it named)."""
+
+
+class UpstreamJob(TypedDict):
+    """What one upstream job left, as a claim hands it to a job that depends on it."""
+
+    id: int
+    name: str
+    task: str
+    status: str
+    """Its status when the dependent job was claimed (COMPLETED, or under a ``finished`` or
+    ``failure`` condition FAILED, CANCELLED or BLOCKED)."""
+    result: Any
+    """Its result (a JSON value; null when it reported none)."""
+    artifacts: list[UpstreamArtifact]
 
 
 class ClaimedJob(TypedDict):
@@ -62,6 +89,8 @@ class ClaimedJob(TypedDict):
     """The latest checkpoint an attempt of this job named (a path or URI), if any."""
     resume: bool
     """The previous attempt ended PREEMPTED or LOST: this one should resume from ``checkpoint``."""
+    upstream: list[UpstreamJob] | None
+    """What the jobs this one depends on left, in id order; null for a job without dependencies."""
 
 
 class ReportEntry(TypedDict):
@@ -146,6 +175,28 @@ WN_CLAIM_PARAMETERS: Final[dict[str, str]] = {
 keys of the JSON object ``wn_enqueue_claim`` reads) and the claim argument each one takes."""
 
 
+OVERSIZED: Final = "$oversized"
+"""The key of the mark a result larger than ``MAX_RESULT_BYTES`` is stored as."""
+
+
+def oversized(size: int, limit: int = MAX_RESULT_BYTES) -> dict[str, Any]:
+    """The mark stored instead of a result of ``size`` bytes: ``{"$oversized": {"bytes", "limit"}}``."""
+    return {OVERSIZED: {"bytes": size, "limit": limit}}
+
+
+def bounded_result(value: Any, limit: int = MAX_RESULT_BYTES) -> Any:
+    """A report's ``result`` as it is stored: ``value``, or :func:`oversized` when its JSON takes
+    more than ``limit`` bytes (a result is marked, never refused: the report goes through). The
+    worker applies it before it reports, the server to every report."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError:
+        return value  # not JSON as it is (an integer beyond 64 bits): the storable check handles it
+    return value if size <= limit else oversized(size, limit)
+
+
 FENCE_FRACTION: Final = 0.25
 """The fence margin a server announces, as a part of the lease."""
 MIN_FENCE_MARGIN: Final = 1.0
@@ -182,6 +233,7 @@ __all__ = [
     "CLAIMED_JOB_FIELDS",
     "CLAIM_ARG_FIELDS",
     "CLAIM_REQUEST_FIELDS",
+    "OVERSIZED",
     "REPORT_FIELDS",
     "WN_CLAIM_PARAMETERS",
     "AttemptEnd",
@@ -189,7 +241,11 @@ __all__ = [
     "ClaimRequest",
     "ClaimedJob",
     "ReportEntry",
+    "UpstreamArtifact",
+    "UpstreamJob",
+    "bounded_result",
     "fence_margin",
+    "oversized",
     "wn_claim_json",
     "wn_pool_claim_json",
 ]

@@ -179,10 +179,11 @@ def test_the_worker_reads_claimed_jobs_by_the_wire_fields() -> None:
     )
     taken = {"id", "name", "task", "parameters", "attempt", "priority", "required_cpu"}
     taken |= {"required_accelerators", "timeout", "inputs", "outputs", "previous_external_ids"}
-    taken |= {"command", "defaults", "shell", "project", "checkpoint", "resume"}
+    taken |= {"command", "defaults", "shell", "project", "checkpoint", "resume", "upstream"}
     assert taken <= set(wire.CLAIMED_JOB_FIELDS)
-    # The worker's own: its GPU ids, the job's checkpoint directory and file.
-    assert set(JobSpec.__dataclass_fields__) - {"gpu_ids", "checkpoint_dir", "checkpoint_file"} == taken
+    # The worker's own: its GPU ids, the job's checkpoint directory and its files.
+    own = {"gpu_ids", "checkpoint_dir", "checkpoint_file", "result_file", "upstream_file"}
+    assert set(JobSpec.__dataclass_fields__) - own == taken
     assert (spec.checkpoint, spec.resume) == ("/ck/5/step-10.pt", True)
     assert (spec.id, spec.attempt, spec.command, spec.inputs, spec.outputs) == (5, 3, "echo {a}", ["in"], [])
     assert spec.previous_external_ids == ["slurm:1"] and spec.defaults == {}

@@ -288,6 +288,7 @@ def test_each_job_has_one_checkpoint_directory_and_a_file_per_attempt(tmp_path: 
         "WHATSNEXT_RESUME": "1",
         "WHATSNEXT_CHECKPOINT_DIR": str(folder),
         "WHATSNEXT_CHECKPOINT_FILE": str(folder / ".checkpoint-attempt-3"),
+        "WHATSNEXT_RESULT_FILE": str(folder / ".result-attempt-3.json"),
     }
     assert store.read(spec) is None  # the job named none
     Path(spec.checkpoint_file or "").write_text("step-200.pt\n")

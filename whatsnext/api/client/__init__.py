@@ -23,6 +23,7 @@ from .formatters import (
 )
 from .job import Job
 from .project import AsyncProject, Project
+from .results import upstream, write_result
 from .server import AsyncServer, Server
 from .worker import Client, WorkSummary
 
@@ -51,6 +52,8 @@ __all__ = [
     "ValidationError",
     "WhatsNextError",
     "WorkSummary",
+    "upstream",
+    "write_result",
 ]
 
 

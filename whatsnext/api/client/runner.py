@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from ...wire import ClaimedJob, ReportEntry
+from ...wire import ClaimedJob, ReportEntry, bounded_result
 from .artifacts import ArtifactRecorder
 from .backoff import Backoff
 from .checkpoint import Checkpoints
@@ -99,6 +99,7 @@ def job_spec(data: ClaimedJob) -> JobSpec:
         project=data.get("project"),
         checkpoint=data.get("checkpoint"),
         resume=bool(data.get("resume")),
+        upstream=data.get("upstream"),
     )
 
 
@@ -356,12 +357,15 @@ class Runner:
         error = outcome.error
         if status == "FAILED" and outcome.log_tail and (error or "").startswith(("exit code", "killed by")):
             error = failure_reason(error, outcome.log_tail)  # the cause is usually in the last lines
+        result = outcome.result
+        if result is None and self.checkpoints is not None:
+            result = self.checkpoints.read_result(spec)  # what the job wrote to WHATSNEXT_RESULT_FILE
         report: ReportEntry = {
             "id": spec.id,
             "attempt": spec.attempt,
             "status": status,
             "exit_code": outcome.exit_code,
-            "result": outcome.result,
+            "result": bounded_result(result),
             "error": clean_text(error) if error else None,  # no NUL: PostgreSQL text refuses it
             "log": clean_text(outcome.log_tail) or None,
             "duration": round(outcome.duration, 6),

@@ -17,6 +17,11 @@ the same argument vector wherever it runs:
   is inserted with :func:`shlex.quote`; a placeholder the shell would not read as a bare word
   (inside quotes, a comment, a here-document...) is refused when the template is given (see
   :mod:`whatsnext.template`).
+* **upstream references** (``{upstream.train.result.checkpoint}``, ``{upstream.train.status}``):
+  filled from what the job's claim says of its upstream jobs (``upstream``: a list of ``{id,
+  name, task, status, result, artifacts}``), by the same rules as a parameter's value. A name no
+  upstream job has, a name two of them share, or a key the result lacks is a
+  :class:`FormatError` that names it: the job fails, not the worker.
 
 Every error is a :class:`FormatError` that names the template and the placeholder.
 """
@@ -30,10 +35,22 @@ import shlex
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from ...template import Placeholder, TemplateError, check_template
+from ...template import Placeholder, TemplateError, UpstreamRef, check_template
 from .formatters.base import FormatError
 
-__all__ = ["SHELLS", "CommandTemplate", "bash_quote", "render_text", "script_argv", "value_text"]
+__all__ = [
+    "SHELLS",
+    "CommandTemplate",
+    "Upstream",
+    "bash_quote",
+    "render_text",
+    "script_argv",
+    "upstream_value",
+    "value_text",
+]
+
+Upstream = Sequence[Mapping[str, Any]] | None
+"""A claimed job's ``upstream``: what each job it depends on left (None: it depends on none)."""
 
 #: Programs whose ``-c`` argument is shell code: a placeholder inside such a word is shell-quoted.
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "ash", "mksh", "busybox"})
@@ -104,11 +121,42 @@ def script_argv(executable: str | None, script: str, parameters: Mapping[str, An
     return argv
 
 
+def upstream_value(ref: UpstreamRef, upstream: Upstream) -> Any:
+    """The value an upstream reference names: a field of the one upstream job called ``ref.job``
+    (a key path into its result). :class:`FormatError` saying what is missing otherwise."""
+    if not upstream:
+        raise FormatError(f"{ref}: the job has no upstream jobs (it depends on none)")
+    found = [job for job in upstream if job.get("name") == ref.job]
+    if not found:
+        names = ", ".join(sorted({repr(str(job.get("name"))) for job in upstream}))
+        raise FormatError(f"{ref}: no upstream job is named {ref.job!r} (its upstream jobs: {names})")
+    if len(found) > 1:
+        ids = ", ".join(str(job.get("id")) for job in found)
+        raise FormatError(
+            f"{ref}: {len(found)} upstream jobs are named {ref.job!r} (ids {ids}); give them names of their own"
+        )
+    job = found[0]
+    value = job.get(ref.field)
+    for depth, key in enumerate(ref.keys):
+        if isinstance(value, Mapping) and key in value:
+            value = value[key]
+        elif isinstance(value, list) and key.isascii() and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            where = "result" + "".join(f"[{k!r}]" for k in ref.keys[: depth + 1])
+            why = "it reported no result" if job.get("result") is None else f"its result has no {where}"
+            raise FormatError(
+                f"{ref}: upstream job {ref.job!r} (id {job.get('id')}, {job.get('status')}): {why}"
+            )
+    return value
+
+
 def _fill(
     template: str,
     pieces: Sequence[str | Placeholder],
     values: Mapping[str, Any],
     quote: bool | Callable[[str], str],
+    upstream: Upstream = None,
 ) -> str:
     quoter = shlex.quote if quote is True else (quote or None)
     out: list[str] = []
@@ -116,13 +164,17 @@ def _fill(
         if isinstance(piece, str):
             out.append(piece)
             continue
-        if piece.name not in values:
+        if isinstance(piece, UpstreamRef):
+            value = upstream_value(piece, upstream)
+        elif piece.name in values:
+            value = values[piece.name]
+        else:
             given = ", ".join(sorted(values)) or "none"
             raise FormatError(
                 f"missing parameter {piece.name!r} for template {template!r} (parameters given: {given})"
             )
         try:
-            text = value_text(values[piece.name], piece.spec, piece.conversion)
+            text = value_text(value, piece.spec, piece.conversion)
         except (TypeError, ValueError) as exc:
             raise FormatError(f"cannot render {piece} of template {template!r}: {exc}") from None
         out.append(quoter(text) if quoter is not None else text)
@@ -136,9 +188,9 @@ def _parse(template: str, *, shell: bool = False) -> list[str | Placeholder]:
         raise FormatError(str(exc)) from None
 
 
-def render_text(template: str, values: Mapping[str, Any]) -> str:
+def render_text(template: str, values: Mapping[str, Any], upstream: Upstream = None) -> str:
     """Fill a plain-text template (a path, a name): values as text, unquoted."""
-    return _fill(template, _parse(template), values, quote=False)
+    return _fill(template, _parse(template), values, quote=False, upstream=upstream)
 
 
 class CommandTemplate:
@@ -199,16 +251,25 @@ class CommandTemplate:
     def parameters(self, parameters: Mapping[str, Any]) -> dict[str, Any]:
         return {**self.defaults, **parameters}
 
-    def argv(self, parameters: Mapping[str, Any]) -> list[str]:
-        """The argument vector (a shell template: ``["/bin/sh", "-c", line]``)."""
+    def argv(self, parameters: Mapping[str, Any], upstream: Upstream = None) -> list[str]:
+        """The argument vector (a shell template: ``["/bin/sh", "-c", line]``); ``upstream`` (the
+        claimed job's) fills upstream references."""
         values = self.parameters(parameters)
         if self.script is not None:
             return script_argv(self.executable, self.script, values)
         if self.shell:
-            return ["/bin/sh", "-c", self.shell_line(values)]
-        return [_fill(word, pieces, values, quote=as_shell) for word, pieces, as_shell in self._words]
+            return ["/bin/sh", "-c", self.shell_line(values, upstream=upstream)]
+        return [
+            _fill(word, pieces, values, quote=as_shell, upstream=upstream)
+            for word, pieces, as_shell in self._words
+        ]
 
-    def shell_line(self, parameters: Mapping[str, Any], quote: Callable[[str], str] = shlex.quote) -> str:
+    def shell_line(
+        self,
+        parameters: Mapping[str, Any],
+        quote: Callable[[str], str] = shlex.quote,
+        upstream: Upstream = None,
+    ) -> str:
         """The command as a shell runs it: the filled shell template, or the quoted argv.
 
         ``quote`` quotes each value (:func:`bash_quote` keeps a bash script's command on one line).
@@ -216,5 +277,5 @@ class CommandTemplate:
         values = self.parameters(parameters)
         if self.shell:
             assert self.template is not None
-            return _fill(self.template, self._shell_pieces, values, quote=quote)
-        return " ".join(quote(word) for word in self.argv(values))
+            return _fill(self.template, self._shell_pieces, values, quote=quote, upstream=upstream)
+        return " ".join(quote(word) for word in self.argv(values, upstream))

@@ -19,6 +19,8 @@ from typing import Any, Literal
 
 import anyio
 
+from ....wire import UpstreamJob
+
 OutcomeStatus = Literal["COMPLETED", "FAILED", "CANCELLED"]
 
 
@@ -68,6 +70,16 @@ class JobSpec:
     checkpoint_file: str | None = None
     """Where the job writes the path of its latest checkpoint (``WHATSNEXT_CHECKPOINT_FILE``); the
     worker reads it when the attempt ends and the next attempt gets that path."""
+    upstream: list[UpstreamJob] | None = None
+    """What each job this one depends on left (``{id, name, task, status, result, artifacts}``, in
+    id order), from the claim; None for a job without dependencies. Fills ``{upstream.NAME...}``
+    in a command template."""
+    result_file: str | None = None
+    """Where the job may write its result as JSON (``WHATSNEXT_RESULT_FILE``, one per attempt in
+    its directory); the worker reads it when the attempt ends."""
+    upstream_file: str | None = None
+    """``upstream.json`` in the job's directory, holding ``upstream`` (``WHATSNEXT_UPSTREAM``);
+    None for a job without dependencies."""
 
 
 @dataclass(slots=True)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..process import run_process
-from ..template import CommandTemplate
+from ..template import CommandTemplate, Upstream
 from .base import FormatError, Formatter, JobSpec, Outcome, RunContext, apply_defaults
 
 
@@ -63,11 +63,11 @@ class CLIFormatter(Formatter):
         elif self.template is not None:
             check_template_words(self.template, self.shell, self.cwd)
 
-    def argv(self, task: str, parameters: Mapping[str, Any]) -> list[str]:
-        return self.command_template.argv(parameters)
+    def argv(self, task: str, parameters: Mapping[str, Any], upstream: Upstream = None) -> list[str]:
+        return self.command_template.argv(parameters, upstream)
 
-    def shell_command(self, parameters: Mapping[str, Any]) -> str:
-        return self.command_template.shell_line(parameters)
+    def shell_command(self, parameters: Mapping[str, Any], upstream: Upstream = None) -> str:
+        return self.command_template.shell_line(parameters, upstream=upstream)
 
     def format(self, task: str, parameters: dict[str, Any]) -> str:
         return self.shell_command(parameters)
@@ -80,7 +80,9 @@ class CLIFormatter(Formatter):
     async def run(self, job: JobSpec, ctx: RunContext) -> Outcome:
         try:
             cmd: Sequence[str] | str = (
-                self.shell_command(job.parameters) if self.shell else self.argv(job.task, job.parameters)
+                self.shell_command(job.parameters, job.upstream)
+                if self.shell
+                else self.argv(job.task, job.parameters, job.upstream)
             )
         except FormatError as exc:
             return Outcome(status="FAILED", error=f"cannot format job: {exc}", retryable=False)

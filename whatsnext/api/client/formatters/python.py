@@ -49,11 +49,28 @@ Called = tuple[str | None, Any, BaseException | None]
 """How a call ended: why it was stopped (None: it was not), its return value, its exception."""
 
 
+def declares(func: Callable[..., Any], name: str) -> bool:
+    """Whether ``func`` has a parameter ``name`` that can be given by keyword (``**kwargs`` does not count)."""
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # a builtin without a signature
+        return False
+    found = parameters.get(name)
+    return found is not None and found.kind in (
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        inspect.Parameter.KEYWORD_ONLY,
+    )
+
+
 class PythonFormatter(Formatter):
     """Run each job as ``func(**parameters)`` in the worker process.
 
     Coroutine functions are awaited on the worker's loop; plain functions run in a thread. The return
-    value becomes the job's ``result``; an exception fails the job with its traceback.
+    value becomes the job's ``result`` (when it returns None, what the job wrote to its result file
+    ``job.result_file``, if anything); an exception fails the job with its traceback. A function
+    that declares an ``upstream`` parameter receives what the jobs it depends on left (a list of
+    ``{id, name, task, status, result, artifacts}``, empty for a job without dependencies), unless
+    the job has a parameter of that name.
     """
 
     def __init__(self, func: Callable[..., Any] | str, *, pass_job: bool = False) -> None:
@@ -62,6 +79,7 @@ class PythonFormatter(Formatter):
         self.pass_job = pass_job
         """When True, the function also receives ``job=JobSpec`` (id, attempt, GPU ids, ...)."""
         self._is_async = inspect.iscoroutinefunction(self.func)
+        self._takes_upstream = declares(self.func, "upstream")
 
     def format(self, task: str, parameters: dict[str, Any]) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in parameters.items())
@@ -74,6 +92,8 @@ class PythonFormatter(Formatter):
         kwargs = dict(job.parameters)
         if self.pass_job:
             kwargs["job"] = job
+        if self._takes_upstream and "upstream" not in kwargs:
+            kwargs["upstream"] = list(job.upstream or ())
         started = time.monotonic()
         call = self._call_here if self._is_async else self._call_in_thread
         stopped, value, exc = await call(kwargs, ctx)

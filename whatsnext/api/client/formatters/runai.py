@@ -246,7 +246,7 @@ class RUNAIFormatter(ExternalFormatter):
     def container_argv(self, job: JobSpec) -> list[str]:
         """The container's argument vector (the same argv the CLI formatter would run)."""
         try:
-            argv = self.command_template.argv(job.parameters)
+            argv = self.command_template.argv(job.parameters, job.upstream)
         except FormatError as exc:
             raise FormatError(f"task {job.task!r}: {exc}") from None
         if not argv:

@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..template import bash_quote
+from ..template import Upstream, bash_quote
 from .base import FormatError, JobSpec, Outcome, RunContext
 from .external import (
     BatchPoller,
@@ -267,8 +267,12 @@ class SlurmFormatter(ExternalFormatter):
 
     def format(self, task: str, parameters: dict[str, Any]) -> str:
         """The command line of the batch script: every value quoted for bash, on one line."""
+        return self.command_line(task, parameters)
+
+    def command_line(self, task: str, parameters: Mapping[str, Any], upstream: Upstream = None) -> str:
+        """:meth:`format`, with the job's ``upstream`` for its ``{upstream.NAME...}`` references."""
         try:
-            return self.command_template.shell_line(parameters, quote=bash_quote)
+            return self.command_template.shell_line(parameters, quote=bash_quote, upstream=upstream)
         except FormatError as exc:
             raise FormatError(f"task {task!r}: {exc}") from None
 
@@ -299,7 +303,7 @@ class SlurmFormatter(ExternalFormatter):
     ) -> str:
         """The complete batch script for ``job`` (raises :class:`FormatError` on bad parameters)."""
         if command is None:
-            command = self.format(job.task, job.parameters)
+            command = self.command_line(job.task, job.parameters, job.upstream)
         directives = [
             f"--job-name={self.job_name(job)}",
             f"--cpus-per-task={max(1, job.required_cpu)}",

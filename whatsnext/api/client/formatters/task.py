@@ -66,7 +66,11 @@ class TaskFormatter(Formatter):
             )
         try:
             template = self.template(job.command, job.shell, job.defaults)
-            cmd = template.shell_line(job.parameters) if job.shell else template.argv(job.parameters)
+            cmd = (
+                template.shell_line(job.parameters, upstream=job.upstream)
+                if job.shell
+                else template.argv(job.parameters, job.upstream)
+            )
         except FormatError as exc:
             return Outcome(status="FAILED", error=f"cannot format job: {exc}", retryable=False)
         apply_defaults(ctx, self.env, self.cwd or os.getcwd())

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     Field,
     RootModel,
@@ -19,11 +20,12 @@ from ....limits import (
     MAX_LOG_TAIL,
     MAX_NAME,
     MAX_REPORTS,
+    MAX_RESULT_BYTES,
     MAX_TIME_LEFT,
     MAX_URI,
 )
 from ....models import DEFAULT_MAX_LOST, JobStatus, ReportStatus
-from ....wire import CLAIM_REQUEST_FIELDS, CLAIMED_JOB_FIELDS, REPORT_FIELDS
+from ....wire import CLAIM_REQUEST_FIELDS, CLAIMED_JOB_FIELDS, REPORT_FIELDS, bounded_result
 from .base import INT32, Attempt, Count, Id, Int32, Name, Printed, Produced, ProjectKey, Strict, Tag
 
 # ---------------------------------------------------------------- claim and reports
@@ -39,6 +41,19 @@ def _checkpoint() -> Any:
         "checkpoint (null keeps the one it has), recorded as an artifact of the attempt, handed to "
         "the next attempt (a file:// URI is kept as its path).",
     )
+
+
+Result = Annotated[
+    Produced,
+    AfterValidator(bounded_result),
+    Field(
+        description="The attempt's result, any JSON value (an object is usual): stored as far as "
+        "PostgreSQL can hold it, and when larger than "
+        f"{MAX_RESULT_BYTES} bytes of JSON, stored as "
+        '`{"$oversized": {"bytes": N, "limit": L}}` instead (marked, never refused).'
+    ),
+]
+"""A report's ``result``: made storable, then bounded (``whatsnext.wire.bounded_result``)."""
 
 
 class ClaimRequest(Strict):
@@ -81,6 +96,21 @@ class ClaimRequest(Strict):
     )
 
 
+class UpstreamArtifact(BaseModel):
+    uri: str
+    direction: str = Field(description="`in` or `out`.")
+    kind: str = Field(description="`declared` (an input or output of the job) or `checkpoint`.")
+
+
+class UpstreamJob(BaseModel):
+    id: int
+    name: str
+    task: str
+    status: JobStatus = Field(description="Its status when the dependent job was claimed.")
+    result: Any = Field(None, description="Its result (null when it reported none).")
+    artifacts: list[UpstreamArtifact] = Field(default_factory=list)
+
+
 class ClaimedJob(BaseModel):
     id: int
     name: str
@@ -112,6 +142,12 @@ class ClaimedJob(BaseModel):
     resume: bool = Field(
         False,
         description="The previous attempt was preempted or lost: this one should resume from `checkpoint`.",
+    )
+    upstream: list[UpstreamJob] | None = Field(
+        None,
+        description="For a job with dependencies, what each job it depends on left (in id order): "
+        "its worker writes this list to `upstream.json` (`WHATSNEXT_UPSTREAM`) and fills "
+        "`{upstream.NAME...}` in the command. Null for a job without dependencies.",
     )
 
 
@@ -146,7 +182,7 @@ class ClaimResponse(BaseModel):
 class CompleteRequest(Strict):
     attempt: Attempt
     exit_code: Int32 | None = 0
-    result: Produced = None
+    result: Result = None
     log: Printed | None = Field(None, max_length=MAX_LOG_TAIL, description="Tail of the job's output.")
     duration: Annotated[float, Field(ge=0)] | None = None
     checkpoint: str | None = _checkpoint()
@@ -186,7 +222,7 @@ class Report(Strict):
     attempt: Attempt
     status: ReportStatus
     exit_code: Int32 | None = None
-    result: Produced = None
+    result: Result = None
     error: Printed | None = Field(None, max_length=MAX_ERROR)
     log: Printed | None = Field(None, max_length=MAX_LOG_TAIL)
     duration: Annotated[float, Field(ge=0)] | None = None
