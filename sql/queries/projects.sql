@@ -1,11 +1,12 @@
 -- name: project_create
-INSERT INTO projects (name, description, strict_tasks) VALUES (:name, :description, :strict_tasks)
-RETURNING id, name, description, status, strict_tasks, share, max_gpus, max_cpus, max_running,
-          created_at, updated_at;
+INSERT INTO projects (name, description, strict_tasks, strict_parameters)
+VALUES (:name, :description, :strict_tasks, :strict_parameters)
+RETURNING id, name, description, status, strict_tasks, strict_parameters, share, max_gpus, max_cpus,
+          max_running, created_at, updated_at;
 
 -- name: project_get
 -- A project with its share, its quotas and its job counts by status.
-SELECT p.id, p.name, p.description, p.status, p.strict_tasks,
+SELECT p.id, p.name, p.description, p.status, p.strict_tasks, p.strict_parameters,
        p.share, p.max_gpus, p.max_cpus, p.max_running, p.created_at, p.updated_at,
        (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
           FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id GROUP BY j.status) c)
@@ -14,8 +15,8 @@ SELECT p.id, p.name, p.description, p.status, p.strict_tasks,
 
 -- name: project_list
 -- Projects with their share and quotas, of one status (NULL: any) among :projects (NULL: all).
-SELECT id, name, description, status, strict_tasks, share, max_gpus, max_cpus, max_running,
-       created_at, updated_at
+SELECT id, name, description, status, strict_tasks, strict_parameters, share, max_gpus, max_cpus,
+       max_running, created_at, updated_at
   FROM projects
  WHERE (:status::text IS NULL OR status = :status)
    AND (:projects::bigint[] IS NULL OR id = ANY(:projects))
@@ -27,6 +28,7 @@ SELECT id, name, description, status, strict_tasks, share, max_gpus, max_cpus, m
 UPDATE projects
    SET name = coalesce(:name, name), description = coalesce(:description, description),
        status = coalesce(:status, status), strict_tasks = coalesce(:strict_tasks, strict_tasks),
+       strict_parameters = coalesce(:strict_parameters, strict_parameters),
        share = coalesce(:share, share),
        max_gpus = CASE WHEN 'max_gpus' = ANY (:quotas::text[]) THEN :max_gpus::integer ELSE max_gpus END,
        max_cpus = CASE WHEN 'max_cpus' = ANY (:quotas::text[]) THEN :max_cpus::integer ELSE max_cpus END,
@@ -34,8 +36,8 @@ UPDATE projects
                           ELSE max_running END,
        updated_at = now()
  WHERE id = wn_project_id(:project)
-RETURNING id, name, description, status, strict_tasks, share, max_gpus, max_cpus, max_running,
-          created_at, updated_at;
+RETURNING id, name, description, status, strict_tasks, strict_parameters, share, max_gpus, max_cpus,
+          max_running, created_at, updated_at;
 
 -- name: project_delete
 DELETE FROM projects WHERE id = wn_project_id(:project) RETURNING id;

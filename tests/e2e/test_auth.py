@@ -42,6 +42,9 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/tasks/"): MANAGE_A,
     ("POST", "/tasks"): MANAGE_A,
     ("GET", "/projects/{project}/tasks"): READ_A,
+    ("GET", "/projects/{project}/tasks/{task}"): READ_A,
+    ("PATCH", "/projects/{project}/tasks/{task}"): MANAGE_A,
+    ("GET", "/projects/{project}/tasks/{task}/versions"): READ_A,
     ("POST", "/projects/{project}/jobs"): SUBMIT_A,
     ("POST", "/projects/{project}/jobs/batch"): SUBMIT_A,
     ("GET", "/projects/{project}/jobs"): READ_A,
@@ -267,6 +270,9 @@ EXAMPLES: dict[tuple[str, str], Example] = {
     ),
     ("POST", "/tasks"): _with("/tasks", lambda w: {"name": f"t-{uuid.uuid4().hex[:6]}", "project_id": w.a}),
     ("GET", "/projects/{project}/tasks"): _fixed("/projects/{a}/tasks"),
+    ("GET", "/projects/{project}/tasks/{task}"): _fixed("/projects/{a}/tasks/t"),
+    ("PATCH", "/projects/{project}/tasks/{task}"): _fixed("/projects/{a}/tasks/t", {"max_attempts": 2}),
+    ("GET", "/projects/{project}/tasks/{task}/versions"): _fixed("/projects/{a}/tasks/t/versions"),
     ("POST", "/projects/{project}/jobs"): _fixed("/projects/{a}/jobs", {"name": "n", "task": "t"}),
     ("POST", "/projects/{project}/jobs/batch"): _fixed(
         "/projects/{a}/jobs/batch", [{"name": "n", "task": "t"}]

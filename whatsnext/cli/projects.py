@@ -9,6 +9,7 @@ from . import toolkit as tk
 
 QUOTAS = (("max_gpus", "GPU"), ("max_cpus", "CPU"), ("max_running", "running"))
 """A project's quotas, and how a person reads each: ``8 GPU, 64 CPU, 10 running``."""
+STRICT_PARAMETERS_HELP = "refuse a job with a parameter no placeholder of its task's command uses (a typo)"
 NONE = "none"
 """The value of a quota option that removes the quota (``--max-gpus none``)."""
 
@@ -24,15 +25,23 @@ def quota_text(project: dict[str, Any]) -> str:
     return ", ".join(parts) or "-"
 
 
+def strict_text(project: dict[str, Any]) -> str:
+    """What a project refuses, in one cell: ``tasks, parameters``; ``-`` for nothing."""
+    parts = [what for what in ("tasks", "parameters") if project.get(f"strict_{what}")]
+    return ", ".join(parts) or "-"
+
+
 def cmd_projects_ls(args: argparse.Namespace) -> int:
     def rows(projects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{**p, "share": share_text(p), "quota": quota_text(p)} for p in projects]
+        return [
+            {**p, "share": share_text(p), "quota": quota_text(p), "strict": strict_text(p)} for p in projects
+        ]
 
     return tk.show_list(
         args,
         "/projects",
         "projects",
-        ["id", "name", "status", "share", "quota", "description", "created_at"],
+        ["id", "name", "status", "share", "quota", "strict", "description", "created_at"],
         rows=rows,
         status=args.status,
     )
@@ -41,7 +50,12 @@ def cmd_projects_ls(args: argparse.Namespace) -> int:
 def cmd_projects_add(args: argparse.Namespace) -> int:
     from ..api.client.errors import Conflict
 
-    body = {"name": args.name, "description": args.description, "strict_tasks": args.strict}
+    body = {
+        "name": args.name,
+        "description": args.description,
+        "strict_tasks": args.strict,
+        "strict_parameters": args.strict_parameters,
+    }
     try:
         data = tk.call(args, "POST", "/projects", body)
     except Conflict:
@@ -66,6 +80,12 @@ def cmd_projects_show(args: argparse.Namespace) -> int:
                 ("name", d["name"]),
                 ("status", d["status"]),
                 ("strict", "yes: jobs for unknown tasks are refused" if d.get("strict_tasks") else "no"),
+                (
+                    "strict parameters",
+                    "yes: a parameter no placeholder of the task's command uses is refused"
+                    if d.get("strict_parameters")
+                    else "no: such a parameter is accepted with a warning",
+                ),
                 ("share", share_text(d)),
                 ("quota", quota_text(d)),
                 ("description", d["description"] or "-"),
@@ -81,14 +101,26 @@ def cmd_projects_show(args: argparse.Namespace) -> int:
 def cmd_projects_update(args: argparse.Namespace) -> int:
     from ..api.client.project import update_project
 
-    changes = {k: getattr(args, k) for k in ("share", *(key for key, _ in QUOTAS)) if hasattr(args, k)}
+    keys = ("share", *(key for key, _ in QUOTAS), "strict_parameters")
+    changes = {k: getattr(args, k) for k in keys if hasattr(args, k)}
     if not changes:
         return tk.fail(
-            "nothing to change: give --share, --max-gpus, --max-cpus or --max-running", tk.EXIT_USAGE
+            "nothing to change: give --share, --max-gpus, --max-cpus, --max-running or "
+            "--[no-]strict-parameters",
+            tk.EXIT_USAGE,
         )
     data = tk.with_http(args, lambda http: update_project(http, args.project, **changes))
     return tk.emit(
-        args, data, lambda d: f"updated project {d['name']}: share {share_text(d)}, quota {quota_text(d)}"
+        args,
+        data,
+        lambda d: (
+            f"updated project {d['name']}: share {share_text(d)}, quota {quota_text(d)}"
+            + (
+                f", strict parameters {'on' if d['strict_parameters'] else 'off'}"
+                if "strict_parameters" in changes
+                else ""
+            )
+        ),
     )
 
 
@@ -137,6 +169,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--strict", action="store_true", help="refuse jobs for tasks the project does not have (typos)"
     )
+    p.add_argument("--strict-parameters", action="store_true", help=STRICT_PARAMETERS_HELP)
     p = tk.add(
         projects,
         "show",
@@ -149,9 +182,11 @@ def register(sub: Any) -> None:
         projects,
         "update",
         cmd_projects_update,
-        "set a project's share of the pool and its quotas (a token that covers every project)",
+        "set a project's share of the pool and its quotas (a token that covers every project), and "
+        "whether it refuses parameters no placeholder uses",
         "whatsnext projects update demo --share 2 --max-gpus 8 --max-cpus 64 --max-running 10\n"
-        "  whatsnext projects update demo --max-gpus none     # remove the GPU quota",
+        "  whatsnext projects update demo --max-gpus none     # remove the GPU quota\n"
+        "  whatsnext projects update demo --strict-parameters # refuse --param stpes=40 (a typo)",
     )
     p.add_argument("project")
     p.add_argument(
@@ -171,6 +206,12 @@ def register(sub: Any) -> None:
             metavar="N|none",
             help=f"{held} at once, on all workers ({NONE}: no quota)",
         )
+    p.add_argument(
+        "--strict-parameters",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help=STRICT_PARAMETERS_HELP + " (--no-strict-parameters: accept it with a warning)",
+    )
     p = tk.add(
         projects,
         "archive",

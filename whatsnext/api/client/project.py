@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import enum
 import itertools
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from ...models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED
-from .errors import Conflict, NotFound
+from .errors import NotFound
 from .groups import AsyncGroups, Groups
 from .http import Http, project_path
 from .job import Job
 from .syncio import run_sync
+from .tasks import TaskSettingsWarning, asked_settings, differs_message, task_changes, task_path
 
 
 def sweep_jobs(
@@ -116,6 +118,7 @@ class AsyncProject(AsyncGroups):
         self.max_gpus: int | None = data.get("max_gpus")
         self.max_cpus: int | None = data.get("max_cpus")
         self.max_running: int | None = data.get("max_running")
+        self.strict_parameters: bool = data.get("strict_parameters", False)
 
     def __repr__(self) -> str:
         return f"Project(id={self.id}, name={self.name!r}, status={self.status})"
@@ -143,6 +146,7 @@ class AsyncProject(AsyncGroups):
         max_gpus: int | Keep | None = KEEP,
         max_cpus: int | Keep | None = KEEP,
         max_running: int | Keep | None = KEEP,
+        strict_parameters: bool | None = None,
     ) -> AsyncProject:
         """Change what is given, in one request: ``await project.update(share=2, max_gpus=8)``.
         A quota (``max_gpus``, ``max_cpus``, ``max_running``) given as None is removed; left out,
@@ -152,6 +156,7 @@ class AsyncProject(AsyncGroups):
             "description": description,
             "status": None if status is None else status.upper(),
             "strict_tasks": strict_tasks,
+            "strict_parameters": strict_parameters,
             "share": share,
         }
         changes = {k: v for k, v in given.items() if v is not None}
@@ -218,10 +223,10 @@ class AsyncProject(AsyncGroups):
         ``concurrency_key`` with ``concurrency_limit``: at most that many of the project's jobs with
         the key run at once (its jobs' default). ``max_preempted``: how often a job may be handed
         back by a preemption without using an attempt before it fails. ``exist_ok=True``: a task of
-        that name may exist already; it is returned as it is."""
-        body: dict[str, Any] = {
-            "name": name,
-            "project_id": self.id,
+        that name may exist already; it is returned as it is (with ``existed`` and ``differs``), and
+        a :class:`TaskSettingsWarning` names each setting asked here (one not left at its default)
+        that it has another value of (:meth:`update_task` changes them)."""
+        settings: dict[str, Any] = {
             "required_cpu": required_cpu,
             "required_accelerators": required_accelerators,
             "required_tags": list(required_tags),
@@ -237,16 +242,33 @@ class AsyncProject(AsyncGroups):
             "outputs": list(outputs),
         }
         if concurrency_key is not None or concurrency_limit is not None:
-            body |= {"concurrency_key": concurrency_key, "concurrency_limit": concurrency_limit}
-        try:
-            return dict(await self._http.post("/tasks/", body))
-        except Conflict:
-            if not exist_ok:
-                raise
-            for task in await self.list_tasks():
-                if task["name"] == name:
-                    return task
-            raise
+            settings |= {"concurrency_key": concurrency_key, "concurrency_limit": concurrency_limit}
+        body = {"name": name, "project_id": self.id, **asked_settings(settings)}
+        if exist_ok:
+            body["exist_ok"] = True
+        task = dict(await self._http.post("/tasks/", body))
+        if task.get("differs"):
+            how = f"project.update_task({name!r}, ...) or `whatsnext tasks update {name}`"
+            warnings.warn(differs_message(name, task["differs"], how), TaskSettingsWarning, stacklevel=2)
+        return task
+
+    async def get_task(self, name: str | int) -> dict[str, Any]:
+        """A task (by name or id) at its current version."""
+        return dict(await self._http.get(task_path(self.id, name)))
+
+    async def update_task(self, name: str | int, **changes: Any) -> dict[str, Any]:
+        """Change a task (by name or id) for the jobs submitted from now on, in one request:
+        ``await project.update_task("train", command="python train.py --lr {lr}", required_cpu=2)``.
+        ``changes``: any setting of :meth:`create_task` (``command``, ``timeout`` and the
+        concurrency pair may be None: removed; ``defaults`` replaces them all). Jobs already
+        submitted keep the version they were submitted with. The task as the server answers, with
+        its ``version`` (the same one when nothing changed)."""
+        return dict(await self._http.patch(task_path(self.id, name), task_changes(changes)))
+
+    async def task_versions(self, name: str | int) -> list[dict[str, Any]]:
+        """A task's versions, oldest first: ``version``, ``command``, ``defaults``, ``shell``,
+        ``settings`` (the others), ``actor`` and ``created_at`` of each."""
+        return list((await self._http.get(task_path(self.id, name) + "/versions"))["versions"])
 
     async def list_tasks(self) -> list[dict[str, Any]]:
         return list((await self._http.get(f"{self._path}/tasks"))["tasks"])
@@ -387,6 +409,7 @@ class Project(Groups):
         max_gpus: int | Keep | None = KEEP,
         max_cpus: int | Keep | None = KEEP,
         max_running: int | Keep | None = KEEP,
+        strict_parameters: bool | None = None,
     ) -> Project:
         """Change what is given, in one request: ``project.update(share=2, max_gpus=8)``; a quota
         given as None is removed (see :meth:`AsyncProject.update`)."""
@@ -400,6 +423,7 @@ class Project(Groups):
                 max_gpus=max_gpus,
                 max_cpus=max_cpus,
                 max_running=max_running,
+                strict_parameters=strict_parameters,
             )
         )
         return self
@@ -440,6 +464,16 @@ class Project(Groups):
 
     def create_task(self, name: str, **kwargs: Any) -> dict[str, Any]:
         return self._run(self._async.create_task(name, **kwargs))
+
+    def get_task(self, name: str | int) -> dict[str, Any]:
+        return self._run(self._async.get_task(name))
+
+    def update_task(self, name: str | int, **changes: Any) -> dict[str, Any]:
+        """Change a task for the jobs submitted from now on (see :meth:`AsyncProject.update_task`)."""
+        return self._run(self._async.update_task(name, **changes))
+
+    def task_versions(self, name: str | int) -> list[dict[str, Any]]:
+        return self._run(self._async.task_versions(name))
 
     def list_tasks(self) -> list[dict[str, Any]]:
         return self._run(self._async.list_tasks())

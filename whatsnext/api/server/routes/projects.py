@@ -26,7 +26,10 @@ projects = routes.section("projects")
 async def create_project(request: web.Request) -> web.Response:
     body = await parse_body(request, ProjectCreate)
     row = await request.app[store_key].projects.create(
-        name=body.name, description=body.description, strict_tasks=body.strict_tasks
+        name=body.name,
+        description=body.description,
+        strict_tasks=body.strict_tasks,
+        strict_parameters=body.strict_parameters,
     )
     return json_response(row, 201)
 
@@ -61,7 +64,8 @@ UPDATABLE = ", ".join(ProjectUpdate.model_fields)
 
 @projects.patch(
     "/projects/{project}",
-    "Rename, describe, archive or re-activate a project; set its share of the pool and its quotas",
+    "Rename, describe, archive or re-activate a project; set what it refuses (strict_tasks, "
+    "strict_parameters), its share of the pool and its quotas",
     rule=Rule("projects", "project", global_fields=frozenset(POOL_FIELDS)),
     body=ProjectUpdate,
     response=ProjectOut,
@@ -77,6 +81,7 @@ async def update_project(request: web.Request) -> web.Response:
         description=body.description,
         status=body.status,
         strict_tasks=body.strict_tasks,
+        strict_parameters=body.strict_parameters,
         share=body.share,
         max_gpus=body.max_gpus,
         max_cpus=body.max_cpus,

@@ -19,6 +19,7 @@ class ProjectUpdate(TypedDict):
     description: str | None
     status: str | None
     strict_tasks: bool | None
+    strict_parameters: bool | None
     share: float | None
     max_gpus: int | None
     max_cpus: int | None
@@ -37,8 +38,16 @@ class IdleQuestion(TypedDict):
 
 
 class ProjectStore(Table):
-    async def create(self, *, name: str, description: str, strict_tasks: bool) -> Row:
-        return await self.one(S.project_create, name=name, description=description, strict_tasks=strict_tasks)
+    async def create(
+        self, *, name: str, description: str, strict_tasks: bool, strict_parameters: bool = False
+    ) -> Row:
+        return await self.one(
+            S.project_create,
+            name=name,
+            description=description,
+            strict_tasks=strict_tasks,
+            strict_parameters=strict_parameters,
+        )
 
     async def list(self, *, status: str | None, projects: list[int] | None) -> list[Row]:
         """Projects, optionally of one status and among ``projects`` (ids; None: all)."""
