@@ -101,12 +101,14 @@ SELECT wn_retry(:job_id, :actor);
 SELECT wn_requeue(:job_id, :actor);
 
 -- name: job_events
--- A job's history, oldest first: its creation (recorded on its row: when, who), then every
--- status change; the worker that took part (its id and registered name) apart from the actor, and
--- the checkpoint an attempt named when it ended.
+-- A job's history, oldest first: its creation (recorded on its row: when, who; "scheduled by
+-- NAME" when a schedule made it), then every status change; the worker that took part (its id
+-- and registered name) apart from the actor, and the checkpoint an attempt named when it ended.
 SELECT h.status, h.attempt, h.worker_id, w.name AS worker, h.reason, h.actor, h.checkpoint, h.at
   FROM (SELECT 0 AS part, 0::bigint AS id, 'PENDING'::text AS status, 0 AS attempt, NULL::bigint AS worker_id,
-               'created'::text AS reason, j.created_by AS actor, NULL::text AS checkpoint, j.created_at AS at
+               coalesce('scheduled by ' || (SELECT s.name FROM schedules s WHERE s.id = j.schedule_id),
+                        'created') AS reason,
+               j.created_by AS actor, NULL::text AS checkpoint, j.created_at AS at
           FROM jobs j WHERE j.id = :job_id
         UNION ALL
         SELECT 1, e.id, e.status, e.attempt, e.worker_id, e.reason, e.actor, e.checkpoint, e.at

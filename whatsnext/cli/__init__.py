@@ -8,10 +8,38 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import alloc, groups, jobs, logs, projects, queue, server, status, tasks, tokens, worker, workers
+from . import (
+    alloc,
+    groups,
+    jobs,
+    logs,
+    projects,
+    queue,
+    schedules,
+    server,
+    status,
+    tasks,
+    tokens,
+    worker,
+    workers,
+)
 from . import toolkit as tk
 
-FAMILIES = (server, status, tokens, projects, tasks, jobs, logs, groups, queue, workers, worker, alloc)
+FAMILIES = (
+    server,
+    status,
+    tokens,
+    projects,
+    tasks,
+    jobs,
+    logs,
+    groups,
+    schedules,
+    queue,
+    workers,
+    worker,
+    alloc,
+)
 """In the order ``whatsnext --help`` lists their commands."""
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from aiohttp import web
 
 from ..roles import PAGE_OPEN
-from . import actions, alloc, login, pages  # noqa: F401  (each registers its routes)
+from . import actions, alloc, login, pages, schedules  # noqa: F401  (each registers its routes)
 from .base import PREFIX, routes, stop_key
 from .live import install_live
 from .session import SecretHolder, page_headers, secret_key

@@ -11,6 +11,7 @@ from . import (  # noqa: F401  (register routes)
     metrics,
     projects,
     reports,
+    schedules,
     tasks,
     tokens,
     workers,

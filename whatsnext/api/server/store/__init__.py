@@ -14,6 +14,7 @@ from .jobs import JobStore
 from .logs import LogStore
 from .metrics import MetricsStore
 from .projects import ProjectStore
+from .schedules import ScheduleStore
 from .sharing import SharingStore
 from .tasks import TaskStore
 from .tokens import TokenStore
@@ -37,6 +38,7 @@ class Store:
         self.dashboard = DashboardStore(pool)
         self.ui_sessions = UiSessionStore(pool)
         self.alloc = AllocStore(pool)
+        self.schedules = ScheduleStore(pool)
 
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "LogStore",
     "MetricsStore",
     "ProjectStore",
+    "ScheduleStore",
     "SharingStore",
     "Store",
     "TaskStore",
