@@ -257,6 +257,17 @@ def test_slurm_and_runai_pass_the_variables_on_and_fill_upstream_references(tmp_
         slurm.render_script(spec([PREP]), env)
 
 
+async def test_a_cluster_job_whose_command_cannot_be_filled_fails_without_retries(tmp_path: Path) -> None:
+    command = "python eval.py --ckpt {upstream.train.result.checkpoint}"
+    slurm = SlurmFormatter(command=command, log_dir=tmp_path, sbatch=str(tmp_path / "no-sbatch"))
+    runai = RUNAIFormatter(project="team", image="img", command=command, runai_bin=str(tmp_path / "no-runai"))
+    for fmt in (slurm, runai):
+        outcome = await fmt.run(spec([PREP]), RunContext())
+        assert outcome.status == "FAILED" and outcome.retryable is False
+        assert "no upstream job is named 'train'" in (outcome.error or "")
+    assert list(tmp_path.iterdir()) == []  # nothing was written or submitted
+
+
 async def test_a_python_function_that_declares_upstream_receives_it() -> None:
     seen: list[Any] = []
 

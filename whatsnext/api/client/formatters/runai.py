@@ -387,8 +387,8 @@ class RUNAIFormatter(ExternalFormatter):
         started = time.monotonic()
         try:
             submit = self.render_submit(job, ctx.env)
-        except FormatError as exc:
-            return Outcome(status="FAILED", error=str(exc), duration=0.0)
+        except FormatError as exc:  # another attempt would fail the same way
+            return Outcome(status="FAILED", error=str(exc), duration=0.0, retryable=False)
         name = self.job_name(job)
         rc, out, err = await run_command(submit, cwd=ctx.cwd)
         if rc != 0:

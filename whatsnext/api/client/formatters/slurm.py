@@ -387,8 +387,8 @@ class SlurmFormatter(ExternalFormatter):
         started = time.monotonic()
         try:
             script = self.render_script(job, ctx.env, cwd=ctx.cwd)
-        except FormatError as exc:
-            return Outcome(status="FAILED", error=str(exc), duration=0.0)
+        except FormatError as exc:  # another attempt would fail the same way
+            return Outcome(status="FAILED", error=str(exc), duration=0.0, retryable=False)
 
         out_path = self.output_path(job)
         script_path = out_path.with_suffix(".sbatch")
