@@ -83,6 +83,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/tokens"): ADMIN_ONLY,
     ("GET", "/tokens"): ADMIN_ONLY,
     ("DELETE", "/tokens/{token_id}"): ADMIN_ONLY,
+    ("POST", "/prune"): ADMIN_ONLY,
     ("GET", "/projects/{project}/demand"): READ_A,
     ("GET", "/demand"): READ_ANY,
     ("POST", "/alloc/queues"): MANAGE_A,
@@ -319,6 +320,7 @@ EXAMPLES: dict[tuple[str, str], Example] = {
     ("POST", "/tokens"): _with("/tokens", lambda w: {"name": f"n-{uuid.uuid4().hex[:8]}", "role": "viewer"}),
     ("GET", "/tokens"): _fixed("/tokens"),
     ("DELETE", "/tokens/{token_id}"): _fresh_token,
+    ("POST", "/prune"): _fixed("/prune", {"older_than": "3650d", "dry_run": True}),
     ("GET", "/projects/{project}/demand"): _fixed("/projects/{a}/demand"),
     ("GET", "/demand"): _fixed("/demand"),
     ("POST", "/alloc/queues"): _with(

@@ -14,6 +14,7 @@ from . import (
     jobs,
     logs,
     projects,
+    prune,
     queue,
     schedules,
     server,
@@ -39,6 +40,7 @@ FAMILIES = (
     workers,
     worker,
     alloc,
+    prune,
 )
 """In the order ``whatsnext --help`` lists their commands."""
 

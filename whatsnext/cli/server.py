@@ -113,6 +113,16 @@ SETTINGS_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         },
     ),
     (
+        "--retention",
+        {
+            "type": tk.positive_duration,
+            "metavar": "D",
+            "help": "delete finished jobs (with their history, output and artifact records) this "
+            "long after they finished, and worker rows this long after they were last seen, e.g. "
+            "30d (default: $WHATSNEXT_RETENTION, else keep everything; see docs/retention.md)",
+        },
+    ),
+    (
         "--max-wait",
         {
             "type": tk.duration,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..durations import format_duration
 from . import toolkit as tk
 
 
@@ -22,10 +23,18 @@ def cmd_status(args: argparse.Namespace) -> int:
                 ("database", health["database"]),
                 ("schema", f"level {health.get('schema_level', '?')}"),
                 ("projects", len(projects)),
+                *([("retention", retention(health["retention"]))] if "retention" in health else []),
             ]
         )
 
     return tk.emit(args, {"server": server, **health, "projects": len(projects)}, render)
+
+
+def retention(seconds: float | None) -> str:
+    """The server's ``--retention`` as ``status`` shows it: a duration, or that none is set."""
+    if seconds is None:
+        return "none: finished jobs are kept forever (start the server with --retention 30d, see docs/retention.md)"
+    return f"finished jobs are deleted {format_duration(seconds)} after they finish"
 
 
 def register(sub: Any) -> None:

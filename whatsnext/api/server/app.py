@@ -31,6 +31,7 @@ from .metrics import install_metrics
 from .notify import NotifyHub
 from .reaper import reaper_context
 from .registry import check_served
+from .retention import retention_context
 from .routes import routes
 from .schedules import schedules_context
 from .schema import upgrade_apart
@@ -84,6 +85,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     install_limits(app, settings)
     app.cleanup_ctx.append(_database_context)
     app.cleanup_ctx.append(reaper_context)
+    app.cleanup_ctx.append(retention_context)
     app.cleanup_ctx.append(schedules_context)
     install_metrics(app)
     app.on_shutdown.append(_answer_long_polls)

@@ -108,6 +108,10 @@ class Settings:
     log_keep_lines: int = LOG_KEEP_LINES
     """Output lines kept per job, all attempts together; older ones are dropped and counted
     (``$WHATSNEXT_LOG_KEEP_LINES``)."""
+    retention: float | None = None
+    """Seconds a finished job is kept after it finished (with its history, output and artifact
+    records; worker rows alike after they were last seen); None keeps everything
+    (``--retention``, ``$WHATSNEXT_RETENTION``)."""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -129,6 +133,8 @@ class Settings:
             s.metrics_interval = _seconds("WHATSNEXT_METRICS_INTERVAL")
         if "WHATSNEXT_KEEPALIVE_SECONDS" in os.environ:
             s.keepalive_seconds = _seconds("WHATSNEXT_KEEPALIVE_SECONDS")
+        if os.environ.get("WHATSNEXT_RETENTION"):
+            s.retention = _seconds("WHATSNEXT_RETENTION")
         if os.environ.get("WHATSNEXT_NOTIFY_CHECK_SECONDS"):
             s.notify_check_seconds = _seconds("WHATSNEXT_NOTIFY_CHECK_SECONDS")
         s.pooler = parse_pooler(os.environ.get("WHATSNEXT_DATABASE_POOLER") or "session")
@@ -207,6 +213,8 @@ class Settings:
             )
         if self.recovery_grace is not None and not 0 <= self.recovery_grace < float("inf"):
             raise SettingsError(f"--recovery-grace must be 0 or more seconds, got {self.recovery_grace}")
+        if self.retention is not None and not 0 < self.retention < float("inf"):
+            raise SettingsError(f"--retention must be a positive duration (30d, 12h), got {self.retention}")
         if self.max_wait <= 0:
             raise SettingsError(f"--max-wait must be positive, got {self.max_wait}")
         if not 0 < self.fair_share_half_life < float("inf"):

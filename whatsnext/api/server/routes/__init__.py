@@ -10,6 +10,7 @@ from . import (  # noqa: F401  (register routes)
     logs,
     metrics,
     projects,
+    prune,
     reports,
     schedules,
     tasks,

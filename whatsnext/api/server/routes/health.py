@@ -41,6 +41,7 @@ async def health(request: web.Request) -> web.Response:
             "waiting_claims": request.app[hub_key].waiting(),
             "listen_reconnects": request.app[hub_key].reconnects,
             "max_wait": request.app[settings_key].max_wait,
+            "retention": request.app[settings_key].retention,
             "schema_level": schema_level(),
         }
     )

@@ -28,6 +28,11 @@ class Health(BaseModel):
     max_wait: float | None = Field(
         None, description="Longest wait (s) of one claim or log follow; clients never ask for more."
     )
+    retention: float | None = Field(
+        None,
+        description="Seconds finished jobs are kept after they finish (--retention); null: kept "
+        "forever (left out for a request without a token under --auth).",
+    )
 
 
 class ErrorBody(BaseModel):

@@ -14,6 +14,7 @@ from .jobs import JobStore
 from .logs import LogStore
 from .metrics import MetricsStore
 from .projects import ProjectStore
+from .retention import RetentionStore
 from .schedules import ScheduleStore
 from .sharing import SharingStore
 from .tasks import TaskStore
@@ -38,6 +39,7 @@ class Store:
         self.dashboard = DashboardStore(pool)
         self.ui_sessions = UiSessionStore(pool)
         self.alloc = AllocStore(pool)
+        self.retention = RetentionStore(pool)
         self.schedules = ScheduleStore(pool)
 
 
@@ -50,6 +52,7 @@ __all__ = [
     "LogStore",
     "MetricsStore",
     "ProjectStore",
+    "RetentionStore",
     "ScheduleStore",
     "SharingStore",
     "Store",
