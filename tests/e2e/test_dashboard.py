@@ -105,8 +105,11 @@ def test_why_names_unmet_dependencies_and_the_closest_worker() -> None:
     assert why is not None and "no worker of this project is online" in why.reasons[0]
 
     later = now + timedelta(minutes=5)
-    why = explain(_job(available_at=later), [], [_worker("w", 1, 0)], 0, now, 300)
+    why = explain(_job(available_at=later, attempt=1), [], [_worker("w", 1, 0)], 0, now, 300)
     assert why is not None and why.retry_at == later and "retry delay" in why.reasons[0]
+    # A job that never ran waits for its delayed start.
+    why = explain(_job(available_at=later, attempt=0), [], [_worker("w", 1, 0)], 0, now, 300)
+    assert why is not None and why.retry_at == later and "delayed start: not before" in why.reasons[0]
 
     starving = _job(eligible_at=now - timedelta(seconds=600), required_accelerators=1)
     why = explain(starving, [], [_worker("w", 4, 1, used_gpu=1)], 0, now, 300)
