@@ -16,6 +16,15 @@ SELECT j.id, j.name, j.task, CASE WHEN :full THEN j.parameters END AS parameters
  ORDER BY j.id DESC
  LIMIT :limit;
 
+-- name: job_filter_counts
+-- How many of a project's jobs match the job filter (wn_job_filter), by status and in all: what
+-- `jobs ls --watch` draws its progress from and what a bulk action of the CLI would touch.
+SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}') AS counts, coalesce(sum(c.n), 0)::bigint AS total
+  FROM (SELECT j.status, count(*) AS n
+          FROM wn_job_filter(wn_project_id(:project), :statuses::text[], :task::text, :group::text,
+                             :name_like::text, :name_contains::text, :where_params::jsonb, :worker::text) j
+         GROUP BY j.status) c;
+
 -- name: queue_list
 -- Pending jobs in hand-out order: eligible ones first (priority, then FIFO), then those still
 -- waiting for dependencies or for a retry delay.

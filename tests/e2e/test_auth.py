@@ -48,6 +48,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("POST", "/projects/{project}/jobs"): SUBMIT_A,
     ("POST", "/projects/{project}/jobs/batch"): SUBMIT_A,
     ("GET", "/projects/{project}/jobs"): READ_A,
+    ("GET", "/projects/{project}/jobs/counts"): READ_A,
     ("GET", "/projects/{project}/queue"): READ_A,
     ("DELETE", "/projects/{project}/queue"): MANAGE_A,
     ("DELETE", "/projects/{project}/jobs/{job_id}"): MANAGE_A,
@@ -279,6 +280,7 @@ EXAMPLES: dict[tuple[str, str], Example] = {
         "/projects/{a}/jobs/batch", [{"name": "n", "task": "t"}]
     ),
     ("GET", "/projects/{project}/jobs"): _fixed("/projects/{a}/jobs"),
+    ("GET", "/projects/{project}/jobs/counts"): _fixed("/projects/{a}/jobs/counts"),
     ("GET", "/projects/{project}/queue"): _fixed("/projects/{a}/queue"),
     ("DELETE", "/projects/{project}/queue"): _fixed("/projects/{a}/queue"),
     ("DELETE", "/projects/{project}/jobs/{job_id}"): _fresh_job,

@@ -20,6 +20,7 @@ from ..schemas import (
     Deleted,
     Graph,
     JobBatch,
+    JobCounts,
     JobCreate,
     JobDependencies,
     JobHistory,
@@ -37,6 +38,15 @@ from ..tokens import principal
 from .table import routes
 
 jobs_routes = routes.section("jobs")
+
+FILTER_QUERY = {
+    "status": "filter by status; several separated by commas (failed,cancelled)",
+    "task": "filter by task name",
+    "group": "filter by group name or id",
+    "name": "filter by job name: a pattern where * matches anything (lr-0.1-*)",
+    "where": 'filter by parameters: a JSON object the job\'s parameters contain ({"lr": 0.1})',
+}
+"""The query parameters that select jobs (GET /projects/{p}/jobs and its counts)."""
 
 
 @jobs_routes.post(
@@ -113,11 +123,7 @@ async def _jobs_of(request: web.Request, *, batch: bool) -> tuple[list[Entry], s
     rule=READ_PROJECT,
     response=JobList,
     query={
-        "status": "filter by status; several separated by commas (failed,cancelled)",
-        "task": "filter by task name",
-        "group": "filter by group name or id",
-        "name": "filter by job name: a pattern where * matches anything (lr-0.1-*)",
-        "where": 'filter by parameters: a JSON object the job\'s parameters contain ({"lr": 0.1})',
+        **FILTER_QUERY,
         "limit": "page size (default 100, at most 1000)",
         "before": "only jobs with a smaller id (next page)",
         "full": "1 (default): with parameters and results; 0: without them (null), for small pages",
@@ -125,25 +131,43 @@ async def _jobs_of(request: web.Request, *, batch: bool) -> tuple[list[Entry], s
     errors=(404, 422),
 )
 async def list_jobs(request: web.Request) -> web.Response:
-    statuses = _statuses(request.query.get("status") or "")
     limit = query_int(request, "limit", 100, 1, 1000)
     before = query_int(request, "before", None, 1)
-    where = JobFilter(
-        statuses=statuses,
-        task=request.query.get("task") or None,
-        group=request.query.get("group") or None,
-        name=request.query.get("name") or None,
-        parameters=_where(request),
-    )
     rows = await request.app[store_key].jobs.list(
         project=request.match_info["project"],
-        where=where,
+        where=_filter(request),
         before=before,
         limit=limit,
         full=query_flag(request, "full", default=True),
     )
     next_before = rows[-1]["id"] if len(rows) == limit else None
     return json_response({"jobs": rows, "next_before": next_before})
+
+
+@jobs_routes.get(
+    "/projects/{project}/jobs/counts",
+    "How many of a project's jobs match the filters of the job list, by status and in all",
+    rule=READ_PROJECT,
+    response=JobCounts,
+    query=FILTER_QUERY,
+    errors=(404, 422),
+)
+async def count_jobs(request: web.Request) -> web.Response:
+    row = await request.app[store_key].jobs.counts(
+        project=request.match_info["project"], where=_filter(request)
+    )
+    return json_response(row)
+
+
+def _filter(request: web.Request) -> JobFilter:
+    """The job filter of a list or count request (its query's ``FILTER_QUERY`` parameters)."""
+    return JobFilter(
+        statuses=_statuses(request.query.get("status") or ""),
+        task=request.query.get("task") or None,
+        group=request.query.get("group") or None,
+        name=request.query.get("name") or None,
+        parameters=_where(request),
+    )
 
 
 def _statuses(raw: str) -> tuple[str, ...] | None:

@@ -334,6 +334,11 @@ class JobList(BaseModel):
     next_before: int | None = Field(None, description="Pass as ?before= to get the next page.")
 
 
+class JobCounts(BaseModel):
+    counts: dict[str, int] = Field(description="How many of the matching jobs are in each status.")
+    total: int = Field(description="How many jobs match.")
+
+
 class QueueEntry(BaseModel):
     id: int
     name: str

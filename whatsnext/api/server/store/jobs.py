@@ -97,6 +97,10 @@ class JobStore(Table):
             S.job_list, full=full, project=project, before=before, limit=limit, **where.args()
         )
 
+    async def counts(self, *, project: str, where: JobFilter) -> Row:
+        """How many of a project's jobs match ``where``: ``{counts: {status: n}, total}``."""
+        return await self.one(S.job_filter_counts, project=project, **where.args())
+
     async def queue(self, *, project: str, limit: int, offset: int) -> list[Row]:
         return await self.rows(S.queue_list, project=project, limit=limit, offset=offset)
 
