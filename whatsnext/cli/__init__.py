@@ -11,7 +11,9 @@ import sys
 from . import (
     alloc,
     groups,
+    joblist,
     jobs,
+    jobsets,
     logs,
     projects,
     prune,
@@ -33,6 +35,8 @@ FAMILIES = (
     projects,
     tasks,
     jobs,
+    joblist,
+    jobsets,
     logs,
     groups,
     schedules,
@@ -52,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="WhatsNext: a job queue that schedules by CPU/GPU capacity and honours dependencies.",
         epilog="examples:\n  whatsnext server\n  whatsnext jobs add train --project demo --param lr=0.1\n"
         "  whatsnext worker --project demo --script train.py --cpus 4\n\n"
-        "exit codes: 0 ok, 1 refused by the server, 2 usage, 3 server unreachable, 4 not found",
+        "exit codes: 0 ok, 1 refused by the server, 2 usage, 3 server unreachable, 4 not found; "
+        "5-8 how the jobs of `jobs wait` ended (see its --help)",
     )
     parser.add_argument(
         "--server",

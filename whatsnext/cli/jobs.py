@@ -1,31 +1,14 @@
-"""``whatsnext jobs add|sweep|ls|show|rm|cancel|retry|requeue``: submit and inspect jobs."""
+"""``whatsnext jobs add|sweep|show|requeue``: submit jobs and look at one (``jobs ls`` is in
+:mod:`.joblist`, ``jobs cancel|retry|rm|wait`` in :mod:`.jobsets`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import sys
-import time
-from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
-from ..models import FINISHED, STATUSES
 from . import toolkit as tk
-
-BASE_COLUMNS = ["id", "name", "task", "status", "priority", "attempt", "worker_name", "created_at"]
-HEADERS = {
-    "priority": "prio",
-    "attempt": "try",
-    "worker_name": "worker",
-    "created_at": "created",
-    "params": "params",
-    "parameters": "params",
-}
-EXTRA_COLUMNS = ("params", "result", "duration", "group", "error", "exit_code", "started_at", "finished_at")
-WATCH_EVERY = 2.0
-
 
 # ---------------------------------------------------------------- add, sweep
 
@@ -112,107 +95,6 @@ def cmd_jobs_sweep(args: argparse.Namespace) -> int:
     )
 
 
-# ---------------------------------------------------------------- ls
-
-
-def parse_where(pairs: Sequence[str] | None) -> dict[str, Any] | None:
-    """``--where lr=0.1`` (repeatable): the parameters the jobs must have (values typed as JSON)."""
-    if not pairs:
-        return None
-    out = tk.parse_params(pairs)
-    return out or None
-
-
-def _duration(job: dict[str, Any]) -> str | None:
-    if job.get("duration") is not None:
-        return f"{job['duration']:.1f}s"
-    started = job.get("started_at")
-    if job.get("status") == "RUNNING" and isinstance(started, str):
-        try:
-            since = datetime.fromisoformat(started)
-        except ValueError:
-            return None
-        return f"{(datetime.now(since.tzinfo) - since).total_seconds():.0f}s+"
-    return None
-
-
-def job_columns(spec: str | None) -> list[str]:
-    """The columns of ``jobs ls``: the usual ones, with ``--columns`` added (or, given with a
-    leading ``=``, instead: ``--columns =id,name,params``)."""
-    if not spec:
-        return list(BASE_COLUMNS)
-    replace = spec.startswith("=")
-    wanted = [c.strip() for c in spec.lstrip("=").split(",") if c.strip()]
-    known = set(BASE_COLUMNS) | set(EXTRA_COLUMNS) | {"parameters"}
-    for c in wanted:
-        if c not in known:
-            raise ValueError(f"unknown column {c!r}: choose from {', '.join(sorted(known))}")
-    wanted = ["params" if c == "parameters" else c for c in wanted]
-    if replace:
-        return wanted
-    return [*BASE_COLUMNS[:4], *[c for c in wanted if c not in BASE_COLUMNS], *BASE_COLUMNS[4:]]
-
-
-def _rows(jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{**j, "params": j.get("parameters"), "duration": _duration(j)} for j in jobs]
-
-
-def _fetch(args: argparse.Namespace) -> dict[str, Any]:
-    statuses = ",".join(s.upper() for part in (args.status or ()) for s in part.split(",") if s)
-    where = parse_where(args.where)
-    return dict(
-        tk.call(
-            args,
-            "GET",
-            tk.project_path(args.project) + "/jobs",
-            status=statuses or None,
-            task=args.task,
-            group=args.group,
-            name=args.name,
-            where=json.dumps(where) if where else None,
-            limit=args.limit,
-        )
-    )
-
-
-def _render(args: argparse.Namespace, data: dict[str, Any], columns: list[str]) -> str:
-    heads = [HEADERS.get(c, c) for c in columns]
-    text = tk.table(_rows(data["jobs"]), columns, heads)
-    if args.group:
-        group = tk.call(args, "GET", tk.group_path(args.project, args.group))
-        text = f"group {group['name']}  {tk.progress_bar(group['counts'], group['total'])}\n\n{text}"
-    elif args.watch:
-        counts: dict[str, int] = {}
-        for j in data["jobs"]:
-            counts[j["status"]] = counts.get(j["status"], 0) + 1
-        text = f"{tk.progress_bar(counts, len(data['jobs']))}\n\n{text}"
-    return text
-
-
-def _finished(data: dict[str, Any]) -> bool:
-    return all(j["status"] in FINISHED for j in data["jobs"])
-
-
-def cmd_jobs_ls(args: argparse.Namespace) -> int:
-    columns = job_columns(args.columns)
-    if not args.watch:
-        data = _fetch(args)
-        return tk.emit(args, data, lambda d: _render(args, d, columns))
-    tty = sys.stdout.isatty()
-    while True:
-        data = _fetch(args)
-        text = _render(args, data, columns)
-        if tty:
-            sys.stdout.write("\x1b[H\x1b[2J")  # redraw in place
-        stamp = datetime.now().strftime("%H:%M:%S")
-        sys.stdout.write(f"{text}\n\n{stamp}  (every {args.every:g}s; Ctrl-C to stop)\n")
-        sys.stdout.flush()
-        if _finished(data):
-            print("all done" if data["jobs"] else "no jobs match")
-            return tk.EXIT_OK
-        time.sleep(args.every)
-
-
 # ---------------------------------------------------------------- one job
 
 
@@ -264,24 +146,6 @@ def cmd_jobs_show(args: argparse.Namespace) -> int:
     return tk.emit(args, data, render)
 
 
-def cmd_jobs_rm(args: argparse.Namespace) -> int:
-    job = tk.call(args, "GET", f"/jobs/{args.job_id}")
-    data = tk.call(args, "DELETE", f"/projects/{job['project_id']}/jobs/{args.job_id}")
-    return tk.emit(args, data, lambda d: f"removed job {args.job_id}")
-
-
-def cmd_jobs_cancel(args: argparse.Namespace) -> int:
-    data = tk.call(args, "POST", f"/jobs/{args.job_id}/cancel")
-    return tk.emit(
-        args,
-        data,
-        lambda d: (
-            f"job {d['id']}: "
-            + ("cancelled" if d["status"] == "CANCELLED" else "running; its worker will stop it")
-        ),
-    )
-
-
 def cmd_jobs_requeue(args: argparse.Namespace) -> int:
     data = tk.call(args, "POST", f"/jobs/{args.job_id}/requeue")
     return tk.emit(
@@ -291,11 +155,6 @@ def cmd_jobs_requeue(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_jobs_retry(args: argparse.Namespace) -> int:
-    data = tk.call(args, "POST", f"/jobs/{args.job_id}/retry")
-    return tk.emit(args, data, lambda d: f"job {d['id']}: {d['requeued']} job(s) back in the queue")
-
-
 # ---------------------------------------------------------------- parser
 
 
@@ -303,12 +162,8 @@ def register(sub: Any) -> None:
     jobs = tk.group(sub, "jobs", "submit and inspect jobs")
     _register_add(jobs)
     _register_sweep(jobs)
-    _register_ls(jobs)
     for name, func, text in (
         ("show", cmd_jobs_show, "show a job"),
-        ("rm", cmd_jobs_rm, "remove a job that is not running"),
-        ("cancel", cmd_jobs_cancel, "cancel a job (a running one is stopped by its worker)"),
-        ("retry", cmd_jobs_retry, "put a failed, cancelled or blocked job back in the queue"),
         (
             "requeue",
             cmd_jobs_requeue,
@@ -383,45 +238,3 @@ def _register_sweep(jobs: Any) -> None:
     p.add_argument("--depends", default=None, metavar="ID", help="a job every sweep job waits for")
     p.add_argument("--group", default=None, help="the sweep's group name (default TASK-sweep-DATE-TIME)")
     tk.add_concurrency(p, "for every job of the sweep, replacing the task's pair")
-
-
-def _register_ls(jobs: Any) -> None:
-    p = tk.add(
-        jobs,
-        "ls",
-        cmd_jobs_ls,
-        "list a project's jobs, newest first (filters, chosen columns, --watch)",
-        "whatsnext jobs ls --project demo --group sweep-1 --status failed,running "
-        "--where lr=0.1 --columns params,result,duration --watch",
-    )
-    tk.add_project(p)
-    p.add_argument(
-        "--status",
-        action="append",
-        metavar="S[,S]",
-        help=f"only these statuses (repeatable or comma-separated: {','.join(s.lower() for s in STATUSES)})",
-    )
-    p.add_argument("--task", default=None, help="only jobs of this task")
-    p.add_argument("--group", default=None, help="only jobs of this group (name or id); shows its progress")
-    p.add_argument(
-        "--name", default=None, metavar="PATTERN", help="job name, * matches anything: 'train[lr=0.1*'"
-    )
-    p.add_argument(
-        "--where",
-        action="append",
-        metavar="KEY=VALUE",
-        help="only jobs with this parameter value (repeatable)",
-    )
-    p.add_argument(
-        "--columns",
-        default=None,
-        metavar="C1,C2",
-        help=f"add columns ({', '.join(EXTRA_COLUMNS)}); '=id,name,params' for only those",
-    )
-    p.add_argument("--limit", type=int, default=100, help="show at most this many (default 100)")
-    p.add_argument(
-        "--watch", action="store_true", help="redraw with a progress bar until every listed job is finished"
-    )
-    p.add_argument(
-        "--every", type=tk.duration, default=WATCH_EVERY, metavar="D", help="--watch: redraw interval"
-    )

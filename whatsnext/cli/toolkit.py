@@ -18,6 +18,7 @@ from ..durations import positive_duration as positive_duration
 from ..models import STATUSES, TERMINAL
 
 if TYPE_CHECKING:
+    from ..api.client.bulk import Selection
     from ..api.client.http import Http
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND = 0, 1, 2, 3, 4
@@ -209,6 +210,70 @@ def tell_new_tasks(data: dict[str, Any]) -> None:
     from ..api.client.project import warn_new_tasks
 
     warn_new_tasks(data.get("created_tasks") or ())
+
+
+# ---------------------------------------------------------------- which jobs
+
+
+def add_filters(p: argparse.ArgumentParser, which: str = "only") -> None:
+    """``--status``, ``--task``, ``--group``, ``--name``, ``--where``: which of a project's jobs a
+    command means, as the server's job list filters them; ``which`` begins each help (``only`` for
+    a listing, ``cancel the project's`` for an action)."""
+    states = ",".join(s.lower() for s in STATUSES)
+    shows = "; shows the group's progress" if which == "only" else ""
+    p.add_argument(
+        "--status",
+        action="append",
+        metavar="S[,S]",
+        help=f"{which} jobs in these statuses (repeatable or comma-separated: {states})",
+    )
+    p.add_argument("--task", default=None, help=f"{which} jobs of this task")
+    p.add_argument("--group", default=None, help=f"{which} jobs of this group (name or id){shows}")
+    p.add_argument(
+        "--name",
+        default=None,
+        metavar="PATTERN",
+        help=f"{which} jobs named so, * matches anything: 'train[lr=0.1*'",
+    )
+    p.add_argument(
+        "--where",
+        action="append",
+        metavar="KEY=VALUE",
+        help=f"{which} jobs with this parameter value (repeatable; typed as for --param)",
+    )
+
+
+def statuses(given: Sequence[str] | None) -> tuple[str, ...] | None:
+    """``--status failed,running`` (repeatable): the statuses, upper case; an unknown one is a
+    usage error naming those there are."""
+    wanted = [s.strip().upper() for part in (given or ()) for s in part.split(",") if s.strip()]
+    for status in wanted:
+        if status not in STATUSES:
+            known = ", ".join(s.lower() for s in STATUSES)
+            raise ValueError(f"--status {status.lower()!r} is not a status: choose from {known}")
+    return tuple(dict.fromkeys(wanted)) or None
+
+
+def selection(args: argparse.Namespace) -> Selection:
+    """The jobs the filters of :func:`add_filters` select (an empty selection when none is given);
+    ``--where lr=0.1`` values are typed as ``--param`` types them."""
+    from ..api.client.bulk import Selection
+
+    return Selection(
+        statuses=statuses(args.status),
+        task=args.task or None,
+        group=args.group or None,
+        name=args.name or None,
+        where=parse_params(args.where) or None,
+    )
+
+
+def filter_text(args: argparse.Namespace) -> str:
+    """The filters given, as typed: ``--group hp1 --status failed``."""
+    parts = [f"--{flag} {getattr(args, flag)}" for flag in ("group", "task", "name") if getattr(args, flag)]
+    parts += [f"--status {s}" for s in args.status or ()]
+    parts += [f"--where {w}" for w in args.where or ()]
+    return " ".join(parts)
 
 
 # ---------------------------------------------------------------- the parser

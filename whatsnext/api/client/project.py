@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from ...models import DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_LOST, DEFAULT_MAX_PREEMPTED
+from .bulk import Progress
 from .errors import NotFound
 from .groups import AsyncGroups, Groups
 from .http import Http, project_path
@@ -372,6 +373,22 @@ class AsyncProject(AsyncGroups):
     async def graph(self) -> dict[str, Any]:
         return dict(await self._http.get(f"{self._path}/graph"))
 
+    async def wait(
+        self,
+        jobs: Iterable[Job | int] | None = None,
+        *,
+        group: str | int | None = None,
+        timeout: float | None = None,
+    ) -> Progress:
+        """Wait until the ``jobs`` (or every job of ``group``) have ended: COMPLETED, FAILED,
+        CANCELLED or BLOCKED; ``TimeoutError`` after ``timeout`` s. The answer's ``completed``
+        says whether all completed, ``counts`` how many ended how, ``missing`` the ids with no
+        job: ``(await project.wait(group="hp1")).completed``."""
+        from .bulk import wait
+
+        ids = None if jobs is None else [j if isinstance(j, int) else _queued_id(j) for j in jobs]
+        return await wait(self._http, ids, project=self.id, group=group, timeout=timeout)
+
 
 class Project(Groups):
     """A project, synchronous API (as in ``server.get_project("my-project")``)."""
@@ -516,6 +533,21 @@ class Project(Groups):
 
     def graph(self) -> dict[str, Any]:
         return self._run(self._async.graph())
+
+    def wait(
+        self,
+        jobs: Iterable[Job | int] | None = None,
+        *,
+        group: str | int | None = None,
+        timeout: float | None = None,
+    ) -> Progress:
+        return self._run(self._async.wait(jobs, group=group, timeout=timeout))
+
+
+def _queued_id(job: Job) -> int:
+    """The id of a job that was queued (a ``WhatsNextError`` for one that was not)."""
+    job._require()
+    return int(job.id or 0)
 
 
 def _ts(value: Any) -> datetime | None:
