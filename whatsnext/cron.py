@@ -58,8 +58,8 @@ SEARCH_YEARS = 60
 """How far ahead a next time is looked for (29 February on a given weekday recurs within 40 years);
 an expression that names no time in that span (``0 0 30 2 *``) is refused."""
 _DST_MARGIN = timedelta(hours=3)
-"""More than any change of a zone's offset at one transition: the wall-clock times looked at
-before a given instant, and past the best found, when repeated times may run twice."""
+"""More than any daylight saving change of a zone's offset (at most two hours): the wall-clock
+times looked at before a given instant, and past the best found, when repeated times may run twice."""
 _FAST_SPAN = timedelta(days=1)
 """A next time no further than this, with one offset from before the instant to after that time,
 is taken as the wall-clock time shifted by the offset (no zone changes its offset twice in a day)."""

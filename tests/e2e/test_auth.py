@@ -57,6 +57,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/projects/{project}/groups/{group}"): READ_A,
     ("POST", "/projects/{project}/groups/{group}/cancel"): MANAGE_A,
     ("POST", "/projects/{project}/groups/{group}/retry"): MANAGE_A,
+    ("POST", "/projects/{project}/schedules"): MANAGE_A,
+    ("GET", "/projects/{project}/schedules"): READ_A,
+    ("GET", "/projects/{project}/schedules/{schedule}"): READ_A,
+    ("PATCH", "/projects/{project}/schedules/{schedule}"): MANAGE_A,
+    ("DELETE", "/projects/{project}/schedules/{schedule}"): MANAGE_A,
     ("GET", "/jobs/{job_id}"): READ_A,
     ("GET", "/jobs/{job_id}/events"): READ_A,
     ("GET", "/jobs/{job_id}/dependencies"): READ_A,
@@ -289,6 +294,16 @@ EXAMPLES: dict[tuple[str, str], Example] = {
     ("GET", "/projects/{project}/groups/{group}"): _fixed("/projects/{a}/groups/g"),
     ("POST", "/projects/{project}/groups/{group}/cancel"): _fixed("/projects/{a}/groups/g/cancel"),
     ("POST", "/projects/{project}/groups/{group}/retry"): _fixed("/projects/{a}/groups/g/retry"),
+    ("POST", "/projects/{project}/schedules"): _with(
+        "/projects/{a}/schedules",
+        lambda w: {"name": f"s-{uuid.uuid4().hex[:8]}", "every": 3600, "job": {"task": "t"}},
+    ),
+    ("GET", "/projects/{project}/schedules"): _fixed("/projects/{a}/schedules"),
+    ("GET", "/projects/{project}/schedules/{schedule}"): _fixed("/projects/{a}/schedules/s"),
+    ("PATCH", "/projects/{project}/schedules/{schedule}"): _fixed(
+        "/projects/{a}/schedules/s", {"paused": True}
+    ),
+    ("DELETE", "/projects/{project}/schedules/{schedule}"): _fixed("/projects/{a}/schedules/s"),
     ("GET", "/jobs/{job_id}"): _fixed("/jobs/{job}"),
     ("GET", "/jobs/{job_id}/events"): _fixed("/jobs/{job}/events"),
     ("GET", "/jobs/{job_id}/dependencies"): _fixed("/jobs/{job}/dependencies"),
