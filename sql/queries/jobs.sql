@@ -59,12 +59,13 @@ SELECT count(wn_cancel(j.id, 'queue cleared', :actor))
          ORDER BY id FOR UPDATE) j;
 
 -- name: job_enqueue
--- Queue a batch (a JSON array of wn_job_entry objects): the new ids in batch order, the tasks it
--- created, and the jobs a waiting claim (:claim, its wn_claim arguments) took in the same
--- transaction; with them what the answer and the metrics need, so that a submission is this one
--- statement: the project's name and, when the batch created tasks, the names of the tasks the
--- project had before (oldest first, for "did you mean").
-SELECT e.ids, e.created_tasks, e.claimed, p.name AS project_name,
+-- Queue a batch (a JSON array of wn_job_entry objects): the ids in batch order (an entry whose
+-- unique key the project had gets that job's id, and its index is in existing), the tasks it
+-- created, the warnings (parameters no placeholder uses), and the jobs a waiting claim (:claim,
+-- its wn_claim arguments) took in the same transaction; with them what the answer and the metrics
+-- need, so that a submission is this one statement: the project's name and, when the batch
+-- created tasks, the names of the tasks the project had before (oldest first, for "did you mean").
+SELECT e.ids, e.created_tasks, e.claimed, e.existing, e.warnings, p.name AS project_name,
        CASE WHEN e.created_tasks IS NOT NULL THEN
            ARRAY(SELECT t.name FROM tasks t WHERE t.project_id = p.id AND t.name <> ALL (e.created_tasks)
                   ORDER BY t.id) END AS known_tasks
@@ -73,8 +74,9 @@ SELECT e.ids, e.created_tasks, e.claimed, p.name AS project_name,
 
 -- name: job_enqueue_one
 -- Queue one job as job_enqueue does, answering with the job as GET /jobs/{id} shows it (wn_job
--- sees the row wn_enqueue inserted: both run in this statement, one after the other).
-SELECT e.ids, e.created_tasks, e.claimed, j.project AS project_name,
+-- sees the row wn_enqueue inserted: both run in this statement, one after the other), or with the
+-- job its unique key belonged to.
+SELECT e.ids, e.created_tasks, e.claimed, e.existing, e.warnings, j.project AS project_name,
        CASE WHEN e.created_tasks IS NOT NULL THEN
            ARRAY(SELECT t.name FROM tasks t WHERE t.project_id = j.project_id
                     AND t.name <> ALL (e.created_tasks) ORDER BY t.id) END AS known_tasks,

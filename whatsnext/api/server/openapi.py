@@ -135,6 +135,8 @@ def build_openapi(app: web.Application, table: RouteTable, version: str) -> dict
         for media, what in spec.streams.items():
             ok.setdefault("content", {})[media] = {"schema": {"type": "string", "description": what}}
         op["responses"][str(spec.status)] = ok
+        for code, when in spec.also.items():
+            op["responses"][str(code)] = {**ok, "description": when}
         for code in statuses(spec):
             answer: dict[str, Any] = {
                 "description": ERROR_DESCRIPTIONS.get(code, "Error"),

@@ -44,6 +44,8 @@ class RouteSpec:
     published: bool = True
     """False for what the OpenAPI document leaves out: an alias served beside the published path
     (``/tasks`` beside ``/tasks/``) and the dashboard's pages."""
+    also: dict[int, str] = field(default_factory=dict)
+    """Other success statuses the route answers with the same body, each with when."""
 
 
 class UnregisteredRoute(RuntimeError):
@@ -72,6 +74,7 @@ class RouteTable:
         errors: tuple[int, ...] = (400, 404, 422),
         streams: dict[str, str] | None = None,
         published: bool = True,
+        also: dict[int, str] | None = None,
     ) -> Callable[[Handler], Handler]:
         if not isinstance(rule, Rule):
             raise TypeError(f"{method} {path}: a route needs a Rule, got {rule!r}")
@@ -88,6 +91,7 @@ class RouteTable:
             errors,
             streams or {},
             published,
+            also or {},
         )
 
         def register(handler: Handler) -> Handler:

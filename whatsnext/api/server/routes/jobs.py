@@ -51,25 +51,35 @@ FILTER_QUERY = {
 
 @jobs_routes.post(
     "/projects/{project}/jobs",
-    "Queue a job",
+    "Queue a job (201), or find the job its unique_key belongs to (200, existing: true)",
     rule=SUBMIT_PROJECT,
     body=JobCreate,
     response=JobOut,
     status=201,
+    also={200: "The project had a job with this unique_key (and the same fields): that job, existing: true"},
     errors=(400, 404, 409, 422),
 )
 async def create_job(request: web.Request) -> web.Response:
     queued, _ = await _submit(request, batch=False)
-    return json_response({**(queued.job or {}), "created_tasks": queued.created_tasks}, 201)
+    existing = queued.existing[0]
+    body = {
+        **(queued.job or {}),
+        "created_tasks": queued.created_tasks,
+        "existing": existing,
+        "warnings": queued.warnings,
+    }
+    return json_response(body, 200 if existing else 201)
 
 
 @jobs_routes.post(
     "/projects/{project}/jobs/batch",
-    "Queue many jobs in one transaction (entries may depend on each other by name)",
+    "Queue many jobs in one transaction (entries may depend on each other by name); an entry whose "
+    "unique_key the project has is that job",
     rule=SUBMIT_PROJECT,
     body=JobBatch,
     response=BatchCreated,
     status=201,
+    also={200: "Every entry's unique_key belonged to a job the project had: nothing was created"},
     errors=(400, 404, 409, 422),
 )
 async def create_jobs(request: web.Request) -> web.Response:
@@ -78,11 +88,13 @@ async def create_jobs(request: web.Request) -> web.Response:
         {
             "ids": queued.ids,
             "count": len(queued.ids),
+            "existing": queued.existing,
             "created_tasks": queued.created_tasks,
             "group": group,
             "group_id": queued.group_ids.get(group) if group else None,
+            "warnings": queued.warnings,
         },
-        201,
+        201 if queued.created else 200,
     )
 
 
@@ -99,7 +111,7 @@ async def _submit(request: web.Request, *, batch: bool) -> tuple[Queued, str | N
         actor=actor(request),
         single=not batch,
     )
-    app[metrics_key].jobs_submitted(queued.project, len(queued.ids) if batch else 1)
+    app[metrics_key].jobs_submitted(queued.project, queued.created)
     return queued, group
 
 

@@ -11,11 +11,13 @@ from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     RootModel,
     TypeAdapter,
     model_validator,
 )
+from pydantic import Tag as UnionTag
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
@@ -120,10 +122,32 @@ class NamedBatch(Strict):
     jobs: JobEntries
 
 
+# The shape a body has decides which of the two it is validated as, so that a mistake in a named
+# batch is named (``jobs.0.stpes``) instead of hidden behind "not a list". The tags hold "[", as a
+# union member's name does in an error's location, so that errors.validation_details leaves them
+# out of the field it names.
+_LIST, _NAMED = "[list]", "[named]"
+
+
+def _batch_shape(value: Any) -> str | None:
+    """Which shape of batch a body is: a list of jobs, or ``{group, jobs}`` (an object); None for
+    anything else (refused as neither)."""
+    if isinstance(value, (list, tuple)):
+        return _LIST
+    if isinstance(value, (dict, NamedBatch)):
+        return _NAMED
+    return None
+
+
 class JobBatch(RootModel[JobEntries | NamedBatch]):
-    root: JobEntries | NamedBatch = Field(
-        description="A list of jobs, or {group, jobs} to put them all in a named group."
-    )
+    root: Annotated[
+        Annotated[JobEntries, UnionTag(_LIST)] | Annotated[NamedBatch, UnionTag(_NAMED)],
+        Discriminator(
+            _batch_shape,
+            custom_error_type="batch_shape",
+            custom_error_message="a batch is a list of jobs, or an object {group, jobs}",
+        ),
+    ] = Field(description="A list of jobs, or {group, jobs} to put them all in a named group.")
 
     def jobs_and_group(self) -> tuple[list[JobCreate], str | None]:
         if isinstance(self.root, NamedBatch):
@@ -223,14 +247,32 @@ class CreatedTask(BaseModel):
     did_you_mean: str | None = Field(None, description="An existing task with a similar name.")
 
 
+class SubmitWarning(BaseModel):
+    index: int | None = Field(None, description="In a batch: the entry it is about (0-based).")
+    field: str = Field(description="What it is about, named as errors name fields (0.parameters.stpes).")
+    message: str
+
+
 class BatchCreated(BaseModel):
-    ids: list[int]
-    count: int
+    ids: list[int] = Field(
+        description="One per entry, in batch order: the new job's, or the existing job's for an entry whose "
+        "unique_key the project had already."
+    )
+    count: int = Field(description="How many entries (ids).")
+    existing: list[bool] = Field(
+        default_factory=list,
+        description="One per entry, beside ids: true where the entry's unique_key belonged to a job the "
+        "project had already (that job's id is in ids, nothing was created for it).",
+    )
     created_tasks: list[CreatedTask] = Field(
         default_factory=list, description="Tasks this submission created (the project had none by that name)."
     )
     group: str | None = None
     group_id: int | None = None
+    warnings: list[SubmitWarning] = Field(
+        default_factory=list,
+        description="What was accepted but looks wrong: a parameter no placeholder of the task's command uses.",
+    )
 
 
 class DependencyOut(BaseModel):
@@ -304,6 +346,16 @@ class JobOut(BaseModel):
     created_tasks: list[CreatedTask] = Field(
         default_factory=list,
         description="On submission: the task it created (the project had none by that name).",
+    )
+    existing: bool = Field(
+        False,
+        description="On submission: true when its unique_key belonged to a job the project had already: "
+        "this is that job, nothing was created (the answer is 200, not 201).",
+    )
+    warnings: list[SubmitWarning] = Field(
+        default_factory=list,
+        description="On submission: what was accepted but looks wrong (a parameter no placeholder of the "
+        "task's command uses).",
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,7 +34,7 @@ class Enqueued:
     """What one submission statement returned (``job_enqueue``, ``job_enqueue_one``)."""
 
     ids: list[int]
-    """The new jobs' ids, in batch order."""
+    """One id per entry, in batch order: the new job's, or the existing job's (``existing``)."""
     created_tasks: list[str]
     """The tasks the submission created."""
     known_tasks: list[str]
@@ -45,9 +45,14 @@ class Enqueued:
     """The project's name."""
     job: Row | None = None
     """For one job: the job as ``job_get`` shows it."""
+    existing: list[int] = field(default_factory=list)
+    """The 0-based indexes of the entries whose unique key belonged to a job the project had (their
+    ids are those jobs'; nothing was created for them)."""
+    warnings: list[Row] = field(default_factory=list)
+    """``{index, field, message}``: a parameter no placeholder of the task's command uses."""
 
 
-_ENQUEUED = ("ids", "created_tasks", "claimed", "project_name", "known_tasks")
+_ENQUEUED = ("ids", "created_tasks", "claimed", "project_name", "known_tasks", "existing", "warnings")
 
 
 class JobStore(Table):
@@ -66,7 +71,7 @@ class JobStore(Table):
         returned as ``get`` shows it."""
         statement = S.job_enqueue_one if single else S.job_enqueue
         row = await self.one(statement, project=project, jobs=jobs_json, actor=actor, claim=claim)
-        ids, created, claimed, name, known = (row.pop(key) for key in _ENQUEUED)
+        ids, created, claimed, name, known, existing, warnings = (row.pop(key) for key in _ENQUEUED)
         return Enqueued(
             list(ids),
             list(created or ()),
@@ -74,14 +79,17 @@ class JobStore(Table):
             claimed_rows(claimed),
             name,
             row if single else None,
+            list(existing or ()),
+            list(warnings or ()),
         )
 
     async def enqueue(
         self, *, project: str, jobs_json: str, actor: str | None, claim: dict[str, Any] | None = None
     ) -> tuple[list[int], list[str], list[Row]]:
-        """Queue a batch (a JSON array of ``wn_job_entry`` objects, ``batch.entries_json``): the new
-        ids in batch order, the tasks it created, and the jobs ``claim`` (a waiting claim's
-        ``wn_claim`` arguments, ``notify.Waiter.claim``) took in the same transaction."""
+        """Queue a batch (a JSON array of ``wn_job_entry`` objects, ``batch.entries_json``): the ids
+        in batch order (an existing job's for an entry whose unique key the project had), the tasks
+        it created, and the jobs ``claim`` (a waiting claim's ``wn_claim`` arguments,
+        ``notify.Waiter.claim``) took in the same transaction."""
         queued = await self.submit(project=project, jobs_json=jobs_json, actor=actor, claim=claim)
         return queued.ids, queued.created_tasks, queued.claimed
 
