@@ -84,7 +84,8 @@ def explain(
         return None
     why = Why()
     if job["unmet_deps"] > 0:
-        why.unmet = [u for u in upstream if u["status"] != "COMPLETED"]
+        # Waiting for upstream jobs that have not ended (a met dependency may be on a failed one).
+        why.unmet = [u for u in upstream if u["status"] in ("PENDING", "RUNNING")]
         names = ", ".join(f"#{u['id']} {u['name']} ({u['status']})" for u in why.unmet)
         why.reasons.append(
             f"waiting for {job['unmet_deps']} unmet dependenc{'y' if job['unmet_deps'] == 1 else 'ies'}: {names}"
