@@ -403,3 +403,23 @@ async def test_the_dashboard_lists_schedules_with_their_next_run(
     assert f'href="/ui/jobs/{s["last_job_id"]}"' in row and "pending" in row
     hourly = text.split('data-schedule="hourly"')[1].split("</tr>")[0]
     assert "paused" in hourly and "every 1h 00m" in hourly
+
+
+async def test_a_unique_key_makes_every_tick_the_same_job(client: TestClient, db: asyncpg.Connection) -> None:
+    p = await new_project(client)
+    made = await make(client, p, overlap="allow", job={"task": "eval", "unique_key": "eval-latest"})
+    await backdate(db, made["id"], past(7200))
+    await tick(client, db, made["id"])
+    (first,) = await jobs_of(db, made["id"])
+    second = past(3600)
+    await backdate(db, made["id"], second)
+    await tick(client, db, made["id"])
+    # the second tick found the job of the key: it is the tick's job, and nothing else was made
+    assert await jobs_of(db, made["id"]) == [first]
+    assert await db.fetchval("SELECT count(*) FROM jobs WHERE project_id = $1", made["project_id"]) == 1
+    s = await schedule(client, p)
+    assert (
+        s["runs"] == 2
+        and s["last_job_id"] == first["id"]
+        and datetime.fromisoformat(s["last_run_at"]) == second
+    )
