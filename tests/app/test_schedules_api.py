@@ -97,8 +97,11 @@ async def test_a_schedule_is_made_listed_shown_and_removed(client: TestClient) -
     assert datetime.fromisoformat(nightly["next_run_at"]) == expected
     assert datetime.fromisoformat(nightly["next_run_at"]).astimezone(load_zone("Europe/Berlin")).hour == 2
 
+    unnamed = await make(client, p, name="unnamed", job={"task": "eval", "name": None, "group": None})
+    assert unnamed["job"] == {"task": "eval"}  # a null is a field left out
+
     status, listed = await call(client, "GET", f"/projects/{p}/schedules")
-    assert status == 200 and [s["name"] for s in listed["schedules"]] == ["hourly", "nightly"]
+    assert status == 200 and [s["name"] for s in listed["schedules"]] == ["hourly", "nightly", "unnamed"]
     assert await schedule(client, p, str(made["id"])) == await schedule(client, p, "hourly")
 
     status, gone = await call(client, "DELETE", f"/projects/{p}/schedules/hourly")

@@ -143,8 +143,11 @@ def _job_json(job: dict[str, Any]) -> str:
 
 
 def _stored_job(body: ScheduleCreate | ScheduleUpdate) -> dict[str, Any] | None:
-    """The job as a schedule keeps it: the fields it gave."""
-    return None if body.job is None else body.job.model_dump(mode="json", exclude_unset=True)
+    """The job as a schedule keeps it: the fields it gave (a null is a field left out: the task's
+    value, or the schedule's name)."""
+    return (
+        None if body.job is None else body.job.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    )
 
 
 async def create(store: Store, project: str, body: ScheduleCreate, actor: str | None) -> Row:
