@@ -2,12 +2,10 @@
 -- page costs the same with a thousand jobs or a hundred thousand.
 
 -- name: dash_projects
--- Every project (or those in :projects) with its job counts by status and the jobs that
--- completed in the last hour.
+-- Every project (or those in :projects) with its job counts by status (wn_job_counts) and the
+-- jobs that completed in the last hour (read through jobs_finished: the last hour's finished jobs).
 SELECT p.id, p.name, p.description, p.status AS project_status,
-       coalesce((SELECT jsonb_object_agg(c.status, c.n)
-                   FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id
-                          GROUP BY j.status) c), '{}') AS counts,
+       coalesce((SELECT jsonb_object_agg(c.status, c.n) FROM wn_job_counts(p.id) c), '{}') AS counts,
        (SELECT count(*) FROM jobs j
          WHERE j.project_id = p.id AND j.status = 'COMPLETED'
            AND j.finished_at > now() - interval '1 hour')::bigint AS completed_last_hour
@@ -32,11 +30,9 @@ SELECT count(*) FILTER (WHERE w.state = 'ONLINE')::bigint AS workers_online,
                        FROM jobs j WHERE j.worker_id = w.id AND j.status = 'RUNNING') u ON w.state = 'ONLINE';
 
 -- name: dash_project
--- One project by name or id, with its job counts by status.
+-- One project by name or id, with its job counts by status (wn_job_counts).
 SELECT p.id, p.name, p.description, p.status AS project_status,
-       coalesce((SELECT jsonb_object_agg(c.status, c.n)
-                   FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id
-                          GROUP BY j.status) c), '{}') AS counts
+       coalesce((SELECT jsonb_object_agg(c.status, c.n) FROM wn_job_counts(p.id) c), '{}') AS counts
   FROM projects p
  WHERE p.id = wn_project_id(:project);
 

@@ -10,10 +10,9 @@ SELECT pg_try_advisory_lock(hashtext('whatsnext.metrics'));
 SELECT name FROM projects WHERE status = 'ACTIVE' ORDER BY name;
 
 -- name: metrics_job_counts
--- Jobs by project and status.
-SELECT p.name AS project, j.status, count(*)::bigint AS jobs
-  FROM jobs j JOIN projects p ON p.id = j.project_id
- GROUP BY p.name, j.status;
+-- Jobs by project and status (wn_job_counts: kept as jobs change, no count over the table).
+SELECT p.name AS project, c.status, c.n AS jobs
+  FROM wn_job_counts() c JOIN projects p ON p.id = c.project_id;
 
 -- name: metrics_oldest_eligible
 -- Per project, how long its oldest eligible job (pending, dependencies met, retry delay over) has
