@@ -246,8 +246,12 @@ BODIES: list[Any] = [
     [{"name": 1, "task": "t"}],
     [["name", "task"]],
     {"name": "a", "task": "t"},
+    [{"name": "a", "task": "t", "parameters": {"i": 1}, "unique_key": "retry:k:0"}] * 2,
+    [{"name": "a", "task": "t", "unique_key": ""}],
+    [{"name": "a", "task": "t", "unique_key": "k" * 401}],
+    [{"name": "a", "task": "t", "unique_key": 5}],
 ]
-PLAIN = [0, 17]
+PLAIN = [0, 17, 29]
 """Indexes of the BODIES in the shape the SDK sends for plain jobs (the fast path takes them)."""
 
 
@@ -285,7 +289,9 @@ _VALUES = (
 @settings(max_examples=300, deadline=None)
 @given(
     st.lists(
-        st.dictionaries(st.sampled_from(["name", "task", "parameters", "priority", "group"]), _VALUES),
+        st.dictionaries(
+            st.sampled_from(["name", "task", "parameters", "priority", "group", "unique_key"]), _VALUES
+        ),
         max_size=4,
     )
 )
