@@ -73,7 +73,10 @@ def test_command_modules_stand_on_the_toolkit_alone() -> None:
 
 @pytest.fixture
 def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, Any]]:
-    """What the commands would send to the server; each request is answered as a job."""
+    """What the commands would send to the server (through the toolkit, or the SDK's submissions);
+    each request is answered as a job."""
+    from whatsnext.api.client.http import Http
+
     requests: list[tuple[str, str, Any]] = []
 
     def call(args: Any, method: str, path: str, json_body: Any = None, **params: Any) -> Any:
@@ -81,26 +84,39 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, Any]]:
         body = json_body or {}
         return {"id": 7, "name": body.get("name"), "task": body.get("task"), "status": "PENDING"}
 
+    async def request(self: Http, method: str, path: str, json: Any = None, **options: Any) -> Any:
+        return call(None, method, path, json)
+
     monkeypatch.setattr(whatsnext.cli.toolkit, "call", call)
+    monkeypatch.setattr(Http, "request", request)
     return requests
+
+
+def without_retry_key(body: dict[str, Any]) -> dict[str, Any]:
+    """A submitted job without the key the SDK gives a submission it may send again."""
+    key = body.pop("unique_key")
+    assert key.startswith("retry:") and key.endswith(":0"), key
+    return body
 
 
 def test_jobs_add_sends_what_it_always_sent(sent: list[tuple[str, str, Any]]) -> None:
     r = cli(None, "jobs", "add", "train", "--project", "demo")
     assert r.returncode == 0, r.stderr
     assert r.stdout == "queued job 7 (train, task train): PENDING\n"
+    sent[:] = [(method, path, without_retry_key(body)) for method, path, body in sent]
     assert sent == [
         ("POST", "/projects/demo/jobs", {"name": "train", "task": "train", "parameters": {}, "priority": 0})
     ]
     sent.clear()
     r = cli(
         None, "jobs", "add", "train", "--project", "my demo", "--name", "t1", "--param", "lr=0.1",
-        "--param", "tag=x", "--priority", "5", "--depends", "12", "--depends", "prep", "--cpus", "4",
+        "--param", "tag=x", "--priority", "5", "--depends", "12", "--depends", "13:finished", "--cpus", "4",
         "--num-gpus", "2", "--group", "g", "--max-attempts", "3", "--max-lost", "1", "--retry-delay", "2.5",
         "--timeout", "60", "--input", "a.csv", "--output", "out/{lr}.pt", "--json",
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["id"] == 7
+    sent[:] = [(method, path, without_retry_key(body)) for method, path, body in sent]
     assert sent == [
         (
             "POST",
@@ -110,7 +126,7 @@ def test_jobs_add_sends_what_it_always_sent(sent: list[tuple[str, str, Any]]) ->
                 "task": "train",
                 "parameters": {"lr": 0.1, "tag": "x"},
                 "priority": 5,
-                "depends": [12, "prep"],
+                "depends": [12, {"id": 13, "on": "finished"}],
                 "required_accelerators": 2,
                 "group": "g",
                 "required_cpu": 4,
@@ -126,7 +142,7 @@ def test_jobs_add_sends_what_it_always_sent(sent: list[tuple[str, str, Any]]) ->
     sent.clear()
     r = cli(None, "jobs", "add", "eval", "--project", "demo", "--gpus", "1")
     assert r.returncode == 0 and "--num-gpus" in r.stderr
-    assert sent[0][2] == {
+    assert without_retry_key(sent[0][2]) == {
         "name": "eval",
         "task": "eval",
         "parameters": {},

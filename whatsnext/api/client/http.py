@@ -63,10 +63,16 @@ def _close_background_sessions() -> None:
 class Http:
     """Async JSON client bound to the event loop it is first used on."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(
+        self, base_url: str, token: str | None = None, timeout: float = 60.0, retries: int = 3
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token if token is not None else os.environ.get("WHATSNEXT_TOKEN")
         self.timeout = timeout
+        self.retries = retries
+        """Times a submission of jobs is sent again after a connection error, a timeout or a 5xx
+        answer (0: never); its jobs carry unique keys, so that a send that did arrive is not
+        repeated (``submit.post_submission``)."""
         # One session per event loop: the async API runs on the caller's loop, the sync facade on
         # the SDK's background loop, and an aiohttp session belongs to the loop that made it.
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 import itertools
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -15,6 +16,7 @@ from .errors import NotFound
 from .groups import AsyncGroups, Groups
 from .http import Http, project_path
 from .job import Job
+from .submit import submit_job, submit_jobs
 from .syncio import run_sync
 from .tasks import TaskSettingsWarning, asked_settings, differs_message, task_changes, task_path
 
@@ -56,8 +58,13 @@ def sweep_jobs(
     return jobs
 
 
-def sweep_group_name(task: str) -> str:
-    """The group name of a sweep nobody named: ``TASK-sweep-DATE-TIME``."""
+def sweep_group_name(task: str, jobs: Sequence[Job] | None = None) -> str:
+    """The group name of a sweep nobody named: ``TASK-sweep-DATE-TIME``; for a sweep whose jobs
+    are deduplicated (``jobs`` given), ``TASK-sweep-HASH`` from their keys instead, the same
+    each time the same sweep is submitted (so that its jobs are found in the group they joined)."""
+    if jobs is not None:
+        keys = "\n".join(sorted(job.key(dedupe=True) or "" for job in jobs))
+        return f"{task}-sweep-{hashlib.sha256(keys.encode()).hexdigest()[:12]}"
     return f"{task}-sweep-{datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
 
 
@@ -276,36 +283,47 @@ class AsyncProject(AsyncGroups):
 
     # ------------------------------------------------------------ queue
 
-    async def append_queue(self, job: Job) -> Job:
-        """Queue one job; sets ``job.id``."""
-        data = await self._http.post(f"{self._path}/jobs", job.to_request())
+    async def append_queue(self, job: Job, *, dedupe: bool = False) -> Job:
+        """Queue one job; sets ``job.id``. A job whose ``unique_key`` the project has already
+        is that job: ``job.existing`` is then True and nothing is created. ``dedupe``: the key
+        comes from the task and parameters (unless the job has one)."""
+        data = await submit_job(self._http, self.id, job, dedupe=dedupe)
         warn_new_tasks(data.get("created_tasks") or ())
-        return job._bind(self._http, data)
+        return job
 
-    async def extend_queue(self, jobs: Iterable[Job], group: str | None = None) -> list[Job]:
+    async def extend_queue(
+        self, jobs: Iterable[Job], group: str | None = None, *, dedupe: bool = False
+    ) -> list[Job]:
         """Queue many jobs in one request (one transaction); sets each ``job.id``. ``group``
-        names the batch: follow, cancel and retry it as one (``whatsnext groups show NAME``)."""
+        names the batch: follow, cancel and retry it as one (``whatsnext groups show NAME``).
+        ``dedupe``: each job's unique key comes from its task and parameters (unless it has one),
+        so that submitting the same jobs again creates none (``job.existing`` says which were
+        there)."""
         batch = list(jobs)
         if not batch:
             return []
-        entries = [j.to_request() for j in batch]
-        body: Any = {"group": group, "jobs": entries} if group else entries
-        out = await self._http.post(f"{self._path}/jobs/batch", body)
+        out = await submit_jobs(self._http, self.id, batch, group, dedupe=dedupe)
         warn_new_tasks(out.get("created_tasks") or ())
-        for job, job_id in zip(batch, out["ids"], strict=True):
-            job._bind(self._http, job_id=job_id)
+        for job in batch:
             job.project = self.name
         return batch
 
     async def sweep(
-        self, task: str, grid: Mapping[str, Sequence[Any]], group: str | None = None, **kwargs: Any
+        self,
+        task: str,
+        grid: Mapping[str, Sequence[Any]],
+        group: str | None = None,
+        *,
+        dedupe: bool = False,
+        **kwargs: Any,
     ) -> list[Job]:
         """Queue the cartesian product of ``grid`` as jobs of ``task`` in one request, as one
         group (``group``: its name; default ``TASK-sweep-<date-time>``), to follow, cancel and
-        retry as one."""
-        return await self.extend_queue(
-            sweep_jobs(task, grid, **kwargs), group=group or sweep_group_name(task)
-        )
+        retry as one. ``dedupe``: keys from task and parameters (see :meth:`extend_queue`); the
+        default group name is then ``TASK-sweep-<hash of the keys>``, the same each time."""
+        jobs = sweep_jobs(task, grid, **kwargs)
+        name = group or sweep_group_name(task, jobs if dedupe else None)
+        return await self.extend_queue(jobs, group=name, dedupe=dedupe)
 
     async def get_queue(self, limit: int = 1000) -> list[Job]:
         """Pending jobs in the order they will be handed out."""
@@ -495,16 +513,24 @@ class Project(Groups):
     def list_tasks(self) -> list[dict[str, Any]]:
         return self._run(self._async.list_tasks())
 
-    def append_queue(self, job: Job) -> Job:
-        return self._run(self._async.append_queue(job))
+    def append_queue(self, job: Job, *, dedupe: bool = False) -> Job:
+        return self._run(self._async.append_queue(job, dedupe=dedupe))
 
-    def extend_queue(self, jobs: Iterable[Job], group: str | None = None) -> list[Job]:
-        return self._run(self._async.extend_queue(jobs, group))
+    def extend_queue(
+        self, jobs: Iterable[Job], group: str | None = None, *, dedupe: bool = False
+    ) -> list[Job]:
+        return self._run(self._async.extend_queue(jobs, group, dedupe=dedupe))
 
     def sweep(
-        self, task: str, grid: Mapping[str, Sequence[Any]], group: str | None = None, **kwargs: Any
+        self,
+        task: str,
+        grid: Mapping[str, Sequence[Any]],
+        group: str | None = None,
+        *,
+        dedupe: bool = False,
+        **kwargs: Any,
     ) -> list[Job]:
-        return self._run(self._async.sweep(task, grid, group, **kwargs))
+        return self._run(self._async.sweep(task, grid, group, dedupe=dedupe, **kwargs))
 
     def get_queue(self, limit: int = 1000) -> list[Job]:
         return self._run(self._async.get_queue(limit))

@@ -21,9 +21,13 @@ class AsyncServer:
         *,
         token: str | None = None,
         timeout: float = 60.0,
+        retries: int = 3,
     ) -> None:
+        """``retries``: times a submission of jobs is sent again when the server could not be
+        reached, did not answer in ``timeout`` seconds or failed (5xx); each job is sent with a
+        unique key, so that none is created twice (0: never sent again)."""
         self.url = server_url(host, port)
-        self.http = Http(self.url, token=token, timeout=timeout)
+        self.http = Http(self.url, token=token, timeout=timeout, retries=retries)
 
     def __repr__(self) -> str:
         return f"AsyncServer({self.url!r})"
@@ -77,8 +81,9 @@ class Server:
         *,
         token: str | None = None,
         timeout: float = 60.0,
+        retries: int = 3,
     ) -> None:
-        self.aio = AsyncServer(host, port, token=token, timeout=timeout)
+        self.aio = AsyncServer(host, port, token=token, timeout=timeout, retries=retries)
         self.url = self.aio.url
 
     def __repr__(self) -> str:
