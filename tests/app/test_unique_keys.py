@@ -64,6 +64,13 @@ async def test_the_same_key_twice_is_one_job_answered_200_existing(app_api: Api)
     assert shown["status"] == "RUNNING", "the answer is the job as it is now"
     assert await job_count(app_api, p) == 1
 
+    # A finished job keeps its key; deleting the job frees it.
+    await app_api.ok("POST", f"/jobs/{first['id']}/complete", {"attempt": shown["attempt"]})
+    assert (await app_api.post(f"/projects/{p}/jobs", job))[0] == 200
+    await app_api.ok("DELETE", f"/projects/{p}/jobs/{first['id']}")
+    status, fresh = await app_api.post(f"/projects/{p}/jobs", job)
+    assert status == 201 and fresh["existing"] is False and fresh["id"] != first["id"]
+
     # Without a key, the same job is queued again, as always.
     plain = {k: v for k, v in job.items() if k != "unique_key"}
     assert (await app_api.post(f"/projects/{p}/jobs", plain))[0] == 201
