@@ -22,6 +22,7 @@ CREATE_TASK: dict[str, Any] = {
     "body": TaskCreate,
     "response": TaskOut,
     "status": 201,
+    "also": {200: "exist_ok and the task existed: that task as it is, existed: true, differs"},
     "errors": (400, 404, 409, 422),
 }
 """``POST /tasks/`` and its alias ``POST /tasks``."""
