@@ -272,6 +272,60 @@ async def test_a_group_with_an_unfinished_member_keeps_every_member(world: World
     assert status == 404
 
 
+async def test_what_may_still_run_keeps_everything_upstream_of_it(world: World) -> None:
+    p = await world.project()
+    w = await world.worker(p)
+    # first <- failed <- blocked: a retry of failed reads first's result, so first stays too.
+    first = await world.run(p, w, output=False)
+    failed = await world.run(p, w, fail=True, output=False, depends=[first])
+    blocked = await world.submit(p, name="blocked", depends=[failed])
+    assert await world.status_of(blocked) == "BLOCKED"
+    # source <- member of a group with a running member: a retry of the group reads source.
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    source = await world.run(p, w, output=False)
+    member = await world.run(p, w, output=False, group=group, depends=[source])
+    running = await world.submit(p, name="still", group=group)
+    await world.claim(p, w, running)
+    # lone <- done: nothing unfinished downstream, both go.
+    lone = await world.run(p, w, output=False)
+    done = await world.run(p, w, output=False, depends=[lone])
+    await world.backdate(first, failed, source, member, lone, done)
+
+    assert (await world.prune(p, dry_run=True))["counts"]["jobs"] == 2
+    assert (await world.prune(p))["counts"]["jobs"] == 2
+    assert [await world.status_of(j) for j in (lone, done)] == [None, None]
+    kept = [first, failed, blocked, source, member, running]
+    assert (await world.rows(kept))["jobs"] == len(kept)
+
+
+async def test_a_dry_run_counts_page_by_page_what_the_batches_delete(world: World) -> None:
+    p = await world.project()
+    w = await world.worker(p)
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    jobs = [await world.run(p, w, group=group if i % 2 else None) for i in range(7)]
+    await world.backdate(*jobs)
+    store = world.app[store_key]
+    # Pages of two jobs: the group's three members spread over pages; it counts once, on the page
+    # of its last member.
+    dry = await prune(store, older_than=7 * DAY, project=p, dry_run=True, batch=2)
+    assert dry.done and dry.batches == 4
+    assert dry.counts["jobs"] == 7 and dry.counts["groups"] == 1 and dry.counts["logs"] == 21
+    assert (await world.rows(jobs))["jobs"] == 7
+    # The same counted over requests that each stop after one page.
+    paged = await prune(store, older_than=7 * DAY, project=p, dry_run=True, batch=2, budget=0)
+    while not paged.done:
+        more = await prune(
+            store, older_than=7 * DAY, project=p, dry_run=True, batch=2, budget=0, after=paged.after
+        )
+        more.add(paged.counts)
+        more.batches += paged.batches
+        paged = more
+    assert paged.counts == dry.counts and paged.batches == 4
+    real = await prune(store, older_than=7 * DAY, project=p, batch=2)
+    assert real.counts == dry.counts
+    assert (await world.rows(jobs))["jobs"] == 0
+
+
 async def test_batches_go_on_until_nothing_is_left_and_one_server_prunes_at_a_time(world: World) -> None:
     p = await world.project()
     n = 1203
@@ -304,12 +358,13 @@ async def test_batches_go_on_until_nothing_is_left_and_one_server_prunes_at_a_ti
     finally:
         await conn.close()
 
-    # A request's time runs out after its first batch: not done; the next call goes on.
+    # A request's time runs out after its first batch: not done; the next call goes on from there.
     first = await prune(store, older_than=7 * DAY, project=p, batch=500, budget=0)
     assert (first.batches, first.counts["jobs"], first.done) == (1, 500, False)
+    assert first.after is not None and first.after[1] == oldest[-1]
     assert (await world.rows(oldest))["jobs"] == 0  # the oldest go first
-    rest = await prune(store, older_than=7 * DAY, project=p, batch=500)
-    assert (rest.batches, rest.counts["jobs"], rest.done) == (2, n - 500, True)
+    rest = await prune(store, older_than=7 * DAY, project=p, batch=500, after=first.after)
+    assert (rest.batches, rest.counts["jobs"], rest.done, rest.after) == (2, n - 500, True, None)
     assert (await world.rows(ids))["jobs"] == 0
 
 
@@ -338,17 +393,21 @@ async def test_the_loop_deletes_old_jobs_workers_and_expired_sessions(world: Wor
     assert await world.status_of(job) == "COMPLETED"
     gone = int(await world.sql("SELECT worker_id FROM jobs WHERE id = $1", job))
     assert await world.sql("SELECT status FROM workers WHERE id = $1", gone) == "OFFLINE"
-    # Another worker last heard from long ago that no job refers to; one that still holds a kept
-    # job; and a live one.
+    # Another worker last heard from long ago; one that ran a job that is kept; one that still runs
+    # a job (its lease not yet out); and a live one.
     lost = await world.worker(p)
     holder = await world.worker(p)
+    busy = await world.worker(p)
     live = await world.worker(p)
     kept = await world.submit(p, name="kept")
     await world.claim(p, holder, kept)
     await world.api.ok("POST", f"/jobs/{kept}/complete", {"attempt": 1})
+    running = await world.submit(p, name="running")
+    await world.claim(p, busy, running)
     await world.submit(p, name="waits", depends=[kept, await world.submit(p, name="gate")])
     await world.sql(
-        "UPDATE workers SET last_seen = now() - interval '1 hour' WHERE id = ANY ($1)", [gone, lost, holder]
+        "UPDATE workers SET last_seen = now() - interval '1 hour' WHERE id = ANY ($1)",
+        [gone, lost, holder, busy],
     )
     await world.backdate(job, kept, ago="1 minute")
     expired, fresh = os.urandom(32), os.urandom(32)
@@ -360,13 +419,20 @@ async def test_the_loop_deletes_old_jobs_workers_and_expired_sessions(world: Wor
         hashlib.sha256(ADMIN.encode()).digest(),
     )
 
+    ran_by = (await world.api.ok("GET", f"/jobs/{kept}"))["worker_name"]
+    assert ran_by
     pruned = await retention_pass(world.app[store_key], Settings(retention=20.0))
     assert not pruned.busy and pruned.done
     assert pruned.counts["jobs"] >= 1 and pruned.counts["workers"] >= 2 and pruned.counts["sessions"] >= 1
     assert await world.status_of(job) is None
     assert await world.status_of(kept) == "COMPLETED"
-    remaining = await _fetch(world, "SELECT id FROM workers WHERE id = ANY ($1)", [gone, lost, holder, live])
-    assert sorted(remaining) == sorted([holder, live])
+    remaining = await _fetch(
+        world, "SELECT id FROM workers WHERE id = ANY ($1)", [gone, lost, holder, busy, live]
+    )
+    assert sorted(remaining) == sorted([busy, live])
+    # The kept job keeps the name of the worker that ran it.
+    ran = await world.api.ok("GET", f"/jobs/{kept}")
+    assert ran["worker_id"] is None and ran["worker_name"] == ran_by, ran
     sessions = await _fetch(world, "SELECT hash FROM ui_sessions WHERE hash = ANY ($1)", [expired, fresh])
     assert sessions == [fresh]
     # A project's prune leaves workers and sessions alone.

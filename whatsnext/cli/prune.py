@@ -1,7 +1,8 @@
 """``whatsnext prune``: delete finished jobs older than a duration, now (admin under --auth).
 
-The server deletes in batches for a few seconds per request and says whether it is done; this
-command asks again until it is, showing the running totals on a terminal."""
+The server deletes (or counts) in batches for a few seconds per request and says whether it is
+done, and where it stopped; this command asks again from there until it is, showing the running
+totals on a terminal."""
 
 from __future__ import annotations
 
@@ -45,8 +46,12 @@ def cmd_prune(args: argparse.Namespace) -> int:
             batches += int(data["batches"])
             if data["done"]:
                 break
+            body.pop("after", None)
+            if data.get("next"):
+                body["after"] = data["next"]  # go on from where that request stopped
             if show:
-                line = f"\rdeleted {totals.get('jobs', 0):,} jobs so far ({batches} batches)..."
+                verb = "counted" if args.dry_run else "deleted"
+                line = f"\r{verb} {totals.get('jobs', 0):,} jobs so far ({batches} batches)..."
                 print(line, end="", file=sys.stderr, flush=True)
                 shown = True
         if shown:

@@ -3,9 +3,11 @@ time (``wn_prune`` under an advisory lock).
 
 With ``--retention`` set, every server runs :func:`retention_context`'s loop: every minute (or
 every ``retention`` when that is shorter) it runs batches of ``BATCH`` jobs, each its own short
-transaction, until one deletes fewer than a batch of every kind, and logs what went. A server that
-finds another one pruning leaves the round to it. ``POST /prune`` runs the same batches for a
-while (:func:`prune`) and answers whether it is done; the CLI calls it until it is.
+transaction, in the order the jobs finished, each batch going on from where the one before
+stopped, until no job is left to look at and fewer than a batch of worker rows and sessions went;
+it logs what went. A server that finds another one pruning leaves the round to it. ``POST
+/prune`` runs the same batches for a few seconds (:func:`prune`) and answers whether it is done,
+and where to go on from when it is not; the CLI calls it until it is.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -32,6 +35,8 @@ BATCH = 500
 rows and dashboard sessions alike: short transactions, whose dead rows vacuum reclaims as it goes."""
 EVERY = 60.0
 """Seconds between rounds of the retention loop (at most ``--retention``)."""
+DRY_BATCH = 10 * BATCH
+"""Jobs one batch of a dry run looks at (it locks and deletes nothing)."""
 REQUEST_BUDGET = 5.0
 """Seconds of batches one ``POST /prune`` runs before it answers (``done`` false: call again)."""
 BUSY_PAUSE = 0.2
@@ -52,6 +57,9 @@ class Pruned:
     at once): nothing older is left, but what a rule keeps."""
     busy: bool = False
     """True when another server held the batch lock when this stopped (nothing was done then)."""
+    after: tuple[datetime, int] | None = None
+    """Where the last batch stopped (the finish time and id of the last job it looked at), to go
+    on from when not done; None when no job is left to look at."""
 
     def add(self, row: dict[str, Any]) -> None:
         for kind in KINDS:
@@ -62,25 +70,48 @@ class Pruned:
         return sum(self.counts.values())
 
 
+def format_position(after: tuple[datetime, int]) -> str:
+    """Where a prune stopped, as ``POST /prune`` answers it (``next``): ``<finished_at>/<id>``."""
+    return f"{after[0].isoformat()}/{after[1]}"
+
+
+def parse_position(text: str) -> tuple[datetime, int]:
+    """:func:`format_position`'s text back (ValueError when it is not one)."""
+    at, sep, job = text.rpartition("/")
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        when = None
+    if not sep or when is None or when.tzinfo is None or not job.isascii() or not job.isdigit():
+        raise ValueError(f"{text!r} is not where a prune stopped: give the next of its answer")
+    if not 0 < int(job) < 2**63:
+        raise ValueError(f"{text!r}: the job id is out of range")
+    return when, int(job)
+
+
 async def prune(
     store: Store,
     *,
     older_than: float,
     project: str | None = None,
     dry_run: bool = False,
-    batch: int = BATCH,
+    after: tuple[datetime, int] | None = None,
+    batch: int | None = None,
     budget: float | None = None,
     wait_busy: bool = False,
 ) -> Pruned:
-    """Run batches until one deletes less than ``batch`` of every kind (``done``), or ``budget``
-    seconds have passed (None: no bound). When another server holds the lock, give up at once
-    (``busy``), or with ``wait_busy`` try again every ``BUSY_PAUSE`` seconds within the budget.
-    A dry run is one statement that counts everything."""
-    out = Pruned()
+    """Run batches from ``after`` (None: from the oldest job) until no job is left to look at and
+    fewer than ``batch`` worker rows and sessions went (``done``), or ``budget`` seconds have passed
+    (None: no bound; ``after`` in the answer says where to go on from). When another server holds
+    the lock, give up at once (``busy``), or with ``wait_busy`` try again every ``BUSY_PAUSE``
+    seconds within the budget. ``batch``: jobs per batch (default ``BATCH``, ``DRY_BATCH`` for a
+    dry run)."""
+    size = batch or (DRY_BATCH if dry_run else BATCH)
+    out = Pruned(after=after)
     deadline = None if budget is None else time.monotonic() + budget
     while True:
         row = await store.retention.prune(
-            older_than=older_than, project=project, batch=batch, dry_run=dry_run
+            older_than=older_than, project=project, batch=size, dry_run=dry_run, after=out.after
         )
         out.busy = bool(row["busy"])
         if out.busy:
@@ -90,7 +121,8 @@ async def prune(
             continue
         out.add(row)
         out.batches += 1
-        if dry_run or all(int(row[kind]) < batch for kind in ("jobs", "workers", "sessions")):
+        out.after = None if row["next_id"] is None else (row["next_at"], int(row["next_id"]))
+        if out.after is None and int(row["workers"]) < size and int(row["sessions"]) < size:
             out.done = True
             return out
         if deadline is not None and time.monotonic() >= deadline:

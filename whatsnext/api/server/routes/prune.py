@@ -6,14 +6,14 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import BaseModel, BeforeValidator, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from ....durations import FORMS, parse_duration
 from ....limits import MAX_TIME_LEFT
 from ..http import json_response, parse_body
 from ..keys import store_key
-from ..retention import KINDS, REQUEST_BUDGET, prune
+from ..retention import KINDS, REQUEST_BUDGET, format_position, parse_position, prune
 from ..roles import Rule
 from ..schemas import Strict
 from ..schemas.base import ProjectKey
@@ -33,6 +33,14 @@ def _seconds(value: Any) -> Any:
             return parse_duration(value)
         except ValueError as exc:
             raise PydanticCustomError("duration", "{reason}", {"reason": str(exc)}) from None
+    return value
+
+
+def _position(value: str) -> str:
+    try:
+        parse_position(value)
+    except ValueError as exc:
+        raise PydanticCustomError("position", "{reason}", {"reason": str(exc)}) from None
     return value
 
 
@@ -63,6 +71,11 @@ class PruneRequest(Strict):
         "project, worker rows and expired dashboard sessions included.",
     )
     dry_run: bool = Field(False, description="Count what would be deleted now, delete nothing.")
+    after: Annotated[str, AfterValidator(_position), Field(min_length=1, max_length=100)] | None = Field(
+        None,
+        description="The `next` of the answer before: go on from where it stopped (a dry run needs it "
+        "to count on; a prune may leave it out and starts again from the oldest job).",
+    )
 
 
 class PruneCounts(BaseModel):
@@ -87,6 +100,9 @@ class PruneOut(BaseModel):
         "time (a few seconds) or another server is pruning: call again to go on."
     )
     busy: bool = Field(description="Another server held the batch lock when this request stopped.")
+    next: str | None = Field(
+        description="Where this request stopped, when not done: give it as `after` to the next request."
+    )
 
 
 @retention.post(
@@ -106,6 +122,7 @@ async def prune_route(request: web.Request) -> web.Response:
         older_than=b.older_than,
         project=project,
         dry_run=b.dry_run,
+        after=None if b.after is None else parse_position(b.after),
         budget=REQUEST_BUDGET,
         wait_busy=True,
     )
@@ -118,5 +135,6 @@ async def prune_route(request: web.Request) -> web.Response:
             "batches": pruned.batches,
             "done": pruned.done,
             "busy": pruned.busy,
+            "next": None if pruned.done or pruned.after is None else format_position(pruned.after),
         }
     )
