@@ -9,7 +9,6 @@ from typing import Any
 
 import asyncpg
 from conftest import Api, ServerProcess
-
 from helpers import PYTHON
 
 from whatsnext.api.client import AsyncServer, Client, CLIFormatter
@@ -30,7 +29,9 @@ async def test_delayed_jobs_wait_until_their_time(
     )
     assert datetime.fromisoformat(later["available_at"]) == at
     assert datetime.fromisoformat(later["eligible_at"]) == at  # its wait counts from then
-    delayed = await api.ok("POST", f"/projects/{p}/jobs/batch", [{"name": "in-an-hour", "task": "t", "delay": 3600}])
+    delayed = await api.ok(
+        "POST", f"/projects/{p}/jobs/batch", [{"name": "in-an-hour", "task": "t", "delay": 3600}]
+    )
     [delayed_id] = delayed["ids"]
     job = await api.ok("GET", f"/jobs/{delayed_id}")
     wait = datetime.fromisoformat(job["available_at"]) - datetime.fromisoformat(job["created_at"])

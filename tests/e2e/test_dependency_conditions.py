@@ -41,7 +41,12 @@ async def test_aggregate_over_a_sweep_with_failures_runs_once_after_all(
     sweep = await api.ok(
         "POST",
         f"/projects/{p}/jobs/batch",
-        {"group": "hp1", "jobs": [{"name": f"run{i}", "task": "t", "parameters": {"code": c}} for i, c in enumerate(codes)]},
+        {
+            "group": "hp1",
+            "jobs": [
+                {"name": f"run{i}", "task": "t", "parameters": {"code": c}} for i, c in enumerate(codes)
+            ],
+        },
     )
     members = sweep["ids"]
     done = await api.ok(
@@ -49,15 +54,27 @@ async def test_aggregate_over_a_sweep_with_failures_runs_once_after_all(
         f"/projects/{p}/jobs/batch",
         [
             # Runs once every member is final, whatever it ended as.
-            {"name": "aggregate", "task": "t", "parameters": {"code": 0},
-             "depends": [{"group": "hp1", "on": "finished"}]},
+            {
+                "name": "aggregate",
+                "task": "t",
+                "parameters": {"code": 0},
+                "depends": [{"group": "hp1", "on": "finished"}],
+            },
             # The default condition: blocked by the failures.
             {"name": "needs-all-good", "task": "t", "parameters": {"code": 0}, "depends": [{"group": "hp1"}]},
             # Failure handlers: one for a run that fails, one for a run that completes.
-            {"name": "on-fail", "task": "t", "parameters": {"code": 0},
-             "depends": [{"id": members[1], "on": "failure"}]},
-            {"name": "on-fail-never", "task": "t", "parameters": {"code": 0},
-             "depends": [{"id": members[0], "on": "failure"}]},
+            {
+                "name": "on-fail",
+                "task": "t",
+                "parameters": {"code": 0},
+                "depends": [{"id": members[1], "on": "failure"}],
+            },
+            {
+                "name": "on-fail-never",
+                "task": "t",
+                "parameters": {"code": 0},
+                "depends": [{"id": members[0], "on": "failure"}],
+            },
         ],
     )
     aggregate, needs_all, on_fail, on_fail_never = done["ids"]
@@ -69,7 +86,14 @@ async def test_aggregate_over_a_sweep_with_failures_runs_once_after_all(
     assert (summary.completed, summary.failed) == (4 + 2, 2)
 
     runs = [await api.ok("GET", f"/jobs/{m}") for m in members]
-    assert [r["status"] for r in runs] == ["COMPLETED", "FAILED", "COMPLETED", "COMPLETED", "FAILED", "COMPLETED"]
+    assert [r["status"] for r in runs] == [
+        "COMPLETED",
+        "FAILED",
+        "COMPLETED",
+        "COMPLETED",
+        "FAILED",
+        "COMPLETED",
+    ]
     agg = await api.ok("GET", f"/jobs/{aggregate}")
     assert agg["status"] == "COMPLETED" and agg["attempt"] == 1
     assert when(agg["started_at"]) >= max(when(r["finished_at"]) for r in runs)
@@ -87,9 +111,13 @@ async def test_aggregate_over_a_sweep_with_failures_runs_once_after_all(
 async def test_a_group_counts_the_members_it_has_at_submission(api: Api, project: dict[str, Any]) -> None:
     p = project["name"]
     first = await api.ok(
-        "POST", f"/projects/{p}/jobs/batch", {"group": "g", "jobs": [{"name": "a", "task": "t"}, {"name": "b", "task": "t"}]}
+        "POST",
+        f"/projects/{p}/jobs/batch",
+        {"group": "g", "jobs": [{"name": "a", "task": "t"}, {"name": "b", "task": "t"}]},
     )
-    waiter = await api.ok("POST", f"/projects/{p}/jobs", {"name": "after", "task": "t", "depends": [{"group": "g"}]})
+    waiter = await api.ok(
+        "POST", f"/projects/{p}/jobs", {"name": "after", "task": "t", "depends": [{"group": "g"}]}
+    )
     await api.ok("POST", f"/projects/{p}/jobs", {"name": "late", "task": "t", "group": "g"})
     job = await api.ok("GET", f"/jobs/{waiter['id']}")
     assert [d["id"] for d in job["depends_on"]] == first["ids"] and job["unmet_deps"] == 2
@@ -102,7 +130,10 @@ async def test_a_group_counts_the_members_it_has_at_submission(api: Api, project
     mixed = await api.ok(
         "POST",
         f"/projects/{p}/jobs/batch",
-        [{"name": "z", "task": "t", "group": "g2"}, {"name": "sum", "task": "t", "depends": [{"group": "g2", "on": "finished"}]}],
+        [
+            {"name": "z", "task": "t", "group": "g2"},
+            {"name": "sum", "task": "t", "depends": [{"group": "g2", "on": "finished"}]},
+        ],
     )
     job = await api.ok("GET", f"/jobs/{mixed['ids'][1]}")
     assert [d["id"] for d in job["depends_on"]] == [*both["ids"], mixed["ids"][0]]
@@ -110,19 +141,26 @@ async def test_a_group_counts_the_members_it_has_at_submission(api: Api, project
 
 async def test_group_dependency_errors_name_the_field(api: Api, project: dict[str, Any]) -> None:
     p = project["name"]
-    status, body = await api.post(f"/projects/{p}/jobs", {"name": "a", "task": "t", "depends": [{"group": "nope"}]})
+    status, body = await api.post(
+        f"/projects/{p}/jobs", {"name": "a", "task": "t", "depends": [{"group": "nope"}]}
+    )
     assert status == 422 and field_of(body) == "depends" and "nope" in body["error"]["message"]
     status, body = await api.post(
         f"/projects/{p}/jobs", {"name": "a", "task": "t", "depends": [{"id": 1, "group": "g"}]}
     )
     assert status == 422 and field_of(body) == "depends.0", body
     assert "exactly one of id, name or group" in body["error"]["message"]
-    status, body = await api.post(f"/projects/{p}/jobs", {"name": "a", "task": "t", "depends": [{"id": 1, "on": "maybe"}]})
+    status, body = await api.post(
+        f"/projects/{p}/jobs", {"name": "a", "task": "t", "depends": [{"id": 1, "on": "maybe"}]}
+    )
     assert status == 422 and field_of(body) == "depends.0.on", body
     # Two members of one group that each wait for the group wait for each other.
     status, body = await api.post(
         f"/projects/{p}/jobs/batch",
-        {"group": "loop", "jobs": [{"name": n, "task": "t", "depends": [{"group": "loop"}]} for n in ("a", "b")]},
+        {
+            "group": "loop",
+            "jobs": [{"name": n, "task": "t", "depends": [{"group": "loop"}]} for n in ("a", "b")],
+        },
     )
     assert status == 422 and body["error"]["code"] == "dependency_cycle", body
     assert (await api.ok("GET", f"/projects/{p}/jobs"))["jobs"] == []
@@ -133,7 +171,11 @@ async def test_finished_dependency_waits_again_when_its_upstream_is_retried(
 ) -> None:
     p = project["name"]
     up = await api.ok("POST", f"/projects/{p}/jobs", {"name": "up", "task": "t"})
-    down = await api.ok("POST", f"/projects/{p}/jobs", {"name": "down", "task": "t", "depends": [{"id": up["id"], "on": "finished"}]})
+    down = await api.ok(
+        "POST",
+        f"/projects/{p}/jobs",
+        {"name": "down", "task": "t", "depends": [{"id": up["id"], "on": "finished"}]},
+    )
     [claimed] = (await api.ok("POST", f"/projects/{p}/claim", {"free_cpu": 4, "max_jobs": 4}))["jobs"]
     assert claimed["id"] == up["id"]
     await api.ok("POST", f"/jobs/{up['id']}/fail", {"attempt": 1, "exit_code": 1})
@@ -155,7 +197,11 @@ async def test_failure_dependency_on_a_cancelled_job_runs_and_unblocks_after_ret
 ) -> None:
     p = project["name"]
     up = await api.ok("POST", f"/projects/{p}/jobs", {"name": "up", "task": "t"})
-    handler = await api.ok("POST", f"/projects/{p}/jobs", {"name": "h", "task": "t", "depends": [{"id": up["id"], "on": "failure"}]})
+    handler = await api.ok(
+        "POST",
+        f"/projects/{p}/jobs",
+        {"name": "h", "task": "t", "depends": [{"id": up["id"], "on": "failure"}]},
+    )
     follower = await api.ok("POST", f"/projects/{p}/jobs", {"name": "f", "task": "t", "depends": [up["id"]]})
     await api.ok("POST", f"/jobs/{up['id']}/cancel")
     assert (await api.ok("GET", f"/jobs/{handler['id']}"))["unmet_deps"] == 0

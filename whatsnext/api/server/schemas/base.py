@@ -23,8 +23,8 @@ from pydantic import Tag as Choice
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
-from ....models import DependencyCondition
 from ....limits import MAX_ATTEMPTS, MAX_COUNT, MAX_JOB_NAME, MAX_NAME, MAX_PARAMETERS_BYTES, MAX_TAG, MAX_URI
+from ....models import DependencyCondition
 
 INT32 = 2**31 - 1
 """The largest value of a PostgreSQL ``integer`` column (attempt, cpu, priority, exit code ...)."""
