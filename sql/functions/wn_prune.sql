@@ -8,8 +8,9 @@
 --   (job_logs), artifact records (artifacts, checkpoints included) and dependency rows either
 --   way; and the groups they leave empty.
 -- * Once fewer than p_batch jobs were found (the jobs are done), and p_project is NULL: up to
---   p_batch worker rows not heard from since the cutoff (left, or lost) that run nothing (the
---   jobs that still name one, kept ones, keep its worker_name and lose its worker_id), and up to
+--   p_batch worker rows not heard from since the cutoff (left, or lost) that run nothing and that
+--   at most p_batch jobs still name (kept ones: they keep its worker_name and lose its worker_id;
+--   a worker more jobs name stays until they go, so that no batch rewrites many jobs), and up to
 --   p_batch expired dashboard sessions.
 --
 -- Answers the rows deleted by kind and where the batch stopped (next_at, next_id: the last job
@@ -20,7 +21,9 @@
 -- it, a new member of its group) is left for a later round.
 --
 -- p_dry_run deletes nothing, locks nothing and counts what the same batch would delete; a group
--- counts on the page that holds the last of its members, workers and sessions on the last page.
+-- counts on the page that holds the last of its members, workers and sessions on the last page
+-- (every worker not heard from that runs nothing: how many jobs will still name it is not known
+-- before they go).
 CREATE OR REPLACE FUNCTION wn_prune(p_older_than double precision, p_project bigint, p_batch integer,
                                     p_dry_run boolean, p_after_at timestamptz, p_after_id bigint)
 RETURNS TABLE (busy boolean, jobs bigint, events bigint, logs bigint, artifacts bigint,
@@ -145,6 +148,8 @@ BEGIN
                              WHERE o.last_seen < v_cutoff
                                AND NOT EXISTS (SELECT 1 FROM jobs j
                                                 WHERE j.worker_id = o.id AND j.status = 'RUNNING')
+                               AND (SELECT count(*) FROM (SELECT 1 FROM jobs j WHERE j.worker_id = o.id
+                                                           LIMIT p_batch + 1) n) <= p_batch
                              ORDER BY o.last_seen
                              LIMIT p_batch
                              FOR UPDATE SKIP LOCKED);

@@ -439,6 +439,27 @@ async def test_the_loop_deletes_old_jobs_workers_and_expired_sessions(world: Wor
     assert (await world.prune(p, older_than=1))["counts"] == dict.fromkeys(KINDS, 0)
 
 
+async def test_a_worker_many_kept_jobs_still_name_stays(world: World) -> None:
+    """No batch rewrites many jobs: a worker row goes when at most a batch of jobs still name it."""
+    p = await world.project()
+    heavy, light = await world.worker(p), await world.worker(p)
+    gate = await world.submit(p, name="gate", required_cpu=1000)  # never runs
+    ran = [await world.run(p, heavy, output=False) for _ in range(3)] + [
+        await world.run(p, light, output=False)
+    ]
+    await world.submit(p, name="waits", depends=[*ran, gate])  # keeps them all
+    await world.backdate(*ran, ago="1 minute")
+    await world.sql(
+        "UPDATE workers SET last_seen = now() - interval '1 hour' WHERE id = ANY ($1)", [heavy, light]
+    )
+
+    pruned = await prune(world.app[store_key], older_than=20, batch=2)
+    assert pruned.done
+    remaining = await _fetch(world, "SELECT id FROM workers WHERE id = ANY ($1)", [heavy, light])
+    assert remaining == [heavy]
+    assert (await world.rows(ran))["jobs"] == 4
+
+
 async def test_fair_share_usage_does_not_change_when_jobs_go(world: World) -> None:
     p = await world.project()
     w = await world.worker(p)
