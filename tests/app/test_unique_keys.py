@@ -347,11 +347,13 @@ async def test_the_sdk_warns_of_unused_parameters(app_url: str, app_api: Api) ->
 class LosingProxy:
     """A proxy in front of the application that forwards each submission, and for the first
     ``lose`` of them drops the connection instead of passing the answer on (the jobs were queued,
-    the client never hears it); it keeps every body it forwarded."""
+    the client never hears it); the first ``unavailable`` ones it answers 503 itself (nothing
+    queued), as the server does while its database is away. It keeps every body it was sent."""
 
     def __init__(self, target: str, lose: int) -> None:
         self.target = target
         self.lose = lose
+        self.unavailable = 0
         self.bodies: list[Any] = []
         self.url = ""
 
@@ -359,6 +361,10 @@ class LosingProxy:
         body = await request.read()
         if body:
             self.bodies.append(json.loads(body))
+        if self.unavailable > 0 and request.path.endswith(("/jobs", "/jobs/batch")):
+            self.unavailable -= 1
+            error = {"error": {"code": "unavailable", "message": "the database is not available right now"}}
+            return web.json_response(error, status=503, headers={"Retry-After": "0"})
         headers = {"Content-Type": "application/json"}
         async with (
             aiohttp.ClientSession() as session,
@@ -413,6 +419,31 @@ async def test_a_lost_answer_never_doubles_a_batch(losing_proxy: LosingProxy, ap
         assert one.existing is False and one.unique_key is None
     assert await job_count(app_api, name) == 7
 
+    # A submission larger than retry_keys_up_to whose jobs have no keys is not keyed: a lost
+    # answer is then an error saying the jobs may be queued (they are: once), a 503 is sent again.
+    losing_proxy.bodies.clear()
+    async with AsyncServer(losing_proxy.url, retry_keys_up_to=2) as server:
+        project = await server.get_project(name)
+        losing_proxy.lose = 1
+        with pytest.raises(ConnectionError) as lost:
+            await project.extend_queue([Job(f"big{i}", "t") for i in range(3)])
+        assert "the 3 jobs may have been queued" in "".join(getattr(lost.value, "__notes__", []))
+        assert len(losing_proxy.bodies) == 1 and "unique_key" not in losing_proxy.bodies[0][0]
+        assert await job_count(app_api, name) == 10
+
+        losing_proxy.unavailable = 1
+        resent = await project.extend_queue([Job(f"later{i}", "t") for i in range(3)])
+        assert len(losing_proxy.bodies) == 3 and losing_proxy.bodies[1] == losing_proxy.bodies[2]
+        assert len({job.id for job in resent}) == 3
+        assert await job_count(app_api, name) == 13
+
+        # Keyed by dedupe, a large submission is safe to send again after a lost answer.
+        losing_proxy.lose = 1
+        deduped = await project.extend_queue([Job(f"d{i}", "t", {"i": i}) for i in range(3)], dedupe=True)
+        assert losing_proxy.bodies[-1] == losing_proxy.bodies[-2] and len(losing_proxy.bodies) == 5
+        assert all(job.existing for job in deduped), "their own keys: the lost send made them"
+        assert await job_count(app_api, name) == 16
+
     # Retries off: a lost answer is an error, and no key is added.
     losing_proxy.bodies.clear()
     async with AsyncServer(losing_proxy.url, retries=0) as server:
@@ -421,4 +452,4 @@ async def test_a_lost_answer_never_doubles_a_batch(losing_proxy: LosingProxy, ap
         with pytest.raises(ConnectionError):
             await project.extend_queue([Job("lost", "t")])
         assert "unique_key" not in losing_proxy.bodies[-1][0]
-    assert await job_count(app_api, name) == 8
+    assert await job_count(app_api, name) == 17

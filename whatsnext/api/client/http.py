@@ -15,6 +15,10 @@ import orjson
 from .errors import ConnectionError, WhatsNextError, for_status
 
 DEFAULT_SERVER = "http://localhost:8000"
+RETRY_KEYS_UP_TO = 50
+"""The largest submission (in jobs) the SDK gives keys of its own for its retries, by default
+(``submit.post_submission``): keys cost the server about 10 µs a job, a fifth of the throughput of
+a batch of 1,000 plain jobs, and nothing measurable for a few."""
 
 
 def server_url(host: str | None = None, port: int | None = None) -> str:
@@ -64,7 +68,12 @@ class Http:
     """Async JSON client bound to the event loop it is first used on."""
 
     def __init__(
-        self, base_url: str, token: str | None = None, timeout: float = 60.0, retries: int = 3
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 3,
+        retry_keys_up_to: int = RETRY_KEYS_UP_TO,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token if token is not None else os.environ.get("WHATSNEXT_TOKEN")
@@ -73,6 +82,8 @@ class Http:
         """Times a submission of jobs is sent again after a connection error, a timeout or a 5xx
         answer (0: never); its jobs carry unique keys, so that a send that did arrive is not
         repeated (``submit.post_submission``)."""
+        self.retry_keys_up_to = retry_keys_up_to
+        """The largest submission (in jobs) given keys for its retries (:data:`RETRY_KEYS_UP_TO`)."""
         # One session per event loop: the async API runs on the caller's loop, the sync facade on
         # the SDK's background loop, and an aiohttp session belongs to the loop that made it.
         self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .errors import Conflict
-from .http import Http, project_path, server_url
+from .http import RETRY_KEYS_UP_TO, Http, project_path, server_url
 from .job import Job
 from .project import AsyncProject, Project
 from .syncio import run_sync
@@ -22,12 +22,17 @@ class AsyncServer:
         token: str | None = None,
         timeout: float = 60.0,
         retries: int = 3,
+        retry_keys_up_to: int = RETRY_KEYS_UP_TO,
     ) -> None:
         """``retries``: times a submission of jobs is sent again when the server could not be
-        reached, did not answer in ``timeout`` seconds or failed (5xx); each job is sent with a
-        unique key, so that none is created twice (0: never sent again)."""
+        reached, did not answer in ``timeout`` seconds or failed (5xx). The jobs of a submission of
+        at most ``retry_keys_up_to`` jobs get unique keys first, so that none is created twice; a
+        larger one whose jobs have no keys of their own (``dedupe``) is sent again only when it
+        cannot have been queued (0 retries: never sent again)."""
         self.url = server_url(host, port)
-        self.http = Http(self.url, token=token, timeout=timeout, retries=retries)
+        self.http = Http(
+            self.url, token=token, timeout=timeout, retries=retries, retry_keys_up_to=retry_keys_up_to
+        )
 
     def __repr__(self) -> str:
         return f"AsyncServer({self.url!r})"
@@ -82,8 +87,11 @@ class Server:
         token: str | None = None,
         timeout: float = 60.0,
         retries: int = 3,
+        retry_keys_up_to: int = RETRY_KEYS_UP_TO,
     ) -> None:
-        self.aio = AsyncServer(host, port, token=token, timeout=timeout, retries=retries)
+        self.aio = AsyncServer(
+            host, port, token=token, timeout=timeout, retries=retries, retry_keys_up_to=retry_keys_up_to
+        )
         self.url = self.aio.url
 
     def __repr__(self) -> str:
