@@ -18,8 +18,8 @@
 --
 -- unique_key: an entry whose key a job of the project already has is that job (nothing is inserted
 -- for it, its id is returned and its index listed in `existing`) when the fields it gives match
--- the job's; else WN409 naming them. Keys are locked (advisory, in order) so that concurrent
--- submissions of one key make one job.
+-- the job's; else WN409 naming them. Keys are locked (advisory, by bucket, in order) so that
+-- concurrent submissions of one key make one job.
 --
 -- not_before / delay: the job is not handed out before then (available_at), and its wait counts
 -- from then (eligible_at).
@@ -142,9 +142,14 @@ BEGIN
 
     -- Unique keys: the entries whose key a job already has are that job, when they agree with it.
     IF EXISTS (SELECT 1 FROM unnest(v_src) s WHERE s.unique_key IS NOT NULL) THEN
-        PERFORM pg_advisory_xact_lock(hashtextextended(v_project::text || '/' || k.key, 2611))
-           FROM (SELECT DISTINCT s.unique_key AS key FROM unnest(v_src) s
+        -- One lock per bucket of keys (at most 256 per batch, in order: no deadlock, and a large
+        -- keyed batch cannot fill the lock table); two submissions of one key wait for each other.
+        PERFORM pg_advisory_xact_lock(hashtext('whatsnext.unique_key/' || v_project), k.bucket)
+           FROM (SELECT DISTINCT hashtext(s.unique_key) & 255 AS bucket FROM unnest(v_src) s
                   WHERE s.unique_key IS NOT NULL ORDER BY 1) k;
+        v_old := ARRAY(SELECT (SELECT j.id FROM jobs j
+                                WHERE j.project_id = v_project AND j.unique_key = s.unique_key)
+                         FROM unnest(v_src) WITH ORDINALITY s ORDER BY s.ordinality);
         SELECT m.idx, m.id, m.fields INTO v_bad
           FROM (SELECT s.ordinality - 1 AS idx, j.id,
                        array_remove(ARRAY[
@@ -169,7 +174,7 @@ BEGIN
                            CASE WHEN s.max_preempted <> j.max_preempted THEN 'max_preempted' END
                        ], NULL) AS fields
                   FROM unnest(v_src) WITH ORDINALITY s
-                  JOIN jobs j ON j.project_id = v_project AND j.unique_key = s.unique_key
+                  CROSS JOIN LATERAL (SELECT * FROM jobs j WHERE j.id = v_old[s.ordinality] OFFSET 0) j
                   JOIN tasks t ON t.id = j.task_id) m
          WHERE cardinality(m.fields) > 0
          ORDER BY m.idx LIMIT 1;
@@ -179,9 +184,6 @@ BEGIN
                 USING ERRCODE = 'WN409', DETAIL = 'unique_key',
                       HINT = json_build_object('index', v_bad.idx, 'id', v_bad.id, 'fields', v_bad.fields)::text;
         END IF;
-        v_old := ARRAY(SELECT j.id FROM unnest(v_src) WITH ORDINALITY s
-                         LEFT JOIN jobs j ON j.project_id = v_project AND j.unique_key = s.unique_key
-                        ORDER BY s.ordinality);
         existing := ARRAY(SELECT o.n - 1 FROM unnest(v_old) WITH ORDINALITY o(id, n)
                            WHERE o.id IS NOT NULL ORDER BY o.n);
     END IF;
