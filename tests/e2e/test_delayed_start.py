@@ -4,14 +4,15 @@ wait counts from then, and the dashboard says until when it waits."""
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 from conftest import Api, ServerProcess
-from helpers import PYTHON
+from helpers import PYTHON, cli
 
-from whatsnext.api.client import AsyncServer, Client, CLIFormatter
+from whatsnext.api.client import AsyncServer, Client, CLIFormatter, Job
 
 
 def field_of(body: dict[str, Any]) -> str:
@@ -76,3 +77,33 @@ async def test_delayed_start_refusals_name_the_field(api: Api, project: dict[str
         status, out = await api.post(f"/projects/{p}/jobs/batch", [{"name": "j", "task": "t", **body}])
         assert status == 422 and field_of(out) == f"0.{field}", (body, out)
     assert (await api.ok("GET", f"/projects/{p}/jobs"))["jobs"] == []
+
+
+async def test_delayed_start_from_the_sdk_and_the_cli(
+    server: ServerProcess, api: Api, project: dict[str, Any]
+) -> None:
+    p = project["name"]
+    aproject = await AsyncServer(server.url).get_project(p)
+    at = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    by_time = await aproject.append_queue(Job("at", "t", not_before=at))
+    by_delay = await aproject.append_queue(Job("later", "t", delay=600))
+    job = await api.ok("GET", f"/jobs/{by_time.id}")
+    assert datetime.fromisoformat(job["available_at"]) == at
+    job = await api.ok("GET", f"/jobs/{by_delay.id}")
+    wait = datetime.fromisoformat(job["available_at"]) - datetime.fromisoformat(job["created_at"])
+    assert timedelta(seconds=599) <= wait <= timedelta(seconds=601)
+
+    out = cli(server, "jobs", "add", "t", "--project", p, "--not-before", at.isoformat(), "--json")
+    assert out.returncode == 0, out.stderr
+    assert datetime.fromisoformat(json.loads(out.stdout)["available_at"]) == at
+    local = at.astimezone().replace(tzinfo=None)  # no zone: local time
+    out = cli(server, "jobs", "add", "t", "--project", p, "--not-before", local.isoformat(), "--json")
+    assert datetime.fromisoformat(json.loads(out.stdout)["available_at"]) == at
+    out = cli(server, "jobs", "add", "t", "--project", p, "--delay", "1h", "--json")
+    data = json.loads(out.stdout)
+    wait = datetime.fromisoformat(data["available_at"]) - datetime.fromisoformat(data["created_at"])
+    assert timedelta(seconds=3599) <= wait <= timedelta(seconds=3601)
+    out = cli(server, "jobs", "add", "t", "--project", p, "--delay", "1h", "--not-before", at.isoformat())
+    assert out.returncode == 2 and "not allowed with" in out.stderr
+    out = cli(server, "jobs", "add", "t", "--project", p, "--not-before", "tomorrow")
+    assert out.returncode == 2 and "is not a time" in out.stderr

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 from ..models import CONDITIONS
@@ -72,6 +73,17 @@ def _submitted(data: dict[str, Any]) -> str:
     return f"queued job {data['id']} ({data['name']}, task {data['task']}): {data['status']}"
 
 
+def start_time(text: str) -> datetime:
+    """``--not-before``: an ISO time, local unless it has a zone (argparse ``type=``)."""
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a time: give an ISO time such as 2026-12-07T02:00 (local unless it has a zone)"
+        ) from None
+    return when.astimezone()  # a naive time is local time
+
+
 def cmd_jobs_add(args: argparse.Namespace) -> int:
     from ..api.client import Job
     from ..api.client.errors import NotFound
@@ -96,6 +108,8 @@ def cmd_jobs_add(args: argparse.Namespace) -> int:
         inputs=args.input,
         outputs=args.output,
         group=args.group or None,
+        not_before=args.not_before,
+        delay=args.delay,
         **tk.concurrency(args),
     )
     try:
@@ -270,6 +284,8 @@ def _register_add(jobs: Any) -> None:
         "--param input=file.csv --param format=json\n"
         "  whatsnext jobs add simulate --project demo --concurrency-key licence-x --concurrency-limit 2\n"
         "  whatsnext jobs add aggregate --project demo --depends-group hp1:finished --unique-key agg-hp1\n"
+        "  whatsnext jobs add refresh --project demo --not-before 2026-12-07T02:00+01:00\n"
+        "  whatsnext jobs add retry-later --project demo --delay 30m\n"
         "  whatsnext jobs add report --project demo --depends 12 --depends 13:failure --dedupe",
     )
     p.add_argument("task")
@@ -311,6 +327,17 @@ def _register_add(jobs: Any) -> None:
     )
     p.add_argument("--retry-delay", type=tk.duration, default=None, metavar="D", help=tk.DURATION_HELP)
     p.add_argument("--timeout", type=tk.duration, default=None, metavar="D", help=tk.DURATION_HELP)
+    start = p.add_mutually_exclusive_group()
+    start.add_argument(
+        "--not-before",
+        type=start_time,
+        default=None,
+        metavar="T",
+        help="do not start the job before this time (ISO: 2026-12-07T02:00, local unless it has a zone)",
+    )
+    start.add_argument(
+        "--delay", type=tk.duration, default=None, metavar="D", help="do not start the job before D from now"
+    )
     p.add_argument("--input", action="append", metavar="PATH", help="a path it reads (replaces the task's)")
     p.add_argument("--output", action="append", metavar="PATH", help="a path it writes (replaces the task's)")
     tk.add_concurrency(p, "replaces the task's pair")

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ...models import CONDITIONS, FINISHED, JOB_SUBMIT_FIELDS
@@ -150,6 +151,9 @@ class Job:
 
     ``max_preempted``: how often the job may go back to the queue because it was preempted (no
     attempt used) before it fails with "preempted N times" (left out: its task's, 10).
+
+    ``not_before`` (an aware ``datetime`` or ISO text with its offset) or ``delay`` (seconds), not
+    both: the job is not handed out before then, and its wait counts from then.
     """
 
     def __init__(
@@ -176,6 +180,8 @@ class Job:
         unique_key: str | None = None,
         dedupe: bool = False,
         depends_group: GroupsArg = None,
+        not_before: datetime | str | None = None,
+        delay: float | None = None,
     ) -> None:
         self.name = name
         self.task = task
@@ -198,6 +204,10 @@ class Job:
         self.unique_key = unique_key
         self.dedupe = dedupe
         self.depends_group = depends_group
+        self.not_before = not_before
+        """Not started before this time (an aware ``datetime``, or ISO text with its offset)."""
+        self.delay = delay
+        """Not started before this many seconds after the server queued it."""
         self.existing = False
         """After submission: whether the job was there already (its unique key), nothing created."""
         self.warnings: list[dict[str, Any]] = []
@@ -256,9 +266,9 @@ class Job:
         if deps:
             body["depends"] = deps
         for key in _OPTIONAL_FIELDS:
-            value = getattr(self, key, None)
+            value = getattr(self, key)
             if value is not None:
-                body[key] = value
+                body[key] = value.isoformat() if isinstance(value, datetime) else value
         unique_key = self.key(dedupe)
         if unique_key is not None:
             body["unique_key"] = unique_key
