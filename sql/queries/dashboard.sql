@@ -77,15 +77,6 @@ SELECT j.id, j.name, j.task, j."group", j.status, j.parameters, j.result,
  ORDER BY j.id DESC
  LIMIT :limit;
 
--- name: dash_jobs_count
--- How many of a project's jobs match the job filter (as dash_jobs), and how many of those are in
--- each status (what a bulk action would touch).
-SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}') AS counts, coalesce(sum(c.n), 0)::bigint AS total
-  FROM (SELECT j.status, count(*) AS n
-          FROM wn_job_filter(:project_id, :statuses::text[], :task::text, :group::text,
-                             :name_like::text, :name_contains::text, :where_params::jsonb, :worker::text) j
-         GROUP BY j.status) c;
-
 -- name: dash_job_ids
 -- The ids of a project's jobs matching the job filter and in one of :acting_on (a bulk action
 -- touches only the statuses it applies to), among :ids when given.

@@ -18,7 +18,8 @@ SELECT j.id, j.name, j.task, CASE WHEN :full THEN j.parameters END AS parameters
 
 -- name: job_filter_counts
 -- How many of a project's jobs match the job filter (wn_job_filter), by status and in all: what
--- `jobs ls --watch` draws its progress from and what a bulk action of the CLI would touch.
+-- `jobs ls --watch` draws its progress from, and what a bulk action of the CLI or the dashboard
+-- would touch.
 SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}') AS counts, coalesce(sum(c.n), 0)::bigint AS total
   FROM (SELECT j.status, count(*) AS n
           FROM wn_job_filter(wn_project_id(:project), :statuses::text[], :task::text, :group::text,

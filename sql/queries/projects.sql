@@ -5,12 +5,11 @@ RETURNING id, name, description, status, strict_tasks, strict_parameters, share,
           max_running, created_at, updated_at;
 
 -- name: project_get
--- A project with its share, its quotas and its job counts by status.
+-- A project with its share, its quotas and its job counts by status (the kept counters:
+-- wn_job_counts, not a count over every job the project ever had).
 SELECT p.id, p.name, p.description, p.status, p.strict_tasks, p.strict_parameters,
        p.share, p.max_gpus, p.max_cpus, p.max_running, p.created_at, p.updated_at,
-       (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}')
-          FROM (SELECT j.status, count(*) AS n FROM jobs j WHERE j.project_id = p.id GROUP BY j.status) c)
-         AS jobs
+       (SELECT coalesce(jsonb_object_agg(c.status, c.n), '{}') FROM wn_job_counts(p.id) c) AS jobs
   FROM projects p WHERE p.id = wn_project_id(:project);
 
 -- name: project_list

@@ -28,7 +28,8 @@ class DashboardStore(Table):
         return await self.rows(S.dash_jobs, project_id=project_id, before=before, limit=limit, **where.args())
 
     async def count(self, *, project_id: int, where: JobFilter) -> Row:
-        return await self.one(S.dash_jobs_count, project_id=project_id, **where.args())
+        # The same count as the REST list's (job_filter_counts), for a project named by its id.
+        return await self.one(S.job_filter_counts, project=str(project_id), **where.args())
 
     async def job_ids(
         self, *, project_id: int, where: JobFilter, statuses: list[str], ids: list[int] | None, limit: int
