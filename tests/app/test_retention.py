@@ -28,9 +28,11 @@ from aiohttp import web
 from conftest import Api, ServerProcess, create_database, drop_database
 from helpers import cli, spawn_worker
 
+from whatsnext.api.server import retention
 from whatsnext.api.server.config import Settings
 from whatsnext.api.server.keys import store_key
 from whatsnext.api.server.retention import KINDS, prune, retention_pass
+from whatsnext.api.server.routes import prune as prune_route
 
 ADMIN = "wnt_retention_admin_" + uuid.uuid4().hex
 DAY = 86400.0
@@ -515,6 +517,8 @@ async def test_prune_is_for_admins_and_names_a_bad_field(guarded: World, http: a
         ({"older_than": "7d", "dry_run": "maybe"}, "dry_run"),
         ({"older_than": "7d", "project": ""}, "project"),
         ({"older_than": "7d", "keep": True}, "keep"),
+        ({"older_than": "7d", "after": "yesterday"}, "after"),
+        ({"older_than": "7d", "after": "2026-01-01T00:00:00/12"}, "after"),  # no time zone
     ):
         status, body = await as_(ADMIN, bad)
         assert status == 422, (bad, body)
@@ -523,12 +527,18 @@ async def test_prune_is_for_admins_and_names_a_bad_field(guarded: World, http: a
     assert status == 404 and body["error"]["details"]["field"] == "project", body
 
 
-async def test_prune_command(world: World) -> None:
+async def test_prune_command(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     p = await world.project()
     w = await world.worker(p)
     jobs = [await world.run(p, w) for _ in range(2)]
     await world.backdate(*jobs)
     server = SimpleNamespace(url=world.url)
+    # One job per batch and one batch per request: the command goes on from each answer's next.
+    monkeypatch.setattr(retention, "BATCH", 1)
+    monkeypatch.setattr(retention, "DRY_BATCH", 1)
+    monkeypatch.setattr(prune_route, "REQUEST_BUDGET", 0)
+    first = await world.prune(p, dry_run=True)
+    assert first["done"] is False and first["next"] and first["counts"]["jobs"] == 1
 
     dry = await asyncio.to_thread(cli, server, "prune", "--older-than", "7d", "--project", p, "--dry-run")
     assert dry.returncode == 0, dry.stderr
@@ -542,6 +552,7 @@ async def test_prune_command(world: World) -> None:
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
     assert out["counts"]["jobs"] == 2 and out["counts"]["logs"] == 6 and out["done"] is True
+    assert out["batches"] >= 2
     assert (await world.rows(jobs))["jobs"] == 0
 
     helped = await asyncio.to_thread(cli, server, "prune", "--help")
