@@ -117,10 +117,13 @@ async def test_a_deleted_project_leaves_no_counts(db: asyncpg.Connection) -> Non
     await enqueue(db, {"name": "stays"})
     assert (await counted(db))[("jc-gone", "PENDING")] == 4
     await db.execute("DELETE FROM projects WHERE name = 'jc-gone'")
-    assert await db.fetchval(
-        "SELECT count(*) FROM wn_job_counts() c WHERE NOT EXISTS "
-        "(SELECT 1 FROM projects p WHERE p.id = c.project_id)"
-    ) == 0
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM wn_job_counts() c WHERE NOT EXISTS "
+            "(SELECT 1 FROM projects p WHERE p.id = c.project_id)"
+        )
+        == 0
+    )
     await same(db, {"PENDING": 1})
 
 

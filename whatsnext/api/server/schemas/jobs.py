@@ -356,7 +356,9 @@ class JobOut(BaseModel):
         None, description="The latest checkpoint an attempt named (path or URI), for its next attempt."
     )
     unique_key: str | None = Field(None, description="The job's key in its project, if it was given one.")
-    task_version: int = Field(1, description="The version of its task the job was submitted with (it runs that one).")
+    task_version: int = Field(
+        1, description="The version of its task the job was submitted with (it runs that one)."
+    )
     depends_on: list[DependencyOut] = Field(
         default_factory=list, description="Each job this one waits for, with the condition that meets it."
     )
@@ -453,7 +455,9 @@ class DependencyRef(BaseModel):
     id: int
     name: str
     status: JobStatus
-    on: DependencyCondition = Field("success", description="The condition of the dependency between the two jobs.")
+    on: DependencyCondition = Field(
+        "success", description="The condition of the dependency between the two jobs."
+    )
 
 
 class JobDependencies(BaseModel):
@@ -472,7 +476,9 @@ class GraphNode(BaseModel):
 class GraphEdge(BaseModel):
     source: int = Field(description="The job that must complete first.")
     target: int = Field(description="The job that waits for it.")
-    on: DependencyCondition = Field("success", description="When the dependency is met (success, finished, failure).")
+    on: DependencyCondition = Field(
+        "success", description="When the dependency is met (success, finished, failure)."
+    )
 
 
 class Graph(BaseModel):
