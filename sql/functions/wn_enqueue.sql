@@ -197,36 +197,65 @@ BEGIN
                        WHERE cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0
                           OR cardinality(s.dep_groups) > 0);
 
+    IF v_deps THEN
+        -- Dependencies on existing jobs: they must exist in this project; named groups must exist.
+        SELECT d INTO v_missing FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_ids) d
+         WHERE v_old[s.ordinality] IS NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = d AND j.project_id = v_project)
+         LIMIT 1;
+        IF v_missing IS NOT NULL THEN
+            RAISE EXCEPTION 'unknown dependency: job % does not exist in project %', v_missing, p_project
+                USING ERRCODE = 'WN422', DETAIL = 'depends';
+        END IF;
+        SELECT s.ordinality - 1 AS idx, g.name INTO v_bad
+          FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_groups) g(name)
+         WHERE v_old[s.ordinality] IS NULL
+           AND NOT EXISTS (SELECT 1 FROM job_groups jg WHERE jg.project_id = v_project AND jg.name = g.name)
+         ORDER BY s.ordinality LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION 'unknown group %: no job of project % is in it', v_bad.name, p_project
+                USING ERRCODE = 'WN422', DETAIL = 'depends',
+                      HINT = json_build_object('index', v_bad.idx, 'unknown_group', v_bad.name)::text;
+        END IF;
+    END IF;
+
+    -- One insert. A job with dependencies starts PENDING and not eligible (wn_settle_downstream
+    -- decides below); the others are eligible from their start (now, or not_before / delay).
+    WITH ins AS (
+        INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, unmet_deps, required_cpu,
+                          required_accelerators, required_tags, max_attempts, max_lost, retry_delay,
+                          timeout, inputs, outputs, available_at, eligible_at, group_id, created_by,
+                          concurrency_key, concurrency_limit, max_preempted, unique_key, task_version)
+        SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
+               coalesce(s.priority, 0), w.waits::integer,
+               coalesce(s.required_cpu, t.required_cpu),
+               coalesce(s.required_accelerators, t.required_accelerators),
+               coalesce(s.required_tags, t.required_tags), coalesce(s.max_attempts, t.max_attempts),
+               coalesce(s.max_lost, t.max_lost),
+               coalesce(s.retry_delay, t.retry_delay), coalesce(s.timeout, t.timeout),
+               coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs),
+               w.start, CASE WHEN w.waits THEN NULL ELSE w.start END,
+               s.group_id, p_actor,
+               CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
+                    THEN t.concurrency_key ELSE s.concurrency_key END,
+               CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
+                    THEN t.concurrency_limit ELSE s.concurrency_limit END,
+               coalesce(s.max_preempted, t.max_preempted), s.unique_key, t.version
+          FROM unnest(v_src) WITH ORDINALITY s
+          JOIN tasks t ON t.project_id = v_project AND t.name = s.task
+         CROSS JOIN LATERAL (
+               SELECT v_deps AND coalesce(cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0
+                                           OR cardinality(s.dep_groups) > 0, false) AS waits,
+                      coalesce(s.not_before, now() + make_interval(secs => coalesce(s.delay, 0))) AS start) w
+         WHERE v_old[s.ordinality] IS NULL
+        RETURNING required_cpu, required_accelerators, required_tags
+    )
+    SELECT count(*) AS n, min(required_cpu) AS cpu, min(required_accelerators) AS gpus,
+           CASE WHEN min(required_tags) = max(required_tags) THEN min(required_tags) END AS tags
+      INTO v_summary FROM ins;
+
     IF NOT v_deps THEN
-        -- The common case: no dependencies, one insert.
-        WITH ins AS (
-            INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, required_cpu,
-                              required_accelerators, required_tags, max_attempts, max_lost,
-                              retry_delay, timeout, inputs, outputs, available_at, eligible_at, group_id,
-                              created_by, concurrency_key, concurrency_limit, max_preempted, unique_key,
-                              task_version)
-            SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
-                   coalesce(s.priority, 0), coalesce(s.required_cpu, t.required_cpu),
-                   coalesce(s.required_accelerators, t.required_accelerators),
-                   coalesce(s.required_tags, t.required_tags), coalesce(s.max_attempts, t.max_attempts),
-                   coalesce(s.max_lost, t.max_lost),
-                   coalesce(s.retry_delay, t.retry_delay), coalesce(s.timeout, t.timeout),
-                   coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs),
-                   coalesce(s.not_before, now() + make_interval(secs => coalesce(s.delay, 0))),
-                   coalesce(s.not_before, now() + make_interval(secs => coalesce(s.delay, 0))),
-                   s.group_id, p_actor,
-                   CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
-                        THEN t.concurrency_key ELSE s.concurrency_key END,
-                   CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
-                        THEN t.concurrency_limit ELSE s.concurrency_limit END,
-                   coalesce(s.max_preempted, t.max_preempted), s.unique_key, t.version
-              FROM unnest(v_src) WITH ORDINALITY s JOIN tasks t ON t.project_id = v_project AND t.name = s.task
-             WHERE v_old[s.ordinality] IS NULL
-            RETURNING required_cpu, required_accelerators, required_tags
-        )
-        SELECT count(*) AS n, min(required_cpu) AS cpu, min(required_accelerators) AS gpus,
-               CASE WHEN min(required_tags) = max(required_tags) THEN min(required_tags) END AS tags
-          INTO v_summary FROM ins;
+        -- The common case: no dependencies, nothing more to decide.
         claimed := wn_enqueue_claim(v_project, p_claim);
         v_taken := coalesce(jsonb_array_length(claimed), 0);
         IF v_summary.n > v_taken THEN
@@ -235,57 +264,6 @@ BEGIN
         END IF;
         RETURN;
     END IF;
-
-    -- Dependencies on existing jobs: they must exist in this project; named groups must exist.
-    SELECT d INTO v_missing FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_ids) d
-     WHERE v_old[s.ordinality] IS NULL
-       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = d AND j.project_id = v_project)
-     LIMIT 1;
-    IF v_missing IS NOT NULL THEN
-        RAISE EXCEPTION 'unknown dependency: job % does not exist in project %', v_missing, p_project
-            USING ERRCODE = 'WN422', DETAIL = 'depends';
-    END IF;
-    SELECT s.ordinality - 1 AS idx, g.name INTO v_bad
-      FROM unnest(v_src) WITH ORDINALITY s, unnest(s.dep_groups) g(name)
-     WHERE v_old[s.ordinality] IS NULL
-       AND NOT EXISTS (SELECT 1 FROM job_groups jg WHERE jg.project_id = v_project AND jg.name = g.name)
-     ORDER BY s.ordinality LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'unknown group %: no job of project % is in it', v_bad.name, p_project
-            USING ERRCODE = 'WN422', DETAIL = 'depends',
-                  HINT = json_build_object('index', v_bad.idx, 'unknown_group', v_bad.name)::text;
-    END IF;
-
-    -- Jobs with dependencies start PENDING and not eligible; wn_settle_downstream decides below.
-    INSERT INTO jobs (id, project_id, task_id, name, parameters, priority, unmet_deps, required_cpu,
-                      required_accelerators, required_tags, max_attempts, max_lost, retry_delay, timeout,
-                      inputs, outputs, available_at, eligible_at, group_id, created_by, concurrency_key,
-                      concurrency_limit, max_preempted, unique_key, task_version)
-    SELECT ids[s.ordinality], v_project, t.id, s.name, coalesce(s.parameters, '{}'),
-           coalesce(s.priority, 0),
-           CASE WHEN cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0
-                     OR cardinality(s.dep_groups) > 0 THEN 1 ELSE 0 END,
-           coalesce(s.required_cpu, t.required_cpu),
-           coalesce(s.required_accelerators, t.required_accelerators),
-           coalesce(s.required_tags, t.required_tags),
-           coalesce(s.max_attempts, t.max_attempts),
-           coalesce(s.max_lost, t.max_lost),
-           coalesce(s.retry_delay, t.retry_delay),
-           coalesce(s.timeout, t.timeout),
-           coalesce(s.inputs, t.inputs), coalesce(s.outputs, t.outputs),
-           coalesce(s.not_before, now() + make_interval(secs => coalesce(s.delay, 0))),
-           CASE WHEN cardinality(s.dep_ids) > 0 OR cardinality(s.dep_idx) > 0
-                     OR cardinality(s.dep_groups) > 0 THEN NULL
-                ELSE coalesce(s.not_before, now() + make_interval(secs => coalesce(s.delay, 0))) END,
-           s.group_id, p_actor,
-           CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
-                THEN t.concurrency_key ELSE s.concurrency_key END,
-           CASE WHEN s.concurrency_key IS NULL AND s.concurrency_limit IS NULL
-                THEN t.concurrency_limit ELSE s.concurrency_limit END,
-           coalesce(s.max_preempted, t.max_preempted), s.unique_key, t.version
-      FROM unnest(v_src) WITH ORDINALITY s
-      JOIN tasks t ON t.project_id = v_project AND t.name = s.task
-     WHERE v_old[s.ordinality] IS NULL;
 
     -- The edges, each with its condition. A group's members are the jobs it has now, this batch's
     -- included (they were just inserted), the job itself excluded.

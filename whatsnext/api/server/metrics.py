@@ -31,6 +31,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ...models import STATUSES, TERMINAL, WORKER_STATUSES
+from .background import while_serving
 from .keys import database_key, settings_key, store_key
 from .store import Store
 from .store.base import Row
@@ -518,11 +519,8 @@ async def _compute_gauges(app: web.Application) -> None:
 
 
 async def _gauges_context(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(_compute_gauges(app))
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async for _ in while_serving(_compute_gauges(app), "metrics gauges"):
+        yield
 
 
 def install_metrics(app: web.Application) -> None:

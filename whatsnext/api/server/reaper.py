@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from ...nudge import nudged_by_signal
+from .background import while_serving
 from .config import Settings
 from .keys import settings_key, store_key
 from .metrics import Metrics, metrics_key
@@ -90,10 +91,5 @@ async def _loop(app: web.Application) -> None:
 
 
 async def reaper_context(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.get_running_loop().create_task(_loop(app))
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    async for _ in while_serving(_loop(app), "reaper"):
+        yield

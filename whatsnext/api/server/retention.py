@@ -24,6 +24,7 @@ import structlog
 from aiohttp import web
 
 from ...durations import format_duration
+from .background import while_serving
 from .config import Settings
 from .keys import settings_key, store_key
 from .store import Store
@@ -169,10 +170,5 @@ async def retention_context(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     log.info("retention", keep=format_duration(settings.retention), every=every(settings))
-    task = asyncio.get_running_loop().create_task(_loop(app))
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
+    async for _ in while_serving(_loop(app), "retention"):
+        yield

@@ -18,7 +18,6 @@ backdated a tick needs no wait).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from aiohttp import web
 
 from ...cron import Cron, CronError, load_zone, parse
 from ...nudge import Nudge, nudged_by_signal
+from .background import while_serving
 from .batch import Entry, entries_json
 from .errors import ApiError, found, is_unavailable
 from .keys import hub_key, store_key
@@ -340,12 +340,5 @@ async def _loop(app: web.Application) -> None:
 
 async def schedules_context(app: web.Application) -> AsyncIterator[None]:
     """Run the tick loop while the application runs."""
-    task = asyncio.get_running_loop().create_task(_loop(app))
-    yield
-    task.cancel()
-    try:
-        await task
-    except asyncio.CancelledError:
-        pass
-    except Exception as exc:  # the loop ended on its own (the pool closed under it at shutdown)
-        log.warning("schedule loop ended", error=str(exc))
+    async for _ in while_serving(_loop(app), "schedules"):
+        yield

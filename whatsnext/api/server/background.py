@@ -1,0 +1,28 @@
+"""A server's background loops (the lease sweep, metrics gauges, retention, schedules): each runs
+as a task for as long as the application serves, and is cancelled and awaited at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger("whatsnext.server")
+
+
+async def while_serving(loop: Coroutine[Any, Any, None], name: str) -> AsyncIterator[None]:
+    """Run ``loop`` while the application serves: use as the body of a cleanup context,
+    ``async for _ in while_serving(_loop(app), "reaper"): yield``. A loop that ended on its own
+    because the database went away (the pool closed under it at shutdown) is logged, not raised."""
+    task = asyncio.get_running_loop().create_task(loop, name=name)
+    yield
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        log.warning("background loop ended", loop=name, error=str(exc))
