@@ -72,6 +72,7 @@ from bench.whatsnext_bench import (
     SERVER_ENV,
     ServerProcess,
     WhatsNextAdapter,
+    noop_task,
     temp_environ,
 )
 from bench.whatsnext_worker import NOOP_TASK
@@ -187,13 +188,7 @@ async def seed_finished(dsn: str, cfg: HorizonConfig, progress: Progress) -> dic
     conn = await asyncpg.connect(dsn)
     timings: dict[str, float] = {}
     try:
-        project_id = await conn.fetchval("SELECT id FROM projects WHERE name = $1", PROJECT)
-        task_id = await conn.fetchval(
-            "INSERT INTO tasks (project_id, name) VALUES ($1, $2) "
-            "ON CONFLICT (project_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-            project_id,
-            NOOP_TASK,
-        )
+        project_id, task_id = await noop_task(conn, PROJECT)
         await conn.execute(
             "INSERT INTO workers (name, entity, status, last_seen) "
             "SELECT 'seed-' || k, 'lab', 'OFFLINE', now() - interval '1 day' FROM generate_series(1, $1) k",

@@ -268,17 +268,23 @@ class WhatsNextAdapter:
 # --------------------------------------------------------------------------- scale: claim latency
 
 
+async def noop_task(conn: asyncpg.Connection, project: str) -> tuple[int, int]:
+    """The ids of ``project`` and of its no-op task (created when missing)."""
+    project_id = await conn.fetchval("SELECT id FROM projects WHERE name = $1", project)
+    task_id = await conn.fetchval(
+        "INSERT INTO tasks (project_id, name) VALUES ($1, $2) "
+        "ON CONFLICT (project_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
+        project_id,
+        NOOP_TASK,
+    )
+    return project_id, task_id
+
+
 async def seed_pending(dsn: str, project: str, count: int) -> None:
     """``count`` pending no-op jobs straight into the jobs table (what ``wn_enqueue`` would insert)."""
     conn = await asyncpg.connect(dsn)
     try:
-        project_id = await conn.fetchval("SELECT id FROM projects WHERE name = $1", project)
-        task_id = await conn.fetchval(
-            "INSERT INTO tasks (project_id, name) VALUES ($1, $2) "
-            "ON CONFLICT (project_id, name) DO UPDATE SET name = EXCLUDED.name RETURNING id",
-            project_id,
-            NOOP_TASK,
-        )
+        project_id, task_id = await noop_task(conn, project)
         await conn.execute(
             "INSERT INTO jobs (project_id, task_id, name, parameters) "
             "SELECT $1, $2, 'seed-' || g, jsonb_build_object('i', g) FROM generate_series(1, $3) g",
