@@ -232,6 +232,8 @@ class Job:
         """``depends`` and ``depends_group`` as the server takes them: ids and names (a job of the
         same batch, by name, when it has no id yet), and objects for conditions and groups."""
         deps = self.depends
+        if deps is None and self.depends_group is None:
+            return None  # the common case, kept cheap: a sweep builds thousands of these
         out: list[int | str | dict[str, Any]] = []
         if isinstance(deps, Mapping) and deps and _DEPENDENCY_KEYS.issuperset(deps):
             out.append(_dependency(deps))  # one dependency as a mapping, {"id": 12, "on": ...}
