@@ -23,7 +23,8 @@ BEGIN
          WHERE id = p_job;
         INSERT INTO job_events (job_id, project_id, status, attempt, reason, actor)
         VALUES (p_job, j.project_id, 'CANCELLED', j.attempt, p_reason, p_actor);
-        PERFORM wn_settle_downstream(ARRAY[p_job], p_actor);
+        -- A PENDING job was waiting; a BLOCKED one was final already: its dependants are judged anew.
+        PERFORM wn_settle_downstream(ARRAY[p_job], p_actor, true, CASE WHEN j.status = 'PENDING' THEN true END);
         PERFORM wn_notify_jobs(j.project_id, 0);
         RETURN 'CANCELLED';
     END IF;

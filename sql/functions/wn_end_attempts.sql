@@ -201,7 +201,7 @@ BEGIN
                       WHERE e.new_status IN ('COMPLETED', 'FAILED', 'CANCELLED'));
     IF cardinality(v_final) > 0
        AND EXISTS (SELECT 1 FROM job_dependencies jd WHERE jd.depends_on = ANY (v_final)) THEN
-        PERFORM wn_settle_downstream(v_final, p_actor);
+        PERFORM wn_settle_downstream(v_final, p_actor, true, true);  -- they were RUNNING
     END IF;
 
     -- Wake-ups, one per project: the jobs that became eligible (requeued ones included, even

@@ -46,5 +46,9 @@ BEGIN
     )
     SELECT count(*) INTO v_count FROM upd;
     PERFORM wn_notify_eligible(j.project_id, v_roots, 't' || p_job);
-    RETURN cardinality(v_roots) + wn_settle_downstream(v_roots, p_actor);
+    -- The retried jobs and what waits on them are judged anew from all their dependencies: a
+    -- retried job's own count was not kept while it was final.
+    RETURN cardinality(v_roots) + wn_settle_downstream(
+        v_roots || ARRAY(SELECT jd.depends_on FROM job_dependencies jd WHERE jd.job_id = ANY (v_roots)),
+        p_actor);
 END $$;

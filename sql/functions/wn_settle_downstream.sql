@@ -12,13 +12,27 @@
 -- already ran is left alone. Every status change gets a history row; a dependant that changed
 -- between PENDING and BLOCKED is itself settled downstream; what became eligible is announced
 -- (unless p_notify is false: the caller announces it).
+--
+-- p_was_waiting says what p_ups were before: true, all were PENDING or RUNNING (they just ended);
+-- false, all were final (they were just put back); NULL, not known. When it is known, a PENDING
+-- dependant is settled from the edges to p_ups alone (its unmet count moves by their change, a
+-- condition among them that can no longer be met blocks it): an aggregate waiting on a group of
+-- ten thousand jobs costs the same at each member's end as one waiting on a single job. A BLOCKED
+-- dependant, one that is among p_ups itself, or any dependant when it is not known, is judged from
+-- all its dependencies (the count of a job is kept only while it is PENDING or BLOCKED).
+-- Its statements run with generic plans: planned once per session, whatever the level's size (a
+-- custom plan would be planned again at every call, a few milliseconds each).
 -- Returns how many jobs changed status.
 CREATE OR REPLACE FUNCTION wn_settle_downstream(p_ups bigint[], p_actor text DEFAULT NULL,
-                                                p_notify boolean DEFAULT true)
+                                                p_notify boolean DEFAULT true,
+                                                p_was_waiting boolean DEFAULT NULL)
 RETURNS integer
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET plan_cache_mode = force_generic_plan AS $$
 DECLARE
     v_level bigint[] := p_ups;
+    -- Which of v_level were PENDING or RUNNING before (only when v_known).
+    v_before bigint[] := CASE WHEN p_was_waiting THEN p_ups ELSE '{}' END;
+    v_known boolean := p_was_waiting IS NOT NULL;
     v_changed integer := 0;
     v_eligible bigint[] := '{}';
     v_project bigint;
@@ -31,33 +45,34 @@ BEGIN
            AND d.status IN ('PENDING', 'BLOCKED')
          ORDER BY d.id FOR UPDATE;
         WITH dep AS (
-            SELECT d.id, d.status AS old_status, d.unmet_deps AS old_unmet, s.waiting, bad.root, bad.reason,
-                   CASE WHEN bad.root IS NULL THEN 'PENDING' ELSE 'BLOCKED' END AS new_status
+            SELECT d.id, d.status AS old_status, d.unmet_deps AS old_unmet,
+                   coalesce(part.waiting, whole.waiting) AS waiting,
+                   coalesce(part.root, whole.root) AS root, coalesce(part.reason, whole.reason) AS reason,
+                   CASE WHEN coalesce(part.root, whole.root) IS NULL THEN 'PENDING' ELSE 'BLOCKED' END
+                     AS new_status
               FROM jobs d
-             CROSS JOIN LATERAL (
-                   SELECT count(*) FILTER (WHERE u.status IN ('PENDING', 'RUNNING'))::integer AS waiting
-                     FROM job_dependencies jd JOIN jobs u ON u.id = jd.depends_on
-                    WHERE jd.job_id = d.id) s
+              -- A PENDING dependant when what p_ups were is known: the edges to this level only.
               LEFT JOIN LATERAL (
-                   SELECT CASE WHEN u.status = 'BLOCKED' AND jd.condition = 'success'
-                               THEN coalesce(u.blocked_by, u.id) ELSE u.id END AS root,
-                          CASE WHEN u.status = 'BLOCKED' AND jd.condition = 'success'
-                                 THEN coalesce(u.error, format('dependency %s (%s) is blocked', u.id, u.name))
-                               WHEN u.status = 'BLOCKED'
-                                 THEN format('dependency %s (%s) is blocked: it will not run, so it cannot fail',
-                                             u.id, u.name)
-                               WHEN jd.condition = 'failure'
-                                 THEN format('dependency %s (%s) completed: this job runs only if it fails',
-                                             u.id, u.name)
-                               WHEN u.status = 'FAILED' THEN format('dependency %s (%s) failed', u.id, u.name)
-                               ELSE format('dependency %s (%s) was cancelled', u.id, u.name) END AS reason
+                   SELECT d.unmet_deps
+                            + sum(CASE WHEN u.status IN ('PENDING', 'RUNNING') THEN 1 ELSE 0 END
+                                  - CASE WHEN u.id = ANY (v_before) THEN 1 ELSE 0 END)::integer AS waiting,
+                          (array_agg(b.root ORDER BY u.id) FILTER (WHERE b.root IS NOT NULL))[1] AS root,
+                          (array_agg(b.reason ORDER BY u.id) FILTER (WHERE b.root IS NOT NULL))[1] AS reason
                      FROM job_dependencies jd JOIN jobs u ON u.id = jd.depends_on
-                    WHERE jd.job_id = d.id
-                      AND CASE jd.condition
-                            WHEN 'success' THEN u.status IN ('FAILED', 'CANCELLED', 'BLOCKED')
-                            WHEN 'failure' THEN u.status IN ('COMPLETED', 'BLOCKED')
-                            ELSE false END
-                    ORDER BY u.id LIMIT 1) bad ON true
+                    CROSS JOIN LATERAL wn_dependency_bar(jd.condition, u.id, u.name, u.status, u.blocked_by,
+                                                         u.error) b
+                    WHERE v_known AND d.status = 'PENDING' AND NOT d.id = ANY (v_level)
+                      AND jd.job_id = d.id AND jd.depends_on = ANY (v_level)) part ON true
+              -- Otherwise: all its dependencies.
+              LEFT JOIN LATERAL (
+                   SELECT count(*) FILTER (WHERE u.status IN ('PENDING', 'RUNNING'))::integer AS waiting,
+                          (array_agg(b.root ORDER BY u.id) FILTER (WHERE b.root IS NOT NULL))[1] AS root,
+                          (array_agg(b.reason ORDER BY u.id) FILTER (WHERE b.root IS NOT NULL))[1] AS reason
+                     FROM job_dependencies jd JOIN jobs u ON u.id = jd.depends_on
+                    CROSS JOIN LATERAL wn_dependency_bar(jd.condition, u.id, u.name, u.status, u.blocked_by,
+                                                         u.error) b
+                    WHERE NOT (v_known AND d.status = 'PENDING' AND NOT d.id = ANY (v_level))
+                      AND jd.job_id = d.id) whole ON true
              WHERE d.id IN (SELECT jd.job_id FROM job_dependencies jd WHERE jd.depends_on = ANY (v_level))
                AND d.status IN ('PENDING', 'BLOCKED')
         ), upd AS (
@@ -87,6 +102,7 @@ BEGIN
               FROM upd WHERE new_status <> old_status
         )
         SELECT array_agg(id) FILTER (WHERE new_status <> old_status) AS moved,
+               array_agg(id) FILTER (WHERE new_status = 'BLOCKED' AND old_status = 'PENDING') AS stopped,
                array_agg(id) FILTER (WHERE new_status = 'PENDING' AND waiting = 0
                                        AND NOT (old_status = 'PENDING' AND old_unmet = 0)) AS ready,
                min(project_id) AS project
@@ -97,7 +113,11 @@ BEGIN
         v_eligible := v_eligible || coalesce(r.ready, '{}');
         EXIT WHEN r.moved IS NULL;
         v_changed := v_changed + cardinality(r.moved);
+        -- The next level: the jobs that moved, each known to have been waiting (PENDING, now
+        -- BLOCKED) or not (BLOCKED, now PENDING).
         v_level := r.moved;
+        v_before := coalesce(r.stopped, '{}');
+        v_known := true;
     END LOOP;
     IF p_notify AND cardinality(v_eligible) > 0 THEN
         PERFORM wn_notify_eligible(v_project, v_eligible, 's' || v_eligible[1]);

@@ -211,3 +211,21 @@ async def test_failure_dependency_on_a_cancelled_job_runs_and_unblocks_after_ret
     assert (await api.ok("GET", f"/jobs/{follower['id']}"))["status"] == "PENDING"
     h = await api.ok("GET", f"/jobs/{handler['id']}")
     assert h["status"] == "PENDING" and h["unmet_deps"] == 1
+
+
+async def test_a_job_retried_after_its_upstream_ended_counts_it_anew(
+    api: Api, project: dict[str, Any]
+) -> None:
+    """A cancelled job's count is not kept while it is final: a retry judges it from its
+    dependencies as they are then."""
+    p = project["name"]
+    up = await api.ok("POST", f"/projects/{p}/jobs", {"name": "up", "task": "t"})
+    down = await api.ok("POST", f"/projects/{p}/jobs", {"name": "down", "task": "t", "depends": [up["id"]]})
+    await api.ok("POST", f"/jobs/{down['id']}/cancel")
+    [claimed] = (await api.ok("POST", f"/projects/{p}/claim", {"free_cpu": 4, "max_jobs": 4}))["jobs"]
+    await api.ok("POST", f"/jobs/{claimed['id']}/complete", {"attempt": 1})
+    assert (await api.ok("POST", f"/jobs/{down['id']}/retry"))["requeued"] == 1
+    job = await api.ok("GET", f"/jobs/{down['id']}")
+    assert (job["status"], job["unmet_deps"]) == ("PENDING", 0) and job["eligible_at"] is not None
+    [again] = (await api.ok("POST", f"/projects/{p}/claim", {"free_cpu": 4, "max_jobs": 4}))["jobs"]
+    assert again["id"] == down["id"]
