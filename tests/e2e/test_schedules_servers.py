@@ -162,7 +162,7 @@ async def test_a_crash_inside_a_tick_and_a_restart_never_make_it_twice(
     assert fired["outcome"] == "created"
     a.sweep()  # the live server looks while the tick is held: it must not take it
     await db.execute("SELECT pg_terminate_backend($1)", dying.get_server_pid())
-    await dying.close(timeout=2)
+    dying.terminate()  # its server end is gone: drop the socket (a polite close may hit a broken pipe)
     assert await job_ticks(db, made["id"]) == []
     assert await db.fetchval("SELECT next_run_at FROM schedules WHERE id = $1", made["id"]) == tick
 
