@@ -50,7 +50,7 @@ DECLARE
     v_src wn_job_entry[];
     v_tasks text[];
     v_bad record;
-    v_tasks_unused text[];
+    v_unused text[];
     v_missing bigint;
     v_eligible integer;
     v_taken integer := 0;
@@ -127,17 +127,18 @@ BEGIN
                    'message', format('parameter %s is not used by task %s (its command uses: %s)',
                                      u.name, u.task,
                                      coalesce(nullif(array_to_string(u.placeholders, ', '), ''), 'none')))
-                   ORDER BY u.idx, u.name),
-               (array_agg(u.idx ORDER BY u.idx, u.name))[1],
-               array_agg(u.name ORDER BY u.name) FILTER (WHERE u.idx = (SELECT min(idx) FROM unused))
-          INTO warnings, v_missing, v_tasks_unused FROM unused u;
+                   ORDER BY u.idx, u.name)
+          INTO warnings FROM unused u;
         IF warnings IS NOT NULL AND v_strict_params THEN
+            -- Refused: the first entry with unused parameters, naming them all.
+            v_unused := ARRAY(SELECT substr(w->>'field', length('parameters.') + 1)
+                                FROM jsonb_array_elements(warnings) w
+                               WHERE w->'index' = warnings->0->'index');
             RAISE EXCEPTION 'parameter % is not used by the task''s command (the project refuses unused parameters)',
-                  v_tasks_unused[1]
+                  v_unused[1]
                 USING ERRCODE = 'WN422', DETAIL = 'parameters',
-                      HINT = json_build_object('index', v_missing, 'unused', v_tasks_unused)::text;
+                      HINT = json_build_object('index', warnings->0->'index', 'unused', v_unused)::text;
         END IF;
-        v_missing := NULL;
     END IF;
 
     -- Unique keys: the entries whose key a job already has are that job, when they agree with it.
