@@ -19,6 +19,9 @@
 -- smallest limit among the job and the key's running jobs holds). A key at its limit is skipped;
 -- a job with a key takes the key's advisory lock (or is passed over, as a locked row is, when
 -- another claim holds it) and counts again, with the jobs this transaction already handed out.
+-- Both scans start at the project's claim mark (claim_marks, see migration 0019): what lies before
+-- it was handed out, and its index entries, which a transaction holding back the horizon keeps,
+-- are not read again.
 CREATE OR REPLACE FUNCTION wn_claim_pick(
     p_project bigint, p_free_cpu integer, p_free_acc integer, p_total_cpu integer,
     p_total_acc integer, p_tags text[], p_max_jobs integer, p_starve double precision,
@@ -45,6 +48,10 @@ DECLARE
     v_passed_gpus integer;
     v_count integer;
     v_limit integer;
+    v_from_rank bigint := -9223372036854775807;
+    v_from_id bigint := 0;
+    v_to_rank bigint := 9223372036854775807;
+    v_to_id bigint := 9223372036854775807;
     r record;
 BEGIN
     IF p_max_jobs <= 0 OR v_cpu < 0 OR v_acc < 0 THEN
@@ -83,38 +90,48 @@ BEGIN
                                AND (p_tasks IS NULL OR t.name = ANY (p_tasks))
                                AND (NOT p_with_command OR t.command IS NOT NULL));
     END IF;
-    SELECT NULL::integer AS priority, NULL::bigint AS id INTO v_block;
+    SELECT m.rank, m.id INTO v_from_rank, v_from_id FROM claim_marks m WHERE m.project_id = p_project;
+    IF NOT FOUND THEN
+        v_from_rank := -9223372036854775807;
+        v_from_id := 0;
+    END IF;
     IF v_cpu < v_total_cpu OR v_acc < v_total_acc THEN
-    SELECT s.priority, s.id INTO v_block
-      FROM (SELECT j.priority, j.id, j.required_cpu, j.required_accelerators, j.available_at
+    SELECT s.rank, s.id INTO v_block
+      FROM (SELECT -(j.priority::bigint) AS rank, j.id, j.required_cpu, j.required_accelerators,
+                   j.available_at
               FROM jobs j
              WHERE j.project_id = p_project AND j.status = 'PENDING' AND j.unmet_deps = 0
+               AND (-(j.priority::bigint), j.id) >= (v_from_rank, v_from_id)
                AND j.available_at <= now()
                AND j.required_cpu <= v_total_cpu AND j.required_accelerators <= v_total_acc
                AND j.required_tags <@ p_tags
                AND (v_task_ids IS NULL OR j.task_id = ANY (v_task_ids))
                AND (p_time_left IS NULL OR j.timeout IS NULL OR j.timeout <= p_time_left)
-             ORDER BY j.priority DESC, j.id
+             ORDER BY -(j.priority::bigint), j.id
              LIMIT 200) s
      WHERE (s.required_cpu > v_cpu OR s.required_accelerators > v_acc)
        AND s.available_at < now() - make_interval(secs => p_starve)
-     ORDER BY s.priority DESC, s.id
+     ORDER BY s.rank, s.id
      LIMIT 1;
+    IF FOUND THEN
+        v_to_rank := v_block.rank;  -- nothing from the blocking job on
+        v_to_id := v_block.id;
+    END IF;
     END IF;
     FOR r IN
         SELECT j.id, j.required_cpu AS rc, j.required_accelerators AS ra,
                j.concurrency_key AS ck, j.concurrency_limit AS cl
           FROM jobs j
          WHERE j.project_id = p_project AND j.status = 'PENDING' AND j.unmet_deps = 0
+           AND (-(j.priority::bigint), j.id) >= (v_from_rank, v_from_id)
+           AND (-(j.priority::bigint), j.id) < (v_to_rank, v_to_id)
            AND j.available_at <= now()
            AND j.required_cpu <= v_cpu AND j.required_accelerators <= v_acc
            AND j.required_tags <@ p_tags
            AND (v_task_ids IS NULL OR j.task_id = ANY (v_task_ids))
            AND (p_time_left IS NULL OR j.timeout IS NULL OR j.timeout <= p_time_left)
            AND (v_full IS NULL OR j.concurrency_key IS NULL OR j.concurrency_key <> ALL (v_full))
-           AND (v_block.id IS NULL OR j.priority > v_block.priority
-                OR (j.priority = v_block.priority AND j.id < v_block.id))
-         ORDER BY j.priority DESC, j.id
+         ORDER BY -(j.priority::bigint), j.id
          LIMIT v_max
          FOR UPDATE SKIP LOCKED
     LOOP

@@ -57,11 +57,14 @@ BEGIN
                      ORDER BY u.project_id)
       INTO v_ids, v_share, v_usage, v_cost, v_tie, v_quota
       FROM wn_project_usage(ARRAY(
-               SELECT p.id FROM projects p
+               SELECT p.id FROM projects p LEFT JOIN claim_marks m ON m.project_id = p.id
                 WHERE (p_projects IS NULL OR p.id = ANY (p_projects))
                   AND EXISTS (SELECT 1 FROM jobs j
                                WHERE j.project_id = p.id AND j.status = 'PENDING'
-                                 AND j.unmet_deps = 0 AND j.available_at <= now()
+                                 AND j.unmet_deps = 0
+                                 AND (-(j.priority::bigint), j.id)
+                                     >= (coalesce(m.rank, -9223372036854775807), coalesce(m.id, 0))
+                                 AND j.available_at <= now()
                                  AND j.required_cpu <= p_total_cpu
                                  AND j.required_accelerators <= p_total_acc
                                  AND (p_time_left IS NULL OR j.timeout IS NULL

@@ -145,3 +145,8 @@ SELECT j.id, j.name, t.name AS task, j.status, j.priority
 SELECT jd.depends_on AS source, jd.job_id AS target, jd.condition AS "on"
   FROM job_dependencies jd JOIN jobs j ON j.id = jd.job_id
  WHERE j.project_id = wn_project_id(:project) ORDER BY 1, 2 LIMIT :limit;
+
+-- name: advance_claim_marks
+-- Move each project's claim mark forward to its first job that can be handed out
+-- (wn_advance_marks, see migration 0019): how many marks moved.
+SELECT wn_advance_marks() AS moved;

@@ -76,8 +76,10 @@ async def test_fresh_install_and_idempotent_start(pg_root_url: str) -> None:
             meta = dict(await conn.fetch("SELECT key, value FROM wn_meta"))
             assert meta["schema_level"] == str(schema.schema_level())
             assert meta["functions_hash"] == schema.functions_hash()
-            index = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_eligible'")
-            assert "priority DESC" in index and "WHERE" in index and "PENDING" in index
+            # Hand-out order (highest priority first, then oldest), eligible jobs only.
+            index = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_claim_order'")
+            assert "(project_id, ((- (priority)::bigint)), id)" in index and "WHERE" in index and "PENDING" in index
+            assert await conn.fetchval("SELECT to_regclass('jobs_eligible')") is None
             attributes = [
                 r["attname"]
                 for r in await conn.fetch(

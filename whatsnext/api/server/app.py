@@ -27,6 +27,7 @@ from .errors import error_middleware
 from .http import input_middleware
 from .keys import database_key, hub_key, pool_key, settings_key, store_key, worker_tokens_key
 from .limits import install_limits
+from .marks import marks_context
 from .metrics import install_metrics
 from .notify import NotifyHub
 from .reaper import reaper_context
@@ -85,6 +86,7 @@ def create_app(settings: Settings, database_url: str) -> web.Application:
     install_limits(app, settings)
     app.cleanup_ctx.append(_database_context)
     app.cleanup_ctx.append(reaper_context)
+    app.cleanup_ctx.append(marks_context)
     app.cleanup_ctx.append(retention_context)
     app.cleanup_ctx.append(schedules_context)
     install_metrics(app)

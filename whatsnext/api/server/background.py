@@ -1,5 +1,6 @@
-"""A server's background loops (the lease sweep, metrics gauges, retention, schedules): each runs
-as a task for as long as the application serves, and is cancelled and awaited at shutdown."""
+"""A server's background loops (the lease sweep, claim marks, metrics gauges, retention, schedules):
+each runs as a task for as long as the application serves, and is cancelled and awaited at
+shutdown."""
 
 from __future__ import annotations
 
