@@ -10,8 +10,9 @@
 -- * Once fewer than p_batch jobs were found (the jobs are done), and p_project is NULL: up to
 --   p_batch worker rows not heard from since the cutoff (left, or lost) that run nothing and that
 --   at most p_batch jobs still name (kept ones: they keep its worker_name and lose its worker_id;
---   a worker more jobs name stays until they go, so that no batch rewrites many jobs), and up to
---   p_batch expired dashboard sessions.
+--   a worker more jobs name stays until they go, so that no batch rewrites many jobs), up to
+--   p_batch expired dashboard sessions, and up to p_batch allocations (workers started on SLURM
+--   or RUN:AI) that ended before the cutoff.
 --
 -- Answers the rows deleted by kind and where the batch stopped (next_at, next_id: the last job
 -- it looked at; NULL when it found fewer than p_batch). One server prunes at a time (a
@@ -28,7 +29,7 @@ CREATE OR REPLACE FUNCTION wn_prune(p_older_than double precision, p_project big
                                     p_dry_run boolean, p_after_at timestamptz, p_after_id bigint)
 RETURNS TABLE (busy boolean, jobs bigint, events bigint, logs bigint, artifacts bigint,
                dependencies bigint, workers bigint, sessions bigint, groups bigint,
-               next_at timestamptz, next_id bigint)
+               allocations bigint, next_at timestamptz, next_id bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -51,10 +52,11 @@ DECLARE
     v_workers bigint := 0;
     v_sessions bigint := 0;
     v_emptied bigint := 0;
+    v_allocs bigint := 0;
 BEGIN
     IF NOT p_dry_run AND NOT pg_try_advisory_xact_lock(hashtext('whatsnext.retention')) THEN
         RETURN QUERY SELECT true, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint, 0::bigint,
-                            0::bigint, 0::bigint, p_after_at, p_after_id;
+                            0::bigint, 0::bigint, 0::bigint, p_after_at, p_after_id;
         RETURN;
     END IF;
 
@@ -140,6 +142,9 @@ BEGIN
              WHERE w.last_seen < v_cutoff
                AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.worker_id = w.id AND j.status = 'RUNNING');
             SELECT count(*) INTO v_sessions FROM ui_sessions s WHERE s.expires_at <= now();
+            SELECT count(*) INTO v_allocs FROM allocations a
+             WHERE a.state IN ('FINISHED', 'FAILED', 'CANCELLED')
+               AND coalesce(a.ended_at, a.updated_at) < v_cutoff;
         ELSE
             -- A worker that comes back after its row went registers again (its heartbeat is
             -- answered 404).
@@ -161,9 +166,17 @@ BEGIN
                                LIMIT p_batch
                                FOR UPDATE SKIP LOCKED);
             GET DIAGNOSTICS v_sessions = ROW_COUNT;
+            DELETE FROM allocations a
+             WHERE a.id IN (SELECT o.id FROM allocations o
+                             WHERE o.state IN ('FINISHED', 'FAILED', 'CANCELLED')
+                               AND coalesce(o.ended_at, o.updated_at) < v_cutoff
+                             ORDER BY o.id
+                             LIMIT p_batch
+                             FOR UPDATE SKIP LOCKED);
+            GET DIAGNOSTICS v_allocs = ROW_COUNT;
         END IF;
     END IF;
 
     RETURN QUERY SELECT false, v_jobs, v_events, v_logs, v_artifacts, v_deps, v_workers, v_sessions,
-                        v_emptied, v_next_at, v_next_id;
+                        v_emptied, v_allocs, v_next_at, v_next_id;
 END $$;

@@ -7,7 +7,7 @@
 -- (next_at, next_id; NULL when there are no more jobs to look at). :project (a name or an id;
 -- NULL: every project) is resolved first (404 naming it when unknown).
 SELECT r.busy, r.jobs, r.events, r.logs, r.artifacts, r.dependencies, r.workers, r.sessions, r.groups,
-       r.next_at, r.next_id
+       r.allocations, r.next_at, r.next_id
   FROM wn_prune(:older_than::float8,
                 CASE WHEN :project::text IS NULL THEN NULL ELSE wn_project_id(:project::text) END,
                 :batch::integer, :dry_run::boolean, :after_at::timestamptz, :after_id::bigint) r;

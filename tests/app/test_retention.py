@@ -197,7 +197,7 @@ async def test_prune_deletes_old_jobs_with_history_output_artifacts_and_dependen
 
     dry = await world.prune(p, dry_run=True)
     counts = {k: before[k] for k in ("jobs", "events", "logs", "artifacts", "dependencies")}
-    assert dry["counts"] == {**counts, "workers": 0, "sessions": 0, "groups": 0}
+    assert dry["counts"] == {**counts, "workers": 0, "sessions": 0, "groups": 0, "allocations": 0}
     assert dry["dry_run"] is True and dry["done"] is True
     assert await world.rows(old) == before, "a dry run deletes nothing"
 
@@ -439,6 +439,40 @@ async def test_the_loop_deletes_old_jobs_workers_and_expired_sessions(world: Wor
     assert sessions == [fresh]
     # A project's prune leaves workers and sessions alone.
     assert (await world.prune(p, older_than=1))["counts"] == dict.fromkeys(KINDS, 0)
+
+
+async def test_allocations_that_ended_long_ago_go(world: World) -> None:
+    """Allocations (workers started on SLURM or RUN:AI) that ended before the cutoff go with a
+    prune of every project; running ones and recent ones stay."""
+    p = await world.project()
+    queue = await world.sql(
+        "INSERT INTO alloc_queues (name, backend, project_ids, time_limit, max_workers) "
+        "VALUES ($1, 'slurm', ARRAY[wn_project_id($2)], 3600, 2) RETURNING id",
+        f"q-{p}",
+        p,
+    )
+    ids = await _fetch(
+        world,
+        "INSERT INTO allocations (queue_id, name, state, time_limit, ended_at) VALUES "
+        "($1, 'finished', 'FINISHED', 60, now() - interval '1 hour'), "
+        "($1, 'failed', 'FAILED', 60, now() - interval '1 hour'), "
+        "($1, 'cancelled', 'CANCELLED', 60, NULL), "
+        "($1, 'running', 'RUNNING', 60, NULL), "
+        "($1, 'recent', 'FINISHED', 60, now()) RETURNING id",
+        queue,
+    )
+    # Never ended on record: as old as its last change.
+    await world.sql("UPDATE allocations SET updated_at = now() - interval '1 hour' WHERE id = $1", ids[2])
+    # A project's prune leaves them alone; a dry run counts them.
+    assert (await world.prune(p, older_than=60))["counts"]["allocations"] == 0
+    dry = await world.api.ok("POST", "/prune", {"older_than": 60, "dry_run": True})
+    assert dry["counts"]["allocations"] >= 3
+    pruned = await retention_pass(world.app[store_key], Settings(retention=60.0))
+    assert not pruned.busy and pruned.done and pruned.counts["allocations"] >= 3
+    assert await _fetch(world, "SELECT name FROM allocations WHERE queue_id = $1 ORDER BY id", queue) == [
+        "running",
+        "recent",
+    ]
 
 
 async def test_a_worker_many_kept_jobs_still_name_stays(world: World) -> None:

@@ -25,6 +25,7 @@ LABELS = {
     "workers": "worker rows",
     "sessions": "expired sessions",
     "groups": "empty groups",
+    "allocations": "ended allocations",
 }
 """What each count of ``POST /prune`` is, as the summary names it (in its order)."""
 
@@ -95,7 +96,7 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--project",
         default=None,
-        help="only this project's jobs (name or id; default every project, worker rows and "
-        "expired sessions included)",
+        help="only this project's jobs (name or id; default every project, worker rows, "
+        "expired sessions and ended allocations included)",
     )
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted, delete nothing")

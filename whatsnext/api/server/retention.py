@@ -42,9 +42,20 @@ REQUEST_BUDGET = 5.0
 """Seconds of batches one ``POST /prune`` runs before it answers (``done`` false: call again)."""
 BUSY_PAUSE = 0.2
 """Seconds a manual prune waits before trying again when another server holds the batch lock."""
-KINDS = ("jobs", "events", "logs", "artifacts", "dependencies", "workers", "sessions", "groups")
+KINDS = (
+    "jobs",
+    "events",
+    "logs",
+    "artifacts",
+    "dependencies",
+    "workers",
+    "sessions",
+    "groups",
+    "allocations",
+)
 """What a prune counts: jobs, their history rows, output lines, artifact records (checkpoints
-included), dependency rows, worker rows, expired dashboard sessions, and groups left empty."""
+included), dependency rows, worker rows, expired dashboard sessions, groups left empty, and
+allocations (workers started on SLURM or RUN:AI) that ended."""
 
 
 @dataclass
@@ -102,7 +113,7 @@ async def prune(
     wait_busy: bool = False,
 ) -> Pruned:
     """Run batches from ``after`` (None: from the oldest job) until no job is left to look at and
-    fewer than ``batch`` worker rows and sessions went (``done``), or ``budget`` seconds have passed
+    fewer than ``batch`` worker rows, sessions and allocations went (``done``), or ``budget`` seconds have passed
     (None: no bound; ``after`` in the answer says where to go on from). When another server holds
     the lock, give up at once (``busy``), or with ``wait_busy`` try again every ``BUSY_PAUSE``
     seconds within the budget. ``batch``: jobs per batch (default ``BATCH``, ``DRY_BATCH`` for a
@@ -123,7 +134,9 @@ async def prune(
         out.add(row)
         out.batches += 1
         out.after = None if row["next_id"] is None else (row["next_at"], int(row["next_id"]))
-        if out.after is None and int(row["workers"]) < size and int(row["sessions"]) < size:
+        if out.after is None and all(
+            int(row[kind]) < size for kind in ("workers", "sessions", "allocations")
+        ):
             out.done = True
             return out
         if deadline is not None and time.monotonic() >= deadline:

@@ -68,7 +68,7 @@ class PruneRequest(Strict):
     project: ProjectKey | None = Field(
         None,
         description="Only this project's jobs and groups (a name or an id); leave it out for every "
-        "project, worker rows and expired dashboard sessions included.",
+        "project, worker rows, expired dashboard sessions and ended allocations included.",
     )
     dry_run: bool = Field(False, description="Count what would be deleted now, delete nothing.")
     after: Annotated[str, AfterValidator(_position), Field(min_length=1, max_length=100)] | None = Field(
@@ -87,6 +87,9 @@ class PruneCounts(BaseModel):
     workers: int = Field(description="Worker rows not heard from since then that no job refers to.")
     sessions: int = Field(description="Expired dashboard sessions.")
     groups: int = Field(description="Groups those jobs left empty.")
+    allocations: int = Field(
+        description="Allocations (workers started on SLURM or RUN:AI) that ended before then."
+    )
 
 
 class PruneOut(BaseModel):
