@@ -1,7 +1,7 @@
 -- Moves each project's claim mark (see migration 0019) forward to its first job in hand-out order
 -- that is PENDING with every dependency met (handed out or not, due or delayed, locked by a claim
 -- or not), or past the end when there is none (the next job made eligible moves it back, see
--- wn_mark_eligible). Reads from the current mark: a few index entries, not every job claimed
+-- wn_lower_mark). Reads from the current mark: a few index entries, not every job claimed
 -- since a transaction began to hold back the horizon.
 -- A project whose jobs a transaction is making eligible (its shared lock) is skipped this time;
 -- its exclusive lock, held until this commits, holds back the next such statement, which then

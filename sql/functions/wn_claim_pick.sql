@@ -22,13 +22,16 @@
 -- Both scans start at the project's claim mark (claim_marks, see migration 0019): what lies before
 -- it was handed out, and its index entries, which a transaction holding back the horizon keeps,
 -- are not read again.
+-- Both scans read jobs_claim_order in its order and stop at their LIMIT: with bitmap scans and
+-- sorts off, a plan that reads every pending job and sorts them (which the planner may prefer
+-- when it expects fewer matches than the LIMIT) costs too much to be chosen.
 CREATE OR REPLACE FUNCTION wn_claim_pick(
     p_project bigint, p_free_cpu integer, p_free_acc integer, p_total_cpu integer,
     p_total_acc integer, p_tags text[], p_max_jobs integer, p_starve double precision,
     p_tasks text[] DEFAULT NULL, p_with_command boolean DEFAULT false,
     p_wait_quota boolean DEFAULT true, p_time_left double precision DEFAULT NULL
 ) RETURNS bigint[]
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SET enable_bitmapscan = off SET enable_sort = off AS $$
 DECLARE
     v_cpu integer := p_free_cpu;
     v_acc integer := p_free_acc;

@@ -8,7 +8,7 @@
 -- claim slower than the one before. A claim now starts at a mark: the place in hand-out order
 -- before which no job can be handed out (claim_marks, one row per project). A background sweep
 -- (wn_advance_marks) moves each mark forward to the first pending job; any statement that makes
--- a job eligible at a place before the mark moves the mark back (wn_mark_eligible, a trigger on
+-- a job eligible at a place before the mark moves the mark back (wn_lower_mark, from triggers on
 -- jobs). No row: no mark, the claim reads from the start.
 
 -- The place is (rank, id) with rank = -priority, so that hand-out order is ascending in both
