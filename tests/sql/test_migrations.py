@@ -77,8 +77,14 @@ async def test_fresh_install_and_idempotent_start(pg_root_url: str) -> None:
             assert meta["schema_level"] == str(schema.schema_level())
             assert meta["functions_hash"] == schema.functions_hash()
             # Hand-out order (highest priority first, then oldest), eligible jobs only.
-            index = await conn.fetchval("SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_claim_order'")
-            assert "(project_id, ((- (priority)::bigint)), id)" in index and "WHERE" in index and "PENDING" in index
+            index = await conn.fetchval(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = 'jobs_claim_order'"
+            )
+            assert (
+                "(project_id, ((- (priority)::bigint)), id)" in index
+                and "WHERE" in index
+                and "PENDING" in index
+            )
             assert await conn.fetchval("SELECT to_regclass('jobs_eligible')") is None
             attributes = [
                 r["attname"]
