@@ -19,11 +19,10 @@
 -- smallest limit among the job and the key's running jobs holds). A key at its limit is skipped;
 -- a job with a key takes the key's advisory lock (or is passed over, as a locked row is, when
 -- another claim holds it) and counts again, with the jobs this transaction already handed out.
--- Both scans start at the project's claim mark (claim_marks, see migration 0019): what lies before
--- it was handed out, and its index entries, which a transaction holding back the horizon keeps,
--- are not read again.
--- Both scans read jobs_claim_order in its order and stop at their LIMIT: with bitmap scans and
--- sorts off, a plan that reads every pending job and sorts them (which the planner may prefer
+-- Both scans read jobs_claim_order in its order from the project's claim mark (claim_marks, see
+-- migration 0019): what lies before it was handed out, and its index entries, which a transaction
+-- holding back the horizon keeps, are not read again. They stop at their LIMIT: with bitmap scans
+-- and sorts off, a plan that reads every pending job and sorts them (which the planner may prefer
 -- when it expects fewer matches than the LIMIT) costs too much to be chosen.
 CREATE OR REPLACE FUNCTION wn_claim_pick(
     p_project bigint, p_free_cpu integer, p_free_acc integer, p_total_cpu integer,
@@ -51,8 +50,8 @@ DECLARE
     v_passed_gpus integer;
     v_count integer;
     v_limit integer;
-    v_from_rank bigint := -9223372036854775807;
-    v_from_id bigint := 0;
+    v_from_rank bigint;
+    v_from_id bigint;
     v_to_rank bigint := 9223372036854775807;
     v_to_id bigint := 9223372036854775807;
     r record;
@@ -94,7 +93,7 @@ BEGIN
                                AND (NOT p_with_command OR t.command IS NOT NULL));
     END IF;
     SELECT m.rank, m.id INTO v_from_rank, v_from_id FROM claim_marks m WHERE m.project_id = p_project;
-    IF NOT FOUND THEN
+    IF NOT FOUND THEN  -- no mark: from the start
         v_from_rank := -9223372036854775807;
         v_from_id := 0;
     END IF;
