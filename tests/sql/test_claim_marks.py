@@ -1,8 +1,8 @@
 """Claim marks (claim_marks, migration 0019): a claim starts at its project's mark, the sweep
 (wn_advance_marks) moves the mark to the first job that can be handed out, and every way a job
-becomes eligible before the mark moves it back (wn_lower_mark, from triggers on jobs), so hand-out order never
-changes. Most tests run in a transaction rolled back; the ones about concurrent transactions and
-a held horizon commit on a project of their own."""
+becomes eligible before the mark moves it back (wn_lower_mark, from triggers on jobs), so
+hand-out order never changes. Most tests run in a transaction rolled back; the ones about
+concurrent transactions and a held horizon commit on a project of their own."""
 
 from __future__ import annotations
 
