@@ -13,6 +13,8 @@ with real server and worker processes, on a fresh database of its own (embedded,
 * in the middle, another connection opens a transaction, takes a transaction id
   (``txid_current()``: a writing transaction, as a migration or a long report would) and holds
   it for ``--hold-minutes``: no row deleted or updated after it started can be removed meanwhile;
+* on a PostgreSQL without autovacuum, ``ANALYZE`` once 20 s into the warm-up (as autoanalyze
+  would have by then: the tables start empty, and plans made for an empty ``jobs`` would stay);
 * every 5 s: each table's live and dead tuples (``pg_stat_user_tables``) and size; at the hold's
   start, its end and the run's end, ``pgstattuple`` of ``jobs``, ``job_events`` and
   ``job_counts`` (dead tuples, free space).
@@ -171,6 +173,28 @@ async def tuple_stats(conn: asyncpg.Connection) -> dict[str, dict[str, Any]]:
     return out
 
 
+ANALYZE_AT_S = 20.0
+"""When the server runs without autovacuum: the run analyzes the tables once, this many seconds
+into the warm-up, as autoanalyze would have by then."""
+
+
+async def analyze_without_autovacuum(dsn: str, run: Run, progress: Progress) -> float | None:
+    """On a PostgreSQL with autovacuum off, nothing else would ever analyze the tables, which start
+    empty: every plan the server's sessions cache stays the one made for an empty ``jobs`` (a
+    sequential scan wherever a join with it is planned), slower as the table grows. Analyze once
+    during the warm-up; returns when (None: autovacuum is on, nothing done)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SHOW autovacuum") == "on":
+            return None
+        await asyncio.sleep(max(0.0, ANALYZE_AT_S - run.now()))
+        await conn.execute("ANALYZE")
+        progress(f"autovacuum is off: ANALYZE at {run.now():.0f}s, as autoanalyze would have")
+        return round(run.now(), 1)
+    finally:
+        await conn.close()
+
+
 async def hold(dsn: str, cfg: HeldConfig, run: Run, looks: dict[str, Any], progress: Progress) -> None:
     await asyncio.sleep(max(0.0, cfg.hold_start_s - run.now()))
     watch = await asyncpg.connect(dsn)
@@ -246,21 +270,24 @@ async def measure(dsn: str, cfg: HeldConfig, progress: Progress) -> dict[str, An
         collectors = [asyncio.create_task(collect(w, run)) for w in workers]
         sampler = asyncio.create_task(sample(dsn, run, samples, stop))
         holder = asyncio.create_task(hold(dsn, cfg, run, looks, progress))
+        analyzer = asyncio.create_task(analyze_without_autovacuum(dsn, run, progress))
         progress(
             f"{cfg.rate:g} jobs/s for {cfg.minutes:g} min, {cfg.workers} worker(s) at concurrency "
             f"{cfg.concurrency}; a transaction held from {cfg.hold_start_s:.0f}s to {cfg.hold_end_s:.0f}s"
         )
+        analyzed_at: float | None = None
         try:
             await produce(session, server.url, cfg, run)
             await holder
+            analyzed_at = await analyzer
             progress(f"load ended at {run.now():.0f}s; {cfg.settle_s:g}s for the workers and autovacuum")
             await asyncio.sleep(cfg.settle_s)
             looks["end"] = {"t": round(run.now(), 1), "pgstattuple": await tuple_stats(conn)}
         finally:
             stop.set()
-            for task in (*collectors, holder):
+            for task in (*collectors, holder, analyzer):
                 task.cancel()
-            await asyncio.gather(*collectors, holder, return_exceptions=True)
+            await asyncio.gather(*collectors, holder, analyzer, return_exceptions=True)
             await sampler
         left = int(await conn.fetchval("SELECT count(*) FROM jobs WHERE status <> 'COMPLETED'"))
     end = cfg.minutes * 60.0
@@ -271,6 +298,7 @@ async def measure(dsn: str, cfg: HeldConfig, progress: Progress) -> dict[str, An
     return {
         "sent": run.sent,
         "send_errors": run.send_errors,
+        "analyzed_at_s": analyzed_at,
         "started": len(run.started),
         "not_completed_at_end": left,
         "phases": {"before": before, "held": held, "after": after},
@@ -297,6 +325,11 @@ def render(result: dict[str, Any]) -> str:
         )
     met = "met" if result["throughput_met"] else "missed"
     lines += ["", f"held / before: {result['held_throughput_ratio']} (target at least 0.80: {met})", ""]
+    if result.get("analyzed_at_s") is not None:
+        lines += [
+            f"autovacuum off: the run ran ANALYZE at {result['analyzed_at_s']:g} s, as autoanalyze would have",
+            "",
+        ]
     lines += [
         "| table | look | size MiB | tuples | dead tuples | free MiB |",
         "|---|---|---:|---:|---:|---:|",

@@ -91,7 +91,9 @@ BEGIN
                  WHEN s.outcome = 'FAILED' AND coalesce(s.retryable, true)
                       AND j.attempt - j.attempt_base < j.max_attempts THEN 'PENDING'
                  ELSE 'FAILED' END AS new_status) t
-         WHERE j.status = 'RUNNING' AND j.attempt = s.attempt
+         -- (written so that only the primary key serves it: the partial indexes of RUNNING jobs,
+         -- which look small to the planner, keep every job that ran since a long transaction began)
+         WHERE (j.status = 'RUNNING') IS TRUE AND j.attempt = s.attempt
            AND s.outcome IN ('COMPLETED', 'FAILED', 'CANCELLED', 'PREEMPTED', 'LOST')
            AND NOT s.id = ANY (v_refused)
     ), upd AS (
