@@ -125,7 +125,7 @@ async def test_a_delayed_job_holds_the_mark_until_it_is_handed_out(db: asyncpg.C
 async def conns(migrated: str, request: pytest.FixtureRequest) -> AsyncIterator[list[asyncpg.Connection]]:
     """Three connections to the module's database and a project of the test's own (committed)."""
     opened = [await asyncpg.connect(migrated) for _ in range(3)]
-    project = f"cm-{request.node.name[-40:]}"
+    project = project_of(request)
     await opened[0].execute("INSERT INTO projects (name) VALUES ($1)", project)
     try:
         yield opened
