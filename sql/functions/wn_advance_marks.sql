@@ -6,7 +6,10 @@
 -- A project whose jobs a transaction is making eligible (its shared lock) is skipped this time;
 -- its exclusive lock, held until this commits, holds back the next such statement, which then
 -- sees the new mark. Returns how many marks moved.
-CREATE OR REPLACE FUNCTION wn_advance_marks() RETURNS integer
+-- p_from_start: read from the start of hand-out order instead, and move a mark back as well when a
+-- job that can be handed out lies before it (the server does so every tenth sweep: a mark that a
+-- missed statement left too far forward strands nothing for longer than that).
+CREATE OR REPLACE FUNCTION wn_advance_marks(p_from_start boolean DEFAULT false) RETURNS integer
 LANGUAGE plpgsql AS $$
 DECLARE
     v_project bigint;
@@ -24,7 +27,8 @@ BEGIN
           FROM jobs j
          WHERE j.project_id = v_project AND j.status = 'PENDING' AND j.unmet_deps = 0
            AND (-(j.priority::bigint), j.id)
-               >= (coalesce(v_mark.rank, -9223372036854775807), coalesce(v_mark.id, 0))
+               >= (coalesce(CASE WHEN p_from_start THEN NULL ELSE v_mark.rank END, -9223372036854775807),
+                   coalesce(CASE WHEN p_from_start THEN NULL ELSE v_mark.id END, 0))
          ORDER BY -(j.priority::bigint), j.id
          LIMIT 1;
         IF NOT FOUND THEN

@@ -148,5 +148,6 @@ SELECT jd.depends_on AS source, jd.job_id AS target, jd.condition AS "on"
 
 -- name: advance_claim_marks
 -- Move each project's claim mark forward to its first job that can be handed out
--- (wn_advance_marks, see migration 0019): how many marks moved.
-SELECT wn_advance_marks() AS moved;
+-- (wn_advance_marks, see migration 0019): how many marks moved. :from_start also moves back a
+-- mark that lies after a job that can be handed out.
+SELECT wn_advance_marks(:from_start::boolean) AS moved;

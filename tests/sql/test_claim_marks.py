@@ -238,3 +238,16 @@ async def test_with_the_horizon_held_a_claim_reads_from_the_mark(
         assert await index_entries_read(a, p) < 10
     finally:
         await held.rollback()
+
+
+async def test_a_sweep_from_the_start_moves_a_mark_that_lies_too_far_back(db: asyncpg.Connection) -> None:
+    """The server's safety net: a mark past a job that can be handed out (no statement should
+    leave one) is moved back by a sweep from the start, and only by it."""
+    ids = await enqueue(db, *({"name": f"j{i}"} for i in range(3)))
+    await advance(db)
+    await db.execute("UPDATE claim_marks SET id = $1 WHERE project_id = wn_project_id($2)", ids[2], PROJECT)
+    await advance(db)
+    assert await mark(db) == (0, ids[2])
+    assert await db.fetchval("SELECT wn_advance_marks(true)") >= 1
+    assert await mark(db) == (0, ids[0])
+    assert await claim(db) == [ids[0]]

@@ -25,15 +25,20 @@ log = structlog.get_logger("whatsnext.server")
 
 EVERY = 1.0
 """Seconds between sweeps of the claim marks."""
+FROM_START_EVERY = 10
+"""Every this many sweeps, one reads each project from the start of hand-out order and moves a
+mark back if a job that can be handed out lies before it (none should: a safety net)."""
 
 
 async def _loop(app: web.Application) -> None:
     store = app[store_key]
     failing = False
+    rounds = 0
     while True:
         await asyncio.sleep(EVERY)
+        rounds += 1
         try:
-            await store.jobs.advance_claim_marks()
+            await store.jobs.advance_claim_marks(from_start=rounds % FROM_START_EVERY == 0)
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             if not failing:  # once per outage, not once a second
                 log.warning("claim mark sweep failed; trying again every second", error=str(exc))

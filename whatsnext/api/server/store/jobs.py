@@ -56,9 +56,10 @@ _ENQUEUED = ("ids", "created_tasks", "claimed", "project_name", "known_tasks", "
 
 
 class JobStore(Table):
-    async def advance_claim_marks(self) -> int:
-        """Move each project's claim mark forward (``wn_advance_marks``); returns how many moved."""
-        return int(await self.value(S.advance_claim_marks))
+    async def advance_claim_marks(self, *, from_start: bool = False) -> int:
+        """Move each project's claim mark forward (``wn_advance_marks``; ``from_start``: back too,
+        where a job that can be handed out lies before it); returns how many moved."""
+        return int(await self.value(S.advance_claim_marks, from_start=from_start))
 
     async def submit(
         self,
