@@ -10,7 +10,11 @@ server and worker processes, on two databases of its own on the same PostgreSQL
   (COMPLETED, attempt 1, its worker, start and finish times spread over the last 90 days, a
   short log tail, a few parameters) and two ``job_events`` rows (RUNNING with the worker,
   COMPLETED), ``--log-lines`` rows of ``job_logs`` each (default 0: jobs that print nothing),
-  then ``VACUUM (FREEZE, ANALYZE)`` (what autovacuum leaves a months-old table as).
+  then ``VACUUM (FREEZE, ANALYZE)`` (what autovacuum leaves a months-old table as). The pages of
+  ``jobs`` are packed full, as the jobs of months ago leave them: with the table's fillfactor
+  (migration 0020) a page takes new jobs until it has less than a tenth of a page free, and
+  never again (``tests/sql/test_job_pages.py``); a seed written at the fillfactor would leave
+  a tenth of every page free, room no page of real jobs keeps.
 
 Each figure is measured on both, one after the other in turns (empty, full, empty, full, ...),
 so that both see the same load of the machine:
@@ -191,6 +195,15 @@ class Side(WhatsNextAdapter):
         return temp_environ(**{SERVER_ENV: self.url, PROJECT_ENV: PROJECT})
 
 
+async def restore_fillfactor(conn: asyncpg.Connection, options: list[str] | None) -> None:
+    """The jobs table's fillfactor as the schema left it (``reloptions`` read before the seed)."""
+    given = [o.split("=", 1)[1] for o in options or [] if o.startswith("fillfactor=")]
+    if given:
+        await conn.execute(f"ALTER TABLE jobs SET (fillfactor = {int(given[0])})")
+    else:
+        await conn.execute("ALTER TABLE jobs RESET (fillfactor)")
+
+
 async def seed_finished(dsn: str, cfg: HorizonConfig, progress: Progress) -> dict[str, Any]:
     """``cfg.jobs`` finished jobs of the benchmark's project, with their history."""
     conn = await asyncpg.connect(dsn)
@@ -202,6 +215,11 @@ async def seed_finished(dsn: str, cfg: HorizonConfig, progress: Progress) -> dic
             "SELECT 'seed-' || k, 'lab', 'OFFLINE', now() - interval '1 day' FROM generate_series(1, $1) k",
             SEED_WORKERS,
         )
+        # Pages as jobs that finished long ago leave them: full (the table's fillfactor closes a
+        # page once its jobs settled; see migration 0020), so this seed packs them, then the
+        # table's own setting is back for what the measurements write.
+        options = await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass")
+        await conn.execute("ALTER TABLE jobs SET (fillfactor = 100)")
         t_all = time.perf_counter()
         for lo in range(1, cfg.jobs + 1, cfg.chunk):
             hi = min(cfg.jobs, lo + cfg.chunk - 1)
@@ -214,6 +232,7 @@ async def seed_finished(dsn: str, cfg: HorizonConfig, progress: Progress) -> dic
                     await conn.execute(SEED_LOGS, before, cfg.log_lines)
             progress(f"seeded jobs {lo:,}..{hi:,} in {time.perf_counter() - t0:.1f}s")
         timings["insert_s"] = round(time.perf_counter() - t_all, 1)
+        await restore_fillfactor(conn, options)
         t0 = time.perf_counter()
         await conn.execute("VACUUM (FREEZE, ANALYZE)")
         timings["vacuum_s"] = round(time.perf_counter() - t0, 1)
@@ -299,6 +318,38 @@ async def claim_latencies(side: Side, cfg: HorizonConfig) -> list[float]:
     return out
 
 
+NEW_JOBS = 1_000
+"""Jobs of the one ``INSERT`` whose heap pages are counted (``new_job_pages``)."""
+
+
+async def new_job_pages(side: Side) -> int:
+    """The heap pages of ``jobs`` that one ``INSERT`` of ``NEW_JOBS`` pending jobs writes to (rolled
+    back): about a page per 30 jobs when they go next to each other, one each when the free space
+    map scatters them over old pages."""
+    conn = await asyncpg.connect(side.dsn)
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        before = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM jobs"))
+        await conn.execute(
+            "INSERT INTO jobs (project_id, task_id, name, parameters) "
+            "SELECT p.id, t.id, 'new-' || g, jsonb_build_object('i', g) "
+            "FROM projects p JOIN tasks t ON t.project_id = p.id AND t.name = $2, generate_series(1, $3) g "
+            "WHERE p.name = $1",
+            PROJECT,
+            NOOP_TASK,
+            NEW_JOBS,
+        )
+        return int(
+            await conn.fetchval(
+                "SELECT count(DISTINCT (ctid::text::point)[0]) FROM jobs WHERE id > $1", before
+            )
+        )
+    finally:
+        await tx.rollback()
+        await conn.close()
+
+
 PAGES = {
     "project_page_ms": f"/ui/projects/{PROJECT}",
     "overview_page_ms": "/ui/",
@@ -357,37 +408,80 @@ async def set_counters(dsn: str, on: bool) -> None:
         await conn.close()
 
 
-async def measure_counters(pg: DatabaseServer, cfg: HorizonConfig, progress: Progress) -> dict[str, Any]:
-    """Enqueue and drain without the counters' triggers and with them, in turns (off, on, on, off,
-    ...), on one database that holds ``cfg.ab_seed`` finished jobs (planner statistics of a used
-    table; only what a repetition adds is removed between repetitions)."""
+async def set_fillfactor(dsn: str, on: bool, options: list[str] | None) -> None:
+    """The jobs table's fillfactor as the schema has it (``options``: its ``reloptions``), or 100."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if on:
+            await restore_fillfactor(conn, options)
+        else:
+            await conn.execute("ALTER TABLE jobs SET (fillfactor = 100)")
+    finally:
+        await conn.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class Switch:
+    """Something measured off and on in turns (``--only NAME``)."""
+
+    name: str
+    off: str
+    on: str
+    seeded: bool
+    """Whether the database holds ``ab_seed`` finished jobs (else it is empty and each repetition
+    starts from an empty table, as ``python -m bench`` does)."""
+
+
+SWITCHES = {
+    "counters": Switch("counters", "without counters", "with counters", seeded=True),
+    "fillfactor": Switch("fillfactor", "fillfactor 100", "the schema's fillfactor (90)", seeded=False),
+}
+
+
+async def measure_switch(
+    pg: DatabaseServer, cfg: HorizonConfig, switch: Switch, progress: Progress
+) -> dict[str, Any]:
+    """Enqueue and drain with ``switch`` off and on, in turns (off, on, on, off, ...), on one
+    database: with ``cfg.ab_seed`` finished jobs when the switch is ``seeded`` (planner statistics
+    of a used table; only what a repetition adds is removed between repetitions), else empty.
+    The switches: the counters' triggers (dropped, created again), the jobs table's fillfactor
+    (100, or the schema's)."""
     bench_cfg = BenchConfig.make(repeat=cfg.repeat)
     raw: dict[str, dict[str, list[float]]] = {"enqueue_jobs_s": {"off": [], "on": []}}
     raw["drain_jobs_s"] = {"off": [], "on": []}
     async with contextlib.AsyncExitStack() as stack:
-        dsn, _ = await stack.enter_async_context(side_database(pg, "counters", None, False, progress))
+        dsn, _ = await stack.enter_async_context(side_database(pg, switch.name, None, False, progress))
         server = ServerProcess(dsn)
         await server.start()
         stack.push_async_callback(server.stop)
-        side = Side("counters", dsn, server)
+        side = Side(switch.name, dsn, server)
         await side.open()
         stack.push_async_callback(side.close)
-        await seed_finished(dsn, dataclasses.replace(cfg, jobs=cfg.ab_seed, chunk=cfg.ab_seed), progress)
-        await side.mark()
+        if switch.seeded:
+            await seed_finished(dsn, dataclasses.replace(cfg, jobs=cfg.ab_seed, chunk=cfg.ab_seed), progress)
+            await side.mark()
+        options = await _value(dsn, "SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass")
+
+        async def turn(on: bool) -> None:
+            if switch.name == "counters":
+                await set_counters(dsn, on)
+            else:
+                await set_fillfactor(dsn, on, options)
+
         with side.env():
             for r in range(cfg.repeat):
                 # Off, on, then on, off: a machine that slows down (or speeds up) over the run
                 # weighs on both alike.
                 for state in ("off", "on") if r % 2 == 0 else ("on", "off"):
-                    await set_counters(dsn, state == "on")
+                    await turn(state == "on")
                     value = await measure_enqueue(side, bench_cfg)
                     raw["enqueue_jobs_s"][state].append(value)
-                    progress(f"counters {state}: enqueue rep {r + 1}/{cfg.repeat}: {value:,.0f} jobs/s")
+                    progress(f"{switch.name} {state}: enqueue rep {r + 1}/{cfg.repeat}: {value:,.0f} jobs/s")
                     value = (await measure_drain(side, bench_cfg, dsn))["jobs_s"]
                     raw["drain_jobs_s"][state].append(value)
-                    progress(f"counters {state}: drain rep {r + 1}/{cfg.repeat}: {value:,.0f} jobs/s")
-            await set_counters(dsn, True)
-    out: dict[str, Any] = {"raw": raw, "seeded_finished_jobs": cfg.ab_seed}
+                    progress(f"{switch.name} {state}: drain rep {r + 1}/{cfg.repeat}: {value:,.0f} jobs/s")
+            await turn(True)
+    out: dict[str, Any] = {"raw": raw, "seeded_finished_jobs": cfg.ab_seed if switch.seeded else 0}
     for key, by in raw.items():
         off, on = median(by["off"]), median(by["on"])
         out[key] = {"off": round(off, 1), "on": round(on, 1), "ratio": round(on / off, 3)}
@@ -416,10 +510,10 @@ async def side_database(
             await drop_database(pg.dsn, created)
 
 
-async def run_counters(cfg: HorizonConfig, progress: Progress) -> dict[str, Any]:
+async def run_switch(cfg: HorizonConfig, switch: Switch, progress: Progress) -> dict[str, Any]:
     with postgres_server(progress) as pg:
         result = {"config": dataclasses.asdict(cfg), "machine": await machine_info(pg)}
-        result.update(await measure_counters(pg, cfg, progress))
+        result.update(await measure_switch(pg, cfg, switch, progress))
     return result
 
 
@@ -485,8 +579,11 @@ async def run(cfg: HorizonConfig, database: str | None, keep: bool, progress: Pr
                     + ", ".join(f"{k} {median(v):.1f}" for k, v in pages[side.label].items())
                 )
             result["plans"] = await explain_counts(full_dsn)
+            written = {side.label: await new_job_pages(side) for side in sides}
+            progress(f"heap pages written by {NEW_JOBS:,} new jobs: {written}")
     result["raw"] = {**raw, "pages_ms": pages, "claim_ms": claims}
     result["summary"] = summarise(raw, pages)
+    result["summary"]["new_job_pages"] = written
     return result
 
 
@@ -571,6 +668,11 @@ def render(result: dict[str, Any]) -> str:
     for key, name in names.items():
         e, f = s[key]["empty"], s[key]["full"]
         lines.append(f"| {name} | {e:.1f} | {f:.1f} | {f / e:.2f} | {targets.get(key, '')} |")
+    if "new_job_pages" in s:  # (results of earlier versions lack it)
+        e, f = s["new_job_pages"]["empty"], s["new_job_pages"]["full"]
+        lines.append(
+            f"| heap pages one `INSERT` of {NEW_JOBS:,} jobs writes to | {e:,} | {f:,} | {f / e:.2f} | |"
+        )
     lines += [
         "",
         "| table | total MiB | heap MiB | indexes MiB | rows | bytes per finished job |",
@@ -605,10 +707,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", help="measure against this kept database instead of seeding a new one")
     parser.add_argument(
         "--only",
-        choices=("horizon", "counters"),
+        choices=("horizon", *SWITCHES),
         default="horizon",
         help="horizon: empty against full (default); counters: enqueue and drain without and with "
-        "the triggers that keep job_counts, in turns",
+        "the triggers that keep job_counts, in turns; fillfactor: the same on an empty database "
+        "with the jobs table's fillfactor at 100 and at the schema's",
     )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where results go (bench/out)")
     args = parser.parse_args(argv)
@@ -620,17 +723,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[horizon] {message}", flush=True)
 
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.only == "counters":
-        counters = run_async(run_counters(cfg, progress))
-        (args.out / "horizon-counters.json").write_text(json.dumps(counters, indent=2) + "\n")
-        lines = ["| measure | without counters | with counters | ratio |", "|---|---:|---:|---:|"]
+    if args.only in SWITCHES:
+        switch = SWITCHES[args.only]
+        measured = run_async(run_switch(cfg, switch, progress))
+        path = args.out / f"horizon-{switch.name}.json"
+        path.write_text(json.dumps(measured, indent=2) + "\n")
+        lines = [f"| measure | {switch.off} | {switch.on} | ratio |", "|---|---:|---:|---:|"]
         for key in ("enqueue_jobs_s", "drain_jobs_s"):
-            c = counters[key]
+            c = measured[key]
             lines.append(
                 f"| {key} (median of {cfg.repeat}) | {c['off']:,.0f} | {c['on']:,.0f} | {c['ratio']:.3f} |"
             )
         print("\n".join(lines))
-        print(f"[horizon] wrote {args.out / 'horizon-counters.json'}")
+        print(f"[horizon] wrote {path}")
         return 0
 
     result = run_async(run(cfg, args.database, args.keep, progress))
