@@ -38,9 +38,11 @@ case "$action" in
     [ -x "$NGINX" ] || packages+=(nginx)
     [ -x "$PGBOUNCER" ] || packages+=(pgbouncer)
     say "installing ${packages[*]}"
-    if ! apt-get install -y --no-install-recommends "${packages[@]}" >/tmp/local-proxies-apt.log 2>&1; then
-      apt-get update >>/tmp/local-proxies-apt.log 2>&1 || true
-      apt-get install -y --no-install-recommends "${packages[@]}" >>/tmp/local-proxies-apt.log 2>&1 ||
+    # One installer at a time (the test suite's take the same lock), waiting for dpkg's lock.
+    apt_get() { flock /tmp/whatsnext-apt.lock apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+    if ! apt_get install -y --no-install-recommends "${packages[@]}" >/tmp/local-proxies-apt.log 2>&1; then
+      apt_get update >>/tmp/local-proxies-apt.log 2>&1 || true
+      apt_get install -y --no-install-recommends "${packages[@]}" >>/tmp/local-proxies-apt.log 2>&1 ||
         { tail -20 /tmp/local-proxies-apt.log >&2; die "apt-get install ${packages[*]} failed"; }
     fi
     # The packages may have started their default services: the tests run their own instances.

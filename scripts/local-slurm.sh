@@ -91,8 +91,10 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null \
   command -v apt-get >/dev/null || die "slurm is not installed and apt-get is unavailable (Debian/Ubuntu only)"
   say "installing slurm-wlm and munge (apt-get)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq || die "apt-get update failed"
-  apt-get install -y -qq slurm-wlm munge >/dev/null || die "apt-get install slurm-wlm munge failed"
+  # One installer at a time (the test suite's take the same lock), waiting for dpkg's lock.
+  apt_get() { flock /tmp/whatsnext-apt.lock apt-get -o DPkg::Lock::Timeout=600 "$@"; }
+  apt_get update -qq || die "apt-get update failed"
+  apt_get install -y -qq slurm-wlm munge >/dev/null || die "apt-get install slurm-wlm munge failed"
 fi
 for cmd in slurmctld slurmd sbatch squeue scontrol scancel sinfo munged munge unmunge; do
   command -v "$cmd" >/dev/null || die "'$cmd' not found after installation"

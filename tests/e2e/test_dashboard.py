@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import html
 import os
@@ -30,6 +31,8 @@ from whatsnext.api.server.dashboard import dag
 from whatsnext.api.server.dashboard.why import explain
 
 CHROMIUM = "/usr/bin/chromium"
+APT_LOCK = "/tmp/whatsnext-apt.lock"
+"""Held while a test installs packages (also by scripts/local-proxies.sh and local-slurm.sh)."""
 PLAYWRIGHT = "playwright==1.65.2"
 """The Playwright release checked against Debian's chromium (it drives the system browser; it
 cannot download its own here)."""
@@ -396,16 +399,22 @@ def _ensure_chromium() -> str | None:
         return None
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         return f"{CHROMIUM} is missing and cannot be installed here (needs root and apt-get)"
-    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "chromium"]):
-        done = subprocess.run(
-            cmd,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
-        )
-        if done.returncode != 0:
-            return f"installing chromium failed: {done.stderr[-500:]}"
+    # One installer at a time (the suite's other installers take the same lock; apt-get waits
+    # for any other holder of dpkg's lock).
+    with open(APT_LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if Path(CHROMIUM).exists():  # installed meanwhile by a test of another process
+            return None
+        for args in (["update", "-q"], ["install", "-y", "-q", "chromium"]):
+            done = subprocess.run(
+                ["apt-get", "-o", "DPkg::Lock::Timeout=600", *args],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
+            if done.returncode != 0:
+                return f"installing chromium failed: {done.stderr[-500:]}"
     return None if Path(CHROMIUM).exists() else "apt-get installed no chromium"
 
 
