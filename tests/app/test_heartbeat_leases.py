@@ -41,7 +41,23 @@ async def test_a_heartbeat_lists_the_attempts_whose_leases_it_extended(
     status, taken = await call(
         client, "POST", f"/projects/{project}/claim", {"worker_name": "other", "wait": 0}
     )
-    assert [(j["id"], j["attempt"]) for j in taken["jobs"]] == [(first["id"], 2)]
+    assert status == 200, taken
+    got = [(j["id"], j["attempt"]) for j in taken["jobs"]]
+    if got != [(first["id"], 2)]:  # say what the job was, and the claim mark, when it was not handed out
+        conn = await asyncpg.connect(database_url)
+        try:
+            job = await conn.fetchrow(
+                "SELECT status, attempt, available_at <= now() AS due, unmet_deps, worker_name FROM jobs"
+                " WHERE id = $1",
+                first["id"],
+            )
+            marks = await conn.fetchrow(
+                "SELECT m.* FROM claim_marks m JOIN jobs j ON j.project_id = m.project_id WHERE j.id = $1",
+                first["id"],
+            )
+        finally:
+            await conn.close()
+        raise AssertionError(f"claimed {got}, expected {[(first['id'], 2)]}: job {dict(job)}, mark {marks}")
 
     status, answer = await call(client, "POST", beat, running)
     assert status == 200
