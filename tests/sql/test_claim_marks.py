@@ -15,6 +15,8 @@ import asyncpg
 import pytest
 from conftest import wait_until
 
+from whatsnext.api.server.sql import S
+
 PROJECT = "cm"
 """The project of these tests (in a database of their own: ``migrated`` and ``db`` in conftest)."""
 END = (9223372036854775807, 9223372036854775807)
@@ -236,6 +238,47 @@ async def test_with_the_horizon_held_a_claim_reads_from_the_mark(
         await advance(a)
         assert await mark(a, p) == (0, ids[1000])
         assert await index_entries_read(a, p) < 10
+    finally:
+        await held.rollback()
+
+
+async def entries_read_by(conn: asyncpg.Connection, query: str, *args: Any) -> tuple[Any, int]:
+    """What ``query`` answers, and how many entries of jobs_claim_order it read."""
+    tx = conn.transaction()
+    await tx.start()
+    try:
+        before = await conn.fetchval(READ)
+        value = await conn.fetchval(query, *args)
+        return value, int(await conn.fetchval(READ) - before)
+    finally:
+        await tx.rollback()
+
+
+async def test_with_the_horizon_held_the_next_delayed_job_is_found_from_the_mark(
+    conns: list[asyncpg.Connection], request: pytest.FixtureRequest
+) -> None:
+    """A claim that finds nothing asks when the next delayed job is due before it waits (one
+    project: project_resolve; several: sharing_next_available): from the mark on too."""
+    a, _, holder = conns
+    p = project_of(request)
+    held = holder.transaction()
+    await held.start()
+    await holder.fetchval("SELECT txid_current()")
+    try:
+        await enqueue(a, *({"name": f"j{i}"} for i in range(1200)), project=p)
+        await enqueue(a, {"name": "later", "delay": 3600}, project=p)
+        await advance(a)
+        for _ in range(12):
+            await claim(a, 100, project=p)
+        await advance(a)  # the mark: the delayed job, the first that can be handed out
+        pid = await a.fetchval("SELECT id FROM projects WHERE name = $1", p)
+        resolve = S.project_resolve
+        query = f"SELECT next_available_in FROM ({resolve.text}) r"
+        due, read = await entries_read_by(a, query, *resolve.args(project=p))
+        assert 3590 < due <= 3600 and 0 < read < 10
+        pool = S.sharing_next_available
+        due, read = await entries_read_by(a, pool.text, *pool.args(projects=[pid]))
+        assert 3590 < due <= 3600 and 0 < read < 10
     finally:
         await held.rollback()
 
