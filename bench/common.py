@@ -566,15 +566,32 @@ def _worker_args(mode: str, jobs: int, cfg: BenchConfig) -> list[str]:
     return ["--mode", mode, "--jobs", str(jobs), "--concurrency", str(cfg.concurrency)]
 
 
-async def measure_drain(adapter: SuiteAdapter, cfg: BenchConfig, dsn: str) -> dict[str, float]:
+class DrainProbe:
+    """What a caller measures around the drain itself: ``before`` once the jobs are queued (and
+    analyzed), ``after`` once the worker is gone."""
+
+    async def before(self) -> None:
+        pass
+
+    async def after(self) -> None:
+        pass
+
+
+async def measure_drain(
+    adapter: SuiteAdapter, cfg: BenchConfig, dsn: str, probe: DrainProbe | None = None
+) -> dict[str, float]:
     await adapter.reset()
     await _enqueue_all(adapter, cfg.drain_jobs, cfg.enqueue_batch)
     await analyze(dsn)
+    if probe is not None:
+        await probe.before()
     async with WorkerProcess(
         adapter.worker_module, _worker_args("drain", cfg.drain_jobs, cfg), {WORKER_DSN_ENV: dsn}
     ) as worker:
         event = await worker.expect("drained", cfg.drain_timeout_s)
         await worker.wait_exit(30.0)
+    if probe is not None:
+        await probe.after()
     if event["processed"] != cfg.drain_jobs:
         raise WorkerError(f"drain processed {event['processed']} jobs, expected {cfg.drain_jobs}")
     await adapter.check_drained(cfg.drain_jobs)

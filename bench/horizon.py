@@ -23,6 +23,11 @@ so that both see the same load of the machine:
   (20,000 jobs, batches of 1,000; one worker process at concurrency 20), ``--repeat`` times,
   medians; the full database's finished jobs stay, only what a repetition added goes
   (``DELETE`` above the seeded ids, then ``VACUUM``);
+* **buffers per drained job**: the shared buffers (hits and reads, ``pg_stat_database``) the
+  drain itself reads, divided by its jobs (11 s waits on either side, for the server's sessions
+  to report their counters); what drains pay for deeper indexes, free of the machine's noise;
+* **heap pages of new jobs**: the pages of ``jobs`` that one ``INSERT`` of 1,000 pending jobs
+  writes to (rolled back): next to each other, or one old page each;
 * **claim p50**: 200 single-job claims, each followed by its ``complete``, with 1,000 jobs
   pending (inserted in SQL), after 10 untimed ones;
 * **pages**: the dashboard's project page (``GET /ui/projects/{p}``: counts, board, first page of
@@ -40,6 +45,7 @@ again. Results go to ``bench/out/horizon.json`` and ``horizon.md``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import dataclasses
 import json
@@ -58,6 +64,7 @@ from bench.common import (
     DEFAULT_OUT,
     BenchConfig,
     DatabaseServer,
+    DrainProbe,
     Progress,
     create_database,
     drop_database,
@@ -318,6 +325,36 @@ async def claim_latencies(side: Side, cfg: HorizonConfig) -> list[float]:
     return out
 
 
+STATS_FLUSH_S = 11.0
+"""Seconds for the server's idle sessions to report their counters (PostgreSQL sends an idle
+session's statistics within 10 s)."""
+
+
+class BufferProbe(DrainProbe):
+    """Shared buffers the drain itself reads (hits and reads in ``pg_stat_database``), waiting for
+    the server's sessions to report what came before and what the drain did."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.start = 0
+        self.buffers = 0
+
+    async def _read(self) -> int:
+        await asyncio.sleep(STATS_FLUSH_S)
+        return int(
+            await _value(
+                self.dsn,
+                "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()",
+            )
+        )
+
+    async def before(self) -> None:
+        self.start = await self._read()
+
+    async def after(self) -> None:
+        self.buffers = await self._read() - self.start
+
+
 NEW_JOBS = 1_000
 """Jobs of the one ``INSERT`` whose heap pages are counted (``new_job_pages``)."""
 
@@ -555,8 +592,13 @@ async def run(cfg: HorizonConfig, database: str | None, keep: bool, progress: Pr
             async def enqueue(side: Side) -> float:
                 return await measure_enqueue(side, bench_cfg)
 
+            buffers: dict[str, list[float]] = {s.label: [] for s in sides}
+
             async def drain(side: Side) -> float:
-                return (await measure_drain(side, bench_cfg, side.dsn))["jobs_s"]
+                probe = BufferProbe(side.dsn)
+                jobs_s = (await measure_drain(side, bench_cfg, side.dsn, probe))["jobs_s"]
+                buffers[side.label].append(probe.buffers / bench_cfg.drain_jobs)
+                return jobs_s
 
             claims: dict[str, list[float]] = {s.label: [] for s in sides}
 
@@ -568,6 +610,8 @@ async def run(cfg: HorizonConfig, database: str | None, keep: bool, progress: Pr
             raw: dict[str, Any] = {}
             raw["enqueue_jobs_s"] = await in_turns(sides, cfg.repeat, "enqueue (jobs/s)", enqueue, progress)
             raw["drain_jobs_s"] = await in_turns(sides, cfg.repeat, "drain (jobs/s)", drain, progress)
+            raw["drain_buffers_per_job"] = buffers
+            progress(f"shared buffers read per drained job: {buffers}")
             raw["claim_p50_ms"] = await in_turns(sides, 1, "claim p50 (ms)", claim, progress)
             for side in sides:
                 await side.reset()
@@ -584,6 +628,9 @@ async def run(cfg: HorizonConfig, database: str | None, keep: bool, progress: Pr
     result["raw"] = {**raw, "pages_ms": pages, "claim_ms": claims}
     result["summary"] = summarise(raw, pages)
     result["summary"]["new_job_pages"] = written
+    result["summary"]["drain_buffers_per_job"] = {
+        side: round(median(values), 1) for side, values in raw["drain_buffers_per_job"].items()
+    }
     return result
 
 
@@ -668,6 +715,9 @@ def render(result: dict[str, Any]) -> str:
     for key, name in names.items():
         e, f = s[key]["empty"], s[key]["full"]
         lines.append(f"| {name} | {e:.1f} | {f:.1f} | {f / e:.2f} | {targets.get(key, '')} |")
+    if "drain_buffers_per_job" in s:  # (results of earlier versions lack it)
+        e, f = s["drain_buffers_per_job"]["empty"], s["drain_buffers_per_job"]["full"]
+        lines.append(f"| shared buffers read per drained job (median) | {e:.1f} | {f:.1f} | {f / e:.2f} | |")
     if "new_job_pages" in s:  # (results of earlier versions lack it)
         e, f = s["new_job_pages"]["empty"], s["new_job_pages"]["full"]
         lines.append(
