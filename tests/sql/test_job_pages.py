@@ -40,12 +40,16 @@ async def run_all(conn: asyncpg.Connection) -> None:
         "SELECT id, attempt FROM wn_claim($1, NULL, 'node-0042', 100, 0, 100, 0, '{}', 20, 60, 300)",
         PROJECT,
     ):
-        done = [{"id": r["id"], "attempt": r["attempt"], "outcome": "COMPLETED", "exit_code": 0} for r in rows]
+        done = [
+            {"id": r["id"], "attempt": r["attempt"], "outcome": "COMPLETED", "exit_code": 0} for r in rows
+        ]
         await conn.fetch("SELECT * FROM wn_end_attempts($1::jsonb, 'test')", json.dumps(done))
 
 
 async def test_new_jobs_stay_off_the_pages_of_jobs_that_finished_long_ago(conn: asyncpg.Connection) -> None:
-    assert "fillfactor=90" in (await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass"))
+    assert "fillfactor=90" in (
+        await conn.fetchval("SELECT reloptions FROM pg_class WHERE oid = 'jobs'::regclass")
+    )
     marks = []
     for r in range(ROUNDS):
         marks.append(await conn.fetchval("SELECT coalesce(max(id), 0) FROM jobs"))
