@@ -16,8 +16,8 @@ server and worker processes, on two databases of its own on the same PostgreSQL
   never again (``tests/sql/test_job_pages.py``); a seed written at the fillfactor would leave
   a tenth of every page free, room no page of real jobs keeps.
 
-Each figure is measured on both, one after the other in turns (empty, full, empty, full, ...),
-so that both see the same load of the machine:
+Each figure is measured on both, one after the other in turns (empty, full, then full, empty,
+...), so that both see the same load of the machine:
 
 * **enqueue** (jobs/s) and **drain** (jobs/s): the shared workloads of ``python -m bench``
   (20,000 jobs, batches of 1,000; one worker process at concurrency 20), ``--repeat`` times,
@@ -414,10 +414,12 @@ async def page_times(side: Side, cfg: HorizonConfig) -> dict[str, list[float]]:
 async def in_turns(
     sides: list[Side], reps: int, what: str, measure: Callable[[Side], Awaitable[float]], progress: Progress
 ) -> dict[str, list[float]]:
-    """``measure`` on each side in turns, ``reps`` rounds: both see the same machine."""
+    """``measure`` on each side in turns, ``reps`` rounds: both see the same machine. The order
+    alternates (empty, full, then full, empty, ...): a machine that slows down (or speeds up)
+    over a round weighs on both alike."""
     out: dict[str, list[float]] = {s.label: [] for s in sides}
     for r in range(reps):
-        for side in sides:
+        for side in sides if r % 2 == 0 else list(reversed(sides)):
             with side.env():
                 value = await measure(side)
             out[side.label].append(value)
