@@ -43,18 +43,9 @@ DELETE FROM projects WHERE id = wn_project_id(:project) RETURNING id;
 
 -- name: project_resolve
 -- The project's id, and in how many seconds the next delayed (retrying) job becomes eligible
--- (on the database's clock). Read from the project's claim mark (see wn_claim_pick): a delayed
--- job holds the mark before it, and the entries of jobs handed out before the mark, which a
--- transaction holding back the horizon keeps, are not read (a claim that finds nothing asks
--- this before it waits).
-SELECT p.id,
-       (SELECT extract(epoch FROM min(j.available_at) - now())::float8 FROM jobs j
-         WHERE j.project_id = p.id AND j.status = 'PENDING' AND j.unmet_deps = 0
-           AND (-(j.priority::bigint), j.id)
-               >= (coalesce(m.rank, -9223372036854775807), coalesce(m.id, 0))
-           AND j.available_at > now()) AS next_available_in
-  FROM projects p LEFT JOIN claim_marks m ON m.project_id = p.id
- WHERE p.id = wn_project_id(:project);
+-- (on the database's clock; wn_next_due).
+SELECT p.id, extract(epoch FROM wn_next_due(p.id) - now())::float8 AS next_available_in
+  FROM projects p WHERE p.id = wn_project_id(:project);
 
 -- name: project_idle
 -- What a worker that found nothing to claim needs to decide whether to wait or to stop:

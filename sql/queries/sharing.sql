@@ -20,16 +20,9 @@ SELECT k.key, p.id, p.name
 
 -- name: sharing_next_available
 -- In how many seconds the next delayed (retrying) job of :projects (NULL: any project) becomes
--- eligible, on the database's clock; NULL when none waits. Each project is read from its claim
--- mark (as project_resolve).
-SELECT extract(epoch FROM min(n.at) - now())::float8
+-- eligible, on the database's clock; NULL when none waits (wn_next_due of each project).
+SELECT extract(epoch FROM min(wn_next_due(p.id)) - now())::float8
   FROM projects p
-  LEFT JOIN claim_marks m ON m.project_id = p.id
- CROSS JOIN LATERAL (SELECT min(j.available_at) AS at FROM jobs j
-                      WHERE j.project_id = p.id AND j.status = 'PENDING' AND j.unmet_deps = 0
-                        AND (-(j.priority::bigint), j.id)
-                            >= (coalesce(m.rank, -9223372036854775807), coalesce(m.id, 0))
-                        AND j.available_at > now()) n
  WHERE :projects::bigint[] IS NULL OR p.id = ANY (:projects::bigint[]);
 
 -- name: sharing_busy
