@@ -7,13 +7,14 @@ concurrent transactions and a held horizon commit on a project of their own."""
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import pytest
+import sql_calls
 from conftest import wait_until
+from sql_calls import end
 
 from whatsnext.api.server.sql import S
 
@@ -24,19 +25,11 @@ END = (9223372036854775807, 9223372036854775807)
 
 
 async def enqueue(db: asyncpg.Connection, *entries: dict[str, Any], project: str = PROJECT) -> list[int]:
-    batch = [{"task": "t", **e} for e in entries]
-    return list(await db.fetchval("SELECT ids FROM wn_enqueue($1, $2::jsonb)", project, json.dumps(batch)))
+    return await sql_calls.enqueue(db, project, *entries)
 
 
 async def claim(db: asyncpg.Connection, n: int = 1, project: str = PROJECT) -> list[int]:
-    rows = await db.fetch(
-        "SELECT id FROM wn_claim($1, NULL, 'w', 100, 0, 100, 0, '{}', $2, 60, 300)", project, n
-    )
-    return [r["id"] for r in rows]
-
-
-async def end(db: asyncpg.Connection, *changes: dict[str, Any]) -> None:
-    await db.fetch("SELECT * FROM wn_end_attempts($1::jsonb, 'test')", json.dumps(list(changes)))
+    return [r["id"] for r in await sql_calls.claim(db, project, n)]
 
 
 async def mark(db: asyncpg.Connection, project: str = PROJECT) -> tuple[int, int] | None:

@@ -3,28 +3,22 @@ job's status changes they equal a GROUP BY over jobs, each test in a transaction
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import asyncpg
+import sql_calls
+from sql_calls import end
 
 PROJECT = "jc"
 """The project of these tests (in a database of their own: ``migrated`` and ``db`` in conftest)."""
 
 
 async def enqueue(db: asyncpg.Connection, *entries: dict[str, Any], project: str = PROJECT) -> list[int]:
-    batch = [{"task": "t", **e} for e in entries]
-    return list(await db.fetchval("SELECT ids FROM wn_enqueue($1, $2::jsonb)", project, json.dumps(batch)))
+    return await sql_calls.enqueue(db, project, *entries)
 
 
 async def claim(db: asyncpg.Connection, n: int = 1) -> list[asyncpg.Record]:
-    return await db.fetch(
-        "SELECT * FROM wn_claim($1, NULL, 'w', 100, 0, 100, 0, '{}', $2, 60, 300)", PROJECT, n
-    )
-
-
-async def end(db: asyncpg.Connection, *changes: dict[str, Any]) -> None:
-    await db.fetch("SELECT * FROM wn_end_attempts($1::jsonb, 'test')", json.dumps(list(changes)))
+    return await sql_calls.claim(db, PROJECT, n)
 
 
 async def counted(db: asyncpg.Connection) -> dict[tuple[str, str], int]:

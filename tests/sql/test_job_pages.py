@@ -6,11 +6,11 @@ then cost a read and a write of a page anywhere in the table."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from sql_calls import claim, end, enqueue
 
 PROJECT = "pages"
 """The project of these tests (in a database of their own: ``migrated`` in conftest)."""
@@ -30,20 +30,18 @@ async def conn(migrated: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 async def submit(conn: asyncpg.Connection, first: int, count: int) -> None:
-    batch = [{"task": "t", "name": f"j{i}", "parameters": {"i": i}} for i in range(first, first + count)]
-    await conn.fetchval("SELECT ids FROM wn_enqueue($1, $2::jsonb)", PROJECT, json.dumps(batch))
+    await enqueue(
+        conn, PROJECT, *({"name": f"j{i}", "parameters": {"i": i}} for i in range(first, first + count))
+    )
 
 
 async def run_all(conn: asyncpg.Connection) -> None:
     """Hand out every pending job, 20 at a time, and complete each claim's jobs."""
-    while rows := await conn.fetch(
-        "SELECT id, attempt FROM wn_claim($1, NULL, 'node-0042', 100, 0, 100, 0, '{}', 20, 60, 300)",
-        PROJECT,
-    ):
-        done = [
-            {"id": r["id"], "attempt": r["attempt"], "outcome": "COMPLETED", "exit_code": 0} for r in rows
-        ]
-        await conn.fetch("SELECT * FROM wn_end_attempts($1::jsonb, 'test')", json.dumps(done))
+    while rows := await claim(conn, PROJECT, 20, worker="node-0042"):
+        await end(
+            conn,
+            *({"id": r["id"], "attempt": r["attempt"], "outcome": "COMPLETED", "exit_code": 0} for r in rows),
+        )
 
 
 async def test_new_jobs_stay_off_the_pages_of_jobs_that_finished_long_ago(conn: asyncpg.Connection) -> None:
