@@ -284,18 +284,25 @@ async def disk_use(dsn: str, jobs: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- measurements
 
 
+async def insert_pending(conn: asyncpg.Connection, count: int, prefix: str) -> None:
+    """``count`` pending no-op jobs of the measured project straight into ``jobs`` (what
+    ``wn_enqueue`` would insert), named ``prefix`` and a number."""
+    await conn.execute(
+        "INSERT INTO jobs (project_id, task_id, name, parameters) "
+        "SELECT p.id, t.id, $4 || g, jsonb_build_object('i', g) "
+        "FROM projects p JOIN tasks t ON t.project_id = p.id AND t.name = $2, generate_series(1, $3) g "
+        "WHERE p.name = $1",
+        PROJECT,
+        NOOP_TASK,
+        count,
+        prefix,
+    )
+
+
 async def seed_pending(side: Side, count: int) -> None:
     conn = await asyncpg.connect(side.dsn)
     try:
-        await conn.execute(
-            "INSERT INTO jobs (project_id, task_id, name, parameters) "
-            "SELECT p.id, t.id, 'pending-' || g, jsonb_build_object('i', g) "
-            "FROM projects p JOIN tasks t ON t.project_id = p.id AND t.name = $2, generate_series(1, $3) g "
-            "WHERE p.name = $1",
-            PROJECT,
-            NOOP_TASK,
-            count,
-        )
+        await insert_pending(conn, count, "pending-")
         await conn.execute("ANALYZE jobs")
     finally:
         await conn.close()
@@ -368,15 +375,7 @@ async def new_job_pages(side: Side) -> int:
     await tx.start()
     try:
         before = int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM jobs"))
-        await conn.execute(
-            "INSERT INTO jobs (project_id, task_id, name, parameters) "
-            "SELECT p.id, t.id, 'new-' || g, jsonb_build_object('i', g) "
-            "FROM projects p JOIN tasks t ON t.project_id = p.id AND t.name = $2, generate_series(1, $3) g "
-            "WHERE p.name = $1",
-            PROJECT,
-            NOOP_TASK,
-            NEW_JOBS,
-        )
+        await insert_pending(conn, NEW_JOBS, "new-")
         return int(
             await conn.fetchval(
                 "SELECT count(DISTINCT (ctid::text::point)[0]) FROM jobs WHERE id > $1", before
