@@ -18,6 +18,13 @@ def arg(name, default=None):
     return default
 
 
+def publish(path, data):
+    """Write ``path`` whole or not at all: a test that sees the file reads all of it."""
+    part = path.with_name(path.name + ".part")
+    part.write_text(json.dumps(data))
+    os.replace(part, path)
+
+
 out = Path(arg("--out", "."))
 job = os.environ.get("WHATSNEXT_JOB_ID", "x")
 record = {
@@ -30,7 +37,7 @@ record = {
     "attempt": os.environ.get("WHATSNEXT_ATTEMPT"),
     "project": os.environ.get("WHATSNEXT_PROJECT"),
 }
-(out / f"{job}.started").write_text(json.dumps(record))
+publish(out / f"{job}.started", record)
 print(f"job {job} started", flush=True)
 wait_for = arg("--wait-for")
 if wait_for:
@@ -38,6 +45,6 @@ if wait_for:
         threading.Event().wait(0.02)  # the test creates the file when the job may go on
 threading.Event().wait(float(arg("--sleep", "0")))  # the job's own work
 record["end"] = time.time()
-(out / f"{job}.json").write_text(json.dumps(record))
+publish(out / f"{job}.json", record)
 print(f"job {job} done", flush=True)
 sys.exit(int(arg("--exit", "0")))
