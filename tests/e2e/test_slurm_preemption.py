@@ -29,6 +29,24 @@ def scontrol(*args: str) -> None:
     subprocess.run(["scontrol", *args], check=True, capture_output=True, text=True)
 
 
+async def end_now(slurm_id: str) -> None:
+    """Set a running SLURM job's end time to now. SLURM refuses an end time that is not after the
+    job's start, in whole seconds ("Invalid time specified" in the job's first second): ask again
+    until it is."""
+
+    def accepted() -> bool:
+        done = subprocess.run(
+            ["scontrol", "update", f"JobId={slurm_id}", "EndTime=now"], capture_output=True, text=True
+        )
+        assert done.returncode == 0 or "Invalid time specified" in done.stderr, done.stderr
+        return done.returncode == 0
+
+    async def ended() -> bool:
+        return await asyncio.to_thread(accepted)
+
+    await wait_until(ended, timeout=10, interval=0.2, what=f"SLURM to take job {slurm_id}'s end time")
+
+
 async def test_slurm_requeue_and_time_limit(
     slurm: None, server: ServerProcess, api: Api, tmp_path: Path
 ) -> None:
@@ -56,7 +74,7 @@ async def test_slurm_requeue_and_time_limit(
         await wait_until(both_running, timeout=60, interval=0.2, what="both jobs running on SLURM")
         await asyncio.to_thread(scontrol, "requeue", handles[requeued["id"]])
         # Its time limit reached now: SLURM ends it as TIMEOUT at its next check of time limits.
-        await asyncio.to_thread(scontrol, "update", f"JobId={handles[limited['id']]}", "EndTime=now")
+        await end_now(handles[limited["id"]])
         await asyncio.wait_for(worker, 150)
     finally:
         if not worker.done():
