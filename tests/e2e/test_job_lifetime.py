@@ -135,6 +135,8 @@ async def test_a_stopped_worker_requeues_its_job_and_the_next_attempt_resumes_fr
     assert done["status"] == "COMPLETED" and done["attempts_used"] == 1 and done["attempt"] == 2
     assert done["checkpoint"] == str(folder / "step-2.pt")
     assert body(tmp_path) == ["start 1", "stopped 1", "start 2", "end 2"]
+    # What each attempt wrote stays; the files through which the worker read its checkpoint go.
+    assert sorted(os.listdir(folder)) == ["step-1.pt", "step-2.pt"]
 
 
 async def test_a_server_paused_past_the_fence_suspends_the_job_until_its_lease_is_confirmed(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from datetime import datetime
@@ -108,6 +109,8 @@ async def test_a_sweep_with_an_aggregate_dedupe_and_retry_of_the_failed(
     assert agg["result"] == {"runs": 20, "results": 18, "best_seed": 19}
     finished = [datetime.fromisoformat(m["finished_at"]) for m in members]
     assert datetime.fromisoformat(agg["started_at"]) >= max(finished)
+    # The results and upstream.json went through the jobs' directories, which then went too.
+    assert os.listdir(tmp_path / "jobs" / p) == []
 
     # The same submission again (a notebook cell run twice) queues nothing.
     out = await asyncio.to_thread(sweep, server, p)

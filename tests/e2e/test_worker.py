@@ -113,6 +113,33 @@ async def test_python_formatter_result(server: ServerProcess, project: dict) -> 
     assert (await c.refresh_async()).result == 2
 
 
+async def test_a_python_function_gets_a_checkpoint_directory_only_when_it_can_see_it(
+    server: ServerProcess, project: dict, tmp_path: Path
+) -> None:
+    seen: list[tuple[str | None, bool]] = []
+
+    def plain(x: int) -> int:
+        return x
+
+    def with_job(x: int, job: JobSpec) -> int:
+        seen.append((job.checkpoint_dir, os.path.isdir(job.checkpoint_dir or "")))
+        return x
+
+    root = tmp_path / "ck"
+    p = await AsyncServer(server.url).get_project(project["name"])
+    await p.extend_queue([Job(f"a{i}", "plain", {"x": i}) for i in range(3)])
+    summary = await run_worker(Client("t", "py", p, PythonFormatter(plain), checkpoint_root=root))
+    assert summary.completed == 3 and not root.exists()  # nothing can see it: nothing is made
+
+    job = await p.append_queue(Job("b", "with_job", {"x": 1}))
+    summary = await run_worker(
+        Client("t", "py2", p, PythonFormatter(with_job, pass_job=True), checkpoint_root=root)
+    )
+    folder = root / project["name"] / str(job.id)
+    assert summary.completed == 1 and seen == [(str(folder), True)]
+    assert not folder.exists()  # it wrote nothing there: the directory went with the attempt
+
+
 async def test_capacity_three_at_a_time(server: ServerProcess, project: dict, tmp_path: Path) -> None:
     srv = AsyncServer(server.url)
     p = await srv.get_project(project["name"])

@@ -181,6 +181,27 @@ def test_each_attempt_gets_a_result_file_and_a_job_with_upstream_its_upstream_fi
     assert sorted(p.name for p in folder.iterdir()) == ["upstream.json"]  # no partial file left
 
 
+def test_when_the_attempt_ends_only_what_the_job_wrote_is_left(tmp_path: Path) -> None:
+    checkpoints = Checkpoints(tmp_path)
+    quiet = spec([PREP])  # a job that writes nothing: its directory goes
+    checkpoints.prepare(quiet, "p")
+    folder = tmp_path / "p" / "12"
+    Path(quiet.result_file or "").write_text('{"loss": 0.1}')
+    Path(quiet.checkpoint_file or "").write_text("")
+    assert checkpoints.read_result(quiet) == {"loss": 0.1}
+    checkpoints.finish(quiet)
+    assert not folder.exists() and (tmp_path / "p").is_dir()
+
+    kept = spec([PREP], attempt=2)  # a job that wrote a checkpoint: only that stays
+    checkpoints.prepare(kept, "p")
+    (folder / "step-9.pt").write_text("state")
+    Path(kept.checkpoint_file or "").write_text("step-9.pt")
+    assert checkpoints.read(kept) == str(folder / "step-9.pt")
+    checkpoints.finish(kept)
+    checkpoints.finish(kept)  # twice: nothing to remove, no error
+    assert os.listdir(folder) == ["step-9.pt"]
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [

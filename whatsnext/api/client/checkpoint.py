@@ -13,6 +13,9 @@ The same directory carries what flows between jobs: a job may write its result a
 when the attempt ends and reports as the job's ``result``; a job with dependencies finds what its
 upstream jobs left in ``upstream.json`` (``WHATSNEXT_UPSTREAM``), written when its attempt starts.
 
+When the attempt ends and all that is read, those files go, and the directory with them when the
+job wrote nothing else there: a worker leaves behind only what its jobs wrote.
+
 The root is the worker's ``checkpoint_root`` (``--checkpoint-root``), else
 ``$WHATSNEXT_CHECKPOINT_ROOT``, else ``~/.whatsnext/checkpoints`` (beside the SLURM formatter's
 ``~/.whatsnext/slurm``: a home directory is usually shared by a cluster's nodes).
@@ -117,6 +120,25 @@ class Checkpoints:
         if spec.upstream is not None and self._write_upstream(spec, folder):
             env["WHATSNEXT_UPSTREAM"] = str(spec.upstream_file)
         return env
+
+    def finish(self, spec: JobSpec) -> None:
+        """Once the attempt's end is read: remove the files the worker made or read for it (its
+        checkpoint file, result file and ``upstream.json``), then the directory itself when nothing
+        else is in it. A worker leaves behind only what its jobs wrote, not a directory per job.
+        Never raises. Not for an attempt whose lease was lost: a newer one may use the directory."""
+        folder = spec.checkpoint_dir
+        if not folder:
+            return
+        for path in (spec.checkpoint_file, spec.result_file, spec.upstream_file):
+            if path:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass  # not written, or gone already
+        try:
+            os.rmdir(folder)
+        except OSError:
+            pass  # what the job wrote is there (or it is gone already): it stays
 
     def _write_upstream(self, spec: JobSpec, folder: str) -> bool:
         """Write the claim's ``upstream`` list to ``upstream.json`` (whole or not at all: through a

@@ -186,7 +186,7 @@ class Runner:
             "WHATSNEXT_PROJECT": spec.project or self.project or "",
             "WHATSNEXT_SERVER": self.http.base_url,
         }
-        if self.checkpoints is not None:
+        if self.checkpoints is not None and self.formatter.uses_checkpoint_dir:
             env.update(self.checkpoints.prepare(spec, env["WHATSNEXT_PROJECT"]))
         if self.capacity.gpu_ids:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(gpu_ids)
@@ -358,8 +358,10 @@ class Runner:
         if status == "FAILED" and outcome.log_tail and (error or "").startswith(("exit code", "killed by")):
             error = failure_reason(error, outcome.log_tail)  # the cause is usually in the last lines
         result = outcome.result
-        if result is None and self.checkpoints is not None:
-            result = self.checkpoints.read_result(spec)  # what the job wrote to WHATSNEXT_RESULT_FILE
+        if self.checkpoints is not None:
+            if result is None:
+                result = self.checkpoints.read_result(spec)  # what the job wrote to WHATSNEXT_RESULT_FILE
+            self.checkpoints.finish(spec)  # what is left is what the job itself wrote
         report: ReportEntry = {
             "id": spec.id,
             "attempt": spec.attempt,

@@ -201,6 +201,9 @@ class Formatter(ABC):
     #: Whether it runs each job with its task's command template (the worker then claims only
     #: jobs of tasks that have one).
     uses_task_commands: bool = False
+    #: Whether its jobs can see their checkpoint directory (through its variables, or ``job=``):
+    #: the worker makes the directory only for those.
+    uses_checkpoint_dir: bool = True
 
     def preflight(self) -> None:
         """Check, before the worker claims anything, that what it runs can work (the script and

@@ -78,6 +78,8 @@ class PythonFormatter(Formatter):
         self.name = func if isinstance(func, str) else f"{func.__module__}:{func.__qualname__}"
         self.pass_job = pass_job
         """When True, the function also receives ``job=JobSpec`` (id, attempt, GPU ids, ...)."""
+        # A function shares the worker's environment: only ``job=`` shows it its directory.
+        self.uses_checkpoint_dir = pass_job
         self._is_async = inspect.iscoroutinefunction(self.func)
         self._takes_upstream = declares(self.func, "upstream")
 
