@@ -26,6 +26,10 @@ Each figure is measured on both, one after the other in turns (empty, full, then
 * **buffers per drained job**: the shared buffers (hits and reads, ``pg_stat_database``) the
   drain itself reads, divided by its jobs (11 s waits on either side, for the server's sessions
   to report their counters); what drains pay for deeper indexes, free of the machine's noise;
+* **WAL bytes and CPU per drained job**: the cluster's WAL (``pg_stat_wal``) and the CPU time
+  (``/proc``, user and system) of the server, the worker and PostgreSQL (every process of it,
+  when it runs on this machine) while the drain ran, divided by its jobs: which process pays
+  for what a full database costs, where the jobs per second alone only say that something does;
 * **heap pages of new jobs**: the pages of ``jobs`` that one ``INSERT`` of 1,000 pending jobs
   writes to (rolled back): next to each other, or one old page each;
 * **claim p50**: 200 single-job claims, each followed by its ``complete``, with 1,000 jobs
@@ -337,29 +341,110 @@ STATS_FLUSH_S = 11.0
 session's statistics within 10 s)."""
 
 
-class BufferProbe(DrainProbe):
-    """Shared buffers the drain itself reads (hits and reads in ``pg_stat_database``), waiting for
-    the server's sessions to report what came before and what the drain did."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
-    def __init__(self, dsn: str) -> None:
+
+def _cpu_ticks(pid: int) -> tuple[int, int]:
+    """A process's own CPU ticks (user and system) and those of its children it has reaped."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    return utime + stime, cutime + cstime
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(entry.name))
+            except (OSError, ValueError):
+                pass  # gone while we looked
+    return out
+
+
+def _postgres_ticks(postmaster: int) -> int:
+    """Every tick PostgreSQL spent: the postmaster, its live processes and those it has reaped."""
+    own, reaped = _cpu_ticks(postmaster)
+    total = own + reaped
+    for child in _children(postmaster):
+        try:
+            total += _cpu_ticks(child)[0]
+        except OSError:
+            pass  # exited between the listing and the read: counted in ``reaped`` next time
+    return total
+
+
+async def _postmaster(dsn: str) -> int | None:
+    """The postmaster's pid when PostgreSQL runs on this machine (``/proc`` shows it), else None."""
+    conn = await asyncpg.connect(dsn)
+    try:  # (read while the session lives: its process goes with it)
+        backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
+        if not Path(f"/proc/{backend}/comm").read_text().startswith("postgres"):
+            return None
+        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+    finally:
+        await conn.close()
+
+
+class DrainCost(DrainProbe):
+    """What the drain itself costs, free of the machine's noise:
+
+    * the shared buffers it reads (hits and reads in ``pg_stat_database``), waiting for the
+      server's sessions to report what came before and what the drain did;
+    * the CPU seconds of each process: the server (``/proc``), the worker (this process's reaped
+      children) and PostgreSQL (its postmaster, live processes and reaped ones; only when it runs
+      on this machine)."""
+
+    def __init__(self, dsn: str, server_pid: int) -> None:
         self.dsn = dsn
+        self.server_pid = server_pid
+        self.postmaster: int | None = None
         self.start = 0
         self.buffers = 0
+        self._wal_start: dict[str, int] = {}
+        #: The cluster's WAL while the drain ran (``pg_stat_wal``): records, full-page images,
+        #: bytes and syncs.
+        self.wal: dict[str, int] = {}
+        self._cpu_start: dict[str, int] = {}
+        #: CPU seconds of the drain by process: ``server``, ``worker`` and, where seen, ``postgres``.
+        self.cpu_s: dict[str, float] = {}
 
-    async def _read(self) -> int:
+    async def _read(self) -> tuple[int, dict[str, int]]:
         await asyncio.sleep(STATS_FLUSH_S)
-        return int(
-            await _value(
-                self.dsn,
-                "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()",
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            buffers = await conn.fetchval(
+                "SELECT blks_hit + blks_read FROM pg_stat_database WHERE datname = current_database()"
             )
-        )
+            wal = await conn.fetchrow("SELECT wal_records, wal_fpi, wal_bytes, wal_sync FROM pg_stat_wal")
+        finally:
+            await conn.close()
+        return int(buffers), {k: int(v) for k, v in wal.items()}
+
+    def _ticks(self) -> dict[str, int]:
+        times = os.times()
+        out = {
+            "server": _cpu_ticks(self.server_pid)[0],
+            "worker": round((times.children_user + times.children_system) * CLOCK_TICKS),
+        }
+        if self.postmaster is not None:
+            out["postgres"] = _postgres_ticks(self.postmaster)
+        return out
 
     async def before(self) -> None:
-        self.start = await self._read()
+        self.postmaster = await _postmaster(self.dsn)
+        self.start, self._wal_start = await self._read()
+        self._cpu_start = self._ticks()
 
     async def after(self) -> None:
-        self.buffers = await self._read() - self.start
+        end = self._ticks()
+        self.cpu_s = {k: (end[k] - self._cpu_start[k]) / CLOCK_TICKS for k in end}
+        buffers, wal = await self._read()
+        self.buffers = buffers - self.start
+        self.wal = {k: wal[k] - self._wal_start[k] for k in wal}
 
 
 NEW_JOBS = 1_000
@@ -594,11 +679,16 @@ async def run(cfg: HorizonConfig, database: str | None, keep: bool, progress: Pr
                 return await measure_enqueue(side, bench_cfg)
 
             buffers: dict[str, list[float]] = {s.label: [] for s in sides}
+            cpu: dict[str, dict[str, list[float]]] = {s.label: {} for s in sides}
+            wal: dict[str, list[float]] = {s.label: [] for s in sides}
 
             async def drain(side: Side) -> float:
-                probe = BufferProbe(side.dsn)
+                probe = DrainCost(side.dsn, side.server.pid)
                 jobs_s = (await measure_drain(side, bench_cfg, side.dsn, probe))["jobs_s"]
                 buffers[side.label].append(probe.buffers / bench_cfg.drain_jobs)
+                for process, seconds in probe.cpu_s.items():
+                    cpu[side.label].setdefault(process, []).append(seconds * 1e6 / bench_cfg.drain_jobs)
+                wal[side.label].append(probe.wal["wal_bytes"] / bench_cfg.drain_jobs)
                 return jobs_s
 
             claims: dict[str, list[float]] = {s.label: [] for s in sides}
@@ -613,6 +703,10 @@ async def run(cfg: HorizonConfig, database: str | None, keep: bool, progress: Pr
             raw["drain_jobs_s"] = await in_turns(sides, cfg.repeat, "drain (jobs/s)", drain, progress)
             raw["drain_buffers_per_job"] = buffers
             progress(f"shared buffers read per drained job: {buffers}")
+            raw["drain_cpu_us_per_job"] = cpu
+            progress(f"CPU microseconds per drained job: {cpu}")
+            raw["drain_wal_bytes_per_job"] = wal
+            progress(f"WAL bytes per drained job: {wal}")
             raw["claim_p50_ms"] = await in_turns(sides, 1, "claim p50 (ms)", claim, progress)
             for side in sides:
                 await side.reset()
@@ -631,6 +725,13 @@ async def run(cfg: HorizonConfig, database: str | None, keep: bool, progress: Pr
     result["summary"]["new_job_pages"] = written
     result["summary"]["drain_buffers_per_job"] = {
         side: round(median(values), 1) for side, values in raw["drain_buffers_per_job"].items()
+    }
+    result["summary"]["drain_wal_bytes_per_job"] = {
+        side: round(median(values)) for side, values in raw["drain_wal_bytes_per_job"].items()
+    }
+    result["summary"]["drain_cpu_us_per_job"] = {
+        side: {process: round(median(values), 1) for process, values in by_process.items()}
+        for side, by_process in raw["drain_cpu_us_per_job"].items()
     }
     return result
 
@@ -719,6 +820,12 @@ def render(result: dict[str, Any]) -> str:
     if "drain_buffers_per_job" in s:  # (results of earlier versions lack it)
         e, f = s["drain_buffers_per_job"]["empty"], s["drain_buffers_per_job"]["full"]
         lines.append(f"| shared buffers read per drained job (median) | {e:.1f} | {f:.1f} | {f / e:.2f} | |")
+    if "drain_wal_bytes_per_job" in s:  # (results of earlier versions lack it and the CPU)
+        e, f = s["drain_wal_bytes_per_job"]["empty"], s["drain_wal_bytes_per_job"]["full"]
+        lines.append(f"| WAL bytes per drained job (median) | {e:,} | {f:,} | {f / e:.2f} | |")
+    for process, e in s.get("drain_cpu_us_per_job", {}).get("empty", {}).items():
+        f = s["drain_cpu_us_per_job"]["full"][process]
+        lines.append(f"| CPU µs per drained job: {process} (median) | {e:.0f} | {f:.0f} | {f / e:.2f} | |")
     if "new_job_pages" in s:  # (results of earlier versions lack it)
         e, f = s["new_job_pages"]["empty"], s["new_job_pages"]["full"]
         lines.append(
