@@ -2,16 +2,40 @@
 -- page costs the same with a thousand jobs or a hundred thousand.
 
 -- name: dash_projects
--- Every project (or those in :projects) with its job counts by status (wn_job_counts) and the
--- jobs that completed in the last hour (read through jobs_finished: the last hour's finished jobs).
+-- Every project (or those in :projects) with its job counts by status (wn_job_counts).
 SELECT p.id, p.name, p.description, p.status AS project_status,
-       coalesce((SELECT jsonb_object_agg(c.status, c.n) FROM wn_job_counts(p.id) c), '{}') AS counts,
-       (SELECT count(*) FROM jobs j
-         WHERE j.project_id = p.id AND j.status = 'COMPLETED'
-           AND j.finished_at > now() - interval '1 hour')::bigint AS completed_last_hour
+       coalesce((SELECT jsonb_object_agg(c.status, c.n) FROM wn_job_counts(p.id) c), '{}') AS counts
   FROM projects p
  WHERE (:projects::bigint[] IS NULL OR p.id = ANY (:projects))
  ORDER BY p.name;
+
+-- name: dash_completed_recently
+-- The jobs each project (of :projects, or all) completed lately, read from the :sample jobs that
+-- finished last within the hour at most (backwards through jobs_finished), so that the overview
+-- costs the same at any throughput (counting the whole hour read every job it finished: a
+-- million an hour at 300 jobs/s). The counts are exact for the window they cover, which since
+-- gives: NULL for the whole last hour (fewer than :sample finished in it), else the time the
+-- oldest job of the sample finished (every job that finished after it is in the sample).
+WITH recent AS (
+    SELECT j.project_id, j.status, j.finished_at
+      FROM jobs j
+     WHERE j.status IN ('COMPLETED', 'FAILED', 'CANCELLED')
+       AND j.finished_at > now() - interval '1 hour'
+     ORDER BY j.finished_at DESC
+     LIMIT :sample),
+span AS (
+    SELECT CASE WHEN count(*) >= :sample THEN min(finished_at) END AS since FROM recent)
+-- One row per project that completed any, or one with project_id NULL when none did.
+SELECT c.project_id, coalesce(c.completed, 0)::bigint AS completed,
+       extract(epoch FROM now() - coalesce(s.since, now() - interval '1 hour'))::float8 AS seconds
+  FROM span s
+  LEFT JOIN LATERAL (
+      SELECT r.project_id, count(*) AS completed
+        FROM recent r
+       WHERE r.status = 'COMPLETED'
+         AND (s.since IS NULL OR r.finished_at > s.since)
+         AND (:projects::bigint[] IS NULL OR r.project_id = ANY (:projects))
+       GROUP BY r.project_id) c ON true;
 
 -- name: dash_cluster
 -- How many workers are ONLINE and how many LOST (wn_worker_status), and the CPUs and GPUs the

@@ -210,6 +210,8 @@ async def test_pages_render_on_the_server(
     base, name = server.url, seeded["name"]
     status, text = await _html(http, base + "/")
     assert status == 200 and "<h2>Projects</h2>" in text and f'data-project="{name}"' in text
+    row = text.split(f'data-project="{name}"')[1].split("</tr>")[0]
+    assert '<td class="num">2</td>' in row  # completed in the last hour: prep and train
     status, text = await _html(http, f"{base}/ui/projects/{name}")
     assert status == 200
     assert re.search(r'data-status="COMPLETED">\s*<h3>.*?<span class="count">2</span>', text, re.S)

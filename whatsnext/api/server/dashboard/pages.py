@@ -55,10 +55,19 @@ async def overview(request: web.Request, who: Principal) -> dict[str, Any]:
     store = request.app[store_key].dashboard
     projects = await store.projects(projects=visible_projects(who))
     cluster = await store.cluster(projects=visible_projects(who))
+    completed, seconds = await store.completed_recently(projects=visible_projects(who))
     for p in projects:
         p["total"] = sum(p["counts"].values())
         p["finished"] = sum(p["counts"].get(s, 0) for s in ("COMPLETED", "FAILED", "CANCELLED"))
-    return {"projects": projects, "cluster": cluster, "live_url": f"{PREFIX}/events", "title": "Overview"}
+        p["completed_recently"] = completed.get(p["id"], 0)
+    return {
+        "projects": projects,
+        "cluster": cluster,
+        # None: the last hour; else the seconds the last RECENT_SAMPLE finished jobs took.
+        "recent_seconds": None if seconds >= 3599.5 else seconds,
+        "live_url": f"{PREFIX}/events",
+        "title": "Overview",
+    }
 
 
 def _project_page(project: dict[str, Any], title: str, **context: Any) -> dict[str, Any]:

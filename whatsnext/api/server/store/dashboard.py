@@ -10,9 +10,23 @@ from .filter import JobFilter
 __all__ = ["DashboardStore", "JobFilter"]
 
 
+RECENT_SAMPLE = 10_000
+"""The most finished jobs the overview reads to say what each project completed lately
+(``dash_completed_recently``): the last hour, or the time the last ``RECENT_SAMPLE`` took."""
+
+
 class DashboardStore(Table):
     async def projects(self, *, projects: list[int] | None) -> list[Row]:
+        """Every project (of ``projects``, or all) with its counts by status."""
         return await self.rows(S.dash_projects, projects=projects)
+
+    async def completed_recently(self, *, projects: list[int] | None) -> tuple[dict[int, int], float]:
+        """The jobs each project (of ``projects``, or all) completed lately, by project id, and
+        the seconds that covers: the last hour, or less when more than ``RECENT_SAMPLE`` jobs
+        finished in it (every job that finished since is counted)."""
+        rows = await self.rows(S.dash_completed_recently, projects=projects, sample=RECENT_SAMPLE)
+        by_project = {r["project_id"]: r["completed"] for r in rows if r["project_id"] is not None}
+        return by_project, rows[0]["seconds"]
 
     async def cluster(self, *, projects: list[int] | None) -> Row:
         """The ONLINE workers (``wn_worker_status``) and the CPUs and GPUs they declare and hold."""
