@@ -13,9 +13,9 @@ SELECT p.id, p.name, p.description, p.status AS project_status,
 -- The jobs each project (of :projects, or all) completed lately, read from the :sample jobs that
 -- finished last within the hour at most (backwards through jobs_finished), so that the overview
 -- costs the same at any throughput (counting the whole hour read every job it finished: a
--- million an hour at 300 jobs/s). The counts are exact for the window they cover, which since
--- gives: NULL for the whole last hour (fewer than :sample finished in it), else the time the
--- oldest job of the sample finished (every job that finished after it is in the sample).
+-- million an hour at 300 jobs/s). The counts are exact for the window they cover, which seconds
+-- gives: the whole last hour while fewer than :sample jobs finished in it, else the time since
+-- the oldest job of the sample finished (every job that finished after it is in the sample).
 WITH recent AS (
     SELECT j.project_id, j.status, j.finished_at
       FROM jobs j
