@@ -156,3 +156,37 @@ async def test_a_batch_with_an_old_and_the_current_attempt_applies_the_current(
     events = (await call(client, "GET", f"/jobs/{job['id']}/events"))[1]["events"]
     assert [e["status"] for e in events][-1] == "COMPLETED"
     assert [e["status"] for e in events].count("COMPLETED") == 1
+
+
+async def test_a_waiting_claim_of_a_worker_that_runs_jobs_skips_the_idle_summary(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    """A worker that runs jobs has something running: the summary (a read of every pending and
+    running job, which a held transaction makes long) cannot make its wait pointless, so a claim
+    that finds nothing waits without it; the answer still carries it."""
+    from whatsnext.api.server.keys import store_key
+
+    name = f"inproc-{uuid.uuid4().hex[:8]}"
+    assert (await call(client, "POST", "/projects", {"name": name}))[0] == 201
+    projects = client.app[store_key].projects
+    asked: list[int] = []
+    idle = projects.idle
+
+    async def counted(**kwargs: Any) -> Any:
+        asked.append(kwargs["project_id"])
+        return await idle(**kwargs)
+
+    monkeypatch.setattr(projects, "idle", counted)
+    claim = {"worker_name": "w", "max_jobs": 1, "idle_summary": True}
+    # Nothing pending and nothing running: answered at once, from the summary.
+    status, out = await call(client, "POST", f"/projects/{name}/claim", {**claim, "free_cpu": 2, "wait": 5})
+    assert status == 200 and out["jobs"] == [] and out["idle"]["running"] == 0 and len(asked) == 1
+    # It takes the one job there is; with one of its two CPUs in use, it claims again and waits
+    # (here 0.2 s) without the summary, then answers with it.
+    assert (await call(client, "POST", f"/projects/{name}/jobs", {"name": "j", "task": "t"}))[0] == 201
+    status, out = await call(client, "POST", f"/projects/{name}/claim", {**claim, "free_cpu": 2})
+    assert status == 200 and len(out["jobs"]) == 1
+    asked.clear()
+    body = {**claim, "free_cpu": 1, "total_cpu": 2, "wait": 0.2}
+    status, out = await call(client, "POST", f"/projects/{name}/claim", body)
+    assert status == 200 and out["jobs"] == [] and out["idle"]["running"] == 1 and len(asked) == 1

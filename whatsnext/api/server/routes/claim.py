@@ -95,6 +95,11 @@ class Target:
             await metrics.jobs_claimed(request, project, its, lease)
 
 
+def _runs_jobs(body: ClaimRequest) -> bool:
+    """Whether the claiming worker has some of its capacity in use: it runs jobs."""
+    return body.free_cpu < _total_cpu(body) or body.free_accelerators < _total_accelerators(body)
+
+
 async def _idle(store: Store, project_id: int, body: ClaimRequest) -> dict[str, Any]:
     return await store.projects.idle(
         project_id=project_id,
@@ -218,7 +223,9 @@ async def _serve(request: web.Request, body: ClaimRequest, target: Target) -> we
         if hub.generation != generation:
             woken = None
             continue  # something changed while we looked: look again before sleeping
-        if body.idle_summary:
+        if body.idle_summary and not _runs_jobs(body):
+            # (A worker that runs jobs has something running: waiting is never pointless for
+            # it, and the summary, a read of every pending and running job, is not made.)
             idle = await target.idle(store, body)
             if not idle["running"] and not idle["runnable"]:
                 # Nothing runs and nothing this worker could take: waiting would change nothing.
