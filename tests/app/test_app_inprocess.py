@@ -190,3 +190,51 @@ async def test_a_waiting_claim_of_a_worker_that_runs_jobs_skips_the_idle_summary
     body = {**claim, "free_cpu": 1, "total_cpu": 2, "wait": 0.2}
     status, out = await call(client, "POST", f"/projects/{name}/claim", body)
     assert status == 200 and out["jobs"] == [] and out["idle"]["running"] == 1 and len(asked) == 1
+
+
+async def test_a_waiting_worker_asks_why_nothing_fits_once_a_minute_at_most(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    """A waiting worker (``forever``) asks for the idle summary as it starts waiting, to say why
+    nothing fits it; a worker of short jobs starts waiting many times a second, and asks again
+    only a minute later (the summary reads every pending and running job)."""
+    from conftest import wait_until
+
+    from whatsnext.api.client import AsyncServer, Client, PythonFormatter
+    from whatsnext.api.server.keys import store_key
+
+    name = f"inproc-{uuid.uuid4().hex[:8]}"
+    assert (await call(client, "POST", "/projects", {"name": name}))[0] == 201
+    projects = client.app[store_key].projects
+    asked: list[int] = []
+    idle = projects.idle
+
+    async def counted(**kwargs: Any) -> Any:
+        asked.append(kwargs["project_id"])
+        return await idle(**kwargs)
+
+    monkeypatch.setattr(projects, "idle", counted)
+    done: list[int] = []
+
+    def work(i: int) -> int:
+        done.append(i)
+        return i
+
+    server = AsyncServer(str(client.server.make_url("")).rstrip("/"))
+    worker = Client("t", "w", name, PythonFormatter(work), available_cpu=1, server=server)
+    running = asyncio.create_task(worker.work_async(forever=True))
+    try:
+        for i in range(5):  # one job at a time: the worker waits again after each
+            assert (await call(client, "POST", f"/projects/{name}/jobs", {"name": f"j{i}", "task": "t",
+                                                                          "parameters": {"i": i}}))[0] == 201  # fmt: skip
+
+            async def ran(n: int = i + 1) -> bool:
+                return len(done) == n
+
+            await wait_until(ran, timeout=20, what=f"job {i} to run")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+        await server.close()
+    # At most as it started waiting; it asked after each job before.
+    assert done == [0, 1, 2, 3, 4] and len(asked) <= 1

@@ -43,6 +43,10 @@ from .target import Target
 
 log = structlog.get_logger("whatsnext.worker")
 
+IDLE_ASK_INTERVAL = 60.0
+"""Seconds between two asks of a waiting worker (``forever``) for why nothing fits it: it asks as
+it starts waiting, then at most this often."""
+
 ProjectKey = Project | AsyncProject | str | int
 Projects = ProjectKey | Iterable[ProjectKey]
 """What ``Client(project=...)`` and ``work(project=...)`` take: a project (a ``Project``, an
@@ -176,6 +180,7 @@ class Client:
         self._artifacts: ArtifactRecorder | None = None
         self.summary = WorkSummary()
         self._told_unfit = False
+        self._asked_idle_at = -IDLE_ASK_INTERVAL
         self._claim_fields: ClaimRequest = {}
 
     @property
@@ -468,8 +473,16 @@ class Client:
             watch = not forever or bool(self._running)
             # A waiting worker first asks, without waiting, what is pending: to say once why
             # nothing fits it.
-            ask_idle = forever and not self._told_unfit and not self._running
+            # Once a minute at most: a worker of many short jobs is idle many times a second, and
+            # the summary reads every pending and running job of the project.
+            ask_idle = (
+                forever
+                and not self._told_unfit
+                and not self._running
+                and time.monotonic() - self._asked_idle_at >= IDLE_ASK_INTERVAL
+            )
             if ask_idle:
+                self._asked_idle_at = time.monotonic()
                 wait, watch = 0.0, True
             wait = idle_clock.bound(wait)  # back by the end of the idle timeout, to stop then
             sent_at = time.monotonic()
