@@ -158,12 +158,9 @@ async def test_a_batch_with_an_old_and_the_current_attempt_applies_the_current(
     assert [e["status"] for e in events].count("COMPLETED") == 1
 
 
-async def test_a_waiting_claim_of_a_worker_that_runs_jobs_skips_the_idle_summary(
-    client: TestClient, monkeypatch: Any
-) -> None:
-    """A worker that runs jobs has something running: the summary (a read of every pending and
-    running job, which a held transaction makes long) cannot make its wait pointless, so a claim
-    that finds nothing waits without it; the answer still carries it."""
+async def project_counting_idle_summaries(client: TestClient, monkeypatch: Any) -> tuple[str, list[int]]:
+    """A new project, and the list of the projects whose idle summary the server makes from now
+    on (``store.projects.idle``), one entry per summary."""
     from whatsnext.api.server.keys import store_key
 
     name = f"inproc-{uuid.uuid4().hex[:8]}"
@@ -177,6 +174,16 @@ async def test_a_waiting_claim_of_a_worker_that_runs_jobs_skips_the_idle_summary
         return await idle(**kwargs)
 
     monkeypatch.setattr(projects, "idle", counted)
+    return name, asked
+
+
+async def test_a_waiting_claim_of_a_worker_that_runs_jobs_skips_the_idle_summary(
+    client: TestClient, monkeypatch: Any
+) -> None:
+    """A worker that runs jobs has something running: the summary (a read of every pending and
+    running job, which a held transaction makes long) cannot make its wait pointless, so a claim
+    that finds nothing waits without it; the answer still carries it."""
+    name, asked = await project_counting_idle_summaries(client, monkeypatch)
     claim = {"worker_name": "w", "max_jobs": 1, "idle_summary": True}
     # Nothing pending and nothing running: answered at once, from the summary.
     status, out = await call(client, "POST", f"/projects/{name}/claim", {**claim, "free_cpu": 2, "wait": 5})
@@ -201,19 +208,8 @@ async def test_a_waiting_worker_asks_why_nothing_fits_once_a_minute_at_most(
     from conftest import wait_until
 
     from whatsnext.api.client import AsyncServer, Client, PythonFormatter
-    from whatsnext.api.server.keys import store_key
 
-    name = f"inproc-{uuid.uuid4().hex[:8]}"
-    assert (await call(client, "POST", "/projects", {"name": name}))[0] == 201
-    projects = client.app[store_key].projects
-    asked: list[int] = []
-    idle = projects.idle
-
-    async def counted(**kwargs: Any) -> Any:
-        asked.append(kwargs["project_id"])
-        return await idle(**kwargs)
-
-    monkeypatch.setattr(projects, "idle", counted)
+    name, asked = await project_counting_idle_summaries(client, monkeypatch)
     done: list[int] = []
 
     def work(i: int) -> int:
