@@ -344,10 +344,15 @@ session's statistics within 10 s)."""
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def _stat(pid: int | str) -> list[str]:
+    """The fields of ``/proc/<pid>/stat`` after the command's name (the state first, then the
+    parent's pid, ...)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
 def _cpu_ticks(pid: int) -> tuple[int, int]:
     """A process's own CPU ticks (user and system) and those of its children it has reaped."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    utime, stime, cutime, cstime = (int(f) for f in fields[11:15])
+    utime, stime, cutime, cstime = (int(f) for f in _stat(pid)[11:15])
     return utime + stime, cutime + cstime
 
 
@@ -356,7 +361,7 @@ def _children(pid: int) -> list[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                if int(_stat(entry.name)[1]) == pid:
                     out.append(int(entry.name))
             except (OSError, ValueError):
                 pass  # gone while we looked
@@ -382,7 +387,7 @@ async def _postmaster(dsn: str) -> int | None:
         backend = int(await conn.fetchval("SELECT pg_backend_pid()"))
         if not Path(f"/proc/{backend}/comm").read_text().startswith("postgres"):
             return None
-        return int(Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        return int(_stat(backend)[1])
     except OSError:
         return None
     finally:
