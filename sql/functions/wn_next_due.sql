@@ -6,16 +6,13 @@
 CREATE OR REPLACE FUNCTION wn_next_due(p_project bigint) RETURNS timestamptz
 LANGUAGE plpgsql STABLE AS $$
 DECLARE
-    v_rank bigint := -9223372036854775807;
-    v_id bigint := 0;
+    v_rank bigint;
+    v_id bigint;
 BEGIN
     SELECT m.rank, m.id INTO v_rank, v_id FROM claim_marks m WHERE m.project_id = p_project;
-    IF NOT FOUND THEN  -- no mark: from the start
-        v_rank := -9223372036854775807;
-        v_id := 0;
-    END IF;
     RETURN (SELECT min(j.available_at) FROM jobs j
              WHERE j.project_id = p_project AND j.status = 'PENDING' AND j.unmet_deps = 0
-               AND (-(j.priority::bigint), j.id) >= (v_rank, v_id)
+               -- no mark: from the start
+               AND (-(j.priority::bigint), j.id) >= (coalesce(v_rank, -9223372036854775807), coalesce(v_id, 0))
                AND j.available_at > now());
 END $$;
